@@ -1,0 +1,1 @@
+//! # iesp-initiator — minimal async iSCSI initiator (being written)

@@ -1,0 +1,1 @@
+//! # iesp-target — the reference iSCSI target (being written)
