@@ -29,6 +29,9 @@
 //! trip and print as hex. Encoding cannot fail; decoding returns typed errors.
 //! Nothing here panics on bytes from the network.
 
+#[macro_use]
+mod macros;
+
 pub mod bhs;
 pub mod digest;
 pub mod framing;
