@@ -1,1 +1,42 @@
-//! # iesp-target — the reference iSCSI target (being written)
+//! # iesp-target — the reference iSCSI target
+//!
+//! A fast, strict iSCSI target (RFC 7143) serving RAM, file and block-device
+//! LUNs, used as the yardstick other targets are compared with. The wire
+//! format comes from `iesp-proto`; this crate adds the target's state
+//! machines, SCSI execution and a tokio driver.
+//!
+//! ## Layout
+//!
+//! - [`config`] — targets, LUN specs (`ram:64M`, `file:PATH,size=1G`),
+//!   protocol limits; the defaults serve at once.
+//! - [`server`] — the accept loop ([`server::serve`] takes a bound listener
+//!   and a shutdown future), the session registry, graceful shutdown.
+//! - [`conn`] — one connection: the async driver ([`conn::run`]), the
+//!   sans-socket login state machine ([`conn::login`]) and full feature
+//!   phase ([`conn::ffp`]: CmdSN window, R2T/Data-Out, Data-In, TMF, NOP,
+//!   Text, Logout, Reject), and batched output ([`conn::outbox`]).
+//! - [`scsi`] — SCSI command execution on a logical unit (SPC-4, SBC-4).
+//! - [`backend`] — where blocks live: RAM, file, block device.
+//!
+//! ## Running one in a test
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use iesp_target::{config::TargetConfig, server::{Target, serve}};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let target = Target::from_config(&TargetConfig::default())?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! tokio::spawn(serve(listener, target, async { let _ = stopped.await; }));
+//! // ... connect to the listener's address ...
+//! let _ = stop.send(());
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod config;
+pub mod conn;
+pub mod scsi;
+pub mod server;
+
+pub use config::{DEFAULT_IQN, TargetConfig};
+pub use server::{Target, serve};

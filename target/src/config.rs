@@ -1,0 +1,264 @@
+//! Target configuration: targets, LUNs and protocol limits.
+//!
+//! The defaults serve at once: one target named [`DEFAULT_IQN`] with LUN 0 a
+//! 64 MiB RAM disk of 512-byte blocks, listening on 127.0.0.1:3260. Command
+//! line flags ([`LunSpec`] strings such as `ram:64M` or
+//! `file:/var/lib/lun0.img,size=1G`) and, later, a TOML file build the same
+//! structures.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The IQN of the default target. Stable: scripts and docs rely on it.
+pub const DEFAULT_IQN: &str = "iqn.2026-11.org.iesp-test:target0";
+
+/// The default portal.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3260";
+
+/// Everything a running target needs to know.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    pub targets: Vec<TargetDef>,
+    /// Target Portal Group Tag reported in SendTargets and at login.
+    pub portal_group_tag: u16,
+    pub limits: Limits,
+}
+
+/// One iSCSI target node and its logical units.
+#[derive(Clone, Debug)]
+pub struct TargetDef {
+    pub iqn: String,
+    pub alias: Option<String>,
+    /// LUN n is `luns[n]`.
+    pub luns: Vec<LunSpec>,
+}
+
+/// What this target accepts and prefers in negotiation and scheduling.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The largest data segment we accept (we declare it as our
+    /// MaxRecvDataSegmentLength).
+    pub max_recv_data_segment_length: u32,
+    /// Upper bound for the negotiated MaxBurstLength.
+    pub max_burst_length: u32,
+    /// Upper bound for the negotiated FirstBurstLength.
+    pub first_burst_length: u32,
+    /// Upper bound for MaxOutstandingR2T.
+    pub max_outstanding_r2t: u32,
+    /// Whether we accept ImmediateData=Yes.
+    pub immediate_data: bool,
+    /// Whether we insist on InitialR2T=Yes.
+    pub initial_r2t: bool,
+    /// Whether CRC32C digests may be negotiated.
+    pub digests: bool,
+    /// Commands a session may have outstanding: MaxCmdSN - ExpCmdSN + 1.
+    pub command_window: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_recv_data_segment_length: 256 * 1024,
+            max_burst_length: 16 * 1024 * 1024 - 1,
+            first_burst_length: 256 * 1024,
+            max_outstanding_r2t: 16,
+            immediate_data: true,
+            initial_r2t: false,
+            digests: true,
+            command_window: 128,
+        }
+    }
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            targets: vec![TargetDef {
+                iqn: DEFAULT_IQN.to_owned(),
+                alias: Some("iesp-target".to_owned()),
+                luns: vec![LunSpec::default()],
+            }],
+            portal_group_tag: 1,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Where a LUN's blocks live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// A RAM disk of this many bytes.
+    Ram { size: u64 },
+    /// A regular file, created sparse with `size` bytes when missing.
+    File { path: PathBuf, size: Option<u64> },
+    /// A block device, used whole.
+    Device { path: PathBuf },
+}
+
+/// One logical unit as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LunSpec {
+    pub backing: Backing,
+    /// Logical block size: 512 or 4096.
+    pub block_size: u32,
+    pub read_only: bool,
+}
+
+impl Default for LunSpec {
+    fn default() -> Self {
+        LunSpec { backing: Backing::Ram { size: 64 << 20 }, block_size: 512, read_only: false }
+    }
+}
+
+/// A LUN string that cannot be parsed; the message says what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid LUN `{spec}`: {reason}")]
+pub struct LunSpecError {
+    pub spec: String,
+    pub reason: String,
+}
+
+impl FromStr for LunSpec {
+    type Err = LunSpecError;
+
+    /// `ram:SIZE`, `file:PATH[,size=SIZE]`, `dev:PATH` or a path under
+    /// `/dev/`; any of them may end in `,ro` for a read-only LUN and
+    /// `,bs=4096` for the block size.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| LunSpecError { spec: s.to_owned(), reason: reason.to_owned() };
+        let mut parts = s.split(',');
+        let head = parts.next().unwrap_or_default();
+        let mut size = None;
+        let mut spec = LunSpec::default();
+        for opt in parts {
+            match opt.split_once('=') {
+                Some(("size", v)) => size = Some(parse_size(v).map_err(|e| err(&e))?),
+                Some(("bs", v)) => {
+                    spec.block_size = parse_block_size(v).map_err(|e| err(&e))?;
+                }
+                None if opt == "ro" => spec.read_only = true,
+                _ => return Err(err(&format!("unknown option `{opt}` (expected size=, bs= or ro)"))),
+            }
+        }
+        spec.backing = if let Some(sz) = head.strip_prefix("ram:") {
+            if size.is_some() {
+                return Err(err("ram takes its size after the colon: ram:64M"));
+            }
+            Backing::Ram { size: parse_size(sz).map_err(|e| err(&e))? }
+        } else if let Some(path) = head.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(err("file: needs a path"));
+            }
+            Backing::File { path: PathBuf::from(path), size }
+        } else if let Some(path) = head.strip_prefix("dev:") {
+            Backing::Device { path: PathBuf::from(path) }
+        } else if head.starts_with("/dev/") {
+            Backing::Device { path: PathBuf::from(head) }
+        } else {
+            return Err(err("expected ram:SIZE, file:PATH[,size=SIZE] or a /dev/ path"));
+        };
+        if let Backing::Ram { size } = spec.backing
+            && (size == 0 || size % u64::from(spec.block_size) != 0)
+        {
+            return Err(err(&format!("size must be a non-zero multiple of the {}-byte block size", spec.block_size)));
+        }
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for LunSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.backing {
+            Backing::Ram { size } => write!(f, "ram:{}", format_size(*size))?,
+            Backing::File { path, size: Some(s) } => write!(f, "file:{},size={}", path.display(), format_size(*s))?,
+            Backing::File { path, size: None } => write!(f, "file:{}", path.display())?,
+            Backing::Device { path } => write!(f, "dev:{}", path.display())?,
+        }
+        if self.block_size != 512 {
+            write!(f, ",bs={}", self.block_size)?;
+        }
+        if self.read_only {
+            f.write_str(",ro")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `512`, `64K`, `64M`, `1G`, `2T`, with an optional `iB`/`B`
+/// (`64MiB`); units are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size unit in `{s}` (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (e.g. 64M, 1G, 4096)"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+/// Formats a byte count with the largest exact binary unit: `64MiB`.
+pub fn format_size(n: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+/// Parses a logical block size: 512 or 4096 (what initiators and SBC-4
+/// devices use in practice; other powers of two up to 64 KiB are accepted).
+pub fn parse_block_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a block size"))?;
+    if n.is_power_of_two() && (512..=65536).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("block size {n} is not a power of two between 512 and 65536"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(format_size(64 << 20), "64MiB");
+        assert_eq!(format_size(1000), "1000B");
+    }
+
+    #[test]
+    fn lun_specs() {
+        assert_eq!("ram:64M".parse::<LunSpec>().unwrap(), LunSpec::default());
+        let f: LunSpec = "file:/tmp/x.img,size=1G,bs=4096,ro".parse().unwrap();
+        assert_eq!(f.backing, Backing::File { path: "/tmp/x.img".into(), size: Some(1 << 30) });
+        assert_eq!(f.block_size, 4096);
+        assert!(f.read_only);
+        assert_eq!(f.to_string(), "file:/tmp/x.img,size=1GiB,bs=4096,ro");
+        assert_eq!(
+            "/dev/loop3".parse::<LunSpec>().unwrap().backing,
+            Backing::Device { path: "/dev/loop3".into() }
+        );
+        for bad in ["disk:1", "ram:", "ram:1000", "file:", "ram:1M,bogus", "ram:1M,bs=1000"] {
+            assert!(bad.parse::<LunSpec>().is_err(), "{bad} should not parse");
+        }
+    }
+}

@@ -1,0 +1,855 @@
+//! Full feature phase of one connection (RFC 7143 §3.2, §4.2, §11).
+//!
+//! Frames in, frames out, no sockets: [`FullFeature::handle`] takes a
+//! decoded frame, executes what it can (SCSI commands run synchronously on
+//! the LUN, see [`crate::scsi`]) and queues responses in an [`Outbox`] the
+//! driver writes out in batches.
+//!
+//! What lives here:
+//! - the CmdSN window (§4.2.2.1): commands run in CmdSN order, commands that
+//!   arrive early wait, commands outside [ExpCmdSN, MaxCmdSN] are silently
+//!   ignored, immediate commands bypass ordering;
+//! - write data collection: immediate data, unsolicited Data-Out up to
+//!   FirstBurstLength, then R2Ts of at most MaxBurstLength with at most
+//!   MaxOutstandingR2T outstanding per task (§4.2.3, §11.7, §11.8); DataSN,
+//!   BufferOffset and TTT are checked and a broken sequence fails the task;
+//! - Data-In segmentation to the initiator's MaxRecvDataSegmentLength and
+//!   MaxBurstLength, with GOOD status collapsed into the last Data-In
+//!   (§11.7.4) and residuals against ExpectedDataTransferLength (§11.4.5);
+//! - NOP-Out/NOP-In, task management, Text (SendTargets), Logout, Reject.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use iesp_proto::bhs::{Bhs, Lun, Opcode, RESERVED_TAG};
+use iesp_proto::framing::Frame;
+use iesp_proto::pdu::{
+    self, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn,
+    NopOut, Pdu, R2t, Reject, RejectReason, Residual, ScsiCommand, ScsiResponse, ScsiResponseCode,
+    TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction, TmfResponse,
+};
+use iesp_proto::scsi::{Asc, Sense, ScsiStatus};
+use iesp_proto::serial;
+
+use super::outbox::Outbox;
+use crate::scsi::{Completion, Direction, LunTable, Nexus};
+
+/// Negotiated values the full feature phase works with (§13).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FfpParams {
+    /// The initiator's MaxRecvDataSegmentLength: our Data-In/Text limit.
+    pub initiator_mrdsl: u32,
+    /// Our MaxRecvDataSegmentLength: what the initiator may send per PDU.
+    pub target_mrdsl: u32,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub max_outstanding_r2t: u32,
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+}
+
+impl Default for FfpParams {
+    /// The RFC 7143 §13 defaults.
+    fn default() -> Self {
+        FfpParams {
+            initiator_mrdsl: 8192,
+            target_mrdsl: 8192,
+            max_burst_length: 262_144,
+            first_burst_length: 65_536,
+            max_outstanding_r2t: 1,
+            initial_r2t: true,
+            immediate_data: true,
+        }
+    }
+}
+
+/// Discovery sessions only answer Text (SendTargets) and Logout (§4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    Discovery,
+    Normal,
+}
+
+/// One entry of a SendTargets answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryEntry {
+    pub target_name: String,
+    /// `ip:port,tpgt` strings.
+    pub addresses: Vec<String>,
+}
+
+/// A condition after which the connection must close.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fatal {
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What the driver should do after a batch of frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// Keep going.
+    Continue,
+    /// Flush the outbox, then close (logout, cold reset).
+    Close,
+}
+
+/// A write command collecting its data.
+struct WriteTask {
+    lun: Lun,
+    cdb: Vec<u8>,
+    /// ExpectedDataTransferLength.
+    edtl: u32,
+    /// SCSI transfer length from the CDB (SPDTL).
+    spdtl: u32,
+    /// Bytes we keep: min(EDTL, SPDTL) when the CDB writes, else 0.
+    needed: u32,
+    buf: BytesMut,
+    /// End of the unsolicited range: immediate data, plus unsolicited
+    /// Data-Out up to FirstBurstLength when the command's F bit was 0.
+    unsolicited_end: u32,
+    /// Offset of the next unsolicited byte expected.
+    unsolicited_next: u32,
+    unsolicited_data_sn: u32,
+    unsolicited_done: bool,
+    /// Start of the next range to solicit with an R2T.
+    next_r2t_offset: u32,
+    next_r2t_sn: u32,
+    r2ts: Vec<OutstandingR2t>,
+}
+
+struct OutstandingR2t {
+    ttt: u32,
+    offset: u32,
+    len: u32,
+    received: u32,
+    next_data_sn: u32,
+}
+
+/// A continuing Text Response too long for one PDU (§11.11, C bit).
+struct TextOut {
+    itt: u32,
+    ttt: u32,
+    rest: Bytes,
+}
+
+/// The full feature phase state of one connection.
+pub struct FullFeature {
+    params: FfpParams,
+    kind: SessionKind,
+    nexus: Nexus,
+    luns: Arc<LunTable>,
+    discovery: Vec<DiscoveryEntry>,
+    cid: u16,
+    pub out: Outbox,
+    stat_sn: u32,
+    exp_cmd_sn: u32,
+    window: u32,
+    /// Commands that arrived ahead of ExpCmdSN, by CmdSN.
+    held: HashMap<u32, Frame>,
+    /// CmdSNs to treat as received when ExpCmdSN reaches them (ABORT TASK
+    /// of a command never received, §11.5.1).
+    consumed: HashSet<u32>,
+    tasks: HashMap<u32, WriteTask>,
+    next_ttt: u32,
+    text_in: Vec<u8>,
+    text_out: Option<TextOut>,
+    /// TTT of our outstanding NOP-In ping, if any.
+    ping: Option<u32>,
+}
+
+/// Text payloads we are willing to reassemble (C bit).
+const TEXT_LIMIT: usize = 64 * 1024;
+
+impl FullFeature {
+    /// Enters full feature phase. `stat_sn` and `exp_cmd_sn` continue from
+    /// the login.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        params: FfpParams,
+        kind: SessionKind,
+        nexus: Nexus,
+        luns: Arc<LunTable>,
+        discovery: Vec<DiscoveryEntry>,
+        cid: u16,
+        out: Outbox,
+        stat_sn: u32,
+        exp_cmd_sn: u32,
+        window: u32,
+    ) -> FullFeature {
+        FullFeature {
+            params,
+            kind,
+            nexus,
+            luns,
+            discovery,
+            cid,
+            out,
+            stat_sn,
+            exp_cmd_sn,
+            window: window.max(1),
+            held: HashMap::new(),
+            consumed: HashSet::new(),
+            tasks: HashMap::new(),
+            next_ttt: 1,
+            text_in: Vec::new(),
+            text_out: None,
+            ping: None,
+        }
+    }
+
+    fn max_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.wrapping_add(self.window - 1)
+    }
+
+    fn next_stat_sn(&mut self) -> u32 {
+        let sn = self.stat_sn;
+        self.stat_sn = sn.wrapping_add(1);
+        sn
+    }
+
+    fn new_ttt(&mut self) -> u32 {
+        let t = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == RESERVED_TAG {
+            self.next_ttt = 1;
+        }
+        t
+    }
+
+    /// Write tasks still waiting for data.
+    pub fn pending_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Handles one frame from the initiator.
+    pub fn handle(&mut self, frame: Frame) -> Result<After, Fatal> {
+        let op = frame.bhs.opcode();
+        match op {
+            Opcode::NOP_OUT
+            | Opcode::SCSI_COMMAND
+            | Opcode::TASK_MGMT_REQUEST
+            | Opcode::TEXT_REQUEST
+            | Opcode::LOGOUT_REQUEST => self.ordered(frame),
+            Opcode::DATA_OUT => {
+                self.data_out(&frame);
+                Ok(After::Continue)
+            }
+            // SNACK needs ErrorRecoveryLevel > 0, which we never agree to.
+            Opcode::SNACK_REQUEST | Opcode::LOGIN_REQUEST => {
+                self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
+                Ok(After::Continue)
+            }
+            _ if !op.is_initiator() => {
+                self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
+                Ok(After::Continue)
+            }
+            _ => {
+                self.reject(RejectReason::COMMAND_NOT_SUPPORTED, &frame.bhs);
+                Ok(After::Continue)
+            }
+        }
+    }
+
+    /// A frame whose data digest failed (the header is sound): Reject it
+    /// (§7.8). A write task losing Data-Out this way cannot complete at
+    /// ErrorRecoveryLevel 0, so it fails.
+    pub fn data_digest_error(&mut self, frame: &Frame) {
+        self.reject(RejectReason::DATA_DIGEST_ERROR, &frame.bhs);
+        if frame.bhs.opcode() == Opcode::DATA_OUT {
+            let itt = frame.bhs.itt();
+            if let Some(task) = self.tasks.remove(&itt) {
+                self.fail_task(itt, task.lun, &Sense::aborted_command(Asc(0x4701)));
+            }
+        }
+    }
+
+    /// CmdSN ordering (§4.2.2.1, §3.2.2.1).
+    fn ordered(&mut self, frame: Frame) -> Result<After, Fatal> {
+        if frame.bhs.immediate() {
+            return self.dispatch(frame);
+        }
+        let cmd_sn = frame.bhs.u32_at(24);
+        if cmd_sn != self.exp_cmd_sn {
+            if serial::in_window(cmd_sn, self.exp_cmd_sn, self.max_cmd_sn()) && !self.held.contains_key(&cmd_sn) {
+                self.held.insert(cmd_sn, frame);
+            } else {
+                tracing::debug!(cmd_sn, exp = self.exp_cmd_sn, "CmdSN outside the window: ignored");
+            }
+            return Ok(After::Continue);
+        }
+        let mut after = self.advance_and_dispatch(frame)?;
+        // Run what was waiting for this one.
+        loop {
+            if self.consumed.remove(&self.exp_cmd_sn) {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+                continue;
+            }
+            match self.held.remove(&self.exp_cmd_sn) {
+                Some(next) if after == After::Continue => after = self.advance_and_dispatch(next)?,
+                _ => break,
+            }
+        }
+        Ok(after)
+    }
+
+    fn advance_and_dispatch(&mut self, frame: Frame) -> Result<After, Fatal> {
+        self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+        self.dispatch(frame)
+    }
+
+    fn dispatch(&mut self, frame: Frame) -> Result<After, Fatal> {
+        match Pdu::decode(&frame.bhs) {
+            Pdu::ScsiCommand(cmd) => self.scsi_command(cmd, &frame),
+            Pdu::NopOut(nop) => self.nop_out(nop, frame.data),
+            Pdu::TaskMgmtRequest(tmf) => return Ok(self.task_management(tmf)),
+            Pdu::TextRequest(req) => self.text_request(req, &frame.data),
+            Pdu::LogoutRequest(req) => return Ok(self.logout(req)),
+            _ => self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs),
+        }
+        Ok(After::Continue)
+    }
+
+    // ---- SCSI commands ----------------------------------------------------
+
+    fn scsi_command(&mut self, cmd: ScsiCommand, frame: &Frame) {
+        if self.kind == SessionKind::Discovery {
+            self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
+            return;
+        }
+        if cmd.itt == RESERVED_TAG || self.tasks.contains_key(&cmd.itt) {
+            self.reject(RejectReason::TASK_IN_PROGRESS, &frame.bhs);
+            return;
+        }
+        let cdb = if frame.ahs.is_empty() {
+            cmd.cdb.to_vec()
+        } else {
+            match pdu::ahs::full_cdb(&cmd.cdb, &frame.ahs) {
+                Ok(cdb) => cdb,
+                Err(_) => {
+                    self.reject(RejectReason::INVALID_PDU_FIELD, &frame.bhs);
+                    return;
+                }
+            }
+        };
+        let edtl = cmd.expected_data_transfer_length;
+        let transfer = self.luns.transfer(cmd.lun, &cdb);
+        let immediate = frame.data.len() as u32;
+        if immediate > 0
+            && (!cmd.write || !self.params.immediate_data || immediate > edtl || immediate > self.params.first_burst_length)
+        {
+            // Immediate data the session did not allow, or more than the
+            // command or first burst can hold (§11.3.4, §13.13).
+            self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
+            return;
+        }
+        if !cmd.final_bit && (!cmd.write || self.params.initial_r2t) {
+            // F=0 announces unsolicited Data-Out, which InitialR2T=Yes forbids.
+            self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
+            return;
+        }
+        if cmd.write && edtl > 0 {
+            let needed = if transfer.direction == Direction::Write { edtl.min(transfer.length) } else { 0 };
+            let unsolicited_end =
+                if cmd.final_bit { immediate } else { edtl.min(self.params.first_burst_length).max(immediate) };
+            let mut buf = BytesMut::zeroed(needed as usize);
+            let keep = immediate.min(needed) as usize;
+            buf[..keep].copy_from_slice(&frame.data[..keep]);
+            let task = WriteTask {
+                lun: cmd.lun,
+                cdb,
+                edtl,
+                spdtl: transfer.length,
+                needed,
+                buf,
+                unsolicited_end,
+                unsolicited_next: immediate,
+                unsolicited_data_sn: 0,
+                unsolicited_done: cmd.final_bit,
+                next_r2t_offset: unsolicited_end,
+                next_r2t_sn: 0,
+                r2ts: Vec::new(),
+            };
+            self.tasks.insert(cmd.itt, task);
+            self.progress(cmd.itt);
+        } else {
+            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[]);
+            let wanted = if transfer.direction == Direction::Write { transfer.length } else { 0 };
+            self.complete(cmd.itt, cmd.lun, edtl, cmd.read, wanted, completion);
+        }
+    }
+
+    /// Issues R2Ts while allowed and runs the command once all its data is in.
+    fn progress(&mut self, itt: u32) {
+        let Some(task) = self.tasks.get(&itt) else { return };
+        let done = task.unsolicited_done && task.r2ts.is_empty() && task.next_r2t_offset >= task.needed;
+        if done {
+            let Some(task) = self.tasks.remove(&itt) else { return };
+            let completion = self.luns.execute(&self.nexus, task.lun, &task.cdb, &task.buf);
+            let wanted = task.spdtl;
+            self.complete(itt, task.lun, task.edtl, false, wanted, completion);
+            return;
+        }
+        let max_burst = self.params.max_burst_length;
+        let max_out = self.params.max_outstanding_r2t as usize;
+        let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
+        let mut issue = Vec::new();
+        {
+            let Some(task) = self.tasks.get_mut(&itt) else { return };
+            while task.r2ts.len() + issue.len() < max_out && task.next_r2t_offset < task.needed {
+                let len = (task.needed - task.next_r2t_offset).min(max_burst);
+                issue.push((task.next_r2t_offset, len, task.next_r2t_sn, task.lun));
+                task.next_r2t_offset += len;
+                task.next_r2t_sn += 1;
+            }
+        }
+        for (offset, len, r2t_sn, lun) in issue {
+            let ttt = self.new_ttt();
+            let r2t = R2t {
+                lun,
+                itt,
+                ttt,
+                stat_sn: self.stat_sn,
+                exp_cmd_sn: exp,
+                max_cmd_sn: max,
+                r2t_sn,
+                buffer_offset: offset,
+                desired_data_transfer_length: len,
+            };
+            self.out.push(Pdu::R2t(r2t).encode(), Bytes::new());
+            if let Some(task) = self.tasks.get_mut(&itt) {
+                task.r2ts.push(OutstandingR2t { ttt, offset, len, received: 0, next_data_sn: 0 });
+            }
+        }
+    }
+
+    fn data_out(&mut self, frame: &Frame) {
+        let d = DataOut::decode(&frame.bhs);
+        let Some(task) = self.tasks.get_mut(&d.itt) else {
+            // Data for a task that failed or never existed (§11.7): nothing
+            // to attach it to. Dropping it keeps the session usable.
+            tracing::debug!(itt = d.itt, "Data-Out for no pending task: dropped");
+            return;
+        };
+        let len = frame.data.len() as u32;
+        let check = if d.ttt == RESERVED_TAG {
+            if task.unsolicited_done {
+                Err(Asc(0x4b02)) // TOO MUCH WRITE DATA
+            } else if d.data_sn != task.unsolicited_data_sn {
+                Err(Asc(0x4b00)) // DATA PHASE ERROR
+            } else if d.buffer_offset != task.unsolicited_next {
+                Err(Asc(0x4b05)) // DATA OFFSET ERROR
+            } else if d.buffer_offset.checked_add(len).is_none_or(|end| end > task.unsolicited_end) {
+                Err(Asc(0x4b02))
+            } else {
+                task.unsolicited_data_sn += 1;
+                task.unsolicited_next += len;
+                if d.final_bit {
+                    if task.unsolicited_next != task.unsolicited_end {
+                        Err(Asc(0x4b00))
+                    } else {
+                        task.unsolicited_done = true;
+                        Ok(())
+                    }
+                } else {
+                    Ok(())
+                }
+            }
+        } else {
+            match task.r2ts.iter().position(|r| r.ttt == d.ttt) {
+                None => Err(Asc(0x4b01)), // INVALID TARGET PORT TRANSFER TAG RECEIVED
+                Some(i) => {
+                    let r = &mut task.r2ts[i];
+                    if d.data_sn != r.next_data_sn {
+                        Err(Asc(0x4b00))
+                    } else if d.buffer_offset != r.offset + r.received {
+                        Err(Asc(0x4b05))
+                    } else if r.received + len > r.len {
+                        Err(Asc(0x4b02))
+                    } else {
+                        r.received += len;
+                        r.next_data_sn += 1;
+                        if d.final_bit {
+                            if r.received != r.len {
+                                Err(Asc(0x4b00))
+                            } else {
+                                task.r2ts.remove(i);
+                                Ok(())
+                            }
+                        } else {
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        };
+        match check {
+            Ok(()) => {
+                // Keep the bytes below `needed`; past it (EDTL > SPDTL) the
+                // initiator's data is surplus and dropped.
+                let start = d.buffer_offset as usize;
+                let end = (start + frame.data.len()).min(task.needed as usize);
+                if start < end {
+                    task.buf[start..end].copy_from_slice(&frame.data[..end - start]);
+                }
+                self.progress(d.itt);
+            }
+            Err(asc) => {
+                tracing::debug!(itt = d.itt, ?asc, "Data-Out sequence error: task fails");
+                if let Some(task) = self.tasks.remove(&d.itt) {
+                    self.fail_task(d.itt, task.lun, &Sense::aborted_command(asc));
+                }
+            }
+        }
+    }
+
+    fn fail_task(&mut self, itt: u32, lun: Lun, sense: &Sense) {
+        self.complete(itt, lun, 0, false, 0, Completion::check_condition(sense));
+    }
+
+    /// Sends a command's data and status.
+    fn complete(&mut self, itt: u32, lun: Lun, edtl: u32, read: bool, wanted_out: u32, c: Completion) {
+        let data_len = c.data.len() as u32;
+        let send = if read { data_len.min(edtl) } else { 0 };
+        // Residual against what the command wanted to move: read data it
+        // produced, or write data its CDB asked for.
+        let wanted = if read || data_len > 0 { data_len } else { wanted_out };
+        let residual = Residual::of(edtl, wanted);
+        let good = c.status == ScsiStatus::GOOD.0 && c.sense.is_none();
+        let mut offset = 0u32;
+        let mut data_sn = 0u32;
+        let mut burst_left = self.params.max_burst_length;
+        while offset < send {
+            let seg = (send - offset).min(self.params.initiator_mrdsl).min(burst_left);
+            let last = offset + seg == send;
+            burst_left -= seg;
+            let end_of_burst = last || burst_left == 0;
+            if burst_left == 0 {
+                burst_left = self.params.max_burst_length;
+            }
+            let collapse = last && good;
+            let din = DataIn {
+                final_bit: end_of_burst,
+                acknowledge: false,
+                status: collapse.then_some(c.status),
+                residual: if collapse { residual } else { Residual::None },
+                lun,
+                itt,
+                ttt: RESERVED_TAG,
+                stat_sn: if collapse { self.next_stat_sn() } else { self.stat_sn },
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+                data_sn,
+                buffer_offset: offset,
+            };
+            let chunk = c.data.slice(offset as usize..(offset + seg) as usize);
+            self.out.push(Pdu::DataIn(din).encode(), chunk);
+            offset += seg;
+            data_sn += 1;
+            if collapse {
+                return;
+            }
+        }
+        let rsp = ScsiResponse {
+            itt,
+            response: ScsiResponseCode::COMMAND_COMPLETED,
+            status: c.status,
+            residual,
+            bidi_residual: Residual::None,
+            snack_tag: 0,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            exp_data_sn: data_sn,
+        };
+        let data = c.sense.as_deref().map(pdu::scsi::encode_sense_segment).unwrap_or_default();
+        self.out.push(Pdu::ScsiResponse(rsp).encode(), data);
+    }
+
+    // ---- NOP --------------------------------------------------------------
+
+    fn nop_out(&mut self, nop: NopOut, data: Bytes) {
+        if nop.itt == RESERVED_TAG {
+            // No reply wanted; with a TTT it answers our ping (§11.18).
+            if nop.ttt != RESERVED_TAG && self.ping == Some(nop.ttt) {
+                self.ping = None;
+            }
+            return;
+        }
+        let rsp = NopIn {
+            lun: nop.lun,
+            itt: nop.itt,
+            ttt: RESERVED_TAG,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        };
+        // The ping data comes back as it came (§11.19), within the
+        // initiator's receive limit.
+        let echo = data.slice(..data.len().min(self.params.initiator_mrdsl as usize));
+        self.out.push(Pdu::NopIn(rsp).encode(), echo);
+    }
+
+    /// Queues a NOP-In ping asking for an answer; returns false if the
+    /// previous ping is still unanswered (the peer is gone).
+    pub fn ping(&mut self) -> bool {
+        if self.ping.is_some() {
+            return false;
+        }
+        let ttt = self.new_ttt();
+        self.ping = Some(ttt);
+        let nop = NopIn {
+            lun: Lun(0),
+            itt: RESERVED_TAG,
+            ttt,
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        };
+        self.out.push(Pdu::NopIn(nop).encode(), Bytes::new());
+        true
+    }
+
+    // ---- Task management (§11.5, §4.2.3) ----------------------------------
+
+    fn task_management(&mut self, tmf: TaskMgmtRequest) -> After {
+        let mut after = After::Continue;
+        let lun_exists = self.luns.get(tmf.lun).is_some();
+        let response = match tmf.function {
+            _ if self.kind == SessionKind::Discovery => TmfResponse::FUNCTION_REJECTED,
+            TmfFunction::ABORT_TASK => {
+                let r = tmf.referenced_task_tag;
+                if self.tasks.remove(&r).is_some() {
+                    TmfResponse::FUNCTION_COMPLETE
+                } else if let Some(sn) = self.held.iter().find(|(_, f)| f.bhs.itt() == r).map(|(sn, _)| *sn) {
+                    self.held.remove(&sn);
+                    self.consumed.insert(sn);
+                    TmfResponse::FUNCTION_COMPLETE
+                } else if serial::in_window(tmf.ref_cmd_sn, self.exp_cmd_sn, self.max_cmd_sn())
+                    && serial::lt(tmf.ref_cmd_sn, tmf.cmd_sn)
+                {
+                    // Never received but inside the window: consider it
+                    // received so the window does not stall (§11.5.1).
+                    self.consumed.insert(tmf.ref_cmd_sn);
+                    TmfResponse::FUNCTION_COMPLETE
+                } else {
+                    TmfResponse::TASK_DOES_NOT_EXIST
+                }
+            }
+            TmfFunction::ABORT_TASK_SET
+            | TmfFunction::CLEAR_TASK_SET
+            | TmfFunction::LOGICAL_UNIT_RESET => {
+                if lun_exists {
+                    self.tasks.retain(|_, t| t.lun != tmf.lun);
+                    TmfResponse::FUNCTION_COMPLETE
+                } else {
+                    TmfResponse::LUN_DOES_NOT_EXIST
+                }
+            }
+            TmfFunction::TARGET_WARM_RESET | TmfFunction::I_T_NEXUS_RESET => {
+                self.tasks.clear();
+                TmfResponse::FUNCTION_COMPLETE
+            }
+            TmfFunction::TARGET_COLD_RESET => {
+                self.tasks.clear();
+                after = After::Close;
+                TmfResponse::FUNCTION_COMPLETE
+            }
+            TmfFunction::QUERY_TASK => {
+                if self.tasks.contains_key(&tmf.referenced_task_tag) {
+                    TmfResponse::FUNCTION_SUCCEEDED
+                } else {
+                    TmfResponse::FUNCTION_COMPLETE
+                }
+            }
+            TmfFunction::QUERY_TASK_SET => {
+                if self.tasks.values().any(|t| t.lun == tmf.lun) {
+                    TmfResponse::FUNCTION_SUCCEEDED
+                } else {
+                    TmfResponse::FUNCTION_COMPLETE
+                }
+            }
+            TmfFunction::TASK_REASSIGN => TmfResponse::REASSIGNMENT_NOT_SUPPORTED,
+            _ => TmfResponse::FUNCTION_NOT_SUPPORTED,
+        };
+        let rsp = TaskMgmtResponse {
+            response,
+            itt: tmf.itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        };
+        self.out.push(Pdu::TaskMgmtResponse(rsp).encode(), Bytes::new());
+        after
+    }
+
+    // ---- Text (§11.10, §11.11) ---------------------------------------------
+
+    fn text_request(&mut self, req: TextRequest, data: &[u8]) {
+        if req.ttt != RESERVED_TAG {
+            // Continuing our long answer, or a reset of it.
+            match self.text_out.take() {
+                Some(t) if t.ttt == req.ttt && t.itt == req.itt => {
+                    self.send_text(req.itt, req.lun, t.rest);
+                }
+                _ => {
+                    let mut bhs = Pdu::TextRequest(req).encode();
+                    bhs.set_data_segment_len(data.len() as u32);
+                    self.reject(RejectReason::INVALID_PDU_FIELD, &bhs);
+                }
+            }
+            return;
+        }
+        self.text_out = None;
+        if self.text_in.len() + data.len() > TEXT_LIMIT {
+            self.text_in.clear();
+            let bhs = Pdu::TextRequest(req).encode();
+            self.reject(RejectReason::PROTOCOL_ERROR, &bhs);
+            return;
+        }
+        self.text_in.extend_from_slice(data);
+        if req.continue_bit {
+            // More to come: acknowledge with an empty response (§11.10.2).
+            let rsp = TextResponse {
+                final_bit: false,
+                continue_bit: false,
+                lun: req.lun,
+                itt: req.itt,
+                ttt: self.new_ttt(),
+                stat_sn: self.next_stat_sn(),
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+            };
+            self.out.push(Pdu::TextResponse(rsp).encode(), Bytes::new());
+            return;
+        }
+        let payload = std::mem::take(&mut self.text_in);
+        let answer = self.answer_text(&payload);
+        self.send_text(req.itt, req.lun, answer);
+    }
+
+    /// Answers a complete text payload: SendTargets, or NotUnderstood for
+    /// keys we do not renegotiate in full feature phase.
+    fn answer_text(&self, payload: &[u8]) -> Bytes {
+        let mut out = Vec::new();
+        for item in payload.split(|b| *b == 0).filter(|s| !s.is_empty()) {
+            let text = String::from_utf8_lossy(item);
+            let (key, value) = text.split_once('=').unwrap_or((&text, ""));
+            if key == "SendTargets" {
+                for entry in &self.discovery {
+                    let wanted = match value {
+                        "All" => self.kind == SessionKind::Discovery,
+                        "" => self.kind == SessionKind::Normal && *entry.target_name == *self.nexus.target_name,
+                        name => name == entry.target_name,
+                    };
+                    if wanted {
+                        out.extend_from_slice(format!("TargetName={}\0", entry.target_name).as_bytes());
+                        for a in &entry.addresses {
+                            out.extend_from_slice(format!("TargetAddress={a}\0").as_bytes());
+                        }
+                    }
+                }
+            } else {
+                out.extend_from_slice(format!("{key}=NotUnderstood\0").as_bytes());
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Sends a text answer, split with C=1 when it exceeds the initiator's
+    /// MaxRecvDataSegmentLength (§11.11.2).
+    fn send_text(&mut self, itt: u32, lun: Lun, answer: Bytes) {
+        let limit = self.params.initiator_mrdsl as usize;
+        let (now, rest) = if answer.len() > limit {
+            (answer.slice(..limit), Some(answer.slice(limit..)))
+        } else {
+            (answer, None)
+        };
+        let ttt = if rest.is_some() { self.new_ttt() } else { RESERVED_TAG };
+        let rsp = TextResponse {
+            final_bit: rest.is_none(),
+            continue_bit: rest.is_some(),
+            lun,
+            itt,
+            ttt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        };
+        self.out.push(Pdu::TextResponse(rsp).encode(), now);
+        if let Some(rest) = rest {
+            self.text_out = Some(TextOut { itt, ttt, rest });
+        }
+    }
+
+    // ---- Logout (§11.14) ----------------------------------------------------
+
+    fn logout(&mut self, req: LogoutRequest) -> After {
+        let (response, after) = match req.reason {
+            LogoutReason::CLOSE_SESSION => (LogoutResponseCode::SUCCESS, After::Close),
+            LogoutReason::CLOSE_CONNECTION if req.cid == self.cid => (LogoutResponseCode::SUCCESS, After::Close),
+            LogoutReason::CLOSE_CONNECTION => (LogoutResponseCode::CID_NOT_FOUND, After::Continue),
+            // Connection recovery needs ErrorRecoveryLevel 2.
+            _ => (LogoutResponseCode::RECOVERY_NOT_SUPPORTED, After::Continue),
+        };
+        if after == After::Close {
+            self.tasks.clear();
+        }
+        let rsp = LogoutResponse {
+            response,
+            itt: req.itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            time2wait: 0,
+            time2retain: 0,
+        };
+        self.out.push(Pdu::LogoutResponse(rsp).encode(), Bytes::new());
+        after
+    }
+
+    // ---- Reject (§11.17) ------------------------------------------------------
+
+    /// Rejects a PDU, carrying its header back.
+    pub fn reject(&mut self, reason: RejectReason, bhs: &Bhs) {
+        let rej = Reject {
+            reason,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            data_sn: 0,
+        };
+        self.out.push(Pdu::Reject(rej).encode(), Bytes::copy_from_slice(bhs.as_bytes()));
+    }
+
+    /// Fails every write task still waiting for data (shutdown).
+    pub fn abort_pending(&mut self, sense: &Sense) {
+        let pending: Vec<(u32, Lun)> = self.tasks.iter().map(|(itt, t)| (*itt, t.lun)).collect();
+        self.tasks.clear();
+        for (itt, lun) in pending {
+            self.fail_task(itt, lun, sense);
+        }
+    }
+
+    /// Current (StatSN, ExpCmdSN, MaxCmdSN), for async messages.
+    pub fn sequence(&self) -> (u32, u32, u32) {
+        (self.stat_sn, self.exp_cmd_sn, self.max_cmd_sn())
+    }
+
+    /// Queues an Asynchronous Message (§11.9).
+    pub fn async_message(&mut self, event: pdu::AsyncEvent, p2: u16, p3: u16) {
+        let msg = pdu::AsyncMessage {
+            lun: Lun(0),
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            event,
+            vcode: 0,
+            parameter1: 0,
+            parameter2: p2,
+            parameter3: p3,
+        };
+        self.out.push(Pdu::AsyncMessage(msg).encode(), Bytes::new());
+    }
+}

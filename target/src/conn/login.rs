@@ -1,0 +1,403 @@
+//! The login phase of one connection, target side (RFC 7143 §6.3, §11.12,
+//! §11.13).
+//!
+//! Frames in, Login Responses out, no sockets. The stage machine lives here
+//! (CSG/NSG, T and C bits, version, the leading PDU's fields); key
+//! negotiation is [`iesp_proto::negotiation`]. A login that fails gets a
+//! Login Response with the status class and detail RFC 7143 §11.13.5
+//! assigns, and the connection closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use iesp_proto::framing::Frame;
+use iesp_proto::negotiation::{self, Digest, Disposition, Negotiator, Phase, Role, SessionType};
+use iesp_proto::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Pdu, Stage};
+use iesp_proto::text::{self, KeyValue, TextAccumulator};
+
+use super::ffp::{DiscoveryEntry, FfpParams, SessionKind};
+use super::outbox::Outbox;
+use crate::scsi::{LunTable, Nexus};
+use crate::server::{SessionGuard, SessionKey, Target};
+
+/// The largest data segment accepted during login. RFC 7143 §13.12 lets a
+/// peer assume 8192 until MaxRecvDataSegmentLength is declared; we accept
+/// more from lenient initiators, but not without bound.
+pub const MAX_LOGIN_SEGMENT: u32 = 65_536;
+
+/// Login responses are split with C=1 beyond this (the initiator's
+/// MaxRecvDataSegmentLength is not known during login: §13.12 default).
+const LOGIN_RESPONSE_SEGMENT: usize = 8192;
+
+/// Everything the full feature phase needs from a successful login.
+pub struct LoginOutcome {
+    pub kind: SessionKind,
+    pub params: FfpParams,
+    pub header_digest: bool,
+    pub data_digest: bool,
+    pub nexus: Nexus,
+    pub luns: Arc<LunTable>,
+    pub discovery: Vec<DiscoveryEntry>,
+    pub cid: u16,
+    pub stat_sn: u32,
+    pub exp_cmd_sn: u32,
+    /// The registration of a normal session (absent for discovery).
+    pub session: Option<SessionGuard>,
+}
+
+/// What the driver does next.
+pub enum LoginStep {
+    Continue,
+    /// A failure response was queued; close after sending it.
+    Failed,
+    Done(Box<LoginOutcome>),
+}
+
+/// The leading PDU's identity, which later PDUs must repeat.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Leading {
+    isid: Isid,
+    tsih: u16,
+    cid: u16,
+}
+
+pub struct Login {
+    target: Arc<Target>,
+    portal: SocketAddr,
+    neg: Negotiator,
+    leading: Option<Leading>,
+    /// The stage the next request must be in.
+    stage: Stage,
+    accum: TextAccumulator,
+    /// The rest of an answer too long for one response (C=1).
+    rest: Option<Bytes>,
+    /// Whether the transit the initiator asked for has been granted in the
+    /// response carrying `rest`'s last part.
+    rest_transit: Option<Stage>,
+    stat_sn: u32,
+    exp_cmd_sn: u32,
+    declared_tpgt: bool,
+    /// AuthMethod was offered without a method we accept.
+    auth_refused: bool,
+}
+
+impl Login {
+    pub fn new(target: Arc<Target>, portal: SocketAddr) -> Login {
+        let l = &target.limits;
+        let digests = if l.digests { vec![Digest::Crc32c, Digest::None] } else { vec![Digest::None] };
+        let limits = negotiation::Limits {
+            header_digest: digests.clone(),
+            data_digest: digests,
+            auth_methods: vec![negotiation::NONE.to_owned()],
+            max_connections: 1,
+            initial_r2t: l.initial_r2t,
+            immediate_data: l.immediate_data,
+            max_recv_data_segment_length: l.max_recv_data_segment_length,
+            max_burst_length: l.max_burst_length,
+            first_burst_length: l.first_burst_length,
+            max_outstanding_r2t: u16::try_from(l.max_outstanding_r2t).unwrap_or(u16::MAX),
+            error_recovery_level: 0,
+            ..negotiation::Limits::default()
+        };
+        Login {
+            target,
+            portal,
+            neg: Negotiator::new(Role::Target, limits),
+            leading: None,
+            stage: Stage::SECURITY,
+            accum: TextAccumulator::with_limit(MAX_LOGIN_SEGMENT as usize * 4),
+            rest: None,
+            rest_transit: None,
+            stat_sn: 1,
+            exp_cmd_sn: 0,
+            declared_tpgt: false,
+            auth_refused: false,
+        }
+    }
+
+    fn max_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.wrapping_add(self.target.limits.command_window.max(1) - 1)
+    }
+
+    /// Handles one frame of the login phase.
+    pub fn handle(&mut self, frame: Frame, out: &mut Outbox) -> LoginStep {
+        let Pdu::LoginRequest(req) = frame.pdu() else {
+            // Only Login Requests may arrive before login completes (§6.3);
+            // there is no session to answer in, so the connection closes.
+            tracing::debug!(opcode = ?frame.bhs.opcode(), "non-login PDU during login");
+            return LoginStep::Failed;
+        };
+        match self.step(&req, &frame.data, out) {
+            Ok(step) => step,
+            Err(status) => {
+                tracing::info!(?status, "login refused");
+                self.respond(out, &req, false, Stage::SECURITY, 0, status, Bytes::new());
+                LoginStep::Failed
+            }
+        }
+    }
+
+    fn step(&mut self, req: &LoginRequest, data: &[u8], out: &mut Outbox) -> Result<LoginStep, LoginStatus> {
+        let this = Leading { isid: req.isid, tsih: req.tsih, cid: req.cid };
+        match self.leading {
+            None => {
+                if req.version_min > 0 || req.version_max < req.version_min {
+                    return Err(LoginStatus::UNSUPPORTED_VERSION);
+                }
+                if req.csg != Stage::SECURITY && req.csg != Stage::OPERATIONAL {
+                    return Err(LoginStatus::INITIATOR_ERROR);
+                }
+                self.leading = Some(this);
+                self.stage = req.csg;
+                self.exp_cmd_sn = req.cmd_sn;
+            }
+            Some(first) if first != this => return Err(LoginStatus::INITIATOR_ERROR),
+            Some(_) => {}
+        }
+        // Stage rules (§6.3, §11.12.3): stay in order, move forward only,
+        // never T together with C.
+        if req.csg != self.stage {
+            return Err(LoginStatus::INITIATOR_ERROR);
+        }
+        if req.transit && (req.continue_bit || req.nsg.0 <= req.csg.0 || req.nsg.0 == 2 || req.nsg.0 > 3) {
+            return Err(LoginStatus::INITIATOR_ERROR);
+        }
+
+        // The rest of our own long answer, fetched with empty requests.
+        if let Some(rest) = self.rest.take() {
+            if !data.is_empty() {
+                return Err(LoginStatus::INITIATOR_ERROR);
+            }
+            let transit = self.rest_transit;
+            return Ok(self.send_answer(out, req, rest, transit));
+        }
+
+        let Some(payload) = self.accum.push(data, req.continue_bit).map_err(|_| LoginStatus::INITIATOR_ERROR)? else {
+            // Partial text (C=1): acknowledge and wait for the rest (§6.3).
+            self.respond(out, req, false, req.csg, 0, LoginStatus::SUCCESS, Bytes::new());
+            return Ok(LoginStep::Continue);
+        };
+        let pairs = text::decode(&payload).map_err(|_| LoginStatus::INITIATOR_ERROR)?;
+        self.neg.set_phase(if req.csg == Stage::SECURITY { Phase::Security } else { Phase::Operational });
+        let reply = self.neg.receive(&pairs).map_err(|e| {
+            tracing::debug!("negotiation error: {e}");
+            LoginStatus::INITIATOR_ERROR
+        })?;
+        self.check_identity()?;
+        self.auth_refused |= reply.outcomes.iter().any(|o| {
+            o.key == "AuthMethod" && matches!(&o.disposition, Disposition::Answered { answer } if answer == negotiation::REJECT)
+        });
+        if !reply.delegated.is_empty() {
+            // CHAP and other authentication exchanges: none configured.
+            return Err(LoginStatus::AUTHENTICATION_FAILURE);
+        }
+        let mut answers = reply.answers;
+        if !self.declared_tpgt && self.neg.session_type() == SessionType::Normal {
+            // §13.9: the target returns its portal group tag in the first
+            // response of a normal session.
+            answers.push(KeyValue::new("TargetPortalGroupTag", self.target.portal_group_tag.to_string()));
+            self.declared_tpgt = true;
+        }
+        let mut transit = None;
+        if req.transit {
+            if req.csg == Stage::SECURITY && self.auth_refused {
+                // The initiator insists on a method we do not offer (§12).
+                return Err(LoginStatus::AUTHENTICATION_FAILURE);
+            }
+            if req.csg == Stage::OPERATIONAL || req.nsg == Stage::FULL_FEATURE {
+                self.neg.set_phase(Phase::Operational);
+                answers.extend(self.neg.offers());
+            }
+            if self.neg.pending().is_empty() {
+                transit = Some(req.nsg);
+            }
+        }
+        let mut buf = Vec::new();
+        text::encode(&answers, &mut buf);
+        Ok(self.send_answer(out, req, Bytes::from(buf), transit))
+    }
+
+    /// Validates InitiatorName, SessionType and TargetName once known
+    /// (§11.12.5, §13.4, §13.21).
+    fn check_identity(&mut self) -> Result<(), LoginStatus> {
+        if self.neg.declared("InitiatorName").is_none() {
+            return Err(LoginStatus::MISSING_PARAMETER);
+        }
+        if let Some(t) = self.neg.declared("SessionType")
+            && SessionType::from_token(t).is_none()
+        {
+            return Err(LoginStatus::SESSION_TYPE_NOT_SUPPORTED);
+        }
+        if self.neg.session_type() == SessionType::Normal {
+            let name = self.neg.declared("TargetName").ok_or(LoginStatus::MISSING_PARAMETER)?;
+            if self.target.node(name).is_none() {
+                return Err(LoginStatus::NOT_FOUND);
+            }
+        }
+        if let Some(leading) = self.leading
+            && leading.tsih != 0
+        {
+            // Adding a connection to a session: we run one connection per
+            // session (MaxConnections=1).
+            return Err(if self.target.sessions.tsih_exists(leading.tsih) {
+                LoginStatus::TOO_MANY_CONNECTIONS
+            } else {
+                LoginStatus::SESSION_DOES_NOT_EXIST
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends `answer` (split with C=1 when long); completes the login when
+    /// the transit reaches full feature phase.
+    fn send_answer(&mut self, out: &mut Outbox, req: &LoginRequest, answer: Bytes, transit: Option<Stage>) -> LoginStep {
+        if answer.len() > LOGIN_RESPONSE_SEGMENT {
+            self.rest = Some(answer.slice(LOGIN_RESPONSE_SEGMENT..));
+            self.rest_transit = transit;
+            let now = answer.slice(..LOGIN_RESPONSE_SEGMENT);
+            self.respond_c(out, req, now);
+            return LoginStep::Continue;
+        }
+        let Some(nsg) = transit else {
+            self.respond(out, req, false, req.csg, 0, LoginStatus::SUCCESS, answer);
+            return LoginStep::Continue;
+        };
+        if nsg != Stage::FULL_FEATURE {
+            self.stage = nsg;
+            self.respond(out, req, true, nsg, 0, LoginStatus::SUCCESS, answer);
+            return LoginStep::Continue;
+        }
+        match self.finish() {
+            Ok(mut outcome) => {
+                let tsih = outcome.session.as_ref().map_or(0, |s| s.tsih);
+                self.respond(out, req, true, nsg, tsih, LoginStatus::SUCCESS, answer);
+                outcome.stat_sn = self.stat_sn;
+                LoginStep::Done(Box::new(outcome))
+            }
+            Err(status) => {
+                self.respond(out, req, false, Stage::SECURITY, 0, status, Bytes::new());
+                LoginStep::Failed
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<LoginOutcome, LoginStatus> {
+        let leading = self.leading.ok_or(LoginStatus::INITIATOR_ERROR)?;
+        let p = self.neg.params();
+        let initiator_name: Arc<str> = self.neg.declared("InitiatorName").unwrap_or_default().into();
+        let kind = match p.session_type {
+            SessionType::Discovery => SessionKind::Discovery,
+            SessionType::Normal => SessionKind::Normal,
+        };
+        let (target_name, luns): (Arc<str>, Arc<LunTable>) = match kind {
+            SessionKind::Normal => {
+                let name = self.neg.declared("TargetName").ok_or(LoginStatus::MISSING_PARAMETER)?;
+                let node = self.target.node(name).ok_or(LoginStatus::NOT_FOUND)?;
+                (node.iqn.as_str().into(), node.luns.clone())
+            }
+            SessionKind::Discovery => ("".into(), Arc::new(LunTable::default())),
+        };
+        let session_id = self.target.new_session_id();
+        let session = (kind == SessionKind::Normal).then(|| {
+            let key = SessionKey {
+                initiator_name: initiator_name.to_string(),
+                isid: leading.isid,
+                target_name: target_name.to_string(),
+            };
+            let (guard, reinstated) = self.target.register_session(key, session_id);
+            if reinstated {
+                tracing::info!(initiator = %initiator_name, "session reinstatement");
+            }
+            guard
+        });
+        let address = format!("{},{}", self.portal, self.target.portal_group_tag);
+        let discovery = self
+            .target
+            .nodes
+            .iter()
+            .map(|n| DiscoveryEntry { target_name: n.iqn.clone(), addresses: vec![address.clone()] })
+            .collect();
+        Ok(LoginOutcome {
+            kind,
+            params: FfpParams {
+                initiator_mrdsl: p.initiator_mrdsl,
+                target_mrdsl: p.target_mrdsl,
+                max_burst_length: p.max_burst_length,
+                first_burst_length: p.first_burst_length,
+                max_outstanding_r2t: u32::from(p.max_outstanding_r2t),
+                initial_r2t: p.initial_r2t,
+                immediate_data: p.immediate_data,
+            },
+            header_digest: p.header_digest == Digest::Crc32c,
+            data_digest: p.data_digest == Digest::Crc32c,
+            nexus: Nexus {
+                initiator_name,
+                isid: leading.isid,
+                target_name,
+                portal_group_tag: self.target.portal_group_tag,
+                session_id,
+            },
+            luns,
+            discovery,
+            cid: leading.cid,
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            session,
+        })
+    }
+
+    fn respond_c(&mut self, out: &mut Outbox, req: &LoginRequest, data: Bytes) {
+        let rsp = LoginResponse {
+            transit: false,
+            continue_bit: true,
+            csg: req.csg,
+            nsg: Stage(0),
+            version_max: 0,
+            version_active: 0,
+            isid: req.isid,
+            tsih: 0,
+            itt: req.itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            status: LoginStatus::SUCCESS,
+        };
+        out.push(Pdu::LoginResponse(rsp).encode(), data);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &mut self,
+        out: &mut Outbox,
+        req: &LoginRequest,
+        transit: bool,
+        nsg: Stage,
+        tsih: u16,
+        status: LoginStatus,
+        data: Bytes,
+    ) {
+        let rsp = LoginResponse {
+            transit,
+            continue_bit: false,
+            csg: req.csg,
+            nsg: if transit { nsg } else { Stage(0) },
+            version_max: 0,
+            version_active: 0,
+            isid: req.isid,
+            tsih,
+            itt: req.itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            status,
+        };
+        out.push(Pdu::LoginResponse(rsp).encode(), data);
+    }
+
+    fn next_stat_sn(&mut self) -> u32 {
+        let sn = self.stat_sn;
+        self.stat_sn = sn.wrapping_add(1);
+        sn
+    }
+}

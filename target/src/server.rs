@@ -1,0 +1,228 @@
+//! The target process: configured targets, the session registry, the
+//! accept loop and graceful shutdown.
+//!
+//! [`serve`] takes an already-bound listener and a shutdown future (the
+//! mini-redis shape), so tests bind `127.0.0.1:0` and stop the target by
+//! completing the future. On shutdown it stops accepting, tells every
+//! connection to finish (pending write tasks fail with a CHECK CONDITION,
+//! queued responses are flushed, the initiator is told with an
+//! Asynchronous Message), waits for them, and flushes every LUN.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iesp_proto::pdu::Isid;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::backend::{Backend, FileBackend, RamBackend};
+use crate::config::{Backing, Limits, TargetConfig};
+use crate::conn;
+use crate::scsi::{LogicalUnit, LunTable};
+
+/// One target node, ready to serve.
+pub struct TargetNode {
+    pub iqn: String,
+    pub alias: Option<String>,
+    pub luns: Arc<LunTable>,
+}
+
+/// Everything connections share.
+pub struct Target {
+    pub nodes: Vec<TargetNode>,
+    pub portal_group_tag: u16,
+    pub limits: Limits,
+    pub sessions: SessionRegistry,
+    next_session_id: AtomicU64,
+}
+
+impl Target {
+    /// Opens every backend of `config`. Fails with the LUN and the reason
+    /// when a file or device cannot be opened.
+    pub fn from_config(config: &TargetConfig) -> io::Result<Arc<Target>> {
+        let mut nodes = Vec::new();
+        for (t, def) in config.targets.iter().enumerate() {
+            let mut luns = Vec::new();
+            for (n, spec) in def.luns.iter().enumerate() {
+                let backend: Box<dyn Backend> = match &spec.backing {
+                    Backing::Ram { size } => Box::new(RamBackend::new(*size)),
+                    Backing::File { path, size } => Box::new(open(path, *size, spec.read_only, t, n)?),
+                    Backing::Device { path } => Box::new(open(path, None, spec.read_only, t, n)?),
+                };
+                if backend.size() < u64::from(spec.block_size) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("LUN {n} of {}: {} is smaller than one block", def.iqn, backend.describe()),
+                    ));
+                }
+                let serial = format!("IESP{:02x}{:04x}{:04x}", t, n, fnv16(&def.iqn));
+                luns.push(Arc::new(LogicalUnit::new(backend, spec.block_size, spec.read_only, serial)));
+            }
+            nodes.push(TargetNode { iqn: def.iqn.clone(), alias: def.alias.clone(), luns: Arc::new(LunTable::new(luns)) });
+        }
+        Ok(Arc::new(Target {
+            nodes,
+            portal_group_tag: config.portal_group_tag,
+            limits: config.limits.clone(),
+            sessions: SessionRegistry::default(),
+            next_session_id: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn node(&self, iqn: &str) -> Option<&TargetNode> {
+        self.nodes.iter().find(|n| n.iqn == iqn)
+    }
+
+    pub fn new_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn open(path: &Path, size: Option<u64>, ro: bool, t: usize, n: usize) -> io::Result<FileBackend> {
+    FileBackend::open(path, size, ro)
+        .map_err(|e| io::Error::new(e.kind(), format!("target {t} LUN {n}: {}: {e}", path.display())))
+}
+
+fn fnv16(s: &str) -> u16 {
+    let h = s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    (h ^ (h >> 16)) as u16
+}
+
+/// Identifies a session for reinstatement (§6.3.5): the same initiator
+/// name, ISID and target name mean the same I_T nexus.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub initiator_name: String,
+    pub isid: Isid,
+    pub target_name: String,
+}
+
+struct SessionEntry {
+    tsih: u16,
+    session_id: u64,
+    /// Wakes the session's connection to close it.
+    kill: Arc<Notify>,
+}
+
+/// Live sessions, for TSIH allocation and reinstatement.
+#[derive(Default)]
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<SessionKey, SessionEntry>>,
+    next_tsih: AtomicU16,
+}
+
+/// A registered session; dropping it removes the registration.
+pub struct SessionGuard {
+    target: Arc<Target>,
+    key: SessionKey,
+    session_id: u64,
+    pub tsih: u16,
+    /// Notified when a new login reinstates this session.
+    pub kill: Arc<Notify>,
+}
+
+impl SessionRegistry {
+    /// Whether a session with this TSIH exists.
+    pub fn tsih_exists(&self, tsih: u16) -> bool {
+        self.lock().values().any(|e| e.tsih == tsih)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, SessionEntry>> {
+        // Each critical section is one insert/remove/scan, so a panic
+        // elsewhere cannot leave the map half-updated: a poisoned lock is
+        // still consistent.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Target {
+    /// Registers a new session, closing any live session with the same key
+    /// (session reinstatement, §6.3.5). Returns the guard and whether an old
+    /// session was reinstated.
+    pub fn register_session(self: &Arc<Self>, key: SessionKey, session_id: u64) -> (SessionGuard, bool) {
+        let tsih = loop {
+            let t = self.sessions.next_tsih.fetch_add(1, Ordering::Relaxed);
+            if t != 0 && !self.sessions.tsih_exists(t) {
+                break t;
+            }
+        };
+        let kill = Arc::new(Notify::new());
+        let entry = SessionEntry { tsih, session_id, kill: kill.clone() };
+        let old = self.sessions.lock().insert(key.clone(), entry);
+        let reinstated = old.is_some();
+        if let Some(old) = old {
+            old.kill.notify_one();
+        }
+        (SessionGuard { target: self.clone(), key, session_id, tsih, kill }, reinstated)
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut map = self.target.sessions.lock();
+        if map.get(&self.key).is_some_and(|e| e.session_id == self.session_id) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Serves iSCSI on `listener` until `shutdown` completes, then closes
+/// every connection cleanly and flushes the LUNs.
+pub async fn serve(listener: TcpListener, target: Arc<Target>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let portal: SocketAddr = stream.local_addr().unwrap_or(peer);
+                let target = target.clone();
+                let stop = stop_rx.clone();
+                conns.spawn(async move {
+                    if let Err(e) = conn::run(stream, peer, portal, target, stop).await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Connections finish their batch, fail pending tasks and flush; give
+    // them a bounded time.
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        tracing::warn!("connections did not close within 10 s; aborting them");
+        conns.abort_all();
+    }
+    for node in &target.nodes {
+        node.luns.flush_all();
+    }
+    Ok(())
+}
