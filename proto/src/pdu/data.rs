@@ -26,7 +26,7 @@ pub struct DataOut {
 }
 
 impl DataOut {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(self.final_bit);
         b.set_lun(self.lun);
         b.set_itt(self.itt);
@@ -36,7 +36,7 @@ impl DataOut {
         b.set_u32_at(40, self.buffer_offset);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         DataOut {
             final_bit: b.final_bit(),
             lun: b.lun(),
@@ -48,7 +48,7 @@ impl DataOut {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::DATA_OUT;
+    pub const OPCODE: Opcode = Opcode::DATA_OUT;
 }
 
 /// SCSI Data-In, target → initiator.
@@ -73,7 +73,7 @@ pub struct DataIn {
 }
 
 impl DataIn {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(self.final_bit);
         b.set_bit(1, 0x40, self.acknowledge);
         if let Some(status) = self.status {
@@ -91,7 +91,7 @@ impl DataIn {
         b.set_u32_at(40, self.buffer_offset);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         let has_status = b.0[1] & 0x01 != 0;
         DataIn {
             final_bit: b.final_bit(),
@@ -109,7 +109,7 @@ impl DataIn {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::DATA_IN;
+    pub const OPCODE: Opcode = Opcode::DATA_IN;
 }
 
 /// Ready To Transfer (§11.8), target → initiator: "send me
@@ -128,7 +128,7 @@ pub struct R2t {
 }
 
 impl R2t {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(true);
         b.set_lun(self.lun);
         b.set_itt(self.itt);
@@ -141,7 +141,7 @@ impl R2t {
         b.set_u32_at(44, self.desired_data_transfer_length);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         R2t {
             lun: b.lun(),
             itt: b.itt(),
@@ -155,5 +155,5 @@ impl R2t {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::R2T;
+    pub const OPCODE: Opcode = Opcode::R2T;
 }

@@ -126,7 +126,7 @@ fn encode_stages(b: &mut Bhs, transit: bool, cont: bool, csg: Stage, nsg: Stage)
 }
 
 impl LoginRequest {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         // The I bit is always 1 on a Login Request (§11.12).
         b.set_immediate(true);
         encode_stages(b, self.transit, self.continue_bit, self.csg, self.nsg);
@@ -140,7 +140,7 @@ impl LoginRequest {
         b.set_u32_at(28, self.exp_stat_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         let mut isid = [0u8; 6];
         isid.copy_from_slice(&b.0[8..14]);
         LoginRequest {
@@ -159,7 +159,7 @@ impl LoginRequest {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::LOGIN_REQUEST;
+    pub const OPCODE: Opcode = Opcode::LOGIN_REQUEST;
 }
 
 /// Login Response, target → initiator.
@@ -201,7 +201,7 @@ impl Default for LoginResponse {
 }
 
 impl LoginResponse {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         encode_stages(b, self.transit, self.continue_bit, self.csg, self.nsg);
         b.0[2] = self.version_max;
         b.0[3] = self.version_active;
@@ -215,7 +215,7 @@ impl LoginResponse {
         b.0[37] = self.status.detail();
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         let mut isid = [0u8; 6];
         isid.copy_from_slice(&b.0[8..14]);
         LoginResponse {
@@ -235,5 +235,5 @@ impl LoginResponse {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::LOGIN_RESPONSE;
+    pub const OPCODE: Opcode = Opcode::LOGIN_RESPONSE;
 }

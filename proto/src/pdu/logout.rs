@@ -33,7 +33,7 @@ pub struct LogoutRequest {
 }
 
 impl LogoutRequest {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_immediate(self.immediate);
         b.0[1] = 0x80 | (self.reason.0 & 0x7f);
         b.set_itt(self.itt);
@@ -42,7 +42,7 @@ impl LogoutRequest {
         b.set_u32_at(28, self.exp_stat_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         LogoutRequest {
             immediate: b.immediate(),
             reason: LogoutReason(b.0[1] & 0x7f),
@@ -53,7 +53,7 @@ impl LogoutRequest {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::LOGOUT_REQUEST;
+    pub const OPCODE: Opcode = Opcode::LOGOUT_REQUEST;
 }
 
 /// Logout Response, target → initiator.
@@ -69,7 +69,7 @@ pub struct LogoutResponse {
 }
 
 impl LogoutResponse {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(true);
         b.0[2] = self.response.0;
         b.set_itt(self.itt);
@@ -80,7 +80,7 @@ impl LogoutResponse {
         b.set_u16_at(42, self.time2retain);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         LogoutResponse {
             response: LogoutResponseCode(b.0[2]),
             itt: b.itt(),
@@ -92,5 +92,5 @@ impl LogoutResponse {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::LOGOUT_RESPONSE;
+    pub const OPCODE: Opcode = Opcode::LOGOUT_RESPONSE;
 }

@@ -57,7 +57,7 @@ pub struct SnackRequest {
 }
 
 impl SnackRequest {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.0[1] = 0x80 | (self.snack_type.0 & 0x0f);
         b.set_lun(self.lun);
         b.set_itt(self.itt);
@@ -67,7 +67,7 @@ impl SnackRequest {
         b.set_u32_at(44, self.run_length);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         SnackRequest {
             snack_type: SnackType(b.0[1] & 0x0f),
             lun: b.lun(),
@@ -79,7 +79,7 @@ impl SnackRequest {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::SNACK_REQUEST;
+    pub const OPCODE: Opcode = Opcode::SNACK_REQUEST;
 }
 
 /// Asynchronous Message, target → initiator. ITT is always 0xffffffff; for
@@ -99,7 +99,7 @@ pub struct AsyncMessage {
 }
 
 impl AsyncMessage {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(true);
         b.set_lun(self.lun);
         b.set_itt(RESERVED_TAG);
@@ -113,7 +113,7 @@ impl AsyncMessage {
         b.set_u16_at(42, self.parameter3);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         AsyncMessage {
             lun: b.lun(),
             stat_sn: b.u32_at(24),
@@ -127,7 +127,7 @@ impl AsyncMessage {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::ASYNC_MESSAGE;
+    pub const OPCODE: Opcode = Opcode::ASYNC_MESSAGE;
 }
 
 /// Reject, target → initiator. The data segment is the complete header
@@ -143,7 +143,7 @@ pub struct Reject {
 }
 
 impl Reject {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(true);
         b.0[2] = self.reason.0;
         b.set_itt(RESERVED_TAG);
@@ -153,7 +153,7 @@ impl Reject {
         b.set_u32_at(36, self.data_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         Reject {
             reason: RejectReason(b.0[2]),
             stat_sn: b.u32_at(24),
@@ -163,5 +163,5 @@ impl Reject {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::REJECT;
+    pub const OPCODE: Opcode = Opcode::REJECT;
 }

@@ -19,7 +19,7 @@ pub struct NopOut {
 }
 
 impl NopOut {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_immediate(self.immediate);
         b.set_final(true);
         b.set_lun(self.lun);
@@ -29,7 +29,7 @@ impl NopOut {
         b.set_u32_at(28, self.exp_stat_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         NopOut {
             immediate: b.immediate(),
             lun: b.lun(),
@@ -40,7 +40,7 @@ impl NopOut {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::NOP_OUT;
+    pub const OPCODE: Opcode = Opcode::NOP_OUT;
 }
 
 /// NOP-In, target → initiator.
@@ -55,7 +55,7 @@ pub struct NopIn {
 }
 
 impl NopIn {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(true);
         b.set_lun(self.lun);
         b.set_itt(self.itt);
@@ -65,7 +65,7 @@ impl NopIn {
         b.set_u32_at(32, self.max_cmd_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         NopIn {
             lun: b.lun(),
             itt: b.itt(),
@@ -76,5 +76,5 @@ impl NopIn {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::NOP_IN;
+    pub const OPCODE: Opcode = Opcode::NOP_IN;
 }

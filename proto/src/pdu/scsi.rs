@@ -77,7 +77,7 @@ impl ScsiCommand {
         self.cdb[..n].copy_from_slice(&cdb[..n]);
     }
 
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_immediate(self.immediate);
         b.set_final(self.final_bit);
         b.set_bit(1, 0x40, self.read);
@@ -91,7 +91,7 @@ impl ScsiCommand {
         b.0[32..48].copy_from_slice(&self.cdb);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         let mut cdb = [0u8; 16];
         cdb.copy_from_slice(&b.0[32..48]);
         ScsiCommand {
@@ -109,7 +109,7 @@ impl ScsiCommand {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::SCSI_COMMAND;
+    pub const OPCODE: Opcode = Opcode::SCSI_COMMAND;
 }
 
 /// Residual flags shared by SCSI Response and Data-In (§11.4.5).
@@ -143,7 +143,7 @@ impl Residual {
     }
 
     /// Writes the O/U bits of byte 1 and the count at byte 44.
-    pub(crate) fn encode(self, b: &mut Bhs) {
+    pub fn encode(self, b: &mut Bhs) {
         b.set_bit(1, 0x04, matches!(self, Residual::Overflow(_)));
         b.set_bit(1, 0x02, matches!(self, Residual::Underflow(_)));
         b.set_u32_at(44, self.count());
@@ -152,7 +152,7 @@ impl Residual {
     /// Reads O/U and the count. Both bits set is a protocol error the
     /// caller may want to see, so it is reported as overflow and left to
     /// [`super::fields::Field`]-level checks.
-    pub(crate) fn decode(b: &Bhs) -> Residual {
+    pub fn decode(b: &Bhs) -> Residual {
         let count = b.u32_at(44);
         if b.0[1] & 0x04 != 0 {
             Residual::Overflow(count)
@@ -183,7 +183,7 @@ pub struct ScsiResponse {
 }
 
 impl ScsiResponse {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(true);
         self.residual.encode(b);
         b.set_bit(1, 0x10, matches!(self.bidi_residual, Residual::Overflow(_)));
@@ -203,7 +203,7 @@ impl ScsiResponse {
         b.set_u32_at(36, self.exp_data_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         let bidi_count = b.u32_at(40);
         let bidi_residual = if b.0[1] & 0x10 != 0 {
             Residual::Overflow(bidi_count)
@@ -226,7 +226,7 @@ impl ScsiResponse {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::SCSI_RESPONSE;
+    pub const OPCODE: Opcode = Opcode::SCSI_RESPONSE;
 }
 
 /// The data segment of a SCSI Response carrying sense data: a two-byte

@@ -52,7 +52,7 @@ pub struct TaskMgmtRequest {
 }
 
 impl TaskMgmtRequest {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_immediate(self.immediate);
         b.0[1] = 0x80 | (self.function.0 & 0x7f);
         b.set_lun(self.lun);
@@ -64,7 +64,7 @@ impl TaskMgmtRequest {
         b.set_u32_at(36, self.exp_data_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         TaskMgmtRequest {
             immediate: b.immediate(),
             function: TmfFunction(b.0[1] & 0x7f),
@@ -78,7 +78,7 @@ impl TaskMgmtRequest {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::TASK_MGMT_REQUEST;
+    pub const OPCODE: Opcode = Opcode::TASK_MGMT_REQUEST;
 }
 
 /// Task Management Function Response, target → initiator.
@@ -92,7 +92,7 @@ pub struct TaskMgmtResponse {
 }
 
 impl TaskMgmtResponse {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(true);
         b.0[2] = self.response.0;
         b.set_itt(self.itt);
@@ -101,7 +101,7 @@ impl TaskMgmtResponse {
         b.set_u32_at(32, self.max_cmd_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         TaskMgmtResponse {
             response: TmfResponse(b.0[2]),
             itt: b.itt(),
@@ -111,5 +111,5 @@ impl TaskMgmtResponse {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::TASK_MGMT_RESPONSE;
+    pub const OPCODE: Opcode = Opcode::TASK_MGMT_RESPONSE;
 }

@@ -18,7 +18,7 @@ pub struct TextRequest {
 }
 
 impl TextRequest {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_immediate(self.immediate);
         b.set_final(self.final_bit);
         b.set_bit(1, 0x40, self.continue_bit);
@@ -29,7 +29,7 @@ impl TextRequest {
         b.set_u32_at(28, self.exp_stat_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         TextRequest {
             immediate: b.immediate(),
             final_bit: b.final_bit(),
@@ -42,7 +42,7 @@ impl TextRequest {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::TEXT_REQUEST;
+    pub const OPCODE: Opcode = Opcode::TEXT_REQUEST;
 }
 
 /// Text Response, target → initiator.
@@ -61,7 +61,7 @@ pub struct TextResponse {
 }
 
 impl TextResponse {
-    pub(crate) fn encode(&self, b: &mut Bhs) {
+    pub fn encode(&self, b: &mut Bhs) {
         b.set_final(self.final_bit);
         b.set_bit(1, 0x40, self.continue_bit);
         b.set_lun(self.lun);
@@ -72,7 +72,7 @@ impl TextResponse {
         b.set_u32_at(32, self.max_cmd_sn);
     }
 
-    pub(crate) fn decode(b: &Bhs) -> Self {
+    pub fn decode(b: &Bhs) -> Self {
         TextResponse {
             final_bit: b.final_bit(),
             continue_bit: b.0[1] & 0x40 != 0,
@@ -85,5 +85,5 @@ impl TextResponse {
         }
     }
 
-    pub(crate) const OPCODE: Opcode = Opcode::TEXT_RESPONSE;
+    pub const OPCODE: Opcode = Opcode::TEXT_RESPONSE;
 }
