@@ -30,7 +30,9 @@ use iesp_proto::pdu::{
     TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction, TmfResponse,
 };
 use iesp_proto::scsi::{Asc, Sense, ScsiStatus};
+use iesp_proto::negotiation::{Negotiator, Phase};
 use iesp_proto::serial;
+use iesp_proto::text;
 
 use super::outbox::Outbox;
 use crate::scsi::{Completion, Direction, LunTable, Nexus};
@@ -137,6 +139,9 @@ struct TextOut {
 /// The full feature phase state of one connection.
 pub struct FullFeature {
     params: FfpParams,
+    /// The login's negotiation engine, for text negotiation in full
+    /// feature phase.
+    neg: Negotiator,
     kind: SessionKind,
     nexus: Nexus,
     luns: Arc<LunTable>,
@@ -168,6 +173,7 @@ impl FullFeature {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         params: FfpParams,
+        mut neg: Negotiator,
         kind: SessionKind,
         nexus: Nexus,
         luns: Arc<LunTable>,
@@ -178,8 +184,10 @@ impl FullFeature {
         exp_cmd_sn: u32,
         window: u32,
     ) -> FullFeature {
+        neg.set_phase(Phase::FullFeature);
         FullFeature {
             params,
+            neg,
             kind,
             nexus,
             luns,
@@ -725,36 +733,55 @@ impl FullFeature {
             return;
         }
         let payload = std::mem::take(&mut self.text_in);
-        let answer = self.answer_text(&payload);
-        self.send_text(req.itt, req.lun, answer);
-    }
-
-    /// Answers a complete text payload: SendTargets, or NotUnderstood for
-    /// keys we do not renegotiate in full feature phase.
-    fn answer_text(&self, payload: &[u8]) -> Bytes {
-        let mut out = Vec::new();
-        for item in payload.split(|b| *b == 0).filter(|s| !s.is_empty()) {
-            let text = String::from_utf8_lossy(item);
-            let (key, value) = text.split_once('=').unwrap_or((&text, ""));
-            if key == "SendTargets" {
-                for entry in &self.discovery {
-                    let wanted = match value {
-                        "All" => self.kind == SessionKind::Discovery,
-                        "" => self.kind == SessionKind::Normal && *entry.target_name == *self.nexus.target_name,
-                        name => name == entry.target_name,
-                    };
-                    if wanted {
-                        out.extend_from_slice(format!("TargetName={}\0", entry.target_name).as_bytes());
-                        for a in &entry.addresses {
-                            out.extend_from_slice(format!("TargetAddress={a}\0").as_bytes());
-                        }
-                    }
-                }
-            } else {
-                out.extend_from_slice(format!("{key}=NotUnderstood\0").as_bytes());
+        match self.answer_text(&payload) {
+            Ok(answer) => self.send_text(req.itt, req.lun, answer),
+            Err(reason) => {
+                let mut bhs = Pdu::TextRequest(req).encode();
+                bhs.set_data_segment_len(data.len() as u32);
+                self.reject(reason, &bhs);
             }
         }
-        Bytes::from(out)
+    }
+
+    /// Answers a complete text payload (§6.5, §11.10): SendTargets here,
+    /// every other key through the login's negotiation engine (unknown keys
+    /// get NotUnderstood, login-only keys Reject).
+    fn answer_text(&mut self, payload: &[u8]) -> Result<Bytes, RejectReason> {
+        let pairs = text::decode(payload).map_err(|_| RejectReason::PROTOCOL_ERROR)?;
+        self.neg.start_text_negotiation();
+        let reply = self.neg.receive(&pairs).map_err(|_| RejectReason::PROTOCOL_ERROR)?;
+        let mut out = Vec::new();
+        for kv in reply.delegated.iter().filter(|kv| kv.key == "SendTargets") {
+            self.send_targets(&kv.value, &mut out);
+        }
+        text::encode(&reply.answers, &mut out);
+        // MaxRecvDataSegmentLength may be re-declared in full feature phase.
+        self.params.initiator_mrdsl = self.neg.params().initiator_mrdsl;
+        Ok(Bytes::from(out))
+    }
+
+    /// SendTargets (RFC 7143 Appendix C): `All` lists every target, an empty
+    /// value the session's own target, an iSCSI name that target if it
+    /// exists. Anything else is not a valid value: Reject.
+    fn send_targets(&self, value: &str, out: &mut Vec<u8>) {
+        let is_name = ["iqn.", "eui.", "naa."].iter().any(|p| value.starts_with(p));
+        if value != "All" && !value.is_empty() && !is_name {
+            out.extend_from_slice(b"SendTargets=Reject\0");
+            return;
+        }
+        for entry in &self.discovery {
+            let wanted = match value {
+                "All" => true,
+                "" => *entry.target_name == *self.nexus.target_name,
+                name => name == entry.target_name,
+            };
+            if wanted {
+                out.extend_from_slice(format!("TargetName={}\0", entry.target_name).as_bytes());
+                for a in &entry.addresses {
+                    out.extend_from_slice(format!("TargetAddress={a}\0").as_bytes());
+                }
+            }
+        }
     }
 
     /// Sends a text answer, split with C=1 when it exceeds the initiator's

@@ -33,6 +33,8 @@ const LOGIN_RESPONSE_SEGMENT: usize = 8192;
 /// Everything the full feature phase needs from a successful login.
 pub struct LoginOutcome {
     pub kind: SessionKind,
+    /// The negotiation engine, carried into full feature phase.
+    pub neg: Negotiator,
     pub params: FfpParams,
     pub header_digest: bool,
     pub data_digest: bool,
@@ -320,6 +322,7 @@ impl Login {
             .collect();
         Ok(LoginOutcome {
             kind,
+            neg: self.neg.clone(),
             params: FfpParams {
                 initiator_mrdsl: p.initiator_mrdsl,
                 target_mrdsl: p.target_mrdsl,

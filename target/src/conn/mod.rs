@@ -84,6 +84,7 @@ pub async fn run(
     let kill = outcome.session.as_ref().map(|s| s.kill.clone());
     let mut ffp = FullFeature::new(
         outcome.params,
+        outcome.neg,
         outcome.kind,
         outcome.nexus,
         outcome.luns,

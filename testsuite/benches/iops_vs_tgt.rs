@@ -1,0 +1,110 @@
+//! Random-read IOPS of the reference target against tgt, side by side.
+//!
+//! `cargo bench -p iesp-testsuite --bench iops_vs_tgt`
+//!
+//! Both targets serve a 64 MiB file LUN filled with the same data; libiscsi's
+//! `iscsi-perf -r -b 8` (4 KiB random READ(16)) runs against each in turn,
+//! alternating which goes first, at queue depth 1 and 32. The machine is
+//! shared and noisy, so each figure is the median of several rounds and the
+//! comparison is a ratio measured in one run. Environment:
+//! `IESP_BENCH_SECONDS` (per run, default 5), `IESP_BENCH_ROUNDS` (default 3).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iesp_target::config::{Backing, LunSpec, TargetConfig};
+use iesp_target::server::{Target, serve};
+use iesp_testsuite::peers::libiscsi::{PerfOptions, iscsi_perf};
+use iesp_testsuite::peers::tgt::Tgtd;
+use iesp_testsuite::peers::{create_sparse_file, tools_or_skip};
+
+const LUN_BYTES: u64 = 64 << 20;
+
+fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn fill(path: &std::path::Path) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).expect("open LUN file");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..LUN_BYTES >> 20 {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        f.write_all(&block).expect("fill LUN file");
+    }
+    f.sync_all().expect("sync LUN file");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too
+    // with no time to spare: do nothing then.
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    if tools_or_skip(&["tgtd", "tgtadm", "iscsi-perf"]).is_none() {
+        return;
+    }
+    let seconds = env_u32("IESP_BENCH_SECONDS", 5).max(1);
+    let rounds = env_u32("IESP_BENCH_ROUNDS", 3).max(1);
+
+    // Ours, in this process, on a file LUN like tgt's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let our_file = create_sparse_file(dir.path(), LUN_BYTES).expect("LUN file");
+    fill(&our_file);
+    let mut cfg = TargetConfig::default();
+    cfg.targets[0].luns =
+        vec![LunSpec { backing: Backing::File { path: our_file, size: None }, block_size: 512, read_only: false }];
+    let target = Target::from_config(&cfg).expect("target");
+    let rt = Arc::new(tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime"));
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(listener, target, async {
+        let _ = stopped.await;
+    }));
+    let ours = format!("iscsi://127.0.0.1:{port}/{}/0", iesp_target::DEFAULT_IQN);
+
+    // tgt, with the same data.
+    let (tgtd, tgt_url) = Tgtd::with_file_lun(LUN_BYTES).expect("tgtd");
+    let tgt_file = std::fs::read_dir(tgtd.dir())
+        .expect("tgtd dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "img"))
+        .expect("tgt backing file");
+    fill(&tgt_file);
+
+    println!("iscsi-perf -r -b 8 (4 KiB random READ16), {seconds} s per run, median of {rounds} rounds");
+    println!("{:>4}  {:>12}  {:>12}  {:>7}", "QD", "iesp IOPS", "tgt IOPS", "ratio");
+    for qd in [1u32, 32] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let opts = PerfOptions { queue_depth: qd, blocks: 8, seconds, random: true, initiator_name: None };
+            let run = |url: &str| iscsi_perf(url, &opts).unwrap_or_else(|e| panic!("iscsi-perf {url}: {e}")).iops;
+            if round % 2 == 0 {
+                a.push(run(&ours));
+                b.push(run(&tgt_url));
+            } else {
+                b.push(run(&tgt_url));
+                a.push(run(&ours));
+            }
+        }
+        let (ma, mb) = (median(a.clone()), median(b.clone()));
+        println!("{qd:>4}  {ma:>12.0}  {mb:>12.0}  {:>6.2}x", ma / mb);
+        println!("  runs: iesp {a:?}  tgt {b:?}");
+    }
+    drop(tgtd);
+    let _ = stop.send(());
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await });
+}
