@@ -85,6 +85,10 @@ impl Backend for FileBackend {
         !self.block_device
     }
 
+    fn write_cache(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         let kind = if self.block_device { "dev" } else { "file" };
         format!("{kind}:{}", self.path.display())

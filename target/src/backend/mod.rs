@@ -42,6 +42,13 @@ pub trait Backend: Send + Sync + 'static {
         Ok(true)
     }
 
+    /// Whether completed writes may sit in a volatile cache until
+    /// [`Backend::flush`] (the page cache of a file or device): reported as
+    /// WCE in the Caching mode page.
+    fn write_cache(&self) -> bool {
+        false
+    }
+
     /// A short description for logs: `ram:64MiB`, `file:/path`.
     fn describe(&self) -> String;
 }

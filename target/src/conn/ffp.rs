@@ -226,6 +226,14 @@ impl FullFeature {
         t
     }
 
+    /// The session's I_T nexus ended (logout, connection loss,
+    /// reinstatement): the LUs establish I_T NEXUS LOSS for it (SAM-5 §6.3.4).
+    pub fn end_of_nexus(&self) {
+        if self.kind == SessionKind::Normal {
+            self.luns.nexus_loss(&self.nexus);
+        }
+    }
+
     /// Write tasks still waiting for data.
     pub fn pending_tasks(&self) -> usize {
         self.tasks.len()
@@ -645,23 +653,34 @@ impl FullFeature {
                     TmfResponse::TASK_DOES_NOT_EXIST
                 }
             }
-            TmfFunction::ABORT_TASK_SET
-            | TmfFunction::CLEAR_TASK_SET
-            | TmfFunction::LOGICAL_UNIT_RESET => {
-                if lun_exists {
-                    self.tasks.retain(|_, t| t.lun != tmf.lun);
-                    TmfResponse::FUNCTION_COMPLETE
-                } else {
-                    TmfResponse::LUN_DOES_NOT_EXIST
-                }
+            TmfFunction::ABORT_TASK_SET | TmfFunction::CLEAR_TASK_SET | TmfFunction::LOGICAL_UNIT_RESET
+                if !lun_exists =>
+            {
+                TmfResponse::LUN_DOES_NOT_EXIST
             }
-            TmfFunction::TARGET_WARM_RESET | TmfFunction::I_T_NEXUS_RESET => {
-                self.tasks.clear();
+            TmfFunction::ABORT_TASK_SET | TmfFunction::CLEAR_TASK_SET => {
+                self.tasks.retain(|_, t| t.lun != tmf.lun);
                 TmfResponse::FUNCTION_COMPLETE
             }
-            TmfFunction::TARGET_COLD_RESET => {
+            TmfFunction::LOGICAL_UNIT_RESET => {
+                self.tasks.retain(|_, t| t.lun != tmf.lun);
+                self.luns.logical_unit_reset(tmf.lun);
+                TmfResponse::FUNCTION_COMPLETE
+            }
+            TmfFunction::I_T_NEXUS_RESET => {
                 self.tasks.clear();
-                after = After::Close;
+                self.luns.nexus_loss(&self.nexus);
+                TmfResponse::FUNCTION_COMPLETE
+            }
+            TmfFunction::TARGET_WARM_RESET | TmfFunction::TARGET_COLD_RESET => {
+                // Tasks of other sessions that still wait for write data
+                // complete when it arrives; the LUs' reset and unit
+                // attentions reach every nexus.
+                self.tasks.clear();
+                self.luns.target_reset();
+                if tmf.function == TmfFunction::TARGET_COLD_RESET {
+                    after = After::Close;
+                }
                 TmfResponse::FUNCTION_COMPLETE
             }
             TmfFunction::QUERY_TASK => {

@@ -138,6 +138,7 @@ pub async fn run(
     }
     .await;
     let _ = wr.shutdown().await;
+    ffp.end_of_nexus();
     drop(outcome.session);
     result
 }

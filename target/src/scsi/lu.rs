@@ -1,11 +1,67 @@
-//! A logical unit: a backend plus its block geometry, and the SCSI commands
-//! it executes (SPC-4, SBC-4).
+//! A logical unit: a backend, its block geometry, its state, and the order
+//! in which a command is checked before it runs (SAM-5 §5, SPC-4 §4, §6;
+//! SBC-4 §4, §5).
+//!
+//! ## Command processing order
+//!
+//! 1. Unit attention (SAM-5 §5.14): a pending condition of the I_T nexus is
+//!    reported with CHECK CONDITION and cleared, unless the command is
+//!    INQUIRY or REPORT LUNS (which neither report nor clear it) or REQUEST
+//!    SENSE (which returns it as its data). Reservation conflicts (SPC-4
+//!    §5.13) will be decided at this point too.
+//! 2. Decoding ([`decode`]): an unknown or unsupported operation code is
+//!    INVALID COMMAND OPERATION CODE, an unsupported service action INVALID
+//!    FIELD IN CDB; then reserved bits ([`usage::check_reserved`]), NACA=1
+//!    (we report NORMACA=0, SAM-5 §5.10) and [`Cdb::validate`] — each INVALID
+//!    FIELD IN CDB with a field pointer.
+//! 3. Capability and range checks of the command family (`rw::precheck`:
+//!    protection fields, MAXIMUM TRANSFER LENGTH, LBA range, write protect).
+//! 4. Execution. Backend I/O happens without the state lock held.
+//!
+//! [`LunTable::transfer`](super::LunTable::transfer) runs steps 2 and 3 (the
+//! CDB-only ones) so a command that will be rejected solicits no data.
+//!
+//! ## State
+//!
+//! [`LuState`] holds what commands can change and what is per I_T nexus:
+//! the current mode page values (MODE SELECT will change them), the unit
+//! attention queues, and — next — reservations. One mutex guards it, taken
+//! once per command to register the nexus, take a unit attention and copy
+//! the few values the command needs; it is never held across backend I/O.
+//! COMPARE AND WRITE will need its own lock around compare-then-write (an
+//! LBA-range lock), separate from this one.
+//!
+//! ## START STOP UNIT (SBC-4 §5.25)
+//!
+//! The medium is virtual and never spins down: the unit stays in the active
+//! power condition and ready whatever START, LOEJ or POWER CONDITION say
+//! (valid values are accepted, reserved ones rejected). A stop (START=0,
+//! POWER CONDITION 0h) without NO_FLUSH writes the cache to the medium
+//! first, as a real disk does before spinning down.
+//!
+//! ## Write cache (SBC-4 §4.15, Caching mode page WCE)
+//!
+//! A file or block device backend completes writes into the page cache:
+//! WCE=1, and FUA, SYNCHRONIZE CACHE and WRITE AND VERIFY flush. The RAM
+//! backend is its own medium: WCE=0, a write is as durable as it will ever
+//! be when it completes.
 
-use bytes::{Bytes, BytesMut};
-use iesp_proto::scsi::{Asc, Sense, SenseKey};
+use std::sync::{Mutex, MutexGuard};
 
-use super::{Completion, Direction, LunTable, Nexus, Transfer};
+use bytes::Bytes;
+use iesp_proto::scsi::{Asc, Cdb, ScsiOpcode, Sense, usage};
+
+use super::mode::ModeValues;
+use super::opcodes::{self, Support};
+use super::sense::{IoOp, Outcome, io_error, respond};
+use super::ua::{NexusKey, NexusTable};
+use super::{Completion, Direction, LunTable, Nexus, Transfer, inquiry, luns, mode, rw};
 use crate::backend::Backend;
+
+/// The largest transfer a command may ask for, in bytes: MAXIMUM TRANSFER
+/// LENGTH of the Block Limits VPD page is this over the block size. Data is
+/// buffered whole per command, so this bounds memory per command.
+pub const MAX_TRANSFER_BYTES: u32 = 8 << 20;
 
 /// A disk LUN.
 pub struct LogicalUnit {
@@ -15,12 +71,52 @@ pub struct LogicalUnit {
     read_only: bool,
     /// Unit serial number (VPD 0x80) and the basis of the NAA designator.
     serial: String,
+    /// Completed writes may sit in a volatile cache until flushed.
+    write_cache: bool,
+    state: Mutex<LuState>,
+}
+
+/// What commands change, and what is per I_T nexus (see the module docs).
+#[derive(Debug)]
+pub struct LuState {
+    /// Current mode page values.
+    pub mode: ModeValues,
+    /// Known I_T nexuses and their unit attention queues.
+    pub nexuses: NexusTable,
+}
+
+/// What a command needs from [`LuState`], copied under the lock.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    /// D_SENSE: descriptor-format sense data.
+    pub descriptor_sense: bool,
+    /// WCE: writes are cached until flushed.
+    pub write_cache: bool,
+    /// SWP: software write protect.
+    pub software_write_protect: bool,
 }
 
 impl LogicalUnit {
-    pub fn new(backend: Box<dyn Backend>, block_size: u32, read_only: bool, serial: String) -> LogicalUnit {
+    pub fn new(
+        backend: Box<dyn Backend>,
+        block_size: u32,
+        read_only: bool,
+        serial: String,
+    ) -> LogicalUnit {
         let blocks = backend.size() / u64::from(block_size);
-        LogicalUnit { backend, block_size, blocks, read_only, serial }
+        let write_cache = caches_writes(backend.as_ref());
+        LogicalUnit {
+            backend,
+            block_size,
+            blocks,
+            read_only,
+            serial,
+            write_cache,
+            state: Mutex::new(LuState {
+                mode: ModeValues::defaults(write_cache),
+                nexuses: NexusTable::default(),
+            }),
+        }
     }
 
     pub fn block_size(&self) -> u32 {
@@ -35,6 +131,10 @@ impl LogicalUnit {
         self.read_only
     }
 
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
     pub fn describe(&self) -> String {
         self.backend.describe()
     }
@@ -43,192 +143,440 @@ impl LogicalUnit {
         self.backend.flush()
     }
 
+    pub(super) fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// MAXIMUM TRANSFER LENGTH in blocks.
+    pub fn max_transfer_blocks(&self) -> u32 {
+        (MAX_TRANSFER_BYTES / self.block_size).max(1)
+    }
+
+    /// Whether the backend caches writes (the default WCE).
+    pub fn write_cache(&self) -> bool {
+        self.write_cache
+    }
+
+    /// The state, even if a panic poisoned the lock: every update leaves it
+    /// consistent, so the data is still good.
+    pub(super) fn lock(&self) -> MutexGuard<'_, LuState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn transfer(&self, cdb: &[u8]) -> Transfer {
-        match rw(cdb) {
-            Some(op) => Transfer {
-                direction: if op.write { Direction::Write } else { Direction::Read },
-                length: op.blocks.saturating_mul(self.block_size),
-            },
-            None => transfer_without_lu(cdb),
-        }
-    }
-
-    pub(super) fn execute(&self, _nexus: &Nexus, cdb: &[u8], data_out: &[u8], table: &LunTable) -> Completion {
-        let Some(&opcode) = cdb.first() else {
-            return Completion::check_condition(&Sense::invalid_command_operation_code());
+        let Ok(parsed) = decode(cdb, opcodes::supported) else {
+            return Transfer::NONE;
         };
-        if let Some(op) = rw(cdb) {
-            return self.read_write(op, data_out);
+        // SWP is looked up only for commands that could write.
+        let write_protected = || self.read_only || self.lock().mode.control.swp;
+        let wp =
+            matches!(parsed, Cdb::Write { .. } | Cdb::WriteAndVerify { .. }) && write_protected();
+        if rw::precheck(self, &parsed, wp).is_err() {
+            return Transfer::NONE;
         }
-        match opcode {
-            0x00 => Completion::good(Bytes::new()),
-            0x12 => inquiry(cdb, Some(self)),
-            0x25 => {
-                let last = u32::try_from(self.blocks.saturating_sub(1)).unwrap_or(u32::MAX);
-                let mut d = Vec::with_capacity(8);
-                d.extend_from_slice(&last.to_be_bytes());
-                d.extend_from_slice(&self.block_size.to_be_bytes());
-                Completion::good(Bytes::from(d))
+        transfer_of(&parsed, self.block_size)
+    }
+
+    pub(super) fn execute(
+        &self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        data_out: &[u8],
+        table: &LunTable,
+    ) -> Completion {
+        let key = NexusKey::of(nexus);
+        let opcode = cdb.first().copied().map(ScsiOpcode);
+        let (pending, snapshot) = {
+            let mut st = self.lock();
+            let pending = match opcode {
+                Some(ScsiOpcode::INQUIRY | ScsiOpcode::REPORT_LUNS | ScsiOpcode::REQUEST_SENSE) => {
+                    st.nexuses.touch(&key);
+                    None
+                }
+                _ => st.nexuses.take(&key),
+            };
+            let snapshot = Snapshot {
+                descriptor_sense: st.mode.control.d_sense,
+                write_cache: st.mode.caching.wce,
+                software_write_protect: st.mode.control.swp,
+            };
+            (pending, snapshot)
+        };
+        if let Some(ua) = pending {
+            return respond(Err(ua), snapshot.descriptor_sense);
+        }
+        let outcome = decode(cdb, opcodes::supported)
+            .and_then(|parsed| self.run(nexus, &key, &parsed, data_out, table, snapshot));
+        respond(outcome, snapshot.descriptor_sense)
+    }
+
+    fn run(
+        &self,
+        nexus: &Nexus,
+        key: &NexusKey,
+        cdb: &Cdb,
+        data_out: &[u8],
+        table: &LunTable,
+        snap: Snapshot,
+    ) -> Outcome {
+        match *cdb {
+            Cdb::TestUnitReady => Ok(Bytes::new()),
+            Cdb::RequestSense {
+                desc,
+                allocation_length,
+            } => self.request_sense(key, desc, allocation_length),
+            Cdb::Inquiry {
+                evpd,
+                page_code,
+                allocation_length,
+            } => inquiry::inquiry(Some((self, nexus)), evpd, page_code, allocation_length),
+            Cdb::ReportLuns {
+                select_report,
+                allocation_length,
+            } => luns::report_luns(table, select_report, allocation_length),
+            Cdb::ReportSupportedOpCodes {
+                rctd,
+                reporting_options,
+                opcode,
+                service_action,
+                allocation_length,
+            } => opcodes::report(
+                opcodes::SUPPORTED,
+                rctd,
+                reporting_options,
+                opcode,
+                service_action,
+                allocation_length,
+            ),
+            Cdb::ModeSense {
+                size,
+                dbd,
+                llbaa,
+                pc,
+                page_code,
+                subpage_code,
+                allocation_length,
+            } => {
+                let current = self.lock().mode.clone();
+                let request = mode::Request {
+                    size,
+                    dbd,
+                    llbaa,
+                    pc,
+                    page_code,
+                    subpage_code,
+                    allocation_length,
+                };
+                mode::mode_sense(self, &current, &request, snap)
             }
-            0x9e if cdb.get(1).map(|b| b & 0x1f) == Some(0x10) => {
-                let mut d = vec![0u8; 32];
-                d[..8].copy_from_slice(&self.blocks.saturating_sub(1).to_be_bytes());
-                d[8..12].copy_from_slice(&self.block_size.to_be_bytes());
-                Completion::good(Bytes::from(truncate(d, alloc_len(cdb, 10, 4))))
-            }
-            0x35 | 0x91 => match self.backend.flush() {
-                Ok(()) => Completion::good(Bytes::new()),
-                Err(_) => Completion::check_condition(&Sense::new(SenseKey::MEDIUM_ERROR, Asc::WRITE_ERROR)),
+            Cdb::StartStopUnit {
+                power_condition_modifier,
+                power_condition,
+                no_flush,
+                start,
+                ..
+            } => self.start_stop_unit(power_condition, power_condition_modifier, no_flush, start),
+            Cdb::ReadCapacity10 { .. } => Ok(rw::read_capacity_10(self)),
+            Cdb::ReadCapacity16 {
+                allocation_length, ..
+            } => Ok(rw::read_capacity_16(self, allocation_length)),
+            Cdb::Read { .. }
+            | Cdb::Write { .. }
+            | Cdb::WriteAndVerify { .. }
+            | Cdb::Verify { .. }
+            | Cdb::SynchronizeCache { .. } => rw::execute(self, cdb, data_out, snap),
+            // decode() admits only what opcodes::SUPPORTED lists; a command
+            // listed there but not handled here is caught by a unit test.
+            _ => Err(Sense::invalid_command_operation_code()),
+        }
+    }
+
+    /// REQUEST SENSE (SPC-4 §6.39): a pending unit attention, else NO SENSE.
+    fn request_sense(&self, key: &NexusKey, desc: bool, allocation_length: u8) -> Outcome {
+        let sense = self.lock().nexuses.take(key).unwrap_or_else(no_sense);
+        Ok(Bytes::from(iesp_proto::scsi::truncate(
+            sense.encode(desc),
+            u32::from(allocation_length),
+        )))
+    }
+
+    /// START STOP UNIT: see the module docs.
+    fn start_stop_unit(
+        &self,
+        power_condition: u8,
+        modifier: u8,
+        no_flush: bool,
+        start: bool,
+    ) -> Outcome {
+        // POWER CONDITION values and the modifiers each allows (SBC-4
+        // table 105): START_VALID, ACTIVE, IDLE (a..c), STANDBY (y, z),
+        // LU_CONTROL, FORCE_IDLE_0, FORCE_STANDBY_0.
+        let max_modifier = match power_condition {
+            0x0 | 0x1 | 0x7 => 0,
+            0x2 | 0xa => 2,
+            0x3 | 0xb => 1,
+            _ => return Err(Sense::invalid_field_in_cdb(4, Some(7))),
+        };
+        if modifier > max_modifier {
+            return Err(Sense::invalid_field_in_cdb(3, Some(3)));
+        }
+        if power_condition == 0 && !start && !no_flush {
+            self.backend
+                .flush()
+                .map_err(|e| io_error(IoOp::Flush, 0, &e))?;
+        }
+        Ok(Bytes::new())
+    }
+
+    /// LOGICAL UNIT RESET or a target reset: defaults back, `asc` for all.
+    pub(super) fn reset(&self, asc: Asc) {
+        let mut st = self.lock();
+        st.mode = ModeValues::defaults(self.write_cache);
+        st.nexuses.establish_all(asc);
+    }
+
+    /// I_T nexus loss: I_T NEXUS LOSS OCCURRED for that nexus.
+    pub(super) fn nexus_loss(&self, nexus: &Nexus) {
+        self.lock()
+            .nexuses
+            .establish(&NexusKey::of(nexus), Asc::I_T_NEXUS_LOSS);
+    }
+}
+
+/// NO SENSE, NO ADDITIONAL SENSE INFORMATION.
+fn no_sense() -> Sense {
+    Sense::new(
+        iesp_proto::scsi::SenseKey::NO_SENSE,
+        Asc::NO_ADDITIONAL_SENSE,
+    )
+}
+
+/// Whether a backend completes writes into a volatile cache (WCE).
+fn caches_writes(backend: &dyn Backend) -> bool {
+    backend.write_cache()
+}
+
+/// Step 2 of the processing order: parse and the checks every device server
+/// makes. `supported` says which commands this LUN implements.
+pub(super) fn decode(raw: &[u8], supported: fn(&[u8]) -> Support) -> Result<Cdb, Sense> {
+    match supported(raw) {
+        Support::Yes => {}
+        Support::NoServiceAction => return Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        Support::NoOpcode => return Err(Sense::invalid_command_operation_code()),
+    }
+    let cdb = Cdb::parse(raw).map_err(|e| e.sense())?;
+    usage::check_reserved(raw).map_err(|e| e.sense())?;
+    // NACA=1 needs ACA support, which NORMACA=0 says we lack (SAM-5 §5.10).
+    let control_at = cdb
+        .opcode()
+        .cdb_len()
+        .unwrap_or(raw.len())
+        .saturating_sub(1);
+    if raw.get(control_at).is_some_and(|c| c & 0x04 != 0) {
+        return Err(Sense::invalid_field_in_cdb(control_at as u16, Some(2)));
+    }
+    cdb.validate().map_err(|e| e.sense())?;
+    Ok(cdb)
+}
+
+/// Direction and SPDTL of a decoded, admissible command.
+pub(super) fn transfer_of(cdb: &Cdb, block_size: u32) -> Transfer {
+    use iesp_proto::scsi::DataDirection;
+    let length = u32::try_from(cdb.data_length(block_size)).unwrap_or(u32::MAX);
+    match cdb.data_direction() {
+        DataDirection::NoData => Transfer::NONE,
+        DataDirection::In => Transfer {
+            direction: Direction::Read,
+            length,
+        },
+        DataDirection::Out => Transfer {
+            direction: Direction::Write,
+            length,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iesp_proto::scsi::{CdbSize, ScsiStatus, SenseKey, SenseKeySpecific};
+
+    use super::*;
+    use crate::scsi::testutil::Harness;
+
+    fn field(byte: u16, bit: Option<u8>) -> Option<SenseKeySpecific> {
+        Some(SenseKeySpecific::FieldPointer {
+            cd: true,
+            bit,
+            field: byte,
+        })
+    }
+
+    #[test]
+    fn unknown_opcodes_and_service_actions() {
+        let h = Harness::ram(64);
+        for op in [0x02u8, 0x15, 0x41, 0x42, 0x5e, 0x89, 0xc0, 0xff] {
+            let mut cdb = [0u8; 16];
+            cdb[0] = op;
+            let s = h.check_raw(&cdb, &[]);
+            assert_eq!(
+                (s.key, s.asc),
+                (
+                    SenseKey::ILLEGAL_REQUEST,
+                    Asc::INVALID_COMMAND_OPERATION_CODE
+                ),
+                "{op:#x}"
+            );
+        }
+        // GET LBA STATUS is a service action of a supported opcode.
+        let s = h.check_raw(
+            &[0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+            &[],
+        );
+        assert_eq!(
+            (s.asc, s.sense_key_specific),
+            (Asc::INVALID_FIELD_IN_CDB, field(1, Some(4)))
+        );
+        let s = h.check_raw(&[], &[]);
+        assert_eq!(s.asc, Asc::INVALID_COMMAND_OPERATION_CODE);
+    }
+
+    #[test]
+    fn reserved_bits_and_naca_are_invalid_fields() {
+        let h = Harness::ram(64);
+        let mut read10 = Cdb::read(CdbSize::Ten, 0, 1).encode();
+        read10[1] |= 0x01; // RELADR
+        let s = h.check_raw(&read10, &[]);
+        assert_eq!(
+            (s.asc, s.sense_key_specific),
+            (Asc::INVALID_FIELD_IN_CDB, field(1, Some(0)))
+        );
+        let mut tur = Cdb::TestUnitReady.encode();
+        tur[5] = 0x04; // NACA
+        assert_eq!(h.check_raw(&tur, &[]).sense_key_specific, field(5, Some(2)));
+        tur[5] = 0x01; // LINK
+        assert_eq!(h.check_raw(&tur, &[]).sense_key_specific, field(5, Some(0)));
+        // Padding beyond the CDB length (the 16-byte iSCSI field) is ignored.
+        let mut padded = [0u8; 16];
+        padded[..6].copy_from_slice(&Cdb::TestUnitReady.encode());
+        padded[10] = 0xff;
+        assert_eq!(h.raw(&padded, &[]).status, ScsiStatus::GOOD.0);
+    }
+
+    #[test]
+    fn request_sense_reports_and_clears_unit_attention_in_either_format() {
+        let h = Harness::ram(64);
+        h.table
+            .logical_unit_reset(iesp_proto::bhs::Lun::from_index(0));
+        let data = h.good(
+            &Cdb::RequestSense {
+                desc: true,
+                allocation_length: 252,
             },
-            _ => execute_without_lu(cdb, table),
-        }
+            &[],
+        );
+        assert_eq!(data[0], 0x72);
+        let s = Sense::parse(&data).expect("parses");
+        assert_eq!(
+            (s.key, s.asc),
+            (SenseKey::UNIT_ATTENTION, Asc::BUS_DEVICE_RESET)
+        );
+        let data = h.good(
+            &Cdb::RequestSense {
+                desc: false,
+                allocation_length: 252,
+            },
+            &[],
+        );
+        assert_eq!(data.len(), 18);
+        assert_eq!(
+            Sense::parse(&data).map(|s| (s.key, s.asc)),
+            Ok((SenseKey::NO_SENSE, Asc::NO_ADDITIONAL_SENSE))
+        );
+        // Allocation length cuts the data.
+        assert_eq!(
+            h.good(
+                &Cdb::RequestSense {
+                    desc: false,
+                    allocation_length: 8
+                },
+                &[]
+            )
+            .len(),
+            8
+        );
+        // Nothing was left pending.
+        h.good(&Cdb::TestUnitReady, &[]);
     }
 
-    fn read_write(&self, op: Rw, data_out: &[u8]) -> Completion {
-        let end = op.lba.checked_add(u64::from(op.blocks));
-        if end.is_none_or(|e| e > self.blocks) {
-            return Completion::check_condition(&Sense::lba_out_of_range(op.lba));
+    #[test]
+    fn start_stop_unit_accepts_valid_power_conditions_and_stays_ready() {
+        let h = Harness::ram(64);
+        let ssu = |pc: u8, modifier: u8, start: bool| Cdb::StartStopUnit {
+            immed: false,
+            power_condition_modifier: modifier,
+            power_condition: pc,
+            no_flush: false,
+            loej: false,
+            start,
+        };
+        for (pc, m) in [(0, 0), (1, 0), (2, 2), (3, 1), (7, 0), (0xa, 0), (0xb, 1)] {
+            h.good(&ssu(pc, m, false), &[]);
+            h.good(&Cdb::TestUnitReady, &[]);
+            h.good(&Cdb::read(CdbSize::Ten, 0, 1), &[]);
         }
-        let offset = op.lba * u64::from(self.block_size);
-        let len = op.blocks as usize * self.block_size as usize;
-        if op.write {
-            if self.read_only {
-                return Completion::check_condition(&Sense::data_protect(Asc::WRITE_PROTECTED));
+        h.good(&ssu(0, 0, true), &[]);
+        assert_eq!(
+            h.check(&ssu(5, 0, true), &[]).sense_key_specific,
+            field(4, Some(7))
+        );
+        assert_eq!(
+            h.check(&ssu(1, 1, true), &[]).sense_key_specific,
+            field(3, Some(3))
+        );
+    }
+
+    #[test]
+    fn descriptor_sense_when_d_sense_is_set() {
+        let h = Harness::ram(64);
+        h.table
+            .iter()
+            .for_each(|lu| lu.lock().mode.control.d_sense = true);
+        let c = h.run(&Cdb::read(CdbSize::Sixteen, 1 << 40, 1), &[]);
+        let raw = c.sense.clone().expect("sense");
+        assert_eq!(raw[0], 0x72);
+        let s = Sense::parse(&raw).expect("parses");
+        // Descriptor format carries a 64-bit INFORMATION field.
+        assert_eq!(
+            (s.asc, s.information),
+            (Asc::LBA_OUT_OF_RANGE, Some(1 << 40))
+        );
+    }
+
+    #[test]
+    fn every_supported_command_is_dispatched() {
+        let h = Harness::ram(64);
+        for (op, sa) in opcodes::SUPPORTED {
+            let Some(u) = usage::lookup(*op, *sa) else {
+                panic!("{op:?} has no usage map")
+            };
+            let mut cdb = u.usage_data();
+            // A zeroed CDB with the opcode and service action: valid for all.
+            for b in cdb.iter_mut().skip(if sa.is_some() { 2 } else { 1 }) {
+                *b = 0;
             }
-            // The initiator may have sent less than the CDB asks for (EDTL <
-            // SPDTL): write the whole blocks that arrived, refuse a partial
-            // block (SAM-5 / FCP-4 overflow handling, option b).
-            let bs = self.block_size as usize;
-            let usable = data_out.len().min(len);
-            if usable % bs != 0 {
-                return Completion::check_condition(&Sense::illegal_request(Asc(0x0e03)));
+            if let Some(sa) = sa {
+                cdb[1] = *sa as u8;
             }
-            if usable > 0 {
-                if let Err(e) = self.backend.write_at(&data_out[..usable], offset) {
-                    tracing::error!("write at {offset}: {e}");
-                    return Completion::check_condition(&Sense::medium_error(Asc::WRITE_ERROR, op.lba));
-                }
-                if op.fua && self.backend.flush().is_err() {
-                    return Completion::check_condition(&Sense::medium_error(Asc::WRITE_ERROR, op.lba));
-                }
+            if *op == ScsiOpcode::REPORT_LUNS {
+                cdb[9] = 16; // allocation length of at least 16
             }
-            Completion::good(Bytes::new())
-        } else {
-            let mut buf = BytesMut::zeroed(len);
-            match self.backend.read_at(&mut buf, offset) {
-                Ok(()) => Completion::good(buf.freeze()),
-                Err(e) => {
-                    tracing::error!("read at {offset}: {e}");
-                    Completion::check_condition(&Sense::medium_error(Asc::UNRECOVERED_READ_ERROR, op.lba))
-                }
-            }
+            let c = h.raw(&cdb, &[]);
+            let asc = super::super::testutil::sense_of(&c).map(|s| s.asc);
+            assert_ne!(
+                asc,
+                Some(Asc::INVALID_COMMAND_OPERATION_CODE),
+                "{op:?}/{sa:?}"
+            );
         }
     }
-}
-
-/// A decoded READ or WRITE of any size.
-#[derive(Clone, Copy)]
-struct Rw {
-    write: bool,
-    lba: u64,
-    blocks: u32,
-    fua: bool,
-}
-
-fn be(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0, |acc, b| acc << 8 | u64::from(*b))
-}
-
-fn rw(cdb: &[u8]) -> Option<Rw> {
-    let (write, lba, blocks, fua) = match *cdb.first()? {
-        0x08 | 0x0a if cdb.len() >= 6 => {
-            let n = u32::from(cdb[4]);
-            (cdb[0] == 0x0a, be(&cdb[1..4]) & 0x1f_ffff, if n == 0 { 256 } else { n }, false)
-        }
-        0x28 | 0x2a if cdb.len() >= 10 => (cdb[0] == 0x2a, be(&cdb[2..6]), be(&cdb[7..9]) as u32, cdb[1] & 0x08 != 0),
-        0xa8 | 0xaa if cdb.len() >= 12 => (cdb[0] == 0xaa, be(&cdb[2..6]), be(&cdb[6..10]) as u32, cdb[1] & 0x08 != 0),
-        0x88 | 0x8a if cdb.len() >= 16 => (cdb[0] == 0x8a, be(&cdb[2..10]), be(&cdb[10..14]) as u32, cdb[1] & 0x08 != 0),
-        _ => return None,
-    };
-    Some(Rw { write, lba, blocks, fua })
-}
-
-fn alloc_len(cdb: &[u8], at: usize, len: usize) -> u32 {
-    cdb.get(at..at + len).map_or(0, |b| be(b) as u32)
-}
-
-fn truncate(mut v: Vec<u8>, alloc: u32) -> Vec<u8> {
-    v.truncate(alloc as usize);
-    v
-}
-
-pub(super) fn transfer_without_lu(cdb: &[u8]) -> Transfer {
-    let read = |length| Transfer { direction: Direction::Read, length };
-    match cdb.first() {
-        Some(0x12) => read(alloc_len(cdb, 3, 2)),
-        Some(0x03) => read(alloc_len(cdb, 4, 1)),
-        Some(0xa0) => read(alloc_len(cdb, 6, 4)),
-        Some(0x25) => read(8),
-        Some(0x9e) => read(alloc_len(cdb, 10, 4)),
-        _ => Transfer::NONE,
-    }
-}
-
-pub(super) fn execute_without_lu(cdb: &[u8], table: &LunTable) -> Completion {
-    match cdb.first() {
-        Some(0x12) => inquiry(cdb, None),
-        Some(0xa0) => {
-            let luns = table.lun_list();
-            let mut d = Vec::with_capacity(8 + 8 * luns.len());
-            d.extend_from_slice(&((luns.len() * 8) as u32).to_be_bytes());
-            d.extend_from_slice(&[0; 4]);
-            for l in luns {
-                d.extend_from_slice(&l.to_bytes());
-            }
-            Completion::good(Bytes::from(truncate(d, alloc_len(cdb, 6, 4))))
-        }
-        Some(_) => Completion::check_condition(&Sense::invalid_command_operation_code()),
-        None => Completion::check_condition(&Sense::invalid_command_operation_code()),
-    }
-}
-
-fn inquiry(cdb: &[u8], lu: Option<&LogicalUnit>) -> Completion {
-    let alloc = alloc_len(cdb, 3, 2);
-    let evpd = cdb.get(1).is_some_and(|b| b & 1 != 0);
-    let page = cdb.get(2).copied().unwrap_or(0);
-    let pq_type = if lu.is_some() { 0x00 } else { 0x7f };
-    if !evpd {
-        if page != 0 {
-            return Completion::check_condition(&Sense::invalid_field_in_cdb(2, None));
-        }
-        let mut d = vec![0u8; 36];
-        d[0] = pq_type;
-        d[2] = 0x06;
-        d[3] = 0x12;
-        d[4] = 31;
-        d[7] = 0x02;
-        d[8..16].copy_from_slice(b"IESP    ");
-        d[16..32].copy_from_slice(b"iesp-target     ");
-        d[32..36].copy_from_slice(b"0001");
-        return Completion::good(Bytes::from(truncate(d, alloc)));
-    }
-    let Some(lu) = lu else {
-        return Completion::check_condition(&Sense::logical_unit_not_supported());
-    };
-    let body: Vec<u8> = match page {
-        0x00 => vec![0x00, 0x80, 0x83],
-        0x80 => lu.serial.as_bytes().to_vec(),
-        0x83 => {
-            let mut naa = [0u8; 8];
-            let h = lu.serial.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-            naa.copy_from_slice(&((0x3u64 << 60) | (h & 0x0fff_ffff_ffff_ffff)).to_be_bytes());
-            let mut d = vec![0x01, 0x03, 0x00, 0x08];
-            d.extend_from_slice(&naa);
-            d
-        }
-        _ => return Completion::check_condition(&Sense::invalid_field_in_cdb(2, None)),
-    };
-    let mut d = vec![pq_type, page, 0, body.len() as u8];
-    d.extend_from_slice(&body);
-    Completion::good(Bytes::from(truncate(d, alloc)))
 }

@@ -5,28 +5,65 @@
 //! 1. [`LunTable::transfer`] — from the CDB alone, which way data flows and
 //!    how much the command wants (the SCSI transfer length, SPDTL). The
 //!    transport uses it to solicit write data with R2Ts and to compute
-//!    residuals against the initiator's ExpectedDataTransferLength.
+//!    residuals against the initiator's ExpectedDataTransferLength. A
+//!    command the logical unit will reject from its CDB alone (unsupported,
+//!    invalid field, LBA out of range, write-protected, too long) reports
+//!    [`Transfer::NONE`], so no write data is solicited only to be dropped.
 //! 2. [`LunTable::execute`] — run the command with the write data received
 //!    (possibly shorter than SPDTL when the initiator's EDTL was shorter) and
 //!    return status, read data (the full SPDTL: the transport truncates to
 //!    EDTL and reports the overflow) and sense data.
 //!
+//! It also tells this layer about task management and nexus events, which
+//! establish unit attention conditions (SAM-5 §5.14, §6.3):
+//! [`LunTable::logical_unit_reset`], [`LunTable::target_reset`] and
+//! [`LunTable::nexus_loss`].
+//!
 //! Execution is synchronous: backends are memory or positional file I/O
 //! (see [`crate::backend`]). A LUN number without a logical unit still
-//! answers INQUIRY (peripheral qualifier 3), REPORT LUNS and REQUEST SENSE,
-//! as SPC-4 §4.6 requires.
+//! answers INQUIRY (peripheral qualifier 3), REPORT LUNS and REQUEST SENSE;
+//! anything else gets LOGICAL UNIT NOT SUPPORTED (SPC-4 §4.6.4, SAM-5 §5.9).
+//!
+//! ## Layout
+//!
+//! - `lu` — [`LogicalUnit`]: geometry, per-LU state behind one mutex, and
+//!   the command dispatcher with the checks every command goes through.
+//! - `ua` — per-I_T-nexus state: unit attention queues (SAM-5 §5.14).
+//! - `sense` — CHECK CONDITION helpers, backend error mapping.
+//! - `inquiry` — standard INQUIRY data and VPD pages (SPC-4 §6.6, §7.8;
+//!   SBC-4 §6.6).
+//! - `mode` — MODE SENSE(6)/(10) and the mode page values (SPC-4 §6.13,
+//!   §7.5; SBC-4 §6.5).
+//! - `rw` — READ, WRITE, VERIFY, WRITE AND VERIFY, SYNCHRONIZE CACHE,
+//!   READ CAPACITY (SBC-4 §5).
+//! - `luns` — REPORT LUNS and the commands a LUN without a logical unit
+//!   answers (SPC-4 §6.33).
+//! - `opcodes` — the supported command set and REPORT SUPPORTED OPERATION
+//!   CODES (SPC-4 §6.35).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use iesp_proto::bhs::Lun;
 use iesp_proto::pdu::Isid;
+use iesp_proto::scsi::{Asc, ScsiStatus, Sense};
 
+mod inquiry;
 mod lu;
+mod luns;
+mod mode;
+mod opcodes;
+mod rw;
+mod sense;
+mod ua;
 
 pub use lu::LogicalUnit;
 
 /// The I_T nexus a command arrives on: who is asking, through which session.
+///
+/// The initiator port (initiator name + ISID) and the target port (target
+/// name + portal group tag) identify the nexus (RFC 7143 §4.4.2); the
+/// session id does not, so a reinstated session continues its nexus.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Nexus {
     pub initiator_name: Arc<str>,
@@ -56,7 +93,10 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    pub const NONE: Transfer = Transfer { direction: Direction::None, length: 0 };
+    pub const NONE: Transfer = Transfer {
+        direction: Direction::None,
+        length: 0,
+    };
 }
 
 /// The outcome of a command.
@@ -72,14 +112,28 @@ pub struct Completion {
 
 impl Completion {
     pub fn good(data: Bytes) -> Completion {
-        Completion { status: iesp_proto::scsi::ScsiStatus::GOOD.0, data, sense: None }
+        Completion {
+            status: ScsiStatus::GOOD.0,
+            data,
+            sense: None,
+        }
     }
 
-    pub fn check_condition(sense: &iesp_proto::scsi::Sense) -> Completion {
+    /// CHECK CONDITION with fixed-format sense data (the transport's own
+    /// failures; logical units honour D_SENSE through
+    /// [`Completion::check_condition_in`]).
+    pub fn check_condition(sense: &Sense) -> Completion {
+        Completion::check_condition_in(sense, false)
+    }
+
+    /// CHECK CONDITION with sense data in descriptor format when
+    /// `descriptor` (the D_SENSE bit of the Control mode page, SPC-4 §7.5.8),
+    /// fixed format otherwise.
+    pub fn check_condition_in(sense: &Sense, descriptor: bool) -> Completion {
         Completion {
-            status: iesp_proto::scsi::ScsiStatus::CHECK_CONDITION.0,
+            status: ScsiStatus::CHECK_CONDITION.0,
             data: Bytes::new(),
-            sense: Some(Bytes::from(sense.encode_fixed())),
+            sense: Some(Bytes::from(sense.encode(descriptor))),
         }
     }
 }
@@ -115,7 +169,7 @@ impl LunTable {
     pub fn transfer(&self, lun: Lun, cdb: &[u8]) -> Transfer {
         match self.get(lun) {
             Some(lu) => lu.transfer(cdb),
-            None => lu::transfer_without_lu(cdb),
+            None => luns::transfer_without_lu(cdb),
         }
     }
 
@@ -123,13 +177,50 @@ impl LunTable {
     pub fn execute(&self, nexus: &Nexus, lun: Lun, cdb: &[u8], data_out: &[u8]) -> Completion {
         match self.get(lun) {
             Some(lu) => lu.execute(nexus, cdb, data_out, self),
-            None => lu::execute_without_lu(cdb, self),
+            None => luns::execute_without_lu(cdb, self),
         }
     }
 
     /// The LUN numbers in use, for REPORT LUNS.
     pub fn lun_list(&self) -> Vec<Lun> {
-        (0..self.luns.len()).map(|i| Lun::from_index(i as u16)).collect()
+        (0..self.luns.len())
+            .map(|i| Lun::from_index(i as u16))
+            .collect()
+    }
+
+    /// LOGICAL UNIT RESET (SAM-5 §6.3.3, RFC 7143 §11.5.1): the logical unit
+    /// returns its mode parameters to their defaults (nothing is saveable)
+    /// and establishes BUS DEVICE RESET FUNCTION OCCURRED for every I_T
+    /// nexus, the issuer's included. Aborting the tasks is the transport's
+    /// part. False if no logical unit is at `lun`.
+    pub fn logical_unit_reset(&self, lun: Lun) -> bool {
+        match self.get(lun) {
+            Some(lu) => {
+                lu.reset(Asc::BUS_DEVICE_RESET);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// TARGET WARM RESET / TARGET COLD RESET (RFC 7143 §11.5.1, a hard
+    /// reset in SAM-5 §6.3.2): every logical unit is reset as by
+    /// [`LunTable::logical_unit_reset`], with POWER ON, RESET, OR BUS DEVICE
+    /// RESET OCCURRED as the unit attention.
+    pub fn target_reset(&self) {
+        for lu in &self.luns {
+            lu.reset(Asc::POWER_ON_RESET);
+        }
+    }
+
+    /// I_T nexus loss (SAM-5 §6.3.4): the session of `nexus` ended (logout,
+    /// connection failure, reinstatement) or an I_T NEXUS RESET arrived.
+    /// Each logical unit establishes I_T NEXUS LOSS OCCURRED for that nexus,
+    /// reported when the same initiator port logs in again.
+    pub fn nexus_loss(&self, nexus: &Nexus) {
+        for lu in &self.luns {
+            lu.nexus_loss(nexus);
+        }
     }
 
     /// Makes every LU's completed writes durable (shutdown).
@@ -139,5 +230,245 @@ impl LunTable {
                 tracing::warn!(lu = %lu.describe(), "flush at shutdown failed: {e}");
             }
         }
+    }
+}
+
+/// Fixtures shared by the unit tests of the submodules: a RAM LU in a
+/// table, a nexus, and a shorthand to run a typed CDB.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::sync::Arc;
+
+    use iesp_proto::bhs::Lun;
+    use iesp_proto::pdu::Isid;
+    use iesp_proto::scsi::{Cdb, ScsiStatus, Sense};
+
+    use super::{Completion, LogicalUnit, LunTable, Nexus};
+    use crate::backend::RamBackend;
+
+    pub const IQN: &str = "iqn.2026-11.org.iesp-test:target0";
+
+    pub fn nexus(isid_last: u8) -> Nexus {
+        Nexus {
+            initiator_name: "iqn.2026-11.org.iesp-test:init".into(),
+            isid: Isid([0x80, 0, 0, 0, 0, isid_last]),
+            target_name: IQN.into(),
+            portal_group_tag: 1,
+            session_id: u64::from(isid_last),
+        }
+    }
+
+    /// A table with one RAM LU of `blocks` blocks of `block_size` bytes.
+    pub fn table(blocks: u64, block_size: u32, read_only: bool) -> LunTable {
+        let ram = RamBackend::new(blocks * u64::from(block_size));
+        let lu = LogicalUnit::new(Box::new(ram), block_size, read_only, "IESP000000ab".into());
+        LunTable::new(vec![Arc::new(lu)])
+    }
+
+    /// Runs a CDB on LUN 0 after clearing the power-on unit attention.
+    pub struct Harness {
+        pub table: LunTable,
+        pub nexus: Nexus,
+    }
+
+    impl Harness {
+        pub fn new(blocks: u64, block_size: u32, read_only: bool) -> Harness {
+            let h = Harness {
+                table: table(blocks, block_size, read_only),
+                nexus: nexus(1),
+            };
+            let first = h.run(&Cdb::TestUnitReady, &[]);
+            assert_eq!(
+                first.status,
+                ScsiStatus::CHECK_CONDITION.0,
+                "power-on UA expected"
+            );
+            h
+        }
+
+        pub fn ram(blocks: u64) -> Harness {
+            Harness::new(blocks, 512, false)
+        }
+
+        pub fn run(&self, cdb: &Cdb, data_out: &[u8]) -> Completion {
+            self.raw(&cdb.encode(), data_out)
+        }
+
+        pub fn raw(&self, cdb: &[u8], data_out: &[u8]) -> Completion {
+            self.table
+                .execute(&self.nexus, Lun::from_index(0), cdb, data_out)
+        }
+
+        /// Runs and expects GOOD; returns the data.
+        pub fn good(&self, cdb: &Cdb, data_out: &[u8]) -> Vec<u8> {
+            let c = self.run(cdb, data_out);
+            assert_eq!(c.status, ScsiStatus::GOOD.0, "{cdb:?}: {:?}", sense_of(&c));
+            c.data.to_vec()
+        }
+
+        /// Runs and expects CHECK CONDITION; returns the parsed sense.
+        pub fn check(&self, cdb: &Cdb, data_out: &[u8]) -> Sense {
+            check_of(&self.run(cdb, data_out))
+        }
+
+        pub fn check_raw(&self, cdb: &[u8], data_out: &[u8]) -> Sense {
+            check_of(&self.raw(cdb, data_out))
+        }
+    }
+
+    pub fn sense_of(c: &Completion) -> Option<Sense> {
+        c.sense
+            .as_deref()
+            .map(|s| Sense::parse(s).expect("sense parses"))
+    }
+
+    pub fn check_of(c: &Completion) -> Sense {
+        assert_eq!(
+            c.status,
+            ScsiStatus::CHECK_CONDITION.0,
+            "expected CHECK CONDITION, data {:?}",
+            c.data
+        );
+        assert!(c.data.is_empty());
+        sense_of(c).expect("CHECK CONDITION carries sense")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iesp_proto::bhs::Lun;
+    use iesp_proto::scsi::{Asc, Cdb, CdbSize, SenseKey};
+
+    use super::testutil::{Harness, check_of, nexus, table};
+    use super::*;
+
+    #[test]
+    fn power_on_unit_attention_once_per_nexus() {
+        let t = table(64, 512, false);
+        let a = nexus(1);
+        let b = nexus(2);
+        let tur = Cdb::TestUnitReady.encode();
+        let s = check_of(&t.execute(&a, Lun::from_index(0), &tur, &[]));
+        assert_eq!(
+            (s.key, s.asc),
+            (SenseKey::UNIT_ATTENTION, Asc::POWER_ON_OCCURRED)
+        );
+        assert_eq!(t.execute(&a, Lun::from_index(0), &tur, &[]).status, 0);
+        // Another ISID is another I_T nexus with its own condition.
+        let s = check_of(&t.execute(&b, Lun::from_index(0), &tur, &[]));
+        assert_eq!(s.asc, Asc::POWER_ON_OCCURRED);
+        // A reinstated session (new session id, same initiator port) is the
+        // same nexus.
+        let a2 = Nexus {
+            session_id: 99,
+            ..a.clone()
+        };
+        assert_eq!(t.execute(&a2, Lun::from_index(0), &tur, &[]).status, 0);
+    }
+
+    #[test]
+    fn logical_unit_reset_reaches_every_nexus_and_restores_defaults() {
+        let h = Harness::ram(64);
+        let other = nexus(7);
+        let tur = Cdb::TestUnitReady.encode();
+        let _ = h.table.execute(&other, Lun::from_index(0), &tur, &[]);
+        assert!(h.table.logical_unit_reset(Lun::from_index(0)));
+        assert!(!h.table.logical_unit_reset(Lun::from_index(3)));
+        for n in [&h.nexus, &other] {
+            let s = check_of(&h.table.execute(n, Lun::from_index(0), &tur, &[]));
+            assert_eq!(s.asc, Asc::BUS_DEVICE_RESET);
+            assert_eq!(h.table.execute(n, Lun::from_index(0), &tur, &[]).status, 0);
+        }
+        // INQUIRY neither reports nor clears a unit attention (SAM-5 §5.14).
+        h.table.target_reset();
+        h.good(&Cdb::inquiry(None, 36), &[]);
+        assert_eq!(
+            h.check(&Cdb::read(CdbSize::Ten, 0, 1), &[]).asc,
+            Asc::POWER_ON_RESET
+        );
+        h.good(&Cdb::read(CdbSize::Ten, 0, 1), &[]);
+    }
+
+    #[test]
+    fn nexus_loss_is_reported_after_relogin() {
+        let h = Harness::ram(64);
+        h.table.nexus_loss(&h.nexus);
+        let s = h.check(&Cdb::TestUnitReady, &[]);
+        assert_eq!(
+            (s.key, s.asc),
+            (SenseKey::UNIT_ATTENTION, Asc::I_T_NEXUS_LOSS)
+        );
+        h.good(&Cdb::TestUnitReady, &[]);
+    }
+
+    #[test]
+    fn unknown_lun_answers_only_inquiry_report_luns_request_sense() {
+        let h = Harness::ram(64);
+        let lun9 = Lun::from_index(9);
+        let c = h
+            .table
+            .execute(&h.nexus, lun9, &Cdb::TestUnitReady.encode(), &[]);
+        assert_eq!(check_of(&c).asc, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
+        let c = h
+            .table
+            .execute(&h.nexus, lun9, &Cdb::read(CdbSize::Ten, 0, 1).encode(), &[]);
+        assert_eq!(check_of(&c).asc, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
+        assert_eq!(
+            h.table
+                .transfer(lun9, &Cdb::read(CdbSize::Ten, 0, 1).encode()),
+            Transfer::NONE
+        );
+        let c = h
+            .table
+            .execute(&h.nexus, lun9, &Cdb::report_luns(16).encode(), &[]);
+        assert_eq!(c.status, 0);
+        assert_eq!(
+            h.table.transfer(lun9, &Cdb::inquiry(None, 96).encode()),
+            Transfer {
+                direction: Direction::Read,
+                length: 96
+            }
+        );
+    }
+
+    #[test]
+    fn transfer_reports_direction_and_spdtl() {
+        let t = table(1000, 512, false);
+        let lun = Lun::from_index(0);
+        let w = |c: Cdb| t.transfer(lun, &c.encode());
+        assert_eq!(
+            w(Cdb::write(CdbSize::Ten, 0, 8, false)),
+            Transfer {
+                direction: Direction::Write,
+                length: 4096
+            }
+        );
+        assert_eq!(
+            w(Cdb::read(CdbSize::Six, 0, 256)),
+            Transfer {
+                direction: Direction::Read,
+                length: 256 * 512
+            }
+        );
+        assert_eq!(
+            w(Cdb::read(CdbSize::Sixteen, 0, 0)),
+            Transfer {
+                direction: Direction::Read,
+                length: 0
+            }
+        );
+        assert_eq!(w(Cdb::TestUnitReady), Transfer::NONE);
+        // Rejected from the CDB alone: nothing is solicited.
+        assert_eq!(w(Cdb::write(CdbSize::Ten, 999, 2, false)), Transfer::NONE);
+        assert_eq!(
+            w(Cdb::write(CdbSize::Sixteen, 0, 1 << 30, false)),
+            Transfer::NONE
+        );
+        assert_eq!(t.transfer(lun, &[0xc1; 16]), Transfer::NONE);
+        let ro = table(1000, 512, true);
+        assert_eq!(
+            ro.transfer(lun, &Cdb::write(CdbSize::Ten, 0, 1, false).encode()),
+            Transfer::NONE
+        );
     }
 }

@@ -1,0 +1,351 @@
+//! MODE SENSE(6)/(10) and the mode page values of a logical unit (SPC-4
+//! §6.13, §6.14, §7.5; SBC-4 §6.5).
+//!
+//! Pages: Caching 08h, Control 0Ah, Informational Exceptions Control 1Ch;
+//! page code 3Fh returns all of them in ascending order. None has
+//! subpages: SUBPAGE CODE 00h or FFh (all subpages) is accepted with any
+//! page code we have, other subpage codes are INVALID FIELD IN CDB (byte 3);
+//! an unknown page code is INVALID FIELD IN CDB (byte 2, bit 5).
+//!
+//! Values (see [`ModeValues::defaults`]):
+//! - Caching: WCE reflects the backend (see [`super::lu`]); nothing else is
+//!   claimed.
+//! - Control: TST 000b (one task set), QUEUE ALGORITHM MODIFIER 1
+//!   (unrestricted reordering: commands of different connections run
+//!   concurrently), QERR 00b, D_SENSE 0 (fixed-format sense), TAS 0, SWP 0,
+//!   UA_INTLCK_CTRL 00b.
+//! - Informational Exceptions: DEXCPT=1, MRIE 0 — nothing to report.
+//!
+//! Page control: current and default values as above; changeable values
+//! all zero (no MODE SELECT yet: nothing can change); saved values are not
+//! implemented, so PC=11b is ILLEGAL REQUEST / SAVING PARAMETERS NOT
+//! SUPPORTED (SPC-4 §6.13.1). PS is 0 in every page.
+//!
+//! Header: DEVICE-SPECIFIC PARAMETER with DPOFUA=1 (DPO and FUA are
+//! honoured) and WP when the LU is read-only or SWP is set (SBC-4 §6.5.1).
+//! Block descriptor: one, with the capacity and block length, unless DBD;
+//! MODE SENSE(10) with LLBAA uses the 16-byte form (LONGLBA). The page
+//! control field applies to pages only: header and descriptor are current.
+
+use bytes::Bytes;
+use iesp_proto::scsi::mode::{
+    BlockDescriptor, CachingPage, ControlPage, InformationalExceptionsPage, ModeHeader,
+    PageControl, page_code,
+};
+use iesp_proto::scsi::{Asc, CdbSize, ModePage, ModeParameters, Sense, truncate};
+
+use super::lu::{LogicalUnit, Snapshot};
+use super::sense::Outcome;
+
+/// The mode page values MODE SENSE reports and MODE SELECT will change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeValues {
+    pub caching: CachingPage,
+    pub control: ControlPage,
+    pub informational_exceptions: InformationalExceptionsPage,
+}
+
+impl ModeValues {
+    /// The default (and power-on) values; `write_cache` is the backend's.
+    pub fn defaults(write_cache: bool) -> ModeValues {
+        ModeValues {
+            caching: CachingPage {
+                wce: write_cache,
+                ..CachingPage::default()
+            },
+            control: ControlPage {
+                queue_algorithm_modifier: 1,
+                ..ControlPage::default()
+            },
+            informational_exceptions: InformationalExceptionsPage {
+                dexcpt: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The changeable-values mask: a 1 bit may be changed by MODE SELECT.
+    /// Nothing yet.
+    pub fn changeable() -> ModeValues {
+        ModeValues {
+            caching: CachingPage::default(),
+            control: ControlPage::default(),
+            informational_exceptions: InformationalExceptionsPage::default(),
+        }
+    }
+
+    /// The pages, ascending by page code.
+    pub fn pages(&self) -> [ModePage; 3] {
+        [
+            ModePage::Caching(self.caching),
+            ModePage::Control(self.control),
+            ModePage::InformationalExceptions(self.informational_exceptions),
+        ]
+    }
+}
+
+/// The MODE SENSE CDB fields.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    pub size: CdbSize,
+    pub dbd: bool,
+    pub llbaa: bool,
+    pub pc: u8,
+    pub page_code: u8,
+    pub subpage_code: u8,
+    pub allocation_length: u16,
+}
+
+/// MODE SENSE on `lu` whose current values are `current`.
+pub fn mode_sense(
+    lu: &LogicalUnit,
+    current: &ModeValues,
+    req: &Request,
+    snap: Snapshot,
+) -> Outcome {
+    let values = match PageControl(req.pc) {
+        PageControl::CURRENT => current.clone(),
+        PageControl::CHANGEABLE => ModeValues::changeable(),
+        PageControl::DEFAULT => ModeValues::defaults(lu.write_cache()),
+        _ => return Err(Sense::illegal_request(Asc::SAVING_PARAMETERS_NOT_SUPPORTED)),
+    };
+    let all = values.pages();
+    let pages: Vec<ModePage> = match (req.page_code, req.subpage_code) {
+        (page_code::ALL_PAGES, 0x00 | page_code::ALL_SUBPAGES) => all.to_vec(),
+        (code, sub) => {
+            let Some(page) = all.iter().find(|p| p.page_code() == code) else {
+                return Err(Sense::invalid_field_in_cdb(2, Some(5)));
+            };
+            if sub != 0x00 && sub != page_code::ALL_SUBPAGES {
+                return Err(Sense::invalid_field_in_cdb(3, Some(7)));
+            }
+            vec![page.clone()]
+        }
+    };
+    let wp = lu.read_only() || snap.software_write_protect;
+    let ten = req.size != CdbSize::Six;
+    let params = ModeParameters {
+        header: ModeHeader {
+            medium_type: 0,
+            device_specific_parameter: (if wp { ModeHeader::WP } else { 0 }) | ModeHeader::DPOFUA,
+            longlba: ten && req.llbaa,
+        },
+        block_descriptors: if req.dbd {
+            Vec::new()
+        } else {
+            vec![BlockDescriptor {
+                number_of_blocks: lu.blocks(),
+                block_length: lu.block_size(),
+            }]
+        },
+        pages,
+    };
+    let data = if ten {
+        params.encode_10()
+    } else {
+        params.encode_6()
+    };
+    Ok(Bytes::from(truncate(
+        data,
+        u32::from(req.allocation_length),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use iesp_proto::scsi::{Cdb, SenseKey, SenseKeySpecific};
+
+    use super::*;
+    use crate::scsi::testutil::Harness;
+
+    fn sense_cdb(size: CdbSize, pc: u8, page: u8, sub: u8) -> Cdb {
+        Cdb::ModeSense {
+            size,
+            dbd: false,
+            llbaa: false,
+            pc,
+            page_code: page,
+            subpage_code: sub,
+            allocation_length: 255,
+        }
+    }
+
+    fn parse(size: CdbSize, data: &[u8]) -> ModeParameters {
+        match size {
+            CdbSize::Six => ModeParameters::parse_6(data),
+            _ => ModeParameters::parse_10(data),
+        }
+        .expect("mode data parses")
+    }
+
+    #[test]
+    fn all_pages_round_trip_in_both_sizes() {
+        let h = Harness::ram(2048);
+        for size in [CdbSize::Six, CdbSize::Ten] {
+            let data = h.good(&sense_cdb(size, 0, 0x3f, 0), &[]);
+            let p = parse(size, &data);
+            assert_eq!(p.header.device_specific_parameter, ModeHeader::DPOFUA);
+            assert_eq!(
+                p.block_descriptors,
+                vec![BlockDescriptor {
+                    number_of_blocks: 2048,
+                    block_length: 512
+                }]
+            );
+            assert_eq!(p.pages, ModeValues::defaults(false).pages().to_vec());
+            let announced = match size {
+                CdbSize::Six => ModeParameters::announced_len_6(&data),
+                _ => ModeParameters::announced_len_10(&data),
+            };
+            assert_eq!(announced, Some(data.len()));
+        }
+    }
+
+    #[test]
+    fn single_pages_and_subpages() {
+        let h = Harness::ram(64);
+        for code in [0x08u8, 0x0a, 0x1c] {
+            for sub in [0x00, 0xff] {
+                let p = parse(
+                    CdbSize::Six,
+                    &h.good(&sense_cdb(CdbSize::Six, 0, code, sub), &[]),
+                );
+                assert_eq!(
+                    p.pages.iter().map(ModePage::page_code).collect::<Vec<_>>(),
+                    vec![code]
+                );
+            }
+        }
+        let s = h.check(&sense_cdb(CdbSize::Six, 0, 0x0a, 0x01), &[]);
+        assert_eq!(
+            s.sense_key_specific,
+            Some(SenseKeySpecific::FieldPointer {
+                cd: true,
+                bit: Some(7),
+                field: 3
+            })
+        );
+        for code in [0x00u8, 0x01, 0x19, 0x3e] {
+            let s = h.check(&sense_cdb(CdbSize::Ten, 0, code, 0), &[]);
+            assert_eq!(
+                s.sense_key_specific,
+                Some(SenseKeySpecific::FieldPointer {
+                    cd: true,
+                    bit: Some(5),
+                    field: 2
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn page_control() {
+        let h = Harness::ram(64);
+        let changeable = parse(
+            CdbSize::Ten,
+            &h.good(&sense_cdb(CdbSize::Ten, 1, 0x3f, 0), &[]),
+        );
+        assert_eq!(changeable.pages, ModeValues::changeable().pages().to_vec());
+        // Header and block descriptor are current whatever the PC.
+        assert_eq!(changeable.block_descriptors.len(), 1);
+        let default = parse(
+            CdbSize::Ten,
+            &h.good(&sense_cdb(CdbSize::Ten, 2, 0x3f, 0), &[]),
+        );
+        assert_eq!(default.pages, ModeValues::defaults(false).pages().to_vec());
+        let s = h.check(&sense_cdb(CdbSize::Six, 3, 0x08, 0), &[]);
+        assert_eq!(
+            (s.key, s.asc),
+            (
+                SenseKey::ILLEGAL_REQUEST,
+                Asc::SAVING_PARAMETERS_NOT_SUPPORTED
+            )
+        );
+    }
+
+    #[test]
+    fn current_values_follow_the_state() {
+        let h = Harness::ram(64);
+        h.table
+            .iter()
+            .for_each(|lu| lu.lock().mode.control.d_sense = true);
+        let p = parse(
+            CdbSize::Six,
+            &h.good(&sense_cdb(CdbSize::Six, 0, 0x0a, 0), &[]),
+        );
+        assert!(matches!(
+            p.pages[..],
+            [ModePage::Control(ControlPage { d_sense: true, .. })]
+        ));
+        // A reset restores the defaults.
+        h.table
+            .logical_unit_reset(iesp_proto::bhs::Lun::from_index(0));
+        h.check(&Cdb::TestUnitReady, &[]);
+        let p = parse(
+            CdbSize::Six,
+            &h.good(&sense_cdb(CdbSize::Six, 0, 0x0a, 0), &[]),
+        );
+        assert!(matches!(
+            p.pages[..],
+            [ModePage::Control(ControlPage { d_sense: false, .. })]
+        ));
+    }
+
+    #[test]
+    fn dbd_llbaa_wp_and_allocation_length() {
+        let h = Harness::new(64, 4096, true);
+        let cdb = Cdb::ModeSense {
+            size: CdbSize::Ten,
+            dbd: false,
+            llbaa: true,
+            pc: 0,
+            page_code: 0x08,
+            subpage_code: 0,
+            allocation_length: 1000,
+        };
+        let data = h.good(&cdb, &[]);
+        assert_eq!(data[4] & 0x01, 1, "LONGLBA");
+        assert_eq!(
+            u16::from_be_bytes([data[6], data[7]]),
+            16,
+            "long descriptor"
+        );
+        let p = parse(CdbSize::Ten, &data);
+        assert!(p.header.wp() && p.header.dpofua() && p.header.longlba);
+        assert_eq!(
+            p.block_descriptors,
+            vec![BlockDescriptor {
+                number_of_blocks: 64,
+                block_length: 4096
+            }]
+        );
+        // MODE SENSE(6) ignores LLBAA (it has no such bit) and DBD drops the
+        // descriptor.
+        let data = h.good(
+            &Cdb::ModeSense {
+                size: CdbSize::Six,
+                dbd: true,
+                llbaa: false,
+                pc: 0,
+                page_code: 0x3f,
+                subpage_code: 0,
+                allocation_length: 255,
+            },
+            &[],
+        );
+        assert_eq!(data[3], 0, "no block descriptors");
+        let cut = h.good(
+            &Cdb::ModeSense {
+                size: CdbSize::Six,
+                dbd: true,
+                llbaa: false,
+                pc: 0,
+                page_code: 0x3f,
+                subpage_code: 0,
+                allocation_length: 4,
+            },
+            &[],
+        );
+        assert_eq!(cut[..], data[..4]);
+    }
+}
