@@ -17,6 +17,7 @@
 //!   Text, Logout, Reject), and batched output ([`conn::outbox`]).
 //! - [`scsi`] — SCSI command execution on a logical unit (SPC-4, SBC-4).
 //! - [`backend`] — where blocks live: RAM, file, block device.
+//! - [`embedded`] — run the target inside another program (tools, tests).
 //!
 //! ## Running one in a test
 //!
@@ -35,6 +36,7 @@
 pub mod backend;
 pub mod config;
 pub mod conn;
+pub mod embedded;
 pub mod scsi;
 pub mod server;
 

@@ -159,6 +159,8 @@ pub struct FullFeature {
     tasks: HashMap<u32, WriteTask>,
     next_ttt: u32,
     text_in: Vec<u8>,
+    /// TTT we acknowledged a partial (C=1) Text Request with.
+    text_in_ttt: Option<u32>,
     text_out: Option<TextOut>,
     /// TTT of our outstanding NOP-In ping, if any.
     ping: Option<u32>,
@@ -202,6 +204,7 @@ impl FullFeature {
             tasks: HashMap::new(),
             next_ttt: 1,
             text_in: Vec::new(),
+            text_in_ttt: None,
             text_out: None,
             ping: None,
         }
@@ -714,36 +717,42 @@ impl FullFeature {
     // ---- Text (§11.10, §11.11) ---------------------------------------------
 
     fn text_request(&mut self, req: TextRequest, data: &[u8]) {
-        if req.ttt != RESERVED_TAG {
-            // Continuing our long answer, or a reset of it.
-            match self.text_out.take() {
-                Some(t) if t.ttt == req.ttt && t.itt == req.itt => {
-                    self.send_text(req.itt, req.lun, t.rest);
-                }
-                _ => {
-                    let mut bhs = Pdu::TextRequest(req).encode();
-                    bhs.set_data_segment_len(data.len() as u32);
-                    self.reject(RejectReason::INVALID_PDU_FIELD, &bhs);
-                }
-            }
+        let reject = |this: &mut Self, reason| {
+            let mut bhs = Pdu::TextRequest(req.clone()).encode();
+            bhs.set_data_segment_len(data.len() as u32);
+            this.reject(reason, &bhs);
+        };
+        if req.ttt == RESERVED_TAG {
+            // A new exchange; one in progress is abandoned (§11.10.4).
+            self.text_in.clear();
+            self.text_in_ttt = None;
+            self.text_out = None;
+        } else if let Some(t) = self.text_out.take_if(|t| t.ttt == req.ttt && t.itt == req.itt) {
+            // The initiator fetches the rest of our long answer.
+            self.send_text(req.itt, req.lun, t.rest);
+            return;
+        } else if self.text_in_ttt != Some(req.ttt) {
+            reject(self, RejectReason::INVALID_PDU_FIELD);
             return;
         }
-        self.text_out = None;
         if self.text_in.len() + data.len() > TEXT_LIMIT {
             self.text_in.clear();
-            let bhs = Pdu::TextRequest(req).encode();
-            self.reject(RejectReason::PROTOCOL_ERROR, &bhs);
+            self.text_in_ttt = None;
+            reject(self, RejectReason::PROTOCOL_ERROR);
             return;
         }
         self.text_in.extend_from_slice(data);
         if req.continue_bit {
-            // More to come: acknowledge with an empty response (§11.10.2).
+            // More to come: acknowledge with an empty response whose TTT
+            // the next part carries (§11.10.2).
+            let ttt = self.new_ttt();
+            self.text_in_ttt = Some(ttt);
             let rsp = TextResponse {
                 final_bit: false,
                 continue_bit: false,
                 lun: req.lun,
                 itt: req.itt,
-                ttt: self.new_ttt(),
+                ttt,
                 stat_sn: self.next_stat_sn(),
                 exp_cmd_sn: self.exp_cmd_sn,
                 max_cmd_sn: self.max_cmd_sn(),
@@ -751,14 +760,11 @@ impl FullFeature {
             self.out.push(Pdu::TextResponse(rsp).encode(), Bytes::new());
             return;
         }
+        self.text_in_ttt = None;
         let payload = std::mem::take(&mut self.text_in);
         match self.answer_text(&payload) {
             Ok(answer) => self.send_text(req.itt, req.lun, answer),
-            Err(reason) => {
-                let mut bhs = Pdu::TextRequest(req).encode();
-                bhs.set_data_segment_len(data.len() as u32);
-                self.reject(reason, &bhs);
-            }
+            Err(reason) => reject(self, reason),
         }
     }
 

@@ -301,18 +301,18 @@ impl Login {
             SessionKind::Discovery => ("".into(), Arc::new(LunTable::default())),
         };
         let session_id = self.target.new_session_id();
-        let session = (kind == SessionKind::Normal).then(|| {
-            let key = SessionKey {
-                initiator_name: initiator_name.to_string(),
-                isid: leading.isid,
-                target_name: target_name.to_string(),
-            };
-            let (guard, reinstated) = self.target.register_session(key, session_id);
-            if reinstated {
-                tracing::info!(initiator = %initiator_name, "session reinstatement");
-            }
-            guard
-        });
+        // Every session gets a TSIH in the final response (§11.13.4);
+        // discovery sessions are registered under an empty target name.
+        let key = SessionKey {
+            initiator_name: initiator_name.to_string(),
+            isid: leading.isid,
+            target_name: target_name.to_string(),
+        };
+        let (guard, reinstated) = self.target.register_session(key, session_id);
+        if reinstated {
+            tracing::info!(initiator = %initiator_name, "session reinstatement");
+        }
+        let session = Some(guard);
         let address = format!("{},{}", self.portal, self.target.portal_group_tag);
         let discovery = self
             .target

@@ -1,11 +1,12 @@
-//! The reference target, embedded: started in-process on an ephemeral
-//! loopback port, stopped on drop. `selftest` and the tools' tests use it.
+//! The reference target embedded in another program: started in-process on
+//! an ephemeral loopback port, stopped on drop. `iesp-test selftest` and the
+//! integration tests use it.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use iesp_target::config::{Backing, LunSpec, TargetConfig};
-use iesp_target::server::{Target, serve};
+use crate::config::{Backing, LunSpec, TargetConfig};
+use crate::server::{Target, serve};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -26,7 +27,7 @@ impl EmbeddedTarget {
     }
 
     /// Starts a target from a configuration, on 127.0.0.1 with a port the
-    /// kernel picks.
+    /// kernel picks. Must be called inside a tokio runtime.
     pub async fn start(cfg: TargetConfig) -> anyhow::Result<EmbeddedTarget> {
         let iqn = cfg.targets.first().map(|t| t.iqn.clone()).context("configuration has no target")?;
         let target = Target::from_config(&cfg)?;

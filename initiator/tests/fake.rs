@@ -1,0 +1,475 @@
+//! The session against a scripted fake target on loopback: the cases a
+//! well-behaved target does not produce on demand (a dropped connection
+//! with commands outstanding, target pings, a closed CmdSN window, aborted
+//! tasks, broken R2Ts and Data-In sequences).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::opts;
+use iesp_initiator::session::CommandError;
+use iesp_initiator::{RawConnection, Session};
+use iesp_proto::bhs::{Lun, RESERVED_TAG};
+use iesp_proto::framing::Frame;
+use iesp_proto::negotiation::{self, KeyKind};
+use iesp_proto::pdu::{
+    DataIn, LoginResponse, LoginStatus, NopIn, Pdu, R2t, Residual, ScsiCommand, ScsiResponse,
+    Stage, TaskMgmtResponse, TmfFunction, TmfResponse,
+};
+use iesp_proto::scsi::{Cdb, CdbSize, ScsiStatus};
+use iesp_proto::text::{self, KeyValue};
+use tokio::net::TcpListener;
+
+const T: Duration = Duration::from_secs(5);
+
+/// The target side of one connection.
+struct Fake {
+    conn: RawConnection,
+    stat_sn: u32,
+    exp_cmd_sn: u32,
+    /// MaxCmdSN − ExpCmdSN + 1 announced in every response.
+    window: u32,
+}
+
+impl Fake {
+    fn max_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.wrapping_add(self.window).wrapping_sub(1)
+    }
+
+    fn next_stat_sn(&mut self) -> u32 {
+        let s = self.stat_sn;
+        self.stat_sn += 1;
+        s
+    }
+
+    /// Answers Login Requests (every negotiated key with the offer's first
+    /// value) until full feature phase.
+    async fn login(&mut self) {
+        loop {
+            let f = self.recv().await;
+            let Pdu::LoginRequest(req) = f.pdu() else {
+                panic!("expected a Login Request, got {:?}", f.bhs.opcode());
+            };
+            self.exp_cmd_sn = req.cmd_sn;
+            let mut answers = Vec::new();
+            for kv in text::decode(&f.data).unwrap() {
+                let negotiated = negotiation::key_def(&kv.key)
+                    .is_some_and(|d| matches!(d.kind, KeyKind::Negotiated(_)));
+                if negotiated {
+                    let v = kv.value.split(',').next().unwrap_or_default().to_owned();
+                    answers.push(KeyValue::new(kv.key, v));
+                }
+            }
+            if req.csg == Stage::OPERATIONAL {
+                // A small receive limit, so that long requests go in parts.
+                answers.push(KeyValue::new("MaxRecvDataSegmentLength", "512"));
+            }
+            let done = req.transit && req.nsg == Stage::FULL_FEATURE;
+            let rsp = LoginResponse {
+                transit: req.transit,
+                csg: req.csg,
+                nsg: if req.transit { req.nsg } else { Stage(0) },
+                isid: req.isid,
+                tsih: if done { 1 } else { 0 },
+                itt: req.itt,
+                stat_sn: self.next_stat_sn(),
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+                status: LoginStatus::SUCCESS,
+                ..LoginResponse::default()
+            };
+            let data = Bytes::from(text::encode_to_vec(&answers));
+            self.conn
+                .send_pdu(&Pdu::LoginResponse(rsp), data)
+                .await
+                .unwrap();
+            if done {
+                return;
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Frame {
+        match self.conn.recv(T).await.frame() {
+            Some(f) => f,
+            None => panic!("the fake target got nothing:\n{}", self.conn.trace()),
+        }
+    }
+
+    async fn recv_command(&mut self) -> ScsiCommand {
+        let f = self.recv().await;
+        match f.pdu() {
+            Pdu::ScsiCommand(c) => {
+                if !c.immediate {
+                    self.exp_cmd_sn = c.cmd_sn.wrapping_add(1);
+                }
+                c
+            }
+            other => panic!("expected a SCSI Command, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, pdu: Pdu, data: Bytes) {
+        self.conn.send_pdu(&pdu, data).await.unwrap();
+    }
+
+    async fn respond(&mut self, itt: u32, status: ScsiStatus, residual: Residual) {
+        let rsp = ScsiResponse {
+            itt,
+            status: status.0,
+            residual,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            ..ScsiResponse::default()
+        };
+        self.send(Pdu::ScsiResponse(rsp), Bytes::new()).await;
+    }
+}
+
+/// Starts a fake target running `script` after the login, and a session
+/// logged in to it with `o`.
+async fn setup<F, Fut>(
+    o: iesp_initiator::LoginOptions,
+    window: u32,
+    script: F,
+) -> (Session, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(Fake) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut fake = Fake {
+            conn: RawConnection::from_stream(s).unwrap(),
+            stat_sn: 10,
+            exp_cmd_sn: 0,
+            window,
+        };
+        fake.login().await;
+        script(fake).await;
+    });
+    let session = Session::login(addr, o).await.unwrap();
+    (session, server)
+}
+
+fn read_cdb(blocks: u32) -> Vec<u8> {
+    Cdb::read(CdbSize::Ten, 0, blocks).encode().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_drop_fails_outstanding_commands_promptly() {
+    let (s, server) = setup(opts(), 64, |mut f| async move {
+        for _ in 0..8 {
+            f.recv_command().await;
+        }
+        // Drop the connection with all eight outstanding.
+    })
+    .await;
+    let handles: Vec<_> = (0..8)
+        .map(|_| s.submit(Lun(0), &read_cdb(8), Bytes::new(), 4096).unwrap())
+        .collect();
+    server.await.unwrap();
+    let t0 = Instant::now();
+    for h in handles {
+        let r = h.wait_timeout(T).await;
+        assert!(matches!(r, Err(CommandError::Closed(_))), "{r:?}");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(s.is_closed());
+    let r = s.command(Lun(0), &read_cdb(1), Bytes::new(), 512).await;
+    assert!(matches!(r, Err(CommandError::Closed(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn target_ping_is_answered() {
+    let (pinged, ping_done) = tokio::sync::oneshot::channel::<()>();
+    let (s, server) = setup(opts(), 64, |mut f| async move {
+        let ping = NopIn {
+            lun: Lun::from_index(3),
+            itt: RESERVED_TAG,
+            ttt: 0xabc,
+            stat_sn: f.stat_sn,
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+        };
+        f.send(Pdu::NopIn(ping), Bytes::from_static(b"echo me"))
+            .await;
+        let answer = f.recv().await;
+        let Pdu::NopOut(n) = answer.pdu() else {
+            panic!("expected a NOP-Out, got {:?}", answer.bhs.opcode());
+        };
+        assert!(n.immediate);
+        assert_eq!(
+            (n.itt, n.ttt, n.lun),
+            (RESERVED_TAG, 0xabc, Lun::from_index(3))
+        );
+        assert_eq!(
+            n.cmd_sn, f.exp_cmd_sn,
+            "a ping answer does not take a CmdSN"
+        );
+        assert_eq!(n.exp_stat_sn, f.stat_sn);
+        assert_eq!(&answer.data[..], b"echo me");
+        pinged.send(()).unwrap();
+        // The session still works.
+        let c = f.recv_command().await;
+        assert_eq!(c.exp_stat_sn, f.stat_sn);
+        f.respond(c.itt, ScsiStatus::GOOD, Residual::None).await;
+    })
+    .await;
+    ping_done.await.unwrap();
+    let r = s.command(Lun(0), &[0u8; 6], Bytes::new(), 0).await.unwrap();
+    assert!(r.is_good());
+    server.await.unwrap();
+}
+
+/// A login that leaves the window closed (MaxCmdSN = ExpCmdSN − 1): the
+/// command waits until a NOP-In opens it.
+#[tokio::test]
+async fn closed_window_holds_commands_until_opened() {
+    let (s, server) = setup(opts(), 0, |mut f| async move {
+        // Nothing may arrive while the window is closed.
+        assert!(matches!(
+            f.conn.recv(Duration::from_millis(100)).await,
+            iesp_initiator::Received::Timeout
+        ));
+        f.window = 4;
+        let open = NopIn {
+            lun: Lun(0),
+            itt: RESERVED_TAG,
+            ttt: RESERVED_TAG,
+            stat_sn: f.stat_sn,
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+        };
+        f.send(Pdu::NopIn(open), Bytes::new()).await;
+        let c = f.recv_command().await;
+        f.respond(c.itt, ScsiStatus::GOOD, Residual::None).await;
+    })
+    .await;
+    let h = s.submit(Lun(0), &[0u8; 6], Bytes::new(), 0).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(s.stats().queued, 1);
+    assert!(h.wait_timeout(T).await.unwrap().is_good());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn abort_task_completes_the_aborted_command() {
+    let (s, server) = setup(opts(), 64, |mut f| async move {
+        let c = f.recv_command().await;
+        let tmf = f.recv().await;
+        let Pdu::TaskMgmtRequest(t) = tmf.pdu() else {
+            panic!("expected a TMF request");
+        };
+        assert!(t.immediate);
+        assert_eq!(t.function, TmfFunction::ABORT_TASK);
+        assert_eq!(t.referenced_task_tag, c.itt);
+        assert_eq!(t.ref_cmd_sn, c.cmd_sn);
+        let rsp = TaskMgmtResponse {
+            response: TmfResponse::FUNCTION_COMPLETE,
+            itt: t.itt,
+            stat_sn: f.next_stat_sn(),
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+        };
+        f.send(Pdu::TaskMgmtResponse(rsp), Bytes::new()).await;
+    })
+    .await;
+    let h = s.submit(Lun(0), &read_cdb(8), Bytes::new(), 4096).unwrap();
+    let itt = h.itt();
+    let r = s
+        .task_management(TmfFunction::ABORT_TASK, Lun(0), Some(itt))
+        .await
+        .unwrap();
+    assert_eq!(r, TmfResponse::FUNCTION_COMPLETE);
+    assert_eq!(
+        h.wait_timeout(T).await,
+        Err(CommandError::Aborted(TmfFunction::ABORT_TASK))
+    );
+    server.await.unwrap();
+}
+
+/// An R2T beyond the write data fails that command at once; its ITT stays
+/// reserved until the target finishes the task, and the session goes on.
+#[tokio::test]
+async fn r2t_beyond_the_write_data_fails_the_command() {
+    let mut o = opts();
+    o.immediate_data = false;
+    o.initial_r2t = true;
+    let (s, server) = setup(o, 64, |mut f| async move {
+        let c = f.recv_command().await;
+        assert!(c.write && c.final_bit);
+        assert_eq!(c.expected_data_transfer_length, 4096);
+        let r2t = R2t {
+            lun: c.lun,
+            itt: c.itt,
+            ttt: 7,
+            stat_sn: f.stat_sn,
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+            r2t_sn: 0,
+            buffer_offset: 0,
+            desired_data_transfer_length: 8192,
+        };
+        f.send(Pdu::R2t(r2t), Bytes::new()).await;
+        let next = f.recv_command().await;
+        assert_ne!(next.itt, c.itt, "the failed task's ITT was reused");
+        f.respond(c.itt, ScsiStatus::GOOD, Residual::None).await;
+        f.respond(next.itt, ScsiStatus::GOOD, Residual::None).await;
+    })
+    .await;
+    let cdb = Cdb::write(CdbSize::Ten, 0, 8, false).encode();
+    let r = s
+        .command(Lun(0), &cdb, Bytes::from(vec![1u8; 4096]), 0)
+        .await;
+    assert!(
+        matches!(&r, Err(CommandError::Protocol(m)) if m.contains("R2T asks for bytes 0..8192")),
+        "{r:?}"
+    );
+    let r = s.command(Lun(0), &[0u8; 6], Bytes::new(), 0).await.unwrap();
+    assert!(r.is_good());
+    server.await.unwrap();
+}
+
+/// Data-In in several parts with the status in a SCSI Response carrying
+/// an underflow; then a Data-In sequence with a DataSN gap.
+#[tokio::test]
+async fn data_in_reassembly_residuals_and_datasn_checks() {
+    let (s, server) = setup(opts(), 64, |mut f| async move {
+        let c = f.recv_command().await;
+        assert!(c.read && !c.write);
+        for (sn, (off, fill)) in [(0u32, 0xaau8), (2048, 0xbb)].into_iter().enumerate() {
+            let d = DataIn {
+                itt: c.itt,
+                ttt: RESERVED_TAG,
+                stat_sn: f.stat_sn,
+                exp_cmd_sn: f.exp_cmd_sn,
+                max_cmd_sn: f.max_cmd_sn(),
+                data_sn: sn as u32,
+                buffer_offset: off,
+                ..DataIn::default()
+            };
+            f.send(
+                Pdu::DataIn(d),
+                Bytes::from(vec![fill; if off == 0 { 2048 } else { 1024 }]),
+            )
+            .await;
+        }
+        f.respond(c.itt, ScsiStatus::GOOD, Residual::Underflow(1024))
+            .await;
+
+        let c = f.recv_command().await;
+        let d = DataIn {
+            final_bit: true,
+            status: Some(0),
+            itt: c.itt,
+            ttt: RESERVED_TAG,
+            stat_sn: f.next_stat_sn(),
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+            data_sn: 1,
+            buffer_offset: 0,
+            ..DataIn::default()
+        };
+        f.send(Pdu::DataIn(d), Bytes::from(vec![0u8; 512])).await;
+    })
+    .await;
+    let r = s
+        .command(Lun(0), &read_cdb(8), Bytes::new(), 4096)
+        .await
+        .unwrap();
+    assert!(r.is_good());
+    assert_eq!(r.residual, Residual::Underflow(1024));
+    assert_eq!(r.data.len(), 3072);
+    assert!(r.data[..2048].iter().all(|b| *b == 0xaa));
+    assert!(r.data[2048..].iter().all(|b| *b == 0xbb));
+    let r = s.command(Lun(0), &read_cdb(1), Bytes::new(), 512).await;
+    assert!(
+        matches!(&r, Err(CommandError::Protocol(m)) if m.contains("DataSN 1 where 0")),
+        "{r:?}"
+    );
+    server.await.unwrap();
+}
+
+/// A long Text Request in parts and a long answer in parts: each
+/// continuation echoes the target's TTT (RFC 7143 §11.10.4, §11.11.4).
+#[tokio::test]
+async fn text_continuations_both_ways() {
+    let (s, server) = setup(opts(), 64, |mut f| async move {
+        // Request part 1 (C=1, TTT 0xffffffff).
+        let p1 = f.recv().await;
+        let Pdu::TextRequest(r1) = p1.pdu() else {
+            panic!("expected a Text Request");
+        };
+        assert!(r1.continue_bit && !r1.final_bit);
+        assert_eq!(r1.ttt, RESERVED_TAG);
+        let ack = iesp_proto::pdu::TextResponse {
+            final_bit: false,
+            continue_bit: false,
+            lun: Lun(0),
+            itt: r1.itt,
+            ttt: 0x77,
+            stat_sn: f.next_stat_sn(),
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+        };
+        f.send(Pdu::TextResponse(ack.clone()), Bytes::new()).await;
+        // Request part 2 echoes the TTT and ends the request.
+        let p2 = f.recv().await;
+        let Pdu::TextRequest(r2) = p2.pdu() else {
+            panic!("expected a Text Request");
+        };
+        assert_eq!((r2.ttt, r2.continue_bit, r2.final_bit), (0x77, false, true));
+        let mut whole = p1.data.to_vec();
+        whole.extend_from_slice(&p2.data);
+        let asked = text::decode(&whole).unwrap();
+        assert_eq!(asked.len(), 4);
+        // Answer in two parts: C=1 with a TTT, then the rest.
+        let answer: Vec<KeyValue> = asked
+            .iter()
+            .map(|kv| KeyValue::new(kv.key.clone(), "NotUnderstood"))
+            .collect();
+        let bytes = text::encode_to_vec(&answer);
+        let (a, b) = bytes.split_at(bytes.len() / 2 + 3);
+        let first = iesp_proto::pdu::TextResponse {
+            continue_bit: true,
+            ttt: 0x78,
+            stat_sn: f.next_stat_sn(),
+            ..ack.clone()
+        };
+        f.send(Pdu::TextResponse(first), Bytes::copy_from_slice(a))
+            .await;
+        let p3 = f.recv().await;
+        let Pdu::TextRequest(r3) = p3.pdu() else {
+            panic!("expected a Text Request");
+        };
+        assert_eq!((r3.ttt, r3.final_bit), (0x78, true));
+        assert!(p3.data.is_empty());
+        let last = iesp_proto::pdu::TextResponse {
+            final_bit: true,
+            ttt: RESERVED_TAG,
+            stat_sn: f.next_stat_sn(),
+            ..ack
+        };
+        f.send(Pdu::TextResponse(last), Bytes::copy_from_slice(b))
+            .await;
+    })
+    .await;
+    assert_eq!(s.params().target_mrdsl, 512);
+    let keys: Vec<KeyValue> = (0..4)
+        .map(|i| KeyValue::new(format!("X-test-{i}"), "v".repeat(200)))
+        .collect();
+    let answer = s.text(&keys).await.unwrap();
+    let names: Vec<&str> = answer.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(names, ["X-test-0", "X-test-1", "X-test-2", "X-test-3"]);
+    server.await.unwrap();
+}
