@@ -107,7 +107,11 @@ pub struct LunSpec {
 
 impl Default for LunSpec {
     fn default() -> Self {
-        LunSpec { backing: Backing::Ram { size: 64 << 20 }, block_size: 512, read_only: false }
+        LunSpec {
+            backing: Backing::Ram { size: 64 << 20 },
+            block_size: 512,
+            read_only: false,
+        }
     }
 }
 
@@ -126,7 +130,10 @@ impl FromStr for LunSpec {
     /// `/dev/`; any of them may end in `,ro` for a read-only LUN and
     /// `,bs=4096` for the block size.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: &str| LunSpecError { spec: s.to_owned(), reason: reason.to_owned() };
+        let err = |reason: &str| LunSpecError {
+            spec: s.to_owned(),
+            reason: reason.to_owned(),
+        };
         let mut parts = s.split(',');
         let head = parts.next().unwrap_or_default();
         let mut size = None;
@@ -138,30 +145,48 @@ impl FromStr for LunSpec {
                     spec.block_size = parse_block_size(v).map_err(|e| err(&e))?;
                 }
                 None if opt == "ro" => spec.read_only = true,
-                _ => return Err(err(&format!("unknown option `{opt}` (expected size=, bs= or ro)"))),
+                _ => {
+                    return Err(err(&format!(
+                        "unknown option `{opt}` (expected size=, bs= or ro)"
+                    )));
+                }
             }
         }
         spec.backing = if let Some(sz) = head.strip_prefix("ram:") {
             if size.is_some() {
                 return Err(err("ram takes its size after the colon: ram:64M"));
             }
-            Backing::Ram { size: parse_size(sz).map_err(|e| err(&e))? }
+            Backing::Ram {
+                size: parse_size(sz).map_err(|e| err(&e))?,
+            }
         } else if let Some(path) = head.strip_prefix("file:") {
             if path.is_empty() {
                 return Err(err("file: needs a path"));
             }
-            Backing::File { path: PathBuf::from(path), size }
+            Backing::File {
+                path: PathBuf::from(path),
+                size,
+            }
         } else if let Some(path) = head.strip_prefix("dev:") {
-            Backing::Device { path: PathBuf::from(path) }
+            Backing::Device {
+                path: PathBuf::from(path),
+            }
         } else if head.starts_with("/dev/") {
-            Backing::Device { path: PathBuf::from(head) }
+            Backing::Device {
+                path: PathBuf::from(head),
+            }
         } else {
-            return Err(err("expected ram:SIZE, file:PATH[,size=SIZE] or a /dev/ path"));
+            return Err(err(
+                "expected ram:SIZE, file:PATH[,size=SIZE] or a /dev/ path",
+            ));
         };
         if let Backing::Ram { size } = spec.backing
             && (size == 0 || size % u64::from(spec.block_size) != 0)
         {
-            return Err(err(&format!("size must be a non-zero multiple of the {}-byte block size", spec.block_size)));
+            return Err(err(&format!(
+                "size must be a non-zero multiple of the {}-byte block size",
+                spec.block_size
+            )));
         }
         Ok(spec)
     }
@@ -171,7 +196,10 @@ impl fmt::Display for LunSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.backing {
             Backing::Ram { size } => write!(f, "ram:{}", format_size(*size))?,
-            Backing::File { path, size: Some(s) } => write!(f, "file:{},size={}", path.display(), format_size(*s))?,
+            Backing::File {
+                path,
+                size: Some(s),
+            } => write!(f, "file:{},size={}", path.display(), format_size(*s))?,
             Backing::File { path, size: None } => write!(f, "file:{}", path.display())?,
             Backing::Device { path } => write!(f, "dev:{}", path.display())?,
         }
@@ -189,7 +217,10 @@ impl fmt::Display for LunSpec {
 /// (`64MiB`); units are powers of 1024.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
     let (num, shift) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let shift = match c.to_ascii_uppercase() {
@@ -203,8 +234,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (t, 0),
     };
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (e.g. 64M, 1G, 4096)"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("size `{s}` is too large"))
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 64M, 1G, 4096)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size `{s}` is too large"))
 }
 
 /// Formats a byte count with the largest exact binary unit: `64MiB`.
@@ -220,11 +254,15 @@ pub fn format_size(n: u64) -> String {
 /// Parses a logical block size: 512 or 4096 (what initiators and SBC-4
 /// devices use in practice; other powers of two up to 64 KiB are accepted).
 pub fn parse_block_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a block size"))?;
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a block size"))?;
     if n.is_power_of_two() && (512..=65536).contains(&n) {
         Ok(n)
     } else {
-        Err(format!("block size {n} is not a power of two between 512 and 65536"))
+        Err(format!(
+            "block size {n} is not a power of two between 512 and 65536"
+        ))
     }
 }
 
@@ -249,15 +287,30 @@ mod tests {
     fn lun_specs() {
         assert_eq!("ram:64M".parse::<LunSpec>().unwrap(), LunSpec::default());
         let f: LunSpec = "file:/tmp/x.img,size=1G,bs=4096,ro".parse().unwrap();
-        assert_eq!(f.backing, Backing::File { path: "/tmp/x.img".into(), size: Some(1 << 30) });
+        assert_eq!(
+            f.backing,
+            Backing::File {
+                path: "/tmp/x.img".into(),
+                size: Some(1 << 30)
+            }
+        );
         assert_eq!(f.block_size, 4096);
         assert!(f.read_only);
         assert_eq!(f.to_string(), "file:/tmp/x.img,size=1GiB,bs=4096,ro");
         assert_eq!(
             "/dev/loop3".parse::<LunSpec>().unwrap().backing,
-            Backing::Device { path: "/dev/loop3".into() }
+            Backing::Device {
+                path: "/dev/loop3".into()
+            }
         );
-        for bad in ["disk:1", "ram:", "ram:1000", "file:", "ram:1M,bogus", "ram:1M,bs=1000"] {
+        for bad in [
+            "disk:1",
+            "ram:",
+            "ram:1000",
+            "file:",
+            "ram:1M,bogus",
+            "ram:1M,bs=1000",
+        ] {
             assert!(bad.parse::<LunSpec>().is_err(), "{bad} should not parse");
         }
     }

@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
 use crate::config::{Backing, LunSpec, TargetConfig};
 use crate::server::{Target, serve};
+use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -22,14 +22,22 @@ impl EmbeddedTarget {
     /// Starts the default target with one RAM LUN of `size` bytes.
     pub async fn start_ram(size: u64, block_size: u32) -> anyhow::Result<EmbeddedTarget> {
         let mut cfg = TargetConfig::default();
-        cfg.targets[0].luns = vec![LunSpec { backing: Backing::Ram { size }, block_size, read_only: false }];
+        cfg.targets[0].luns = vec![LunSpec {
+            backing: Backing::Ram { size },
+            block_size,
+            read_only: false,
+        }];
         Self::start(cfg).await
     }
 
     /// Starts a target from a configuration, on 127.0.0.1 with a port the
     /// kernel picks. Must be called inside a tokio runtime.
     pub async fn start(cfg: TargetConfig) -> anyhow::Result<EmbeddedTarget> {
-        let iqn = cfg.targets.first().map(|t| t.iqn.clone()).context("configuration has no target")?;
+        let iqn = cfg
+            .targets
+            .first()
+            .map(|t| t.iqn.clone())
+            .context("configuration has no target")?;
         let target = Target::from_config(&cfg)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -37,7 +45,12 @@ impl EmbeddedTarget {
         let task = tokio::spawn(serve(listener, target, async {
             let _ = stopped.await;
         }));
-        Ok(EmbeddedTarget { addr, iqn, stop: Some(stop), task: Some(task) })
+        Ok(EmbeddedTarget {
+            addr,
+            iqn,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     /// The libiscsi-style URL of a LUN.

@@ -53,19 +53,34 @@ impl Target {
             for (n, spec) in def.luns.iter().enumerate() {
                 let backend: Box<dyn Backend> = match &spec.backing {
                     Backing::Ram { size } => Box::new(RamBackend::new(*size)),
-                    Backing::File { path, size } => Box::new(open(path, *size, spec.read_only, t, n)?),
+                    Backing::File { path, size } => {
+                        Box::new(open(path, *size, spec.read_only, t, n)?)
+                    }
                     Backing::Device { path } => Box::new(open(path, None, spec.read_only, t, n)?),
                 };
                 if backend.size() < u64::from(spec.block_size) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("LUN {n} of {}: {} is smaller than one block", def.iqn, backend.describe()),
+                        format!(
+                            "LUN {n} of {}: {} is smaller than one block",
+                            def.iqn,
+                            backend.describe()
+                        ),
                     ));
                 }
                 let serial = format!("IESP{:02x}{:04x}{:04x}", t, n, fnv16(&def.iqn));
-                luns.push(Arc::new(LogicalUnit::new(backend, spec.block_size, spec.read_only, serial)));
+                luns.push(Arc::new(LogicalUnit::new(
+                    backend,
+                    spec.block_size,
+                    spec.read_only,
+                    serial,
+                )));
             }
-            nodes.push(TargetNode { iqn: def.iqn.clone(), alias: def.alias.clone(), luns: Arc::new(LunTable::new(luns)) });
+            nodes.push(TargetNode {
+                iqn: def.iqn.clone(),
+                alias: def.alias.clone(),
+                luns: Arc::new(LunTable::new(luns)),
+            });
         }
         Ok(Arc::new(Target {
             nodes,
@@ -86,12 +101,18 @@ impl Target {
 }
 
 fn open(path: &Path, size: Option<u64>, ro: bool, t: usize, n: usize) -> io::Result<FileBackend> {
-    FileBackend::open(path, size, ro)
-        .map_err(|e| io::Error::new(e.kind(), format!("target {t} LUN {n}: {}: {e}", path.display())))
+    FileBackend::open(path, size, ro).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("target {t} LUN {n}: {}: {e}", path.display()),
+        )
+    })
 }
 
 fn fnv16(s: &str) -> u16 {
-    let h = s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let h = s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     (h ^ (h >> 16)) as u16
 }
 
@@ -154,7 +175,11 @@ impl Target {
     /// Registers a new session, closing any live session with the same key
     /// (session reinstatement, §6.3.5). Returns the guard and whether an old
     /// session was reinstated.
-    pub fn register_session(self: &Arc<Self>, key: SessionKey, session_id: u64) -> (SessionGuard, bool) {
+    pub fn register_session(
+        self: &Arc<Self>,
+        key: SessionKey,
+        session_id: u64,
+    ) -> (SessionGuard, bool) {
         let tsih = loop {
             let t = self.sessions.next_tsih.fetch_add(1, Ordering::Relaxed);
             if t != 0 && !self.sessions.tsih_exists(t) {
@@ -162,20 +187,36 @@ impl Target {
             }
         };
         let kill = Arc::new(Notify::new());
-        let entry = SessionEntry { tsih, session_id, kill: kill.clone() };
+        let entry = SessionEntry {
+            tsih,
+            session_id,
+            kill: kill.clone(),
+        };
         let old = self.sessions.lock().insert(key.clone(), entry);
         let reinstated = old.is_some();
         if let Some(old) = old {
             old.kill.notify_one();
         }
-        (SessionGuard { target: self.clone(), key, session_id, tsih, kill }, reinstated)
+        (
+            SessionGuard {
+                target: self.clone(),
+                key,
+                session_id,
+                tsih,
+                kill,
+            },
+            reinstated,
+        )
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         let mut map = self.target.sessions.lock();
-        if map.get(&self.key).is_some_and(|e| e.session_id == self.session_id) {
+        if map
+            .get(&self.key)
+            .is_some_and(|e| e.session_id == self.session_id)
+        {
             map.remove(&self.key);
         }
     }
@@ -183,7 +224,11 @@ impl Drop for SessionGuard {
 
 /// Serves iSCSI on `listener` until `shutdown` completes, then closes
 /// every connection cleanly and flushes the LUNs.
-pub async fn serve(listener: TcpListener, target: Arc<Target>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    target: Arc<Target>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -217,7 +262,10 @@ pub async fn serve(listener: TcpListener, target: Arc<Target>, shutdown: impl Fu
     // Connections finish their batch, fail pending tasks and flush; give
     // them a bounded time.
     let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("connections did not close within 10 s; aborting them");
         conns.abort_all();
     }

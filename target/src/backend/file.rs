@@ -28,7 +28,10 @@ impl FileBackend {
         if !exists && size.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{} does not exist; give a size to create it", path.display()),
+                format!(
+                    "{} does not exist; give a size to create it",
+                    path.display()
+                ),
             ));
         }
         let mut file = OpenOptions::new()
@@ -44,14 +47,22 @@ impl FileBackend {
                 if block_device || read_only {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("{} holds {actual} bytes, fewer than the {want} asked for", path.display()),
+                        format!(
+                            "{} holds {actual} bytes, fewer than the {want} asked for",
+                            path.display()
+                        ),
                     ));
                 }
                 file.set_len(want)?;
             }
             actual = want;
         }
-        Ok(FileBackend { file, path: path.to_owned(), size: actual, block_device })
+        Ok(FileBackend {
+            file,
+            path: path.to_owned(),
+            size: actual,
+            block_device,
+        })
     }
 }
 
@@ -74,7 +85,10 @@ impl Backend for FileBackend {
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.block_device {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "discard on block devices"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "discard on block devices",
+            ));
         }
         use nix::fcntl::{FallocateFlags, fallocate};
         let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
@@ -118,7 +132,9 @@ mod tests {
     #[test]
     fn missing_file_without_size_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = FileBackend::open(&dir.path().join("nope"), None, false).err().unwrap();
+        let err = FileBackend::open(&dir.path().join("nope"), None, false)
+            .err()
+            .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
@@ -126,7 +142,10 @@ mod tests {
     fn existing_file_keeps_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lun.img");
-        FileBackend::open(&path, Some(65536), false).unwrap().write_at(b"persist", 512).unwrap();
+        FileBackend::open(&path, Some(65536), false)
+            .unwrap()
+            .write_at(b"persist", 512)
+            .unwrap();
         let again = FileBackend::open(&path, None, false).unwrap();
         assert_eq!(again.size(), 65536);
         let mut buf = [0u8; 7];

@@ -21,7 +21,10 @@ pub struct RamBackend {
 impl RamBackend {
     pub fn new(size: u64) -> RamBackend {
         let n = size.div_ceil(CHUNK as u64) as usize;
-        RamBackend { size, chunks: (0..n).map(|_| RwLock::new(None)).collect() }
+        RamBackend {
+            size,
+            chunks: (0..n).map(|_| RwLock::new(None)).collect(),
+        }
     }
 
     /// Splits `[offset, offset+len)` into (chunk index, offset in chunk,
@@ -44,7 +47,10 @@ impl RamBackend {
     fn check(&self, offset: u64, len: usize) -> io::Result<()> {
         match offset.checked_add(len as u64) {
             Some(end) if end <= self.size => Ok(()),
-            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "range beyond end of RAM disk")),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range beyond end of RAM disk",
+            )),
         }
     }
 }
@@ -110,7 +116,10 @@ impl Backend for RamBackend {
         let len = usize::try_from(len).map_err(|_| io::Error::other("range too large"))?;
         self.check(offset, len)?;
         let (idx, _, _) = Self::pieces(offset, len.max(1)).next().unwrap_or((0, 0, 0));
-        Ok(self.chunks.get(idx).is_some_and(|c| c.read().is_ok_and(|c| c.is_some())))
+        Ok(self
+            .chunks
+            .get(idx)
+            .is_some_and(|c| c.read().is_ok_and(|c| c.is_some())))
     }
 
     fn describe(&self) -> String {

@@ -78,7 +78,11 @@ fn build_config(args: &Args) -> anyhow::Result<TargetConfig> {
         luns.push(lun);
     }
     let mut cfg = TargetConfig {
-        targets: vec![TargetDef { iqn: args.iqn.clone(), alias: Some("iesp-target".into()), luns }],
+        targets: vec![TargetDef {
+            iqn: args.iqn.clone(),
+            alias: Some("iesp-target".into()),
+            luns,
+        }],
         ..TargetConfig::default()
     };
     cfg.limits.max_recv_data_segment_length = args.max_recv_data_segment_length;
@@ -100,12 +104,16 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid --log filter")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).context("invalid --log filter")?,
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = build_config(&args)?;
     let target = Target::from_config(&cfg)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -132,7 +140,10 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         // Without signal handlers the target still serves; it just cannot
         // shut down gracefully.
         return std::future::pending().await;

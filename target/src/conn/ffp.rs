@@ -24,13 +24,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use iesp_proto::bhs::{Bhs, Lun, Opcode, RESERVED_TAG};
 use iesp_proto::framing::Frame;
+use iesp_proto::negotiation::{Negotiator, Phase};
 use iesp_proto::pdu::{
     self, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn,
     NopOut, Pdu, R2t, Reject, RejectReason, Residual, ScsiCommand, ScsiResponse, ScsiResponseCode,
     TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction, TmfResponse,
 };
-use iesp_proto::scsi::{Asc, Sense, ScsiStatus};
-use iesp_proto::negotiation::{Negotiator, Phase};
+use iesp_proto::scsi::{Asc, ScsiStatus, Sense};
 use iesp_proto::serial;
 use iesp_proto::text;
 
@@ -164,6 +164,7 @@ pub struct FullFeature {
     text_out: Option<TextOut>,
     /// TTT of our outstanding NOP-In ping, if any.
     ping: Option<u32>,
+    logged_out: bool,
 }
 
 /// Text payloads we are willing to reassemble (C bit).
@@ -207,6 +208,7 @@ impl FullFeature {
             text_in_ttt: None,
             text_out: None,
             ping: None,
+            logged_out: false,
         }
     }
 
@@ -229,12 +231,18 @@ impl FullFeature {
         t
     }
 
-    /// The session's I_T nexus ended (logout, connection loss,
-    /// reinstatement): the LUs establish I_T NEXUS LOSS for it (SAM-5 §6.3.4).
+    /// The session's I_T nexus was lost (connection loss, reinstatement,
+    /// cold reset, shutdown — not a logout): the LUs establish I_T NEXUS
+    /// LOSS for it (SAM-5 §6.3.4).
     pub fn end_of_nexus(&self) {
         if self.kind == SessionKind::Normal {
             self.luns.nexus_loss(&self.nexus);
         }
+    }
+
+    /// Whether a Logout was answered with success.
+    pub fn logged_out(&self) -> bool {
+        self.logged_out
     }
 
     /// Write tasks still waiting for data.
@@ -291,10 +299,16 @@ impl FullFeature {
         }
         let cmd_sn = frame.bhs.u32_at(24);
         if cmd_sn != self.exp_cmd_sn {
-            if serial::in_window(cmd_sn, self.exp_cmd_sn, self.max_cmd_sn()) && !self.held.contains_key(&cmd_sn) {
+            if serial::in_window(cmd_sn, self.exp_cmd_sn, self.max_cmd_sn())
+                && !self.held.contains_key(&cmd_sn)
+            {
                 self.held.insert(cmd_sn, frame);
             } else {
-                tracing::debug!(cmd_sn, exp = self.exp_cmd_sn, "CmdSN outside the window: ignored");
+                tracing::debug!(
+                    cmd_sn,
+                    exp = self.exp_cmd_sn,
+                    "CmdSN outside the window: ignored"
+                );
             }
             return Ok(After::Continue);
         }
@@ -306,7 +320,9 @@ impl FullFeature {
                 continue;
             }
             match self.held.remove(&self.exp_cmd_sn) {
-                Some(next) if after == After::Continue => after = self.advance_and_dispatch(next)?,
+                Some(next) if after == After::Continue => {
+                    after = self.advance_and_dispatch(next)?
+                }
                 _ => break,
             }
         }
@@ -356,7 +372,10 @@ impl FullFeature {
         let transfer = self.luns.transfer(cmd.lun, &cdb);
         let immediate = frame.data.len() as u32;
         if immediate > 0
-            && (!cmd.write || !self.params.immediate_data || immediate > edtl || immediate > self.params.first_burst_length)
+            && (!cmd.write
+                || !self.params.immediate_data
+                || immediate > edtl
+                || immediate > self.params.first_burst_length)
         {
             // Immediate data the session did not allow, or more than the
             // command or first burst can hold (§11.3.4, §13.13).
@@ -369,9 +388,16 @@ impl FullFeature {
             return;
         }
         if cmd.write && edtl > 0 {
-            let needed = if transfer.direction == Direction::Write { edtl.min(transfer.length) } else { 0 };
-            let unsolicited_end =
-                if cmd.final_bit { immediate } else { edtl.min(self.params.first_burst_length).max(immediate) };
+            let needed = if transfer.direction == Direction::Write {
+                edtl.min(transfer.length)
+            } else {
+                0
+            };
+            let unsolicited_end = if cmd.final_bit {
+                immediate
+            } else {
+                edtl.min(self.params.first_burst_length).max(immediate)
+            };
             let mut buf = BytesMut::zeroed(needed as usize);
             let keep = immediate.min(needed) as usize;
             buf[..keep].copy_from_slice(&frame.data[..keep]);
@@ -394,18 +420,29 @@ impl FullFeature {
             self.progress(cmd.itt);
         } else {
             let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[]);
-            let wanted = if transfer.direction == Direction::Write { transfer.length } else { 0 };
+            let wanted = if transfer.direction == Direction::Write {
+                transfer.length
+            } else {
+                0
+            };
             self.complete(cmd.itt, cmd.lun, edtl, cmd.read, wanted, completion);
         }
     }
 
     /// Issues R2Ts while allowed and runs the command once all its data is in.
     fn progress(&mut self, itt: u32) {
-        let Some(task) = self.tasks.get(&itt) else { return };
-        let done = task.unsolicited_done && task.r2ts.is_empty() && task.next_r2t_offset >= task.needed;
+        let Some(task) = self.tasks.get(&itt) else {
+            return;
+        };
+        let done =
+            task.unsolicited_done && task.r2ts.is_empty() && task.next_r2t_offset >= task.needed;
         if done {
-            let Some(task) = self.tasks.remove(&itt) else { return };
-            let completion = self.luns.execute(&self.nexus, task.lun, &task.cdb, &task.buf);
+            let Some(task) = self.tasks.remove(&itt) else {
+                return;
+            };
+            let completion = self
+                .luns
+                .execute(&self.nexus, task.lun, &task.cdb, &task.buf);
             let wanted = task.spdtl;
             self.complete(itt, task.lun, task.edtl, false, wanted, completion);
             return;
@@ -415,7 +452,9 @@ impl FullFeature {
         let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
         let mut issue = Vec::new();
         {
-            let Some(task) = self.tasks.get_mut(&itt) else { return };
+            let Some(task) = self.tasks.get_mut(&itt) else {
+                return;
+            };
             while task.r2ts.len() + issue.len() < max_out && task.next_r2t_offset < task.needed {
                 let len = (task.needed - task.next_r2t_offset).min(max_burst);
                 issue.push((task.next_r2t_offset, len, task.next_r2t_sn, task.lun));
@@ -438,7 +477,13 @@ impl FullFeature {
             };
             self.out.push(Pdu::R2t(r2t).encode(), Bytes::new());
             if let Some(task) = self.tasks.get_mut(&itt) {
-                task.r2ts.push(OutstandingR2t { ttt, offset, len, received: 0, next_data_sn: 0 });
+                task.r2ts.push(OutstandingR2t {
+                    ttt,
+                    offset,
+                    len,
+                    received: 0,
+                    next_data_sn: 0,
+                });
             }
         }
     }
@@ -459,7 +504,11 @@ impl FullFeature {
                 Err(Asc(0x4b00)) // DATA PHASE ERROR
             } else if d.buffer_offset != task.unsolicited_next {
                 Err(Asc(0x4b05)) // DATA OFFSET ERROR
-            } else if d.buffer_offset.checked_add(len).is_none_or(|end| end > task.unsolicited_end) {
+            } else if d
+                .buffer_offset
+                .checked_add(len)
+                .is_none_or(|end| end > task.unsolicited_end)
+            {
                 Err(Asc(0x4b02))
             } else {
                 task.unsolicited_data_sn += 1;
@@ -528,19 +577,33 @@ impl FullFeature {
     }
 
     /// Sends a command's data and status.
-    fn complete(&mut self, itt: u32, lun: Lun, edtl: u32, read: bool, wanted_out: u32, c: Completion) {
+    fn complete(
+        &mut self,
+        itt: u32,
+        lun: Lun,
+        edtl: u32,
+        read: bool,
+        wanted_out: u32,
+        c: Completion,
+    ) {
         let data_len = c.data.len() as u32;
         let send = if read { data_len.min(edtl) } else { 0 };
         // Residual against what the command wanted to move: read data it
         // produced, or write data its CDB asked for.
-        let wanted = if read || data_len > 0 { data_len } else { wanted_out };
+        let wanted = if read || data_len > 0 {
+            data_len
+        } else {
+            wanted_out
+        };
         let residual = Residual::of(edtl, wanted);
         let good = c.status == ScsiStatus::GOOD.0 && c.sense.is_none();
         let mut offset = 0u32;
         let mut data_sn = 0u32;
         let mut burst_left = self.params.max_burst_length;
         while offset < send {
-            let seg = (send - offset).min(self.params.initiator_mrdsl).min(burst_left);
+            let seg = (send - offset)
+                .min(self.params.initiator_mrdsl)
+                .min(burst_left);
             let last = offset + seg == send;
             burst_left -= seg;
             let end_of_burst = last || burst_left == 0;
@@ -556,7 +619,11 @@ impl FullFeature {
                 lun,
                 itt,
                 ttt: RESERVED_TAG,
-                stat_sn: if collapse { self.next_stat_sn() } else { self.stat_sn },
+                stat_sn: if collapse {
+                    self.next_stat_sn()
+                } else {
+                    self.stat_sn
+                },
                 exp_cmd_sn: self.exp_cmd_sn,
                 max_cmd_sn: self.max_cmd_sn(),
                 data_sn,
@@ -582,7 +649,11 @@ impl FullFeature {
             max_cmd_sn: self.max_cmd_sn(),
             exp_data_sn: data_sn,
         };
-        let data = c.sense.as_deref().map(pdu::scsi::encode_sense_segment).unwrap_or_default();
+        let data = c
+            .sense
+            .as_deref()
+            .map(pdu::scsi::encode_sense_segment)
+            .unwrap_or_default();
         self.out.push(Pdu::ScsiResponse(rsp).encode(), data);
     }
 
@@ -641,7 +712,12 @@ impl FullFeature {
                 let r = tmf.referenced_task_tag;
                 if self.tasks.remove(&r).is_some() {
                     TmfResponse::FUNCTION_COMPLETE
-                } else if let Some(sn) = self.held.iter().find(|(_, f)| f.bhs.itt() == r).map(|(sn, _)| *sn) {
+                } else if let Some(sn) = self
+                    .held
+                    .iter()
+                    .find(|(_, f)| f.bhs.itt() == r)
+                    .map(|(sn, _)| *sn)
+                {
                     self.held.remove(&sn);
                     self.consumed.insert(sn);
                     TmfResponse::FUNCTION_COMPLETE
@@ -656,7 +732,9 @@ impl FullFeature {
                     TmfResponse::TASK_DOES_NOT_EXIST
                 }
             }
-            TmfFunction::ABORT_TASK_SET | TmfFunction::CLEAR_TASK_SET | TmfFunction::LOGICAL_UNIT_RESET
+            TmfFunction::ABORT_TASK_SET
+            | TmfFunction::CLEAR_TASK_SET
+            | TmfFunction::LOGICAL_UNIT_RESET
                 if !lun_exists =>
             {
                 TmfResponse::LUN_DOES_NOT_EXIST
@@ -710,7 +788,8 @@ impl FullFeature {
             exp_cmd_sn: self.exp_cmd_sn,
             max_cmd_sn: self.max_cmd_sn(),
         };
-        self.out.push(Pdu::TaskMgmtResponse(rsp).encode(), Bytes::new());
+        self.out
+            .push(Pdu::TaskMgmtResponse(rsp).encode(), Bytes::new());
         after
     }
 
@@ -727,7 +806,10 @@ impl FullFeature {
             self.text_in.clear();
             self.text_in_ttt = None;
             self.text_out = None;
-        } else if let Some(t) = self.text_out.take_if(|t| t.ttt == req.ttt && t.itt == req.itt) {
+        } else if let Some(t) = self
+            .text_out
+            .take_if(|t| t.ttt == req.ttt && t.itt == req.itt)
+        {
             // The initiator fetches the rest of our long answer.
             self.send_text(req.itt, req.lun, t.rest);
             return;
@@ -774,7 +856,10 @@ impl FullFeature {
     fn answer_text(&mut self, payload: &[u8]) -> Result<Bytes, RejectReason> {
         let pairs = text::decode(payload).map_err(|_| RejectReason::PROTOCOL_ERROR)?;
         self.neg.start_text_negotiation();
-        let reply = self.neg.receive(&pairs).map_err(|_| RejectReason::PROTOCOL_ERROR)?;
+        let reply = self
+            .neg
+            .receive(&pairs)
+            .map_err(|_| RejectReason::PROTOCOL_ERROR)?;
         let mut out = Vec::new();
         for kv in reply.delegated.iter().filter(|kv| kv.key == "SendTargets") {
             self.send_targets(&kv.value, &mut out);
@@ -789,7 +874,9 @@ impl FullFeature {
     /// value the session's own target, an iSCSI name that target if it
     /// exists. Anything else is not a valid value: Reject.
     fn send_targets(&self, value: &str, out: &mut Vec<u8>) {
-        let is_name = ["iqn.", "eui.", "naa."].iter().any(|p| value.starts_with(p));
+        let is_name = ["iqn.", "eui.", "naa."]
+            .iter()
+            .any(|p| value.starts_with(p));
         if value != "All" && !value.is_empty() && !is_name {
             out.extend_from_slice(b"SendTargets=Reject\0");
             return;
@@ -818,7 +905,11 @@ impl FullFeature {
         } else {
             (answer, None)
         };
-        let ttt = if rest.is_some() { self.new_ttt() } else { RESERVED_TAG };
+        let ttt = if rest.is_some() {
+            self.new_ttt()
+        } else {
+            RESERVED_TAG
+        };
         let rsp = TextResponse {
             final_bit: rest.is_none(),
             continue_bit: rest.is_some(),
@@ -840,13 +931,16 @@ impl FullFeature {
     fn logout(&mut self, req: LogoutRequest) -> After {
         let (response, after) = match req.reason {
             LogoutReason::CLOSE_SESSION => (LogoutResponseCode::SUCCESS, After::Close),
-            LogoutReason::CLOSE_CONNECTION if req.cid == self.cid => (LogoutResponseCode::SUCCESS, After::Close),
+            LogoutReason::CLOSE_CONNECTION if req.cid == self.cid => {
+                (LogoutResponseCode::SUCCESS, After::Close)
+            }
             LogoutReason::CLOSE_CONNECTION => (LogoutResponseCode::CID_NOT_FOUND, After::Continue),
             // Connection recovery needs ErrorRecoveryLevel 2.
             _ => (LogoutResponseCode::RECOVERY_NOT_SUPPORTED, After::Continue),
         };
         if after == After::Close {
             self.tasks.clear();
+            self.logged_out = true;
         }
         let rsp = LogoutResponse {
             response,
@@ -857,7 +951,8 @@ impl FullFeature {
             time2wait: 0,
             time2retain: 0,
         };
-        self.out.push(Pdu::LogoutResponse(rsp).encode(), Bytes::new());
+        self.out
+            .push(Pdu::LogoutResponse(rsp).encode(), Bytes::new());
         after
     }
 
@@ -872,7 +967,10 @@ impl FullFeature {
             max_cmd_sn: self.max_cmd_sn(),
             data_sn: 0,
         };
-        self.out.push(Pdu::Reject(rej).encode(), Bytes::copy_from_slice(bhs.as_bytes()));
+        self.out.push(
+            Pdu::Reject(rej).encode(),
+            Bytes::copy_from_slice(bhs.as_bytes()),
+        );
     }
 
     /// Fails every write task still waiting for data (shutdown).

@@ -87,7 +87,11 @@ pub struct Login {
 impl Login {
     pub fn new(target: Arc<Target>, portal: SocketAddr) -> Login {
         let l = &target.limits;
-        let digests = if l.digests { vec![Digest::Crc32c, Digest::None] } else { vec![Digest::None] };
+        let digests = if l.digests {
+            vec![Digest::Crc32c, Digest::None]
+        } else {
+            vec![Digest::None]
+        };
         let limits = negotiation::Limits {
             header_digest: digests.clone(),
             data_digest: digests,
@@ -119,7 +123,8 @@ impl Login {
     }
 
     fn max_cmd_sn(&self) -> u32 {
-        self.exp_cmd_sn.wrapping_add(self.target.limits.command_window.max(1) - 1)
+        self.exp_cmd_sn
+            .wrapping_add(self.target.limits.command_window.max(1) - 1)
     }
 
     /// Handles one frame of the login phase.
@@ -140,8 +145,17 @@ impl Login {
         }
     }
 
-    fn step(&mut self, req: &LoginRequest, data: &[u8], out: &mut Outbox) -> Result<LoginStep, LoginStatus> {
-        let this = Leading { isid: req.isid, tsih: req.tsih, cid: req.cid };
+    fn step(
+        &mut self,
+        req: &LoginRequest,
+        data: &[u8],
+        out: &mut Outbox,
+    ) -> Result<LoginStep, LoginStatus> {
+        let this = Leading {
+            isid: req.isid,
+            tsih: req.tsih,
+            cid: req.cid,
+        };
         match self.leading {
             None => {
                 if req.version_min > 0 || req.version_max < req.version_min {
@@ -162,7 +176,9 @@ impl Login {
         if req.csg != self.stage {
             return Err(LoginStatus::INITIATOR_ERROR);
         }
-        if req.transit && (req.continue_bit || req.nsg.0 <= req.csg.0 || req.nsg.0 == 2 || req.nsg.0 > 3) {
+        if req.transit
+            && (req.continue_bit || req.nsg.0 <= req.csg.0 || req.nsg.0 == 2 || req.nsg.0 > 3)
+        {
             return Err(LoginStatus::INITIATOR_ERROR);
         }
 
@@ -175,13 +191,29 @@ impl Login {
             return Ok(self.send_answer(out, req, rest, transit));
         }
 
-        let Some(payload) = self.accum.push(data, req.continue_bit).map_err(|_| LoginStatus::INITIATOR_ERROR)? else {
+        let Some(payload) = self
+            .accum
+            .push(data, req.continue_bit)
+            .map_err(|_| LoginStatus::INITIATOR_ERROR)?
+        else {
             // Partial text (C=1): acknowledge and wait for the rest (§6.3).
-            self.respond(out, req, false, req.csg, 0, LoginStatus::SUCCESS, Bytes::new());
+            self.respond(
+                out,
+                req,
+                false,
+                req.csg,
+                0,
+                LoginStatus::SUCCESS,
+                Bytes::new(),
+            );
             return Ok(LoginStep::Continue);
         };
         let pairs = text::decode(&payload).map_err(|_| LoginStatus::INITIATOR_ERROR)?;
-        self.neg.set_phase(if req.csg == Stage::SECURITY { Phase::Security } else { Phase::Operational });
+        self.neg.set_phase(if req.csg == Stage::SECURITY {
+            Phase::Security
+        } else {
+            Phase::Operational
+        });
         let reply = self.neg.receive(&pairs).map_err(|e| {
             tracing::debug!("negotiation error: {e}");
             LoginStatus::INITIATOR_ERROR
@@ -198,7 +230,10 @@ impl Login {
         if !self.declared_tpgt && self.neg.session_type() == SessionType::Normal {
             // §13.9: the target returns its portal group tag in the first
             // response of a normal session.
-            answers.push(KeyValue::new("TargetPortalGroupTag", self.target.portal_group_tag.to_string()));
+            answers.push(KeyValue::new(
+                "TargetPortalGroupTag",
+                self.target.portal_group_tag.to_string(),
+            ));
             self.declared_tpgt = true;
         }
         let mut transit = None;
@@ -232,7 +267,10 @@ impl Login {
             return Err(LoginStatus::SESSION_TYPE_NOT_SUPPORTED);
         }
         if self.neg.session_type() == SessionType::Normal {
-            let name = self.neg.declared("TargetName").ok_or(LoginStatus::MISSING_PARAMETER)?;
+            let name = self
+                .neg
+                .declared("TargetName")
+                .ok_or(LoginStatus::MISSING_PARAMETER)?;
             if self.target.node(name).is_none() {
                 return Err(LoginStatus::NOT_FOUND);
             }
@@ -253,7 +291,13 @@ impl Login {
 
     /// Sends `answer` (split with C=1 when long); completes the login when
     /// the transit reaches full feature phase.
-    fn send_answer(&mut self, out: &mut Outbox, req: &LoginRequest, answer: Bytes, transit: Option<Stage>) -> LoginStep {
+    fn send_answer(
+        &mut self,
+        out: &mut Outbox,
+        req: &LoginRequest,
+        answer: Bytes,
+        transit: Option<Stage>,
+    ) -> LoginStep {
         if answer.len() > LOGIN_RESPONSE_SEGMENT {
             self.rest = Some(answer.slice(LOGIN_RESPONSE_SEGMENT..));
             self.rest_transit = transit;
@@ -287,14 +331,21 @@ impl Login {
     fn finish(&mut self) -> Result<LoginOutcome, LoginStatus> {
         let leading = self.leading.ok_or(LoginStatus::INITIATOR_ERROR)?;
         let p = self.neg.params();
-        let initiator_name: Arc<str> = self.neg.declared("InitiatorName").unwrap_or_default().into();
+        let initiator_name: Arc<str> = self
+            .neg
+            .declared("InitiatorName")
+            .unwrap_or_default()
+            .into();
         let kind = match p.session_type {
             SessionType::Discovery => SessionKind::Discovery,
             SessionType::Normal => SessionKind::Normal,
         };
         let (target_name, luns): (Arc<str>, Arc<LunTable>) = match kind {
             SessionKind::Normal => {
-                let name = self.neg.declared("TargetName").ok_or(LoginStatus::MISSING_PARAMETER)?;
+                let name = self
+                    .neg
+                    .declared("TargetName")
+                    .ok_or(LoginStatus::MISSING_PARAMETER)?;
                 let node = self.target.node(name).ok_or(LoginStatus::NOT_FOUND)?;
                 (node.iqn.as_str().into(), node.luns.clone())
             }
@@ -318,7 +369,10 @@ impl Login {
             .target
             .nodes
             .iter()
-            .map(|n| DiscoveryEntry { target_name: n.iqn.clone(), addresses: vec![address.clone()] })
+            .map(|n| DiscoveryEntry {
+                target_name: n.iqn.clone(),
+                addresses: vec![address.clone()],
+            })
             .collect();
         Ok(LoginOutcome {
             kind,

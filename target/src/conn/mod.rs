@@ -51,7 +51,11 @@ pub async fn run(
     let mut rbuf = BytesMut::with_capacity(READ_BUF);
 
     // ---- Login phase: no digests yet; login PDUs are small.
-    let login_cfg = FrameConfig { header_digest: false, data_digest: false, max_data_segment: login::MAX_LOGIN_SEGMENT };
+    let login_cfg = FrameConfig {
+        header_digest: false,
+        data_digest: false,
+        max_data_segment: login::MAX_LOGIN_SEGMENT,
+    };
     let mut out = Outbox::new(login_cfg);
     let mut login = Login::new(target.clone(), portal);
     let outcome = loop {
@@ -102,6 +106,9 @@ pub async fn run(
         }
     };
     tokio::pin!(killed);
+    // Whether the session ended with a Logout (a clean end of the I_T
+    // nexus) rather than a dropped connection, a reinstatement or shutdown.
+    let mut logged_out = false;
     let result = async {
         loop {
             if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
@@ -131,20 +138,31 @@ pub async fn run(
             flush(&mut wr, &mut ffp.out).await?;
             match after {
                 Ok(After::Continue) => {}
-                Ok(After::Close) => return Ok(()),
+                Ok(After::Close) => {
+                    logged_out = ffp.logged_out();
+                    return Ok(());
+                }
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             }
         }
     }
     .await;
     let _ = wr.shutdown().await;
-    ffp.end_of_nexus();
+    if !logged_out {
+        // The initiator may not know what happened to its commands: the
+        // LUs report I_T NEXUS LOSS OCCURRED to its next session.
+        ffp.end_of_nexus();
+    }
     drop(outcome.session);
     result
 }
 
 /// Handles every whole frame in the buffer.
-fn process(ffp: &mut FullFeature, cfg: &FrameConfig, rbuf: &mut BytesMut) -> Result<After, ffp::Fatal> {
+fn process(
+    ffp: &mut FullFeature,
+    cfg: &FrameConfig,
+    rbuf: &mut BytesMut,
+) -> Result<After, ffp::Fatal> {
     loop {
         match framing::decode(cfg, rbuf) {
             Ok(Some(frame)) => {
@@ -156,18 +174,26 @@ fn process(ffp: &mut FullFeature, cfg: &FrameConfig, rbuf: &mut BytesMut) -> Res
             Err(FrameError::DataDigest { frame, .. }) => ffp.data_digest_error(&frame),
             Err(FrameError::HeaderDigest { bhs, .. }) => {
                 // The stream cannot be resynchronised (§7.8): drop.
-                return Err(ffp::Fatal::Protocol(format!("header digest error on {bhs:?}")));
+                return Err(ffp::Fatal::Protocol(format!(
+                    "header digest error on {bhs:?}"
+                )));
             }
             Err(FrameError::DataSegmentTooLong { bhs, len, max }) => {
                 ffp.reject(RejectReason::PROTOCOL_ERROR, &bhs);
-                return Err(ffp::Fatal::Protocol(format!("data segment of {len} bytes exceeds {max}")));
+                return Err(ffp::Fatal::Protocol(format!(
+                    "data segment of {len} bytes exceeds {max}"
+                )));
             }
         }
     }
 }
 
 /// Reads until one whole frame is buffered; `None` on a clean EOF.
-async fn next_frame(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut, cfg: &FrameConfig) -> io::Result<Option<Frame>> {
+async fn next_frame(
+    rd: &mut OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    cfg: &FrameConfig,
+) -> io::Result<Option<Frame>> {
     loop {
         match framing::decode(cfg, rbuf) {
             Ok(Some(frame)) => return Ok(Some(frame)),
@@ -181,7 +207,10 @@ async fn next_frame(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut, cfg: &FrameConf
             return if rbuf.is_empty() {
                 Ok(None)
             } else {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a PDU"))
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a PDU",
+                ))
             };
         }
     }
@@ -197,7 +226,9 @@ async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<()> {
             return Err(io::ErrorKind::WriteZero.into());
         }
         while n > 0 {
-            let Some(front) = chunks.front_mut() else { break };
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
             if n >= front.len() {
                 n -= front.len();
                 chunks.pop_front();

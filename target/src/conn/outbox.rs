@@ -26,7 +26,12 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(cfg: FrameConfig) -> Outbox {
-        Outbox { cfg, scratch: BytesMut::with_capacity(64 * 1024), chunks: VecDeque::new(), pdus: 0 }
+        Outbox {
+            cfg,
+            scratch: BytesMut::with_capacity(64 * 1024),
+            chunks: VecDeque::new(),
+            pdus: 0,
+        }
     }
 
     /// Queues one PDU; sets TotalAHSLength (0) and DataSegmentLength.

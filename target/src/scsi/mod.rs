@@ -351,12 +351,12 @@ mod tests {
         let s = check_of(&t.execute(&a, Lun::from_index(0), &tur, &[]));
         assert_eq!(
             (s.key, s.asc),
-            (SenseKey::UNIT_ATTENTION, Asc::POWER_ON_OCCURRED)
+            (SenseKey::UNIT_ATTENTION, Asc::POWER_ON_RESET)
         );
         assert_eq!(t.execute(&a, Lun::from_index(0), &tur, &[]).status, 0);
         // Another ISID is another I_T nexus with its own condition.
         let s = check_of(&t.execute(&b, Lun::from_index(0), &tur, &[]));
-        assert_eq!(s.asc, Asc::POWER_ON_OCCURRED);
+        assert_eq!(s.asc, Asc::POWER_ON_RESET);
         // A reinstated session (new session id, same initiator port) is the
         // same nexus.
         let a2 = Nexus {

@@ -3,13 +3,16 @@
 //!
 //! Contract:
 //!
-//! - A nexus the logical unit has never seen starts with POWER ON OCCURRED
-//!   pending: the power-on (target start) happened before it arrived, as a
-//!   physical disk reports it to each initiator once.
+//! - A nexus the logical unit has never seen starts with POWER ON, RESET, OR
+//!   BUS DEVICE RESET OCCURRED (29h/00h) pending: the power-on (target
+//!   start) happened before it arrived, as a physical disk reports it to
+//!   each initiator once. The generic 29h/00h rather than POWER ON OCCURRED
+//!   (29h/01h) is what tgt and LIO report and what initiators such as
+//!   libiscsi's tools expect and retry on.
 //! - Events establish conditions for one nexus ([`NexusTable::establish`])
 //!   or all known ones ([`NexusTable::establish_all`]). A nexus not yet
-//!   known gets POWER ON OCCURRED instead when it arrives, which subsumes
-//!   any reset it missed.
+//!   known gets the power-on condition instead when it arrives, which
+//!   subsumes any reset it missed.
 //! - A condition is reported once, oldest first, with CHECK CONDITION /
 //!   UNIT ATTENTION on any command but INQUIRY, REPORT LUNS and REQUEST
 //!   SENSE; REQUEST SENSE returns it as sense data (UA_INTLCK_CTRL = 00b).
@@ -20,7 +23,7 @@
 //!   QUEUE OVERFLOW bit (SPC-4 §4.5.2.4.6).
 //! - At most [`MAX_NEXUSES`] nexuses are remembered per LU. Past that, the
 //!   ones with nothing pending are forgotten; if such a nexus returns it is
-//!   told POWER ON OCCURRED again, which is harmless.
+//!   told of the power-on again, which is harmless.
 //!
 //! Persistent reservation registrations are per I_T nexus too and will live
 //! next to this table (SPC-4 §5.13).
@@ -98,7 +101,7 @@ pub struct NexusTable {
 }
 
 impl NexusTable {
-    /// The entry of `key`, created with POWER ON OCCURRED pending if new.
+    /// The entry of `key`, created with the power-on condition pending if new.
     fn entry(&mut self, key: &NexusKey) -> &mut UnitAttentions {
         if self.nexuses.len() >= MAX_NEXUSES && !self.nexuses.contains_key(key) {
             self.nexuses.retain(|_, ua| !ua.queue.is_empty());
@@ -108,7 +111,7 @@ impl NexusTable {
         }
         self.nexuses.entry(key.clone()).or_insert_with(|| {
             let mut ua = UnitAttentions::default();
-            ua.establish(Asc::POWER_ON_OCCURRED);
+            ua.establish(Asc::POWER_ON_RESET);
             ua
         })
     }
@@ -161,7 +164,7 @@ mod tests {
     fn new_nexus_sees_power_on_then_nothing() {
         let mut t = NexusTable::default();
         let k = NexusKey::of(&nexus(1));
-        assert_eq!(t.take(&k).map(|s| s.asc), Some(Asc::POWER_ON_OCCURRED));
+        assert_eq!(t.take(&k).map(|s| s.asc), Some(Asc::POWER_ON_RESET));
         assert_eq!(t.take(&k), None);
     }
 
@@ -173,7 +176,7 @@ mod tests {
         t.establish(&k, Asc::MODE_PARAMETERS_CHANGED);
         t.establish(&k, Asc::CAPACITY_DATA_HAS_CHANGED);
         t.establish(&k, Asc::MODE_PARAMETERS_CHANGED);
-        assert_eq!(t.take(&k).map(|s| s.asc), Some(Asc::POWER_ON_OCCURRED));
+        assert_eq!(t.take(&k).map(|s| s.asc), Some(Asc::POWER_ON_RESET));
         assert_eq!(
             t.take(&k).map(|s| s.asc),
             Some(Asc::MODE_PARAMETERS_CHANGED)

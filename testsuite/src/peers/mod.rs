@@ -36,6 +36,7 @@
 //! are stopped and reaped by their `Drop`.
 
 pub mod libiscsi;
+pub mod own;
 pub mod tgt;
 
 use std::collections::BTreeSet;
