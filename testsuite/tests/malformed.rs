@@ -14,7 +14,9 @@ use iesp_initiator::{LoginOptions, RawConnection, Received, Session};
 use iesp_proto::bhs::{Bhs, Lun, Opcode, RESERVED_TAG};
 use iesp_proto::framing::Frame;
 use iesp_proto::negotiation::Digest;
-use iesp_proto::pdu::{DataOut, LoginRequest, NopOut, Pdu, Reject, RejectReason, ScsiCommand, Stage};
+use iesp_proto::pdu::{
+    DataOut, LoginRequest, NopOut, Pdu, Reject, RejectReason, ScsiCommand, Stage,
+};
 use iesp_target::embedded::EmbeddedTarget;
 use iesp_testsuite::workload::write_read_verify;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -55,7 +57,8 @@ fn expect_reject(got: Received, reason: RejectReason, what: &str) -> Bhs {
         Received::Frame(f) => match f.pdu() {
             Pdu::Reject(Reject { reason: r, .. }) => {
                 assert_eq!(r, reason, "{what}: reject reason");
-                Bhs::from_slice(&f.data).unwrap_or_else(|| panic!("{what}: Reject without the rejected header"))
+                Bhs::from_slice(&f.data)
+                    .unwrap_or_else(|| panic!("{what}: Reject without the rejected header"))
             }
             other => panic!("{what}: expected a Reject, got {other:?}"),
         },
@@ -85,7 +88,9 @@ async fn still_alive(conn: &mut RawConnection, out: &mut LoginOutcome, what: &st
         cmd_sn: out.cmd_sn,
         exp_stat_sn: out.exp_stat_sn,
     };
-    conn.send_pdu(&Pdu::NopOut(nop), Bytes::from_static(b"ping")).await.expect("send NOP-Out");
+    conn.send_pdu(&Pdu::NopOut(nop), Bytes::from_static(b"ping"))
+        .await
+        .expect("send NOP-Out");
     match next(conn).await {
         Received::Frame(f) => match f.pdu() {
             Pdu::NopIn(n) if n.itt == 0x7777 => {
@@ -101,20 +106,27 @@ async fn still_alive(conn: &mut RawConnection, out: &mut LoginOutcome, what: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
     count_panics();
-    let target = EmbeddedTarget::start_ram(64 << 20, 512).await.expect("start target");
+    let target = EmbeddedTarget::start_ram(64 << 20, 512)
+        .await
+        .expect("start target");
 
     // The bystander: a normal session verifying data the whole time.
     let stop = Arc::new(AtomicBool::new(false));
     let bystander = {
-        let session = Session::login(target.addr, LoginOptions::new("iqn.2026-11.org.iesp-test:bystander", Some(&target.iqn)))
-            .await
-            .expect("bystander login");
+        let session = Session::login(
+            target.addr,
+            LoginOptions::new("iqn.2026-11.org.iesp-test:bystander", Some(&target.iqn)),
+        )
+        .await
+        .expect("bystander login");
         let stop = stop.clone();
         tokio::spawn(async move {
             let lu = Arc::new(session.logical_unit(0).await.expect("bystander LUN"));
             let mut rounds = 0u64;
             while !stop.load(Ordering::SeqCst) || rounds == 0 {
-                write_read_verify(&lu, 4 << 20, 8, 64 * 1024, rounds).await.expect("bystander data");
+                write_read_verify(&lu, 4 << 20, 8, 64 * 1024, rounds)
+                    .await
+                    .expect("bystander data");
                 rounds += 1;
             }
             session.logout().await.expect("bystander logout");
@@ -129,7 +141,10 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
 
     // 2. A truncated login PDU, then end of stream.
     let mut c = RawConnection::connect(target.addr).await.unwrap();
-    let mut lr = Frame::new(&Pdu::LoginRequest(LoginRequest { csg: Stage::OPERATIONAL, ..Default::default() }));
+    let mut lr = Frame::new(&Pdu::LoginRequest(LoginRequest {
+        csg: Stage::OPERATIONAL,
+        ..Default::default()
+    }));
     lr.data = Bytes::from_static(b"InitiatorName=iqn.x\0");
     let mut wire = bytes::BytesMut::new();
     iesp_proto::framing::encode(&Default::default(), &lr, &mut wire);
@@ -139,7 +154,10 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
 
     // 3. Login text that does not parse: a Login reject, then close.
     let mut c = RawConnection::connect(target.addr).await.unwrap();
-    let mut bad = Frame::new(&Pdu::LoginRequest(LoginRequest { csg: Stage::OPERATIONAL, ..Default::default() }));
+    let mut bad = Frame::new(&Pdu::LoginRequest(LoginRequest {
+        csg: Stage::OPERATIONAL,
+        ..Default::default()
+    }));
     bad.data = Bytes::from_static(b"InitiatorName\0\xff\xfe=\0");
     c.send(&bad).await.unwrap();
     match c.recv(T).await {
@@ -163,21 +181,46 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
         let mut bhs = Bhs::new(op);
         bhs.set_itt(0x1234);
         bhs.0[40] = 0xab;
-        c.send(&Frame { bhs, ..Default::default() }).await.unwrap();
+        c.send(&Frame {
+            bhs,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let echoed = expect_reject(next(&mut c).await, reason, &format!("opcode {op:?}"));
         assert_eq!(echoed.opcode(), op);
         assert_eq!(echoed.0[40], 0xab, "the rejected header comes back whole");
     }
     // 5. Data-Out for a task that does not exist: dropped, no harm.
-    let dout = DataOut { final_bit: true, lun: Lun(0), itt: 0x5555, ttt: 9, exp_stat_sn: 0, data_sn: 0, buffer_offset: 0 };
-    c.send_pdu(&Pdu::DataOut(dout), Bytes::from(vec![1u8; 512])).await.unwrap();
+    let dout = DataOut {
+        final_bit: true,
+        lun: Lun(0),
+        itt: 0x5555,
+        ttt: 9,
+        exp_stat_sn: 0,
+        data_sn: 0,
+        buffer_offset: 0,
+    };
+    c.send_pdu(&Pdu::DataOut(dout), Bytes::from(vec![1u8; 512]))
+        .await
+        .unwrap();
     // 6. A SCSI Command with an AHS that is not well formed.
-    let mut cmd = ScsiCommand { lun: Lun(0), itt: 0x99, cmd_sn: out.cmd_sn, exp_stat_sn: out.exp_stat_sn, ..Default::default() };
+    let mut cmd = ScsiCommand {
+        lun: Lun(0),
+        itt: 0x99,
+        cmd_sn: out.cmd_sn,
+        exp_stat_sn: out.exp_stat_sn,
+        ..Default::default()
+    };
     cmd.set_cdb(&[0x00; 6]);
     let mut f = Frame::new(&Pdu::ScsiCommand(cmd));
     f.ahs = Bytes::from_static(&[0x00, 0x40, 0x01, 0x00]);
     c.send(&f).await.unwrap();
-    expect_reject(next(&mut c).await, RejectReason::INVALID_PDU_FIELD, "bad AHS");
+    expect_reject(
+        next(&mut c).await,
+        RejectReason::INVALID_PDU_FIELD,
+        "bad AHS",
+    );
     out.cmd_sn = out.cmd_sn.wrapping_add(1);
     still_alive(&mut c, &mut out, "after invalid opcodes").await;
     // 7. A data segment longer than the target accepts: Reject, then close.
@@ -201,13 +244,28 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
     // 9. Digests: a bad data digest gets Reject 0x02 and the connection
     //    lives; a bad header digest closes it.
     let (mut c, mut out) = logged_in(&target, true).await;
-    let nop = NopOut { immediate: true, lun: Lun(0), itt: 0x31, ttt: RESERVED_TAG, cmd_sn: out.cmd_sn, exp_stat_sn: out.exp_stat_sn };
+    let nop = NopOut {
+        immediate: true,
+        lun: Lun(0),
+        itt: 0x31,
+        ttt: RESERVED_TAG,
+        cmd_sn: out.cmd_sn,
+        exp_stat_sn: out.exp_stat_sn,
+    };
     let mut wire = bytes::BytesMut::new();
-    iesp_proto::framing::encode(&c.frame_config(), &Frame::with_data(&Pdu::NopOut(nop.clone()), Bytes::from_static(b"data")), &mut wire);
+    iesp_proto::framing::encode(
+        &c.frame_config(),
+        &Frame::with_data(&Pdu::NopOut(nop.clone()), Bytes::from_static(b"data")),
+        &mut wire,
+    );
     let last = wire.len() - 1;
     wire[last] ^= 0xff;
     c.send_bytes(&wire).await.unwrap();
-    expect_reject(next(&mut c).await, RejectReason::DATA_DIGEST_ERROR, "bad data digest");
+    expect_reject(
+        next(&mut c).await,
+        RejectReason::DATA_DIGEST_ERROR,
+        "bad data digest",
+    );
     still_alive(&mut c, &mut out, "after a data digest error").await;
     let mut wire = bytes::BytesMut::new();
     iesp_proto::framing::encode(&c.frame_config(), &Frame::new(&Pdu::NopOut(nop)), &mut wire);
@@ -229,7 +287,14 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
             bhs.set_data_segment_len(len as u32);
             let mut data = vec![0u8; len];
             rng.fill_bytes(&mut data);
-            if c.send_verbatim(&Frame { bhs, ahs: Bytes::new(), data: Bytes::from(data) }).await.is_err() {
+            if c.send_verbatim(&Frame {
+                bhs,
+                ahs: Bytes::new(),
+                data: Bytes::from(data),
+            })
+            .await
+            .is_err()
+            {
                 break;
             }
         }
@@ -238,7 +303,9 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
             match c.recv(T).await {
                 Received::Frame(_) => continue,
                 Received::Closed | Received::Malformed(_) => break,
-                Received::Timeout => panic!("random round {round}: the target neither answered nor closed"),
+                Received::Timeout => {
+                    panic!("random round {round}: the target neither answered nor closed")
+                }
             }
         }
     }
@@ -250,5 +317,9 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
     let (mut c, mut out) = logged_in(&target, false).await;
     still_alive(&mut c, &mut out, "at the end").await;
     target.shutdown().await.expect("clean shutdown");
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked (see the output above)");
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "something panicked (see the output above)"
+    );
 }
