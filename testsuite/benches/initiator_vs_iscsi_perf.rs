@@ -17,7 +17,10 @@ use iesp_testsuite::peers::own::OwnTarget;
 use iesp_testsuite::peers::tools_or_skip;
 
 fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -28,11 +31,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// 4 KiB random READs with `depth` in flight for `secs`, on its own
 /// single-threaded runtime; returns IOPS.
 fn ours(addr: std::net::SocketAddr, iqn: &str, depth: usize, secs: u32) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let session = Session::login(addr, LoginOptions::new("iqn.2026-11.org.iesp-test:bench", Some(iqn)))
-            .await
-            .expect("login");
+        let session = Session::login(
+            addr,
+            LoginOptions::new("iqn.2026-11.org.iesp-test:bench", Some(iqn)),
+        )
+        .await
+        .expect("login");
         session.set_trace_capacity(0);
         let lu = Arc::new(session.logical_unit(0).await.expect("LUN 0"));
         let done = Arc::new(AtomicU64::new(0));
@@ -72,13 +81,24 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = OwnTarget::with_file_lun(&dir.path().join("lun0.img"), 64 << 20).expect("target");
     let url = target.url(0);
-    println!("4 KiB random READ against iesp-target, {seconds} s per run, median of {rounds} rounds");
-    println!("{:>4}  {:>14}  {:>14}  {:>7}", "QD", "iesp initiator", "iscsi-perf", "ratio");
+    println!(
+        "4 KiB random READ against iesp-target, {seconds} s per run, median of {rounds} rounds"
+    );
+    println!(
+        "{:>4}  {:>14}  {:>14}  {:>7}",
+        "QD", "iesp initiator", "iscsi-perf", "ratio"
+    );
     for qd in [1u32, 32] {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             let perf = || {
-                let opts = PerfOptions { queue_depth: qd, blocks: 8, seconds, random: true, initiator_name: None };
+                let opts = PerfOptions {
+                    queue_depth: qd,
+                    blocks: 8,
+                    seconds,
+                    random: true,
+                    initiator_name: None,
+                };
                 iscsi_perf(&url, &opts).expect("iscsi-perf").iops
             };
             if round % 2 == 0 {

@@ -136,3 +136,117 @@ mod tests {
         assert_eq!(seeded_bytes(1, 0, 13).len(), 13);
     }
 }
+
+/// One cell of the interoperability matrix: negotiation choices and a
+/// queue depth.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixCase {
+    pub immediate_data: bool,
+    pub initial_r2t: bool,
+    /// CRC32C header and data digests, or none.
+    pub digests: bool,
+    /// The MaxRecvDataSegmentLength the initiator declares.
+    pub mrdsl: u32,
+    pub depth: usize,
+}
+
+impl std::fmt::Display for MatrixCase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ImmediateData={} InitialR2T={} digests={} MRDSL={} QD={}",
+            self.immediate_data, self.initial_r2t, self.digests, self.mrdsl, self.depth
+        )
+    }
+}
+
+/// Every ImmediateData × InitialR2T combination at queue depth 1 and 32,
+/// for one digest setting and MaxRecvDataSegmentLength.
+pub fn matrix_cases(digests: bool, mrdsl: u32) -> Vec<MatrixCase> {
+    let mut cases = Vec::new();
+    for immediate_data in [false, true] {
+        for initial_r2t in [false, true] {
+            for depth in [1, 32] {
+                cases.push(MatrixCase {
+                    immediate_data,
+                    initial_r2t,
+                    digests,
+                    mrdsl,
+                    depth,
+                });
+            }
+        }
+    }
+    cases
+}
+
+/// Logs in with the case's proposals, checks that they were agreed,
+/// verifies `bytes` of seeded data on `lun` (which must hold exactly that
+/// much), checks the session saw no Reject or asynchronous event, and logs
+/// out.
+pub async fn verify_case(
+    addr: std::net::SocketAddr,
+    target_name: &str,
+    lun: u16,
+    initiator: &str,
+    case: MatrixCase,
+    bytes: u64,
+    seed: u64,
+) -> anyhow::Result<PassTimes> {
+    use iesp_initiator::{LoginOptions, Session};
+    use iesp_proto::negotiation::Digest;
+
+    let digest = if case.digests {
+        Digest::Crc32c
+    } else {
+        Digest::None
+    };
+    let mut opts = LoginOptions::new(initiator, Some(target_name));
+    opts.immediate_data = case.immediate_data;
+    opts.initial_r2t = case.initial_r2t;
+    opts.header_digest = vec![digest];
+    opts.data_digest = vec![digest];
+    opts.max_recv_data_segment_length = case.mrdsl;
+    let session = Session::login(addr, opts).await.context("login")?;
+    let p = session.params().clone();
+    ensure!(
+        p.immediate_data == case.immediate_data,
+        "negotiated ImmediateData={}",
+        p.immediate_data
+    );
+    ensure!(
+        p.initial_r2t == case.initial_r2t,
+        "negotiated InitialR2T={}",
+        p.initial_r2t
+    );
+    ensure!(
+        p.header_digest == digest && p.data_digest == digest,
+        "negotiated digests {:?}/{:?}",
+        p.header_digest,
+        p.data_digest
+    );
+    ensure!(
+        p.initiator_mrdsl == case.mrdsl,
+        "declared MaxRecvDataSegmentLength {}",
+        p.initiator_mrdsl
+    );
+    let lu = Arc::new(
+        session
+            .logical_unit(lun)
+            .await
+            .with_context(|| format!("opening LUN {lun}"))?,
+    );
+    ensure!(
+        lu.capacity() == bytes,
+        "capacity {} bytes, expected {bytes}",
+        lu.capacity()
+    );
+    let times = write_read_verify(&lu, bytes, case.depth, 256 * 1024, seed).await?;
+    ensure!(
+        session.events().is_empty(),
+        "unexpected events {:?}",
+        session.events()
+    );
+    session.logout().await.context("logout")?;
+    Ok(times)
+}

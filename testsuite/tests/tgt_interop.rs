@@ -5,13 +5,10 @@
 //! write/read-back at queue depth 1 and 32, data identical, no Reject or
 //! asynchronous event.
 
-use std::sync::Arc;
-
-use iesp_initiator::{IscsiUrl, LoginOptions, Session, discover};
-use iesp_proto::negotiation::Digest;
+use iesp_initiator::{IscsiUrl, discover};
 use iesp_testsuite::peers::tgt::Tgtd;
 use iesp_testsuite::peers::tools_or_skip;
-use iesp_testsuite::workload::write_read_verify;
+use iesp_testsuite::workload::{matrix_cases, verify_case};
 
 const LUN_BYTES: u64 = 64 << 20;
 const INITIATOR: &str = "iqn.2026-11.org.iesp-test:tgt-interop";
@@ -46,67 +43,23 @@ async fn matrix(digests: bool, mrdsl: u32) {
         target.name
     );
 
-    let digest = if digests {
-        Digest::Crc32c
-    } else {
-        Digest::None
-    };
-    let mut run = 0u64;
-    for immediate_data in [false, true] {
-        for initial_r2t in [false, true] {
-            for depth in [1usize, 32] {
-                run += 1;
-                let mut opts = LoginOptions::new(INITIATOR, Some(&target.name));
-                opts.immediate_data = immediate_data;
-                opts.initial_r2t = initial_r2t;
-                opts.header_digest = vec![digest];
-                opts.data_digest = vec![digest];
-                opts.max_recv_data_segment_length = mrdsl;
-                let what = format!(
-                    "tgt: ImmediateData={immediate_data} InitialR2T={initial_r2t} digests={digests} MRDSL={mrdsl} QD={depth}"
-                );
-                let session = Session::login(addr, opts)
-                    .await
-                    .unwrap_or_else(|e| panic!("{what}: login: {e}"));
-                let p = session.params().clone();
-                assert_eq!(
-                    p.immediate_data, immediate_data,
-                    "{what}: negotiated ImmediateData"
-                );
-                assert_eq!(p.initial_r2t, initial_r2t, "{what}: negotiated InitialR2T");
-                assert_eq!(
-                    (p.header_digest, p.data_digest),
-                    (digest, digest),
-                    "{what}: negotiated digests"
-                );
-                assert_eq!(
-                    p.initiator_mrdsl, mrdsl,
-                    "{what}: declared MaxRecvDataSegmentLength"
-                );
-
-                let lu = Arc::new(
-                    session
-                        .logical_unit(target.lun)
-                        .await
-                        .unwrap_or_else(|e| panic!("{what}: LUN {}: {e}", target.lun)),
-                );
-                assert_eq!(lu.capacity(), LUN_BYTES, "{what}: capacity");
-                let seed = 0x7467_7400 | u64::from(mrdsl) << 16 | u64::from(digests) << 8 | run;
-                let times = write_read_verify(&lu, LUN_BYTES, depth, 256 * 1024, seed)
-                    .await
-                    .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", tgtd.log()));
-                eprintln!("{what}: write {:?}, read {:?}", times.write, times.read);
-                assert!(
-                    session.events().is_empty(),
-                    "{what}: unexpected events {:?}",
-                    session.events()
-                );
-                session
-                    .logout()
-                    .await
-                    .unwrap_or_else(|e| panic!("{what}: logout: {e}"));
-            }
-        }
+    for (n, case) in matrix_cases(digests, mrdsl).into_iter().enumerate() {
+        let seed = 0x7467_7400 | u64::from(mrdsl) << 16 | u64::from(digests) << 8 | n as u64;
+        let times = verify_case(
+            addr,
+            &target.name,
+            target.lun,
+            INITIATOR,
+            case,
+            LUN_BYTES,
+            seed,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("tgt: {case}: {e:#}\n{}", tgtd.log()));
+        eprintln!(
+            "tgt: {case}: write {:?}, read {:?}",
+            times.write, times.read
+        );
     }
 }
 
