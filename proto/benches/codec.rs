@@ -42,7 +42,14 @@ fn data_in() -> Pdu {
 fn configs() -> [(&'static str, FrameConfig); 2] {
     [
         ("plain", FrameConfig::default()),
-        ("digests", FrameConfig { header_digest: true, data_digest: true, ..Default::default() }),
+        (
+            "digests",
+            FrameConfig {
+                header_digest: true,
+                data_digest: true,
+                ..Default::default()
+            },
+        ),
     ]
 }
 
@@ -95,7 +102,9 @@ fn bench_crc(c: &mut Criterion) {
     for size in [48usize, 4096, 262_144] {
         let data = vec![0xa5u8; size];
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(format!("{size}"), |b| b.iter(|| digest::crc32c(black_box(&data))));
+        g.bench_function(format!("{size}"), |b| {
+            b.iter(|| digest::crc32c(black_box(&data)))
+        });
     }
     g.finish();
 }

@@ -3,10 +3,8 @@
 //! ## Layout
 //!
 //! - [`selftest`] — the whole stack against the embedded reference target.
-//! - [`embedded`] — start the reference target in-process on loopback.
 //! - [`pattern`] — seeded, position-addressed test data shared by the tools.
 
-mod embedded;
 mod pattern;
 mod selftest;
 
@@ -75,7 +73,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("IESP_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("iesp-test: cannot start the async runtime: {e}");
