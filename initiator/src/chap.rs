@@ -14,55 +14,12 @@
 //! from the target (§6.1). [`ChapInitiator`] is sans-IO: pairs in, pairs
 //! out; [`mod@crate::login`] drives it.
 
-use std::fmt;
-
 use iesp_proto::text::{self, KeyValue};
-use md5::{Digest as _, Md5};
 
-/// `CHAP_A` value for MD5 (RFC 1994 §2.1, the only algorithm RFC 7143
-/// requires).
-pub const CHAP_MD5: &str = "5";
+pub use iesp_proto::chap::{CHAP_MD5, ChapCredentials, chap_md5};
 
 /// Length of the challenges this initiator sends for mutual CHAP.
 pub const CHALLENGE_LEN: usize = 16;
-
-/// A CHAP name and secret. `Debug` does not show the secret.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ChapCredentials {
-    /// CHAP_N: the name sent (initiator) or expected (mutual, target).
-    pub user: String,
-    /// The shared secret.
-    pub secret: Vec<u8>,
-}
-
-impl ChapCredentials {
-    pub fn new(user: impl Into<String>, secret: impl Into<Vec<u8>>) -> ChapCredentials {
-        ChapCredentials {
-            user: user.into(),
-            secret: secret.into(),
-        }
-    }
-}
-
-impl fmt::Debug for ChapCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ChapCredentials {{ user: {:?}, secret: <{} bytes> }}",
-            self.user,
-            self.secret.len()
-        )
-    }
-}
-
-/// The CHAP MD5 response: `MD5(identifier ‖ secret ‖ challenge)` (RFC 1994 §4.1).
-pub fn chap_md5(identifier: u8, secret: &[u8], challenge: &[u8]) -> [u8; 16] {
-    let mut h = Md5::new();
-    h.update([identifier]);
-    h.update(secret);
-    h.update(challenge);
-    h.finalize().into()
-}
 
 /// A CHAP exchange that cannot go on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

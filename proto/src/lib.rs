@@ -7,6 +7,8 @@
 //!
 //! ## Layout
 //!
+//! - [`chap`] — CHAP MD5 responses and the target side of the exchange
+//!   (RFC 7143 §12.1.3).
 //! - [`digest`] — CRC32C header/data digests (RFC 7143 §11.1, RFC 3720 B.4 vectors).
 //! - [`serial`] — serial-number arithmetic for CmdSN/StatSN/DataSN (RFC 1982).
 //! - [`bhs`] — the 48-byte Basic Header Segment as raw bytes, the [`bhs::Opcode`]
@@ -33,6 +35,7 @@
 mod macros;
 
 pub mod bhs;
+pub mod chap;
 pub mod digest;
 pub mod framing;
 pub mod negotiation;
