@@ -37,13 +37,21 @@ pub struct ChapCredentials {
 
 impl ChapCredentials {
     pub fn new(user: impl Into<String>, secret: impl Into<Vec<u8>>) -> ChapCredentials {
-        ChapCredentials { user: user.into(), secret: secret.into() }
+        ChapCredentials {
+            user: user.into(),
+            secret: secret.into(),
+        }
     }
 }
 
 impl fmt::Debug for ChapCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChapCredentials {{ user: {:?}, secret: <{} bytes> }}", self.user, self.secret.len())
+        write!(
+            f,
+            "ChapCredentials {{ user: {:?}, secret: <{} bytes> }}",
+            self.user,
+            self.secret.len()
+        )
     }
 }
 
@@ -91,28 +99,42 @@ impl ChapError {
 }
 
 fn find<'a>(pairs: &'a [KeyValue], key: &'static str) -> Option<&'a str> {
-    pairs.iter().find(|kv| kv.key == key).map(|kv| kv.value.as_str())
+    pairs
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| kv.value.as_str())
 }
 
 /// A binary CHAP value (hex `0x…` or base64 `0b…`, §6.1), non-empty and at
 /// most [`MAX_BINARY_LEN`] bytes.
 pub fn decode_chap_binary(key: &'static str, value: &str) -> Result<Vec<u8>, ChapError> {
-    let bytes = text::decode_binary(value).map_err(|e| ChapError::Invalid { key, reason: e.to_string() })?;
+    let bytes = text::decode_binary(value).map_err(|e| ChapError::Invalid {
+        key,
+        reason: e.to_string(),
+    })?;
     if bytes.is_empty() {
-        return Err(ChapError::Invalid { key, reason: "empty".into() });
+        return Err(ChapError::Invalid {
+            key,
+            reason: "empty".into(),
+        });
     }
     if bytes.len() > MAX_BINARY_LEN {
-        return Err(ChapError::Invalid { key, reason: format!("{} bytes, more than {MAX_BINARY_LEN}", bytes.len()) });
+        return Err(ChapError::Invalid {
+            key,
+            reason: format!("{} bytes, more than {MAX_BINARY_LEN}", bytes.len()),
+        });
     }
     Ok(bytes)
 }
 
 /// A CHAP identifier: a number from 0 to 255.
 pub fn decode_identifier(value: &str) -> Result<u8, ChapError> {
-    text::decode_numerical(value).and_then(|n| u8::try_from(n).ok()).ok_or(ChapError::Invalid {
-        key: "CHAP_I",
-        reason: format!("{value:?} is not a number from 0 to 255"),
-    })
+    text::decode_numerical(value)
+        .and_then(|n| u8::try_from(n).ok())
+        .ok_or(ChapError::Invalid {
+            key: "CHAP_I",
+            reason: format!("{value:?} is not a number from 0 to 255"),
+        })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,7 +169,11 @@ impl ChapResponder {
     /// Authenticates initiators that know `expected`; proves `mutual` to
     /// initiators that ask for mutual CHAP.
     pub fn new(expected: ChapCredentials, mutual: Option<ChapCredentials>) -> ChapResponder {
-        ChapResponder { expected, mutual, state: State::Algorithm }
+        ChapResponder {
+            expected,
+            mutual,
+            state: State::Algorithm,
+        }
     }
 
     /// Whether the initiator has proven itself.
@@ -205,7 +231,10 @@ impl ChapResponder {
                         }
                         let creds = self.mutual.as_ref().ok_or(ChapError::NoMutualCredentials)?;
                         out.push(KeyValue::new("CHAP_N", creds.user.clone()));
-                        out.push(KeyValue::new("CHAP_R", text::encode_hex(&chap_md5(their_id, &creds.secret, &their_c))));
+                        out.push(KeyValue::new(
+                            "CHAP_R",
+                            text::encode_hex(&chap_md5(their_id, &creds.secret, &their_c)),
+                        ));
                     }
                     (Some(_), None) => return Err(ChapError::Missing("CHAP_C")),
                     (None, Some(_)) => return Err(ChapError::Missing("CHAP_I")),
@@ -263,15 +292,34 @@ mod tests {
     fn one_way_success_and_failures() {
         let mut r = responder(false);
         let out = r.step(&kv(&[("CHAP_A", "7,5")]), challenge).unwrap();
-        assert_eq!(out, kv(&[("CHAP_A", "5"), ("CHAP_I", "7"), ("CHAP_C", &text::encode_hex(&[0xc4; 16]))]));
+        assert_eq!(
+            out,
+            kv(&[
+                ("CHAP_A", "5"),
+                ("CHAP_I", "7"),
+                ("CHAP_C", &text::encode_hex(&[0xc4; 16]))
+            ])
+        );
         let good = text::encode_hex(&chap_md5(7, b"0123456789ab", &[0xc4; 16]));
         let mut wrong = r.clone();
-        assert_eq!(wrong.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", "0x00")]), challenge), Err(ChapError::Failed("wrong CHAP_R")));
+        assert_eq!(
+            wrong.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", "0x00")]), challenge),
+            Err(ChapError::Failed("wrong CHAP_R"))
+        );
         let mut who = r.clone();
-        assert_eq!(who.step(&kv(&[("CHAP_N", "bob"), ("CHAP_R", &good)]), challenge), Err(ChapError::Failed("unknown CHAP_N")));
-        assert_eq!(r.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &good)]), challenge), Ok(vec![]));
+        assert_eq!(
+            who.step(&kv(&[("CHAP_N", "bob"), ("CHAP_R", &good)]), challenge),
+            Err(ChapError::Failed("unknown CHAP_N"))
+        );
+        assert_eq!(
+            r.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &good)]), challenge),
+            Ok(vec![])
+        );
         assert!(r.is_done());
-        assert_eq!(r.step(&kv(&[("CHAP_A", "5")]), challenge), Err(ChapError::Sequence("CHAP_A")));
+        assert_eq!(
+            r.step(&kv(&[("CHAP_A", "5")]), challenge),
+            Err(ChapError::Sequence("CHAP_A"))
+        );
     }
 
     #[test]
@@ -282,18 +330,51 @@ mod tests {
         let mut reflected = r.clone();
         let ours = text::encode_hex(&[0xc4; 16]);
         assert_eq!(
-            reflected.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &good), ("CHAP_I", "9"), ("CHAP_C", &ours)]), challenge),
+            reflected.step(
+                &kv(&[
+                    ("CHAP_N", "alice"),
+                    ("CHAP_R", &good),
+                    ("CHAP_I", "9"),
+                    ("CHAP_C", &ours)
+                ]),
+                challenge
+            ),
             Err(ChapError::Reflected)
         );
         let theirs = [0x11u8; 16];
         let out = r
-            .step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &good), ("CHAP_I", "9"), ("CHAP_C", &text::encode_hex(&theirs))]), challenge)
+            .step(
+                &kv(&[
+                    ("CHAP_N", "alice"),
+                    ("CHAP_R", &good),
+                    ("CHAP_I", "9"),
+                    ("CHAP_C", &text::encode_hex(&theirs)),
+                ]),
+                challenge,
+            )
             .unwrap();
-        assert_eq!(out, kv(&[("CHAP_N", "target"), ("CHAP_R", &text::encode_hex(&chap_md5(9, b"ba9876543210", &theirs)))]));
+        assert_eq!(
+            out,
+            kv(&[
+                ("CHAP_N", "target"),
+                (
+                    "CHAP_R",
+                    &text::encode_hex(&chap_md5(9, b"ba9876543210", &theirs))
+                )
+            ])
+        );
         let mut no_creds = responder(false);
         no_creds.step(&kv(&[("CHAP_A", "5")]), challenge).unwrap();
         assert_eq!(
-            no_creds.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &good), ("CHAP_I", "9"), ("CHAP_C", "0x11")]), challenge),
+            no_creds.step(
+                &kv(&[
+                    ("CHAP_N", "alice"),
+                    ("CHAP_R", &good),
+                    ("CHAP_I", "9"),
+                    ("CHAP_C", "0x11")
+                ]),
+                challenge
+            ),
             Err(ChapError::NoMutualCredentials)
         );
     }
@@ -301,20 +382,38 @@ mod tests {
     #[test]
     fn oversize_and_unsupported_values_are_refused() {
         let mut r = responder(false);
-        assert!(matches!(r.step(&kv(&[("CHAP_A", "7")]), challenge), Err(ChapError::Algorithm(_))));
+        assert!(matches!(
+            r.step(&kv(&[("CHAP_A", "7")]), challenge),
+            Err(ChapError::Algorithm(_))
+        ));
         r.step(&kv(&[("CHAP_A", "5")]), challenge).unwrap();
         let huge = format!("0x{}", "ab".repeat(MAX_BINARY_LEN + 1));
-        assert!(matches!(r.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &huge)]), challenge), Err(ChapError::Invalid { key: "CHAP_R", .. })));
-        assert!(matches!(decode_identifier("256"), Err(ChapError::Invalid { .. })));
+        assert!(matches!(
+            r.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &huge)]), challenge),
+            Err(ChapError::Invalid { key: "CHAP_R", .. })
+        ));
+        assert!(matches!(
+            decode_identifier("256"),
+            Err(ChapError::Invalid { .. })
+        ));
         // Base64 works as well as hex.
         let good = chap_md5(7, b"0123456789ab", &[0xc4; 16]);
-        assert_eq!(r.step(&kv(&[("CHAP_N", "alice"), ("CHAP_R", &text::encode_base64(&good))]), challenge), Ok(vec![]));
+        assert_eq!(
+            r.step(
+                &kv(&[("CHAP_N", "alice"), ("CHAP_R", &text::encode_base64(&good))]),
+                challenge
+            ),
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn debug_never_shows_secrets() {
         let r = responder(true);
         let s = format!("{r:?}");
-        assert!(!s.contains("0123456789ab") && !s.contains("ba9876543210"), "{s}");
+        assert!(
+            !s.contains("0123456789ab") && !s.contains("ba9876543210"),
+            "{s}"
+        );
     }
 }
