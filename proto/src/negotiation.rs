@@ -754,6 +754,13 @@ impl Negotiator {
         &self.limits
     }
 
+    /// This side's limits, to adjust before the keys they govern are
+    /// negotiated (a target picks AuthMethod once the login names the
+    /// target). Keys already negotiated keep their results.
+    pub fn limits_mut(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase

@@ -10,6 +10,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub use iesp_proto::chap::ChapCredentials;
+
 /// The IQN of the default target. Stable: scripts and docs rely on it.
 pub const DEFAULT_IQN: &str = "iqn.2026-11.org.iesp-test:target0";
 
@@ -23,15 +25,38 @@ pub struct TargetConfig {
     /// Target Portal Group Tag reported in SendTargets and at login.
     pub portal_group_tag: u16,
     pub limits: Limits,
+    /// CHAP for discovery sessions; none means discovery is open.
+    pub discovery_chap: Option<ChapAuth>,
 }
 
 /// One iSCSI target node and its logical units.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TargetDef {
     pub iqn: String,
     pub alias: Option<String>,
     /// LUN n is `luns[n]`.
     pub luns: Vec<LunSpec>,
+    /// Initiator names allowed to log in; empty allows every initiator.
+    pub acl: Vec<String>,
+    /// CHAP the initiators must pass; none means no authentication.
+    pub chap: Option<ChapAuth>,
+}
+
+impl TargetDef {
+    /// Whether `initiator` may see and log in to this target.
+    pub fn allows(&self, initiator: &str) -> bool {
+        self.acl.is_empty() || self.acl.iter().any(|a| a == initiator)
+    }
+}
+
+/// CHAP settings of a target (RFC 7143 §12.1.3). `Debug` shows no secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChapAuth {
+    /// The name and secret initiators must prove they know.
+    pub initiator: ChapCredentials,
+    /// The name and secret this target proves when an initiator asks for
+    /// mutual CHAP.
+    pub target: Option<ChapCredentials>,
 }
 
 /// What this target accepts and prefers in negotiation and scheduling.
@@ -78,9 +103,11 @@ impl Default for TargetConfig {
                 iqn: DEFAULT_IQN.to_owned(),
                 alias: Some("iesp-target".to_owned()),
                 luns: vec![LunSpec::default()],
+                ..TargetDef::default()
             }],
             portal_group_tag: 1,
             limits: Limits::default(),
+            discovery_chap: None,
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::backend::{Backend, FileBackend, RamBackend};
-use crate::config::{Backing, Limits, TargetConfig};
+use crate::config::{Backing, ChapAuth, Limits, TargetConfig};
 use crate::conn;
 use crate::scsi::{LogicalUnit, LunTable};
 
@@ -32,6 +32,16 @@ pub struct TargetNode {
     pub iqn: String,
     pub alias: Option<String>,
     pub luns: Arc<LunTable>,
+    /// Initiator names allowed in; empty allows all.
+    pub acl: Vec<String>,
+    pub chap: Option<ChapAuth>,
+}
+
+impl TargetNode {
+    /// Whether `initiator` may see and log in to this target.
+    pub fn allows(&self, initiator: &str) -> bool {
+        self.acl.is_empty() || self.acl.iter().any(|a| a == initiator)
+    }
 }
 
 /// Everything connections share.
@@ -39,6 +49,8 @@ pub struct Target {
     pub nodes: Vec<TargetNode>,
     pub portal_group_tag: u16,
     pub limits: Limits,
+    /// CHAP for discovery sessions.
+    pub discovery_chap: Option<ChapAuth>,
     pub sessions: SessionRegistry,
     next_session_id: AtomicU64,
 }
@@ -80,12 +92,15 @@ impl Target {
                 iqn: def.iqn.clone(),
                 alias: def.alias.clone(),
                 luns: Arc::new(LunTable::new(luns)),
+                acl: def.acl.clone(),
+                chap: def.chap.clone(),
             });
         }
         Ok(Arc::new(Target {
             nodes,
             portal_group_tag: config.portal_group_tag,
             limits: config.limits.clone(),
+            discovery_chap: config.discovery_chap.clone(),
             sessions: SessionRegistry::default(),
             next_session_id: AtomicU64::new(1),
         }))

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use iesp_target::config::{self, LunSpec, TargetConfig, TargetDef};
+use iesp_target::config::{self, ChapAuth, ChapCredentials, LunSpec, TargetConfig, TargetDef};
 use iesp_target::server::{Target, serve};
 
 /// The iesp reference iSCSI target.
@@ -56,6 +56,29 @@ struct Args {
     #[arg(long)]
     no_digests: bool,
 
+    /// Allow only this initiator name (repeatable); without it every
+    /// initiator may log in.
+    #[arg(long = "acl", value_name = "INITIATOR_IQN")]
+    acl: Vec<String>,
+
+    /// Require CHAP: the user name initiators must send.
+    #[arg(long, requires = "chap_secret")]
+    chap_user: Option<String>,
+
+    /// Require CHAP: the secret initiators must prove (12 to 16 characters
+    /// is customary). Prefer a configuration file: command lines are visible
+    /// to other users.
+    #[arg(long, requires = "chap_user")]
+    chap_secret: Option<String>,
+
+    /// Mutual CHAP: the user name this target answers with.
+    #[arg(long, requires_all = ["mutual_chap_secret", "chap_user"])]
+    mutual_chap_user: Option<String>,
+
+    /// Mutual CHAP: the secret this target proves.
+    #[arg(long, requires = "mutual_chap_user")]
+    mutual_chap_secret: Option<String>,
+
     /// Log filter, e.g. `info`, `debug`, `iesp_target=trace` (or RUST_LOG).
     #[arg(long, default_value = "info")]
     log: String,
@@ -77,11 +100,23 @@ fn build_config(args: &Args) -> anyhow::Result<TargetConfig> {
         lun.read_only |= args.read_only;
         luns.push(lun);
     }
+    let chap = match (&args.chap_user, &args.chap_secret) {
+        (Some(user), Some(secret)) => Some(ChapAuth {
+            initiator: ChapCredentials::new(user.clone(), secret.as_bytes().to_vec()),
+            target: match (&args.mutual_chap_user, &args.mutual_chap_secret) {
+                (Some(u), Some(s)) => Some(ChapCredentials::new(u.clone(), s.as_bytes().to_vec())),
+                _ => None,
+            },
+        }),
+        _ => None,
+    };
     let mut cfg = TargetConfig {
         targets: vec![TargetDef {
             iqn: args.iqn.clone(),
             alias: Some("iesp-target".into()),
             luns,
+            acl: args.acl.clone(),
+            chap,
         }],
         ..TargetConfig::default()
     };

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use iesp_proto::chap::ChapResponder;
 use iesp_proto::framing::Frame;
 use iesp_proto::negotiation::{self, Digest, Disposition, Negotiator, Phase, Role, SessionType};
 use iesp_proto::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Pdu, Stage};
@@ -82,6 +83,11 @@ pub struct Login {
     declared_tpgt: bool,
     /// AuthMethod was offered without a method we accept.
     auth_refused: bool,
+    /// Whether the first payload has named the target, so that its
+    /// authentication settings are in force.
+    identified: bool,
+    /// The CHAP exchange, when the target requires CHAP.
+    chap: Option<ChapResponder>,
 }
 
 impl Login {
@@ -119,6 +125,8 @@ impl Login {
             exp_cmd_sn: 0,
             declared_tpgt: false,
             auth_refused: false,
+            identified: false,
+            chap: None,
         }
     }
 
@@ -209,6 +217,10 @@ impl Login {
             return Ok(LoginStep::Continue);
         };
         let pairs = text::decode(&payload).map_err(|_| LoginStatus::INITIATOR_ERROR)?;
+        if !self.identified {
+            self.identified = true;
+            self.choose_authentication(&pairs);
+        }
         self.neg.set_phase(if req.csg == Stage::SECURITY {
             Phase::Security
         } else {
@@ -222,11 +234,38 @@ impl Login {
         self.auth_refused |= reply.outcomes.iter().any(|o| {
             o.key == "AuthMethod" && matches!(&o.disposition, Disposition::Answered { answer } if answer == negotiation::REJECT)
         });
+        let mut answers = reply.answers;
         if !reply.delegated.is_empty() {
-            // CHAP and other authentication exchanges: none configured.
+            // Authentication exchange keys (§12): CHAP when configured; any
+            // other method, or CHAP where none is configured, fails.
+            let Some(chap) = self.chap.as_mut() else {
+                return Err(LoginStatus::AUTHENTICATION_FAILURE);
+            };
+            if req.csg != Stage::SECURITY || self.neg.result("AuthMethod") != Some("CHAP") {
+                return Err(LoginStatus::INITIATOR_ERROR);
+            }
+            let fresh = || (rand::random::<u8>(), rand::random::<[u8; 16]>().to_vec());
+            let keys = chap.step(&reply.delegated, fresh).map_err(|e| {
+                // The reason, never a secret.
+                tracing::info!("CHAP: {e}");
+                if e.is_protocol_error() {
+                    LoginStatus::INITIATOR_ERROR
+                } else {
+                    LoginStatus::AUTHENTICATION_FAILURE
+                }
+            })?;
+            answers.extend(keys);
+        }
+        // Skipping the security stage, or asking to leave it without taking
+        // part in the exchange, fails a target that requires CHAP. While the
+        // exchange is under way (AuthMethod just agreed, or CHAP keys in this
+        // request) the transit is simply not granted yet (§6.3, §12).
+        let unauthenticated = self.chap.as_ref().is_some_and(|c| !c.is_done());
+        let exchanging =
+            !reply.delegated.is_empty() || reply.outcomes.iter().any(|o| o.key == "AuthMethod");
+        if unauthenticated && (req.csg == Stage::OPERATIONAL || (req.transit && !exchanging)) {
             return Err(LoginStatus::AUTHENTICATION_FAILURE);
         }
-        let mut answers = reply.answers;
         if !self.declared_tpgt && self.neg.session_type() == SessionType::Normal {
             // §13.9: the target returns its portal group tag in the first
             // response of a normal session.
@@ -246,7 +285,7 @@ impl Login {
                 self.neg.set_phase(Phase::Operational);
                 answers.extend(self.neg.offers());
             }
-            if self.neg.pending().is_empty() {
+            if self.neg.pending().is_empty() && !unauthenticated_after(&self.chap) {
                 transit = Some(req.nsg);
             }
         }
@@ -255,8 +294,31 @@ impl Login {
         Ok(self.send_answer(out, req, Bytes::from(buf), transit))
     }
 
+    /// Picks the authentication of the session from its first payload:
+    /// the named target's CHAP settings for a normal session, the discovery
+    /// settings for a discovery session. An unknown target is refused later
+    /// by [`Login::check_identity`].
+    fn choose_authentication(&mut self, pairs: &[KeyValue]) {
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|kv| kv.key == key)
+                .map(|kv| kv.value.as_str())
+        };
+        let auth = match get("SessionType") {
+            Some("Discovery") => self.target.discovery_chap.clone(),
+            _ => get("TargetName")
+                .and_then(|name| self.target.node(name))
+                .and_then(|n| n.chap.clone()),
+        };
+        if let Some(auth) = auth {
+            self.neg.limits_mut().auth_methods = vec!["CHAP".to_owned()];
+            self.chap = Some(ChapResponder::new(auth.initiator, auth.target));
+        }
+    }
+
     /// Validates InitiatorName, SessionType and TargetName once known
-    /// (§11.12.5, §13.4, §13.21).
+    /// (§11.12.5, §13.4, §13.21), and the target's ACL.
     fn check_identity(&mut self) -> Result<(), LoginStatus> {
         if self.neg.declared("InitiatorName").is_none() {
             return Err(LoginStatus::MISSING_PARAMETER);
@@ -271,8 +333,10 @@ impl Login {
                 .neg
                 .declared("TargetName")
                 .ok_or(LoginStatus::MISSING_PARAMETER)?;
-            if self.target.node(name).is_none() {
-                return Err(LoginStatus::NOT_FOUND);
+            let node = self.target.node(name).ok_or(LoginStatus::NOT_FOUND)?;
+            let initiator = self.neg.declared("InitiatorName").unwrap_or_default();
+            if !node.allows(initiator) {
+                return Err(LoginStatus::AUTHORIZATION_FAILURE);
             }
         }
         if let Some(leading) = self.leading
@@ -369,6 +433,7 @@ impl Login {
             .target
             .nodes
             .iter()
+            .filter(|n| n.allows(&initiator_name))
             .map(|n| DiscoveryEntry {
                 target_name: n.iqn.clone(),
                 addresses: vec![address.clone()],
@@ -457,4 +522,9 @@ impl Login {
         self.stat_sn = sn.wrapping_add(1);
         sn
     }
+}
+
+/// Whether a CHAP exchange is configured and not finished: no transit yet.
+fn unauthenticated_after(chap: &Option<ChapResponder>) -> bool {
+    chap.as_ref().is_some_and(|c| !c.is_done())
 }
