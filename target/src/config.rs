@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 pub use iesp_proto::chap::ChapCredentials;
 
@@ -79,6 +80,11 @@ pub struct Limits {
     pub digests: bool,
     /// Commands a session may have outstanding: MaxCmdSN - ExpCmdSN + 1.
     pub command_window: u32,
+    /// Send a NOP-In ping after this long without hearing from the
+    /// initiator; `None` disables keep-alive.
+    pub nop_interval: Option<Duration>,
+    /// Drop the connection when a ping stays unanswered this long.
+    pub nop_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +98,8 @@ impl Default for Limits {
             initial_r2t: false,
             digests: true,
             command_window: 128,
+            nop_interval: Some(Duration::from_secs(20)),
+            nop_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -56,6 +56,15 @@ struct Args {
     #[arg(long)]
     no_digests: bool,
 
+    /// Seconds of silence before a NOP-In ping asks the initiator for an
+    /// answer; 0 disables keep-alive.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    nop_interval: u64,
+
+    /// Seconds a ping may stay unanswered before the connection is dropped.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    nop_timeout: u64,
+
     /// Allow only this initiator name (repeatable); without it every
     /// initiator may log in.
     #[arg(long = "acl", value_name = "INITIATOR_IQN")]
@@ -125,6 +134,9 @@ fn build_config(args: &Args) -> anyhow::Result<TargetConfig> {
     cfg.limits.immediate_data = !args.no_immediate_data;
     cfg.limits.initial_r2t = args.initial_r2t;
     cfg.limits.digests = !args.no_digests;
+    cfg.limits.nop_interval =
+        (args.nop_interval > 0).then(|| std::time::Duration::from_secs(args.nop_interval));
+    cfg.limits.nop_timeout = std::time::Duration::from_secs(args.nop_timeout);
     Ok(cfg)
 }
 

@@ -681,6 +681,11 @@ impl FullFeature {
         self.out.push(Pdu::NopIn(rsp).encode(), echo);
     }
 
+    /// Whether our last NOP-In ping is still unanswered.
+    pub fn ping_outstanding(&self) -> bool {
+        self.ping.is_some()
+    }
+
     /// Queues a NOP-In ping asking for an answer; returns false if the
     /// previous ping is still unanswered (the peer is gone).
     pub fn ping(&mut self) -> bool {

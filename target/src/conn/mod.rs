@@ -110,6 +110,15 @@ pub async fn run(
     // nexus) rather than a dropped connection, a reinstatement or shutdown.
     let mut logged_out = false;
     let result = async {
+        // Keep-alive (§11.19): after `nop_interval` of silence, ping with a
+        // NOP-In that asks for an answer; no answer within `nop_timeout`
+        // means the initiator is gone.
+        let keepalive = target.limits.nop_interval;
+        let period = keepalive.map_or(Duration::from_secs(3600), |i| (i / 4).max(Duration::from_millis(10)));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_rx = tokio::time::Instant::now();
+        let mut ping_sent: Option<tokio::time::Instant> = None;
         loop {
             if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
                 rbuf.reserve(READ_BUF);
@@ -119,6 +128,7 @@ pub async fn run(
                     if n? == 0 {
                         return Ok(());
                     }
+                    last_rx = tokio::time::Instant::now();
                 }
                 () = &mut killed => {
                     tracing::info!(%peer, "session reinstated by a new login: closing the old connection");
@@ -132,6 +142,25 @@ pub async fn run(
                     ffp.async_message(AsyncEvent::CONNECTION_DROP, 2, 0);
                     flush(&mut wr, &mut ffp.out).await?;
                     return Ok(());
+                }
+                now = tick.tick(), if keepalive.is_some() => {
+                    let interval = keepalive.unwrap_or(period);
+                    if !ffp.ping_outstanding() {
+                        ping_sent = None;
+                    }
+                    match ping_sent {
+                        Some(sent) if now - sent >= target.limits.nop_timeout => {
+                            tracing::info!(%peer, "no answer to NOP-In within {:?}: dropping the connection", target.limits.nop_timeout);
+                            return Ok(());
+                        }
+                        None if now - last_rx >= interval => {
+                            ffp.ping();
+                            ping_sent = Some(now);
+                            flush(&mut wr, &mut ffp.out).await?;
+                        }
+                        _ => {}
+                    }
+                    continue;
                 }
             }
             let after = process(&mut ffp, &cfg, &mut rbuf);
