@@ -9,6 +9,7 @@
 //!
 //! - [`config`] — targets, LUN specs (`ram:64M`, `file:PATH,size=1G`),
 //!   protocol limits; the defaults serve at once.
+//! - [`config_file`] — the TOML file for several targets, ACLs and CHAP.
 //! - [`server`] — the accept loop ([`server::serve`] takes a bound listener
 //!   and a shutdown future), the session registry, graceful shutdown.
 //! - [`conn`] — one connection: the async driver ([`conn::run`]), the
@@ -35,6 +36,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod config_file;
 pub mod conn;
 pub mod embedded;
 pub mod scsi;

@@ -1,91 +1,103 @@
 //! `iesp-target`: serve LUNs over iSCSI.
 //!
 //! With no arguments it serves one target, `iqn.2026-11.org.iesp-test:target0`,
-//! on 127.0.0.1:3260 with LUN 0 a 64 MiB RAM disk of 512-byte blocks.
+//! on 127.0.0.1:3260 with LUN 0 a 64 MiB RAM disk of 512-byte blocks. Flags
+//! describe one target; `--config FILE` (see `iesp-target.sample.toml`)
+//! describes several, with ACLs and CHAP.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use iesp_target::config::{self, ChapAuth, ChapCredentials, LunSpec, TargetConfig, TargetDef};
+use iesp_target::config_file;
 use iesp_target::server::{Target, serve};
 
 /// The iesp reference iSCSI target.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Address to listen on (IPv4 or [IPv6]:port).
-    #[arg(long, default_value = config::DEFAULT_LISTEN)]
-    listen: SocketAddr,
+    /// Configuration file (TOML) describing targets, LUNs, ACLs, CHAP and
+    /// limits; see iesp-target.sample.toml. Excludes the target flags below.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address to listen on (IPv4 or [IPv6]:port); repeatable. Default
+    /// 127.0.0.1:3260, or the configuration file's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
 
     /// Target name (IQN).
-    #[arg(long, default_value = config::DEFAULT_IQN)]
+    #[arg(long, default_value = config::DEFAULT_IQN, conflicts_with = "config")]
     iqn: String,
 
     /// A LUN, repeatable; LUN numbers follow the order given.
     /// `ram:SIZE`, `file:PATH[,size=SIZE]` (created sparse when missing),
     /// `dev:PATH` or `/dev/…`; append `,bs=4096` or `,ro` per LUN.
-    #[arg(long = "lun", value_name = "SPEC", default_value = "ram:64M")]
+    /// Default: ram:64M.
+    #[arg(long = "lun", value_name = "SPEC", conflicts_with = "config")]
     luns: Vec<String>,
 
     /// Logical block size for LUNs that do not say `bs=`: 512 or 4096.
-    #[arg(long, default_value_t = 512, value_parser = parse_block_size)]
+    #[arg(long, default_value_t = 512, value_parser = parse_block_size, conflicts_with = "config")]
     block_size: u32,
 
     /// Serve every LUN read-only (write-protected).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     read_only: bool,
 
     /// MaxRecvDataSegmentLength this target declares, in bytes.
-    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(512..=16_777_215))]
-    max_recv_data_segment_length: u32,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(512..=16_777_215), conflicts_with = "config")]
+    max_recv_data_segment_length: Option<u32>,
 
-    /// Commands a session may have queued (the CmdSN window).
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    command_window: u32,
+    /// Commands a session may have queued (the CmdSN window). Default 128.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "config")]
+    command_window: Option<u32>,
 
     /// Refuse ImmediateData=Yes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     no_immediate_data: bool,
 
     /// Require InitialR2T=Yes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     initial_r2t: bool,
 
     /// Refuse CRC32C header and data digests.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     no_digests: bool,
 
     /// Seconds of silence before a NOP-In ping asks the initiator for an
-    /// answer; 0 disables keep-alive.
-    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
-    nop_interval: u64,
+    /// answer; 0 disables keep-alive. Default 20.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "config")]
+    nop_interval: Option<u64>,
 
-    /// Seconds a ping may stay unanswered before the connection is dropped.
-    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    nop_timeout: u64,
+    /// Seconds a ping may stay unanswered before the connection is
+    /// dropped. Default 20.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "config")]
+    nop_timeout: Option<u64>,
 
     /// Allow only this initiator name (repeatable); without it every
     /// initiator may log in.
-    #[arg(long = "acl", value_name = "INITIATOR_IQN")]
+    #[arg(long = "acl", value_name = "INITIATOR_IQN", conflicts_with = "config")]
     acl: Vec<String>,
 
     /// Require CHAP: the user name initiators must send.
-    #[arg(long, requires = "chap_secret")]
+    #[arg(long, requires = "chap_secret", conflicts_with = "config")]
     chap_user: Option<String>,
 
-    /// Require CHAP: the secret initiators must prove (12 to 16 characters
-    /// is customary). Prefer a configuration file: command lines are visible
-    /// to other users.
-    #[arg(long, requires = "chap_user")]
+    /// Require CHAP: the secret initiators must prove. Prefer a
+    /// configuration file: command lines are visible to other users.
+    #[arg(long, requires = "chap_user", conflicts_with = "config")]
     chap_secret: Option<String>,
 
     /// Mutual CHAP: the user name this target answers with.
-    #[arg(long, requires_all = ["mutual_chap_secret", "chap_user"])]
+    #[arg(long, requires_all = ["mutual_chap_secret", "chap_user"], conflicts_with = "config")]
     mutual_chap_user: Option<String>,
 
     /// Mutual CHAP: the secret this target proves.
-    #[arg(long, requires = "mutual_chap_user")]
+    #[arg(long, requires = "mutual_chap_user", conflicts_with = "config")]
     mutual_chap_secret: Option<String>,
 
     /// Log filter, e.g. `info`, `debug`, `iesp_target=trace` (or RUST_LOG).
@@ -97,9 +109,15 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
     config::parse_block_size(s)
 }
 
-fn build_config(args: &Args) -> anyhow::Result<TargetConfig> {
+/// The configuration the flags describe: one target.
+fn from_flags(args: &Args) -> anyhow::Result<TargetConfig> {
+    let specs = if args.luns.is_empty() {
+        vec!["ram:64M".to_owned()]
+    } else {
+        args.luns.clone()
+    };
     let mut luns = Vec::new();
-    for spec in &args.luns {
+    for spec in &specs {
         let explicit_bs = spec.split(',').any(|o| o.starts_with("bs="));
         let mut lun: LunSpec = if explicit_bs {
             spec.parse()?
@@ -129,14 +147,22 @@ fn build_config(args: &Args) -> anyhow::Result<TargetConfig> {
         }],
         ..TargetConfig::default()
     };
-    cfg.limits.max_recv_data_segment_length = args.max_recv_data_segment_length;
-    cfg.limits.command_window = args.command_window;
-    cfg.limits.immediate_data = !args.no_immediate_data;
-    cfg.limits.initial_r2t = args.initial_r2t;
-    cfg.limits.digests = !args.no_digests;
-    cfg.limits.nop_interval =
-        (args.nop_interval > 0).then(|| std::time::Duration::from_secs(args.nop_interval));
-    cfg.limits.nop_timeout = std::time::Duration::from_secs(args.nop_timeout);
+    let l = &mut cfg.limits;
+    if let Some(v) = args.max_recv_data_segment_length {
+        l.max_recv_data_segment_length = v;
+    }
+    if let Some(v) = args.command_window {
+        l.command_window = v;
+    }
+    l.immediate_data = !args.no_immediate_data;
+    l.initial_r2t = args.initial_r2t;
+    l.digests = !args.no_digests;
+    if let Some(s) = args.nop_interval {
+        l.nop_interval = (s > 0).then(|| Duration::from_secs(s));
+    }
+    if let Some(s) = args.nop_timeout {
+        l.nop_timeout = Duration::from_secs(s);
+    }
     Ok(cfg)
 }
 
@@ -156,18 +182,36 @@ fn run(args: Args) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = build_config(&args)?;
+    let (cfg, mut listen) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let loaded = config_file::parse(&text).with_context(|| path.display().to_string())?;
+            (loaded.config, loaded.listen)
+        }
+        None => (from_flags(&args)?, Vec::new()),
+    };
+    if !args.listen.is_empty() {
+        listen = args.listen.clone();
+    }
+    if listen.is_empty() {
+        listen.push(config::DEFAULT_LISTEN.parse()?);
+    }
     let target = Target::from_config(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = listener.local_addr()?;
+        let mut listeners = Vec::new();
+        for addr in &listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            eprintln!("iesp-target: listening on {}", l.local_addr()?);
+            listeners.push(l);
+        }
         for node in &target.nodes {
-            eprintln!("iesp-target: serving {} on {addr}", node.iqn);
+            eprintln!("iesp-target: serving {}", node.iqn);
             for (n, lu) in node.luns.iter().enumerate() {
                 eprintln!(
                     "  LUN {n}: {} ({} blocks of {} bytes{})",
@@ -178,7 +222,22 @@ fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
-        serve(listener, target, shutdown_signal()).await?;
+        // One signal stops every portal.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let mut portals = tokio::task::JoinSet::new();
+        for l in listeners {
+            let mut stopped = stopped.clone();
+            portals.spawn(serve(l, target.clone(), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        while let Some(r) = portals.join_next().await {
+            r.context("portal task panicked")??;
+        }
         eprintln!("iesp-target: stopped");
         Ok(())
     })

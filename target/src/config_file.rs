@@ -1,0 +1,331 @@
+//! The TOML configuration file of `iesp-target --config FILE`.
+//!
+//! One file describes what the command-line flags cannot: several targets
+//! on the portal, each with its LUNs, ACL and CHAP credentials, CHAP for
+//! discovery, and the protocol limits. `iesp-target.sample.toml` next to
+//! this crate's Cargo.toml documents every key with its default.
+//!
+//! Errors name the key and the problem — `target[1].luns[0]: invalid LUN
+//! …`, `unknown field `ipn`` with its line — and nothing is partly applied.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{self, ChapAuth, ChapCredentials, Limits, LunSpec, TargetConfig, TargetDef};
+
+/// A configuration file that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    listen: Vec<String>,
+    portal_group_tag: Option<u16>,
+    #[serde(default)]
+    limits: LimitsFile,
+    discovery: Option<DiscoveryFile>,
+    #[serde(default)]
+    target: Vec<TargetFile>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_recv_data_segment_length: Option<u32>,
+    max_burst_length: Option<u32>,
+    first_burst_length: Option<u32>,
+    max_outstanding_r2t: Option<u32>,
+    immediate_data: Option<bool>,
+    initial_r2t: Option<bool>,
+    digests: Option<bool>,
+    command_window: Option<u32>,
+    nop_interval: Option<u64>,
+    nop_timeout: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveryFile {
+    chap: Option<ChapFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    iqn: String,
+    alias: Option<String>,
+    #[serde(default)]
+    luns: Vec<String>,
+    #[serde(default)]
+    acl: Vec<String>,
+    chap: Option<ChapFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChapFile {
+    user: String,
+    secret: String,
+    mutual_user: Option<String>,
+    mutual_secret: Option<String>,
+}
+
+/// A parsed configuration: the target and the portals to listen on.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: TargetConfig,
+    /// Empty when the file does not say; the caller applies its default.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// Parses and validates a configuration file's text.
+pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
+    let file: File = toml::from_str(text)
+        .map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
+    let mut listen = Vec::new();
+    for (i, l) in file.listen.iter().enumerate() {
+        listen.push(l.parse().map_err(|_| {
+            invalid(
+                format!("listen[{i}]"),
+                format!("`{l}` is not an address:port"),
+            )
+        })?);
+    }
+    let limits = limits(&file.limits)?;
+    let discovery_chap = match file.discovery.and_then(|d| d.chap) {
+        Some(c) => Some(chap("discovery.chap", c)?),
+        None => None,
+    };
+    if file.target.is_empty() {
+        return Err(invalid("target", "no [[target]] defined"));
+    }
+    let mut names = HashSet::new();
+    let mut targets = Vec::new();
+    for (t, tf) in file.target.into_iter().enumerate() {
+        let key = |k: &str| format!("target[{t}].{k}");
+        if !is_iscsi_name(&tf.iqn) {
+            return Err(invalid(
+                key("iqn"),
+                format!("`{}` is not an iSCSI name (iqn.…, eui.… or naa.…)", tf.iqn),
+            ));
+        }
+        if !names.insert(tf.iqn.clone()) {
+            return Err(invalid(
+                key("iqn"),
+                format!("`{}` is defined twice", tf.iqn),
+            ));
+        }
+        if tf.luns.is_empty() {
+            return Err(invalid(key("luns"), "a target needs at least one LUN"));
+        }
+        let mut luns = Vec::new();
+        for (n, l) in tf.luns.iter().enumerate() {
+            let spec: LunSpec = l.parse().map_err(|e: config::LunSpecError| {
+                invalid(format!("target[{t}].luns[{n}]"), e.to_string())
+            })?;
+            luns.push(spec);
+        }
+        for (i, a) in tf.acl.iter().enumerate() {
+            if !is_iscsi_name(a) {
+                return Err(invalid(
+                    format!("target[{t}].acl[{i}]"),
+                    format!("`{a}` is not an iSCSI name"),
+                ));
+            }
+        }
+        let chap = match tf.chap {
+            Some(c) => Some(chap(&key("chap"), c)?),
+            None => None,
+        };
+        targets.push(TargetDef {
+            iqn: tf.iqn,
+            alias: tf.alias,
+            luns,
+            acl: tf.acl,
+            chap,
+        });
+    }
+    let config = TargetConfig {
+        targets,
+        portal_group_tag: file.portal_group_tag.unwrap_or(1),
+        limits,
+        discovery_chap,
+    };
+    Ok(Loaded { config, listen })
+}
+
+fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
+    let mut l = Limits::default();
+    let range = |k: &str, v: u32, lo: u32, hi: u32| -> Result<u32, ConfigError> {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(
+                format!("limits.{k}"),
+                format!("{v} is outside {lo}..={hi}"),
+            ))
+        }
+    };
+    const SEG: (u32, u32) = (512, 16_777_215);
+    if let Some(v) = f.max_recv_data_segment_length {
+        l.max_recv_data_segment_length = range("max_recv_data_segment_length", v, SEG.0, SEG.1)?;
+    }
+    if let Some(v) = f.max_burst_length {
+        l.max_burst_length = range("max_burst_length", v, SEG.0, SEG.1)?;
+    }
+    if let Some(v) = f.first_burst_length {
+        l.first_burst_length = range("first_burst_length", v, SEG.0, SEG.1)?;
+    }
+    if l.first_burst_length > l.max_burst_length {
+        return Err(invalid(
+            "limits.first_burst_length",
+            "must not exceed max_burst_length (RFC 7143 §13.14)",
+        ));
+    }
+    if let Some(v) = f.max_outstanding_r2t {
+        l.max_outstanding_r2t = range("max_outstanding_r2t", v, 1, 65_535)?;
+    }
+    if let Some(v) = f.command_window {
+        l.command_window = range("command_window", v, 1, 4096)?;
+    }
+    l.immediate_data = f.immediate_data.unwrap_or(l.immediate_data);
+    l.initial_r2t = f.initial_r2t.unwrap_or(l.initial_r2t);
+    l.digests = f.digests.unwrap_or(l.digests);
+    if let Some(s) = f.nop_interval {
+        l.nop_interval = (s > 0).then(|| Duration::from_secs(s));
+    }
+    if let Some(s) = f.nop_timeout {
+        if s == 0 {
+            return Err(invalid("limits.nop_timeout", "must be at least 1 second"));
+        }
+        l.nop_timeout = Duration::from_secs(s);
+    }
+    Ok(l)
+}
+
+fn chap(key: &str, c: ChapFile) -> Result<ChapAuth, ConfigError> {
+    let check = |k: &str, secret: &str| -> Result<(), ConfigError> {
+        // RFC 7143 §12.1.3: at least 12 bytes for initiator secrets is the
+        // common policy; an empty secret is never useful. The secret itself
+        // is never part of the message.
+        if secret.len() < 12 {
+            return Err(invalid(
+                format!("{key}.{k}"),
+                format!("secret is {} characters; use at least 12", secret.len()),
+            ));
+        }
+        Ok(())
+    };
+    if c.user.is_empty() {
+        return Err(invalid(format!("{key}.user"), "empty user name"));
+    }
+    check("secret", &c.secret)?;
+    let target = match (c.mutual_user, c.mutual_secret) {
+        (Some(u), Some(s)) => {
+            check("mutual_secret", &s)?;
+            if s == c.secret {
+                return Err(invalid(
+                    format!("{key}.mutual_secret"),
+                    "must differ from the initiator secret (RFC 7143 §12.1.3)",
+                ));
+            }
+            Some(ChapCredentials::new(u, s.into_bytes()))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                format!("{key}.mutual_secret"),
+                "missing (mutual_user is set)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                format!("{key}.mutual_user"),
+                "missing (mutual_secret is set)",
+            ));
+        }
+    };
+    Ok(ChapAuth {
+        initiator: ChapCredentials::new(c.user, c.secret.into_bytes()),
+        target,
+    })
+}
+
+/// iqn., eui. or naa. followed by something (RFC 7143 §4.2.7).
+fn is_iscsi_name(s: &str) -> bool {
+    ["iqn.", "eui.", "naa."]
+        .iter()
+        .any(|p| s.len() > p.len() && s.starts_with(p))
+        && !s.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../iesp-target.sample.toml");
+
+    #[test]
+    fn the_sample_parses() {
+        let loaded = parse(SAMPLE).unwrap();
+        assert_eq!(loaded.config.targets.len(), 2);
+        assert_eq!(
+            loaded.listen,
+            vec!["127.0.0.1:3260".parse::<SocketAddr>().unwrap()]
+        );
+        let t1 = &loaded.config.targets[1];
+        assert!(t1.chap.as_ref().is_some_and(|c| c.target.is_some()));
+        assert_eq!(t1.acl.len(), 1);
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "[[target]]\niqn = \"iqn.2026-11.test:a\"\nluns = [\"ram:1M\"]\n";
+        assert!(parse(base).is_ok());
+        assert!(err("[[target]]\nipn = \"x\"\n").contains("unknown field `ipn`"));
+        assert!(
+            err(&base.replace("ram:1M", "disk:1")).starts_with("target[0].luns[0]: invalid LUN")
+        );
+        assert!(err(&base.replace("iqn.2026-11.test:a", "bogus")).starts_with("target[0].iqn:"));
+        assert!(err(&format!("{base}{base}")).contains("defined twice"));
+        assert!(err(&format!("listen = [\"nowhere\"]\n{base}")).starts_with("listen[0]:"));
+        assert!(
+            err(&format!("[limits]\nmax_burst_length = 100\n{base}"))
+                .starts_with("limits.max_burst_length: 100 is outside")
+        );
+        assert!(
+            err(&format!(
+                "[limits]\nfirst_burst_length = 1048576\nmax_burst_length = 65536\n{base}"
+            ))
+            .contains("must not exceed")
+        );
+        let chap = format!("{base}[target.chap]\nuser = \"u\"\nsecret = \"short\"\n");
+        let e = err(&chap);
+        assert!(
+            e.starts_with("target[0].chap.secret:") && !e.contains("short\""),
+            "{e}"
+        );
+        assert_eq!(err(""), "target: no [[target]] defined");
+    }
+}
