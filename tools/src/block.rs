@@ -158,11 +158,11 @@ impl fmt::Display for Header {
         if self.is_duplicate() {
             write!(f, "duplicate variant {}", self.generation)?;
         } else {
-            write!(f, "lba {} generation {}", self.lba, self.generation)?;
+            write!(f, "LBA {} generation {}", self.lba, self.generation)?;
         }
         write!(
             f,
-            " run {:#018x} flags {:#06x} v{} bs {}",
+            ", seed {}, flags {:#06x}, format v{}, block size {}",
             self.run, self.flags, self.version, self.block_size
         )
     }
@@ -224,6 +224,45 @@ pub fn render_unique(stamp: &Stamp, lba: u64, generation: u64, buf: &mut [u8]) {
             stamp.flags,
         );
     }
+}
+
+/// Whether `found` (blocks from `lba`) is exactly what [`render_unique`]
+/// writes for `generation` — checked without rendering: header fields,
+/// the checksum of each found block, and the payload compared with the
+/// pattern stream as it is generated. (A found block whose checksum is
+/// right and whose every other byte is the expected one is the expected
+/// block.)
+pub fn is_unique_run(stamp: &Stamp, lba: u64, generation: u64, found: &[u8]) -> bool {
+    let bs = stamp.block_size as usize;
+    if bs < HEADER_LEN || found.len() % bs != 0 {
+        return false;
+    }
+    let mut want = [0u8; HEADER_LEN];
+    for (i, block) in found.chunks_exact(bs).enumerate() {
+        Header {
+            version: VERSION,
+            flags: stamp.flags.0,
+            checksum: 0,
+            lba: lba.wrapping_add(i as u64),
+            run: stamp.seed,
+            generation,
+            block_size: stamp.block_size,
+        }
+        .write(&mut want);
+        if block[..12] != want[..12]
+            || block[16..HEADER_LEN] != want[16..]
+            || block[12..16] != checksum(block).to_le_bytes()
+        {
+            return false;
+        }
+    }
+    pattern::equals_outside_headers(
+        pattern::derive_seed(stamp.seed, generation),
+        lba.wrapping_mul(u64::from(stamp.block_size)),
+        found,
+        bs,
+        HEADER_LEN,
+    )
 }
 
 /// Renders the duplicate-content block `variant` (the same at every LBA).
@@ -488,16 +527,13 @@ mod tests {
         assert_eq!(
             &b[..48],
             &[
-                b'i', b'E', b'S', b'P', b'.', b'b', b'l', b'k', 1, 0, 0, 0, 0x66, 0x1f, 0x6b,
-                0x3e, //
+                b'i', b'E', b'S', b'P', b'.', b'b', b'l', b'k', 1, 0, 0, 0, 196, 32, 17,
+                166, //
                 5, 0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, //
                 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0,
             ][..]
         );
-        assert_eq!(
-            &b[48..56],
-            &[0x2f, 0x28, 0x4d, 0x86, 0x6e, 0xe2, 0x4f, 0x0c]
-        );
+        assert_eq!(&b[48..56], &[35, 44, 173, 149, 84, 15, 63, 32]);
     }
 
     #[test]
@@ -525,6 +561,36 @@ mod tests {
         }
         assert_ne!(unique(10, 2), unique(10, 3));
         assert_ne!(unique(10, 2)[48..], unique(11, 2)[48..]);
+    }
+
+    #[test]
+    fn unique_runs_are_recognised_without_rendering() {
+        let s = stamp();
+        let mut run = vec![0u8; 8 * BS as usize];
+        render_unique(&s, 100, 4, &mut run);
+        assert!(is_unique_run(&s, 100, 4, &run));
+        assert!(!is_unique_run(&s, 101, 4, &run));
+        assert!(!is_unique_run(&s, 100, 5, &run));
+        assert!(!is_unique_run(&Stamp::new(43, BS, 0), 100, 4, &run));
+        assert!(!is_unique_run(
+            &Stamp::new(42, BS, Flags::RANDOM.0),
+            100,
+            4,
+            &run
+        ));
+        for at in [0, 11, 12, 15, 16, 47, 48, 511, 512 + 300, 8 * 512 - 1] {
+            let mut bad = run.clone();
+            bad[at] ^= 0x01;
+            assert!(!is_unique_run(&s, 100, 4, &bad), "byte {at}");
+            // Even with a checksum that matches the damage (resealing a
+            // damaged checksum field repairs it).
+            reseal(&mut bad[at / 512 * 512..(at / 512 + 1) * 512]);
+            assert_eq!(
+                is_unique_run(&s, 100, 4, &bad),
+                (12..16).contains(&at),
+                "resealed byte {at}"
+            );
+        }
     }
 
     #[test]
@@ -596,5 +662,53 @@ mod tests {
         assert_eq!(first_difference(b"abc", b"abc"), None);
         assert_eq!(first_difference(b"abc", b"abd"), Some(2));
         assert_eq!(first_difference(b"ab", b"abc"), Some(2));
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn render_speed() {
+        for bs in [512u32, 4096] {
+            let s = Stamp::new(1, bs, 0);
+            let mut buf = vec![0u8; 1 << 20];
+            let t = std::time::Instant::now();
+            for i in 0..500 {
+                render_unique(&s, i * 2048, 1, &mut buf);
+            }
+            let dt = t.elapsed().as_secs_f64();
+            eprintln!("bs {bs}: render {:.0} MiB/s", 500.0 / dt);
+            render_unique(&s, 0, 1, &mut buf);
+            let t = std::time::Instant::now();
+            let mut ok = true;
+            for _ in 0..500 {
+                ok &= is_unique_run(&s, 0, 1, &buf);
+            }
+            eprintln!(
+                "bs {bs}: is_unique_run {:.0} MiB/s {ok}",
+                500.0 / t.elapsed().as_secs_f64()
+            );
+            let t = std::time::Instant::now();
+            for _ in 0..500 {
+                crate::pattern::fill(7, 0, &mut buf);
+            }
+            eprintln!(
+                "bs {bs}: fill {:.0} MiB/s",
+                500.0 / t.elapsed().as_secs_f64()
+            );
+            let t = std::time::Instant::now();
+            let mut x = 0u32;
+            for _ in 0..500 {
+                for b in buf.chunks(bs as usize) {
+                    x ^= checksum(b);
+                }
+            }
+            eprintln!(
+                "bs {bs}: crc {:.0} MiB/s {x}",
+                500.0 / t.elapsed().as_secs_f64()
+            );
+        }
     }
 }

@@ -81,6 +81,68 @@ pub fn derive_seed(seed: u64, salt: u64) -> u64 {
     splitmix64(seed ^ splitmix64(salt ^ 0x6765_6e65_7261_7465))
 }
 
+/// Whether `data` equals the pattern at `offset`, except in the first
+/// `skip` bytes of every `period`-byte block (where a block header sits):
+/// the pattern is generated and compared word by word, never stored.
+/// `offset`, `period` and `skip` must be multiples of 8 and `period` a
+/// divisor of [`CHUNK`] or a multiple of it; otherwise the answer comes
+/// from [`generate`] the slow way.
+pub fn equals_outside_headers(
+    seed: u64,
+    offset: u64,
+    data: &[u8],
+    period: usize,
+    skip: usize,
+) -> bool {
+    let aligned =
+        offset % 8 == 0 && period % 8 == 0 && skip % 8 == 0 && period > 0 && data.len() % 8 == 0;
+    if !aligned {
+        let expect = generate(seed, offset, data.len());
+        return data
+            .iter()
+            .zip(&expect)
+            .enumerate()
+            .all(|(i, (a, b))| a == b || (offset as usize + i) % period.max(1) < skip);
+    }
+    let end = offset + data.len() as u64;
+    let mut pos = offset;
+    while pos < end {
+        let within = pos % CHUNK;
+        let mut rng = chunk_rng(seed, pos / CHUNK);
+        for _ in 0..within / 8 {
+            rng.next_u64();
+        }
+        let chunk_end = (pos - within + CHUNK).min(end);
+        // Alternate header words (generated, not compared) and payload
+        // words (compared) up to the end of the chunk.
+        while pos < chunk_end {
+            let in_block = (pos % period as u64) as usize;
+            let (compare, limit) = if in_block < skip {
+                (false, skip)
+            } else {
+                (true, period)
+            };
+            let n = ((limit - in_block) as u64).min(chunk_end - pos) as usize / 8;
+            if compare {
+                let at = (pos - offset) as usize;
+                for w in data[at..at + 8 * n].chunks_exact(8) {
+                    if u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+                        != rng.next_u64()
+                    {
+                        return false;
+                    }
+                }
+            } else {
+                for _ in 0..n {
+                    rng.next_u64();
+                }
+            }
+            pos += 8 * n as u64;
+        }
+    }
+    true
+}
+
 /// The pattern bytes for a range, as a new buffer.
 pub fn generate(seed: u64, offset: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -152,6 +214,33 @@ mod tests {
                 "offset {off} len {len}"
             );
         }
+    }
+
+    #[test]
+    fn compare_outside_headers() {
+        let mut d = generate(3, 1024, 8192);
+        assert!(equals_outside_headers(3, 1024, &d, 512, 48));
+        // Header bytes do not count; payload bytes do.
+        d[512 + 47] ^= 1;
+        assert!(equals_outside_headers(3, 1024, &d, 512, 48));
+        d[512 + 48] ^= 1;
+        assert!(!equals_outside_headers(3, 1024, &d, 512, 48));
+        d[512 + 48] ^= 1;
+        d[8191] ^= 0x80;
+        assert!(!equals_outside_headers(3, 1024, &d, 512, 48));
+        assert!(!equals_outside_headers(
+            4,
+            1024,
+            &generate(3, 1024, 4096),
+            4096,
+            48
+        ));
+        // Unaligned arguments take the slow path, with the same answer.
+        let e = generate(3, 5, 100);
+        assert!(equals_outside_headers(3, 5, &e, 512, 48));
+        // Whole chunks of 64 KiB periods.
+        let big = generate(5, 65536, 3 * 65536);
+        assert!(equals_outside_headers(5, 65536, &big, 65536, 48));
     }
 
     #[test]

@@ -6,9 +6,16 @@
 //! address inside it — no `unsafe`, no custom allocator; the vector never
 //! grows, so the address stays put. Its length can change up to the
 //! capacity it was made with, so one buffer serves commands of several sizes.
+//!
+//! A transport that receives data into buffers of its own (the iSCSI
+//! session's `Bytes`) lends them with [`AlignedBuf::set_shared`] instead of
+//! copying; the first mutable access copies them in (copy on write), and
+//! [`AlignedBuf::set_len`] lets them go.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+
+use bytes::Bytes;
 
 /// Alignment that satisfies every logical block size up to 4 KiB and the
 /// page size.
@@ -22,6 +29,8 @@ pub struct AlignedBuf {
     start: usize,
     len: usize,
     capacity: usize,
+    /// Received data shown instead of `storage`, when lent.
+    shared: Option<Bytes>,
 }
 
 impl AlignedBuf {
@@ -38,6 +47,7 @@ impl AlignedBuf {
             start,
             len: capacity,
             capacity,
+            shared: None,
         }
     }
 
@@ -46,8 +56,8 @@ impl AlignedBuf {
         self.capacity
     }
 
-    /// Sets the length (contents beyond the old length are whatever the
-    /// buffer held before).
+    /// Sets the length. The contents are then unspecified until written
+    /// (a read or a render fills them); lent data is let go.
     ///
     /// # Panics
     ///
@@ -58,7 +68,25 @@ impl AlignedBuf {
             "AlignedBuf::set_len({len}) beyond capacity {}",
             self.capacity
         );
+        self.shared = None;
         self.len = len;
+    }
+
+    /// Shows `data` (at most the capacity) as this buffer's contents
+    /// without copying it.
+    ///
+    /// # Panics
+    ///
+    /// If `data` is longer than the capacity: a programming error.
+    pub fn set_shared(&mut self, data: Bytes) {
+        assert!(
+            data.len() <= self.capacity,
+            "AlignedBuf::set_shared: {} bytes beyond capacity {}",
+            data.len(),
+            self.capacity
+        );
+        self.len = data.len();
+        self.shared = Some(data);
     }
 
     /// Whether the start address is a multiple of `align`.
@@ -70,13 +98,20 @@ impl AlignedBuf {
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
+        match &self.shared {
+            Some(b) => b,
+            None => &self.storage[self.start..self.start + self.len],
+        }
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
+        let own = &mut self.storage[self.start..self.start + self.len];
+        if let Some(b) = self.shared.take() {
+            own.copy_from_slice(&b);
+        }
+        own
     }
 }
 
@@ -107,6 +142,20 @@ mod tests {
             b.set_len(3 * 4096);
             assert_eq!(b.len(), b.capacity());
         }
+    }
+
+    #[test]
+    fn lent_data_is_copied_on_write() {
+        let mut b = AlignedBuf::new(8, 512);
+        b.copy_from_slice(&[1; 8]);
+        b.set_shared(Bytes::from_static(&[2, 3, 4]));
+        assert_eq!(&b[..], &[2, 3, 4]);
+        b[0] = 9;
+        assert_eq!(&b[..], &[9, 3, 4]);
+        b.set_shared(Bytes::from_static(&[5; 8]));
+        b.set_len(8);
+        // Let go: the owned storage shows again.
+        assert_eq!(&b[..3], &[9, 3, 4]);
     }
 
     #[test]

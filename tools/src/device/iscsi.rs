@@ -134,9 +134,7 @@ impl IscsiDevice {
             TrimSupport {
                 method: TrimMethod::None,
                 zeroes: false,
-                reason:
-                    "the LUN is not thin provisioned (READ CAPACITY (16) LBPME=0): trims skipped"
-                        .into(),
+                reason: "the LUN is not thin provisioned (READ CAPACITY (16) LBPME=0)".into(),
             }
         };
         let gate = TrimGate::default();
@@ -194,7 +192,7 @@ impl IscsiDevice {
         };
         let r = match self.lu.read(lba, blocks).await {
             Ok(data) if data.len() == buf.len() => {
-                buf.copy_from_slice(&data);
+                buf.set_shared(data);
                 Ok(())
             }
             Ok(data) => Err(DeviceError::io(

@@ -218,6 +218,7 @@ impl VerifyArgs {
             progress: self.progress,
             interval: Duration::from_secs_f64(self.progress_interval.clamp(0.1, 3600.0)),
             show: self.show,
+            print_header: true,
         })
     }
 }

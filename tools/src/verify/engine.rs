@@ -252,16 +252,17 @@ impl Ctx {
     ) {
         let bs = self.bs();
         let n = found.len() / bs;
-        // Fast path: one generation over the whole range.
-        if let Expect::Uniform(s) = expect
-            && s.kind() == StateKind::Unique
+        // Fast path: one generation over the whole range, checked without
+        // rendering it.
+        if let Expect::Uniform(st) = expect
+            && st.kind() == StateKind::Unique
         {
-            block::render_unique(&self.stamp, lba, s.generation(), expected);
-            if expected[..] == found[..] {
+            if block::is_unique_run(&self.stamp, lba, st.generation(), found) {
                 Stats::add(&self.stats.blocks_verified, n as u64);
                 (0..n as u64).for_each(|i| on_verified(lba + i));
                 return;
             }
+            block::render_unique(&self.stamp, lba, st.generation(), expected);
         } else {
             self.render_expected(lba, expected, expect);
         }

@@ -117,6 +117,8 @@ pub struct Options {
     pub interval: Duration,
     /// Mismatches shown in detail on stdout.
     pub show: usize,
+    /// Print the seed, target and range before starting.
+    pub print_header: bool,
 }
 
 impl Default for Options {
@@ -145,6 +147,7 @@ impl Default for Options {
             progress: ProgressMode::Auto,
             interval: Duration::from_secs(5),
             show: 10,
+            print_header: true,
         }
     }
 }
@@ -347,8 +350,16 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
     }
 
     // The header.
-    println!("verify: seed {seed}, mode {}", opts.mode.name());
-    println!(
+    let quiet = !opts.print_header;
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if !quiet {
+                println!($($t)*);
+            }
+        };
+    }
+    say!("verify: seed {seed}, mode {}", opts.mode.name());
+    say!(
         "target: {} ({}, {} blocks of {} bytes = {}{})",
         info.name,
         info.kind,
@@ -357,7 +368,7 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
         output::bytes(info.capacity()),
         if info.direct_io { ", O_DIRECT" } else { "" }
     );
-    println!(
+    say!(
         "range:  LBA {first_lba}..{} ({}), {} per command, {} worker(s) x queue depth {}",
         first_lba + blocks,
         output::bytes(length),
@@ -367,14 +378,19 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
     );
     match opts.mode {
         Mode::Random => {
-            println!(
+            say!(
                 "mix:    {} (ranges of 1 to {} blocks)",
                 opts.mix,
                 opts.max_blocks.min(io_blocks)
             );
-            println!("trim:   {}", info.trim.reason);
+            match info.trim.method {
+                crate::device::TrimMethod::None => {
+                    say!("trim:   none, trims are skipped: {}", info.trim.reason)
+                }
+                _ => say!("trim:   {}", info.trim.reason),
+            }
         }
-        Mode::Sequential if passes != 1 => println!(
+        Mode::Sequential if passes != 1 => say!(
             "passes: {}",
             if passes == u64::MAX {
                 "until a limit".to_owned()
@@ -385,7 +401,7 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
         _ => {}
     }
     for n in &notes {
-        println!("note:   {n}");
+        say!("note:   {n}");
     }
 
     let ctx = Arc::new(Ctx::new(

@@ -269,7 +269,8 @@ async fn process(
                     Stats::add(&ctx.stats.trims, 1);
                     Stats::add(&ctx.stats.blocks_trimmed, count);
                     for i in a..b {
-                        table.set(
+                        set_keeping_verified(
+                            table,
                             start + i as u64,
                             BlockState::new(StateKind::Trimmed, gens[i]),
                         );
@@ -282,7 +283,9 @@ async fn process(
                 Err(e) => {
                     ctx.io_error(&e);
                     // Whether any of it happened is unknown.
-                    (a..b).for_each(|i| table.set(start + i as u64, BlockState::UNKNOWN));
+                    (a..b).for_each(|i| {
+                        set_keeping_verified(table, start + i as u64, BlockState::UNKNOWN)
+                    });
                 }
             }
         }
@@ -316,17 +319,33 @@ async fn process(
                             &ctx.stats.writes_unique
                         };
                         Stats::add(counter, 1);
-                        table.set(start + i as u64, BlockState::new(kind, gens[i]));
+                        set_keeping_verified(
+                            table,
+                            start + i as u64,
+                            BlockState::new(kind, gens[i]),
+                        );
                     }
                 }
                 Err(e) => {
                     ctx.io_error(&e);
-                    (a..b).for_each(|i| table.set(start + i as u64, BlockState::UNKNOWN));
+                    (a..b).for_each(|i| {
+                        set_keeping_verified(table, start + i as u64, BlockState::UNKNOWN)
+                    });
                 }
             }
         }
         a = b;
     }
+}
+
+/// Sets a block's new state; "verified at least once" stays true.
+fn set_keeping_verified(table: &StateTable, lba: u64, state: BlockState) {
+    let state = if table.get(lba).verified() {
+        state.with_verified()
+    } else {
+        state
+    };
+    table.set(lba, state);
 }
 
 #[cfg(test)]

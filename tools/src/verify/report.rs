@@ -191,6 +191,11 @@ pub struct Summary {
     pub check_command: Option<String>,
 }
 
+/// A percentage rounded down to 0.1, so that 99.99 does not read 100.0.
+fn percent(p: f64) -> String {
+    format!("{:.1}", (p * 10.0).floor() / 10.0)
+}
+
 impl Summary {
     /// The human-readable summary; `show` mismatches in detail.
     pub fn render(&self, show: usize) -> String {
@@ -223,8 +228,12 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "  verified  {} blocks ({:.1}% of {} blocks of {} bytes at least once)",
-            self.blocks_verified, self.verified_percent, self.blocks, t.block_size
+            "  verified  {} block reads; {} distinct blocks, {}% of the {} blocks of {} bytes",
+            self.blocks_verified,
+            self.distinct_verified,
+            percent(self.verified_percent),
+            self.blocks,
+            t.block_size
         );
         if self.blocks_unverifiable > 0 {
             let _ = writeln!(
