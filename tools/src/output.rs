@@ -93,18 +93,6 @@ impl Progress {
         }
     }
 
-    /// A line that stays (above the bar on a terminal).
-    pub fn println(&self, text: &str) {
-        match &self.bar {
-            Some(b) => b.println(text),
-            None => {
-                if self.lines.is_some() {
-                    eprintln!("{text}");
-                }
-            }
-        }
-    }
-
     /// Removes the bar.
     pub fn finish(&self) {
         if let Some(b) = &self.bar {

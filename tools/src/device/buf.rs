@@ -90,6 +90,7 @@ impl AlignedBuf {
     }
 
     /// Whether the start address is a multiple of `align`.
+    #[cfg(test)]
     pub fn is_aligned(&self, align: usize) -> bool {
         (self.as_ptr() as usize) % align.max(1) == 0
     }

@@ -219,10 +219,6 @@ impl IscsiDevice {
         (buf, r)
     }
 
-    pub fn can_trim(&self) -> bool {
-        self.trim.open()
-    }
-
     pub fn trim_skip_reason(&self) -> Option<String> {
         self.trim.reason()
     }

@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::fcntl::{FallocateFlags, OFlag, PosixFadviseAdvice, fallocate, posix_fadvise};
@@ -109,7 +109,10 @@ impl LocalDevice {
                 open_file(path, opts.write, false, exclusive).map_err(|e| open_error(path, e))?
             }
             Err(e) if exclusive && e.raw_os_error() == Some(nix::libc::EBUSY) => {
-                reasons.push("it is in use: the exclusive open failed with EBUSY (mounted, or held open exclusively by another program)".into());
+                // A mount found above explains the EBUSY already.
+                if reasons.is_empty() {
+                    reasons.push("it is in use: the exclusive open failed with EBUSY (held open exclusively by another program)".into());
+                }
                 return Err(DeviceError::Refused {
                     target: name,
                     reasons,
@@ -265,10 +268,6 @@ impl LocalDevice {
         (buf, r.map_err(|e| DeviceError::io("write", lba, blocks, e)))
     }
 
-    pub fn can_trim(&self) -> bool {
-        self.trim.open()
-    }
-
     pub fn trim_skip_reason(&self) -> Option<String> {
         self.trim.reason()
     }
@@ -343,11 +342,6 @@ impl LocalDevice {
         .map_err(io::Error::other)
         .and_then(|r| r)
         .map_err(|e| DeviceError::io("posix_fadvise(DONTNEED)", 0, 0, e))
-    }
-
-    /// The path this device was opened from, for messages.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(&self.info.name)
     }
 }
 

@@ -252,14 +252,6 @@ impl Device {
         }
     }
 
-    /// Whether trims still work (false after the device refused one).
-    pub fn can_trim(&self) -> bool {
-        match self {
-            Device::Local(d) => d.can_trim(),
-            Device::Iscsi(d) => d.can_trim(),
-        }
-    }
-
     /// Why trims are skipped, once they are.
     pub fn trim_skip_reason(&self) -> Option<String> {
         match self {

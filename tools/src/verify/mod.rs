@@ -320,11 +320,7 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
             None,
         ),
     };
-    let stamp = Stamp {
-        seed,
-        block_size: info.block_size,
-        flags,
-    };
+    let stamp = Stamp::new(seed, info.block_size, flags.0);
     let table = if opts.mode == Mode::Random {
         Some(Arc::new(
             StateTable::new(first_lba, blocks).map_err(Failure::io)?,
@@ -427,10 +423,15 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
 
     let mut generation = None;
     let mut state_extents = None;
+    // A sequential run that wrote every block of the range (a check by
+    // seed and generation can cover it).
+    let mut whole = false;
     match (opts.mode, check) {
         (Mode::Sequential, _) => {
             let w = sequential::run(&ctx, passes, first_generation).await;
             generation = w.generation;
+            whole =
+                w.stripes.iter().map(|s| s.blocks).sum::<u64>() == blocks && w.failed.is_empty();
             if let Some(g) = w.generation {
                 let t = StateTable::new(first_lba, blocks).map_err(Failure::io)?;
                 for s in &w.stripes {
@@ -471,7 +472,9 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
     ticker.abort();
     progress.finish();
 
-    let summary = summarize(&ctx, opts, seed, generation, first_lba, blocks, io_size);
+    let summary = summarize(
+        &ctx, opts, seed, generation, whole, first_lba, blocks, io_size,
+    );
     if let (Some(path), Some(extents)) = (&opts.state_out, state_extents) {
         let file = StateFile {
             format: STATE_FORMAT.into(),
@@ -622,6 +625,7 @@ fn summarize(
     opts: &Options,
     seed: u64,
     generation: Option<u64>,
+    whole: bool,
     first_lba: u64,
     blocks: u64,
     io_size: u64,
@@ -664,12 +668,12 @@ fn summarize(
         a
     };
     let check_command = match (opts.mode, &opts.state_out, generation) {
-        (Mode::Random, Some(p), _) => Some(format!(
+        (Mode::Random | Mode::Sequential, Some(p), _) => Some(format!(
             "iesp-test verify --check --state-in {} {}",
             p.display(),
-            opts.target
+            info.name
         )),
-        (Mode::Sequential, _, Some(g)) if mismatch_count == 0 => Some(format!(
+        (Mode::Sequential, None, Some(g)) if whole && mismatch_count == 0 => Some(format!(
             "iesp-test verify --check --seed {seed} --generation {g}{range} {}",
             info.name
         )),

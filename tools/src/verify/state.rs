@@ -120,10 +120,6 @@ impl StateTable {
         Ok(StateTable { first_lba, states })
     }
 
-    pub fn blocks(&self) -> u64 {
-        self.states.len() as u64
-    }
-
     fn slot(&self, lba: u64) -> Option<&AtomicU32> {
         let i = usize::try_from(lba.checked_sub(self.first_lba)?).ok()?;
         self.states.get(i)
