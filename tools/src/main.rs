@@ -35,7 +35,7 @@ enum Command {
     Selftest(SelftestArgs),
     /// Write/read-verify a file, block device or iSCSI LUN: does it give
     /// back exactly what was written?
-    Verify(verify::cli::VerifyArgs),
+    Verify(Box<verify::cli::VerifyArgs>),
     /// Benchmark verify's sequential pass against fio on a file and beside
     /// iscsi-perf on our target.
     BenchVerify(verify::bench::BenchArgs),
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
                 };
                 selftest::run(&opts).await.map(|_| ())
             }
-            Command::Verify(a) => verify::cli::run(a).await,
+            Command::Verify(a) => verify::cli::run(*a).await,
             Command::BenchVerify(a) => verify::bench::run(a).await,
         }
     });

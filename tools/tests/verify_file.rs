@@ -364,8 +364,43 @@ fn limits_stop_the_writing_and_what_was_written_is_verified() {
     assert_eq!(r["bytes_read"], 2 << 20);
     assert_eq!(r["distinct_verified"], 512);
     assert!(r["stopped_by"].as_str().unwrap().contains("--bytes"), "{r}");
-    // A partial image gets no check-by-seed suggestion.
+    // A partial image gets no check-by-seed suggestion; its state file
+    // says which blocks a check can expect.
     assert!(r["check_command"].is_null(), "{r}");
+    let state = dir.path().join("s.json");
+    let st = state.to_str().unwrap();
+    let (run, r) = verify(
+        &[
+            "--write",
+            "--bytes",
+            "1M",
+            "-w",
+            "2",
+            "-q",
+            "1",
+            "--io-size",
+            "128K",
+            "--state-out",
+            st,
+            &img,
+        ],
+        &json,
+    );
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(
+        r["check_command"],
+        format!("iesp-test verify --check --state-in {st} {img}")
+    );
+    // (Commands already in flight when the limit is reached complete.)
+    let written = r["bytes_written"].as_u64().unwrap() / BS;
+    assert!((256..=256 + 32).contains(&written), "{r}");
+    let (run, r) = verify(&["--check", "--state-in", st, &img], &json);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(
+        r["distinct_verified"], written,
+        "what was written, in two stripes"
+    );
+    assert_eq!(r["blocks_unverifiable"], 2048 - written);
     // --duration repeats passes until the time is up.
     let (run, r) = verify(
         &["--write", "--duration", "1s", "--length", "1M", &img],

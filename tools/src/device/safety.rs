@@ -290,8 +290,7 @@ pub fn find_signatures(data: &[u8], block_size: u32) -> Vec<String> {
     let bs = block_size as usize;
     let ours = |offset: usize| -> bool {
         let start = offset / bs * bs;
-        data.get(start..start + bs)
-            .is_some_and(|b| block::is_valid(b))
+        data.get(start..start + bs).is_some_and(block::is_valid)
     };
     let mut found: Vec<String> = Vec::new();
     let mut add = |s: String| {
@@ -338,13 +337,17 @@ mod tests {
 
     #[test]
     fn device_numbers() {
-        // makedev(7, 0) and makedev(259, 65536) as glibc encodes them.
+        // glibc's gnu_dev_makedev.
+        fn makedev(major: u64, minor: u64) -> u64 {
+            ((major & 0xffff_f000) << 32)
+                | ((major & 0x0fff) << 8)
+                | ((minor & 0xffff_ff00) << 12)
+                | (minor & 0x00ff)
+        }
         assert_eq!(major_minor(0x700), (7, 0));
-        let dev: u64 = ((259u64 & 0xfffff000) << 32)
-            | ((259 & 0xfff) << 8)
-            | ((65536u64 & 0xffffff00) << 12)
-            | (65536 & 0xff);
-        assert_eq!(major_minor(dev), (259, 65536));
+        for (ma, mi) in [(7, 0), (259, 65536), (8, 17), (4095, 255), (4096, 1 << 20)] {
+            assert_eq!(major_minor(makedev(ma, mi)), (ma, mi));
+        }
     }
 
     #[test]

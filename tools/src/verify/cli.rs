@@ -27,7 +27,7 @@ Exit codes:
 
 Examples:
   iesp-test verify --write --size 1G /tmp/disk.img
-  iesp-test verify --write --mode random --duration 60s --mix unique=70,duplicate=20,trim=10 /dev/sdX
+  iesp-test verify --write --mode random --duration 60s --mix u=70,d=20,t=10 /dev/sdX
   iesp-test verify --check --seed 1234 iscsi://127.0.0.1/iqn.2026-11.org.iesp-test:target0/0";
 
 /// Arguments of `iesp-test verify`.
@@ -60,7 +60,8 @@ pub struct VerifyArgs {
     /// still verified.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Stop after writing this many bytes (reading, with --check).
+    /// Stop after writing this many bytes (reading, with --check); commands
+    /// already in flight complete.
     #[arg(long, value_parser = parse_size)]
     pub bytes: Option<u64>,
     /// Stop once this percentage of the range has been verified
@@ -219,6 +220,7 @@ impl VerifyArgs {
             interval: Duration::from_secs_f64(self.progress_interval.clamp(0.1, 3600.0)),
             show: self.show,
             print_header: true,
+            interruptible: true,
         })
     }
 }

@@ -119,6 +119,8 @@ pub struct Options {
     pub show: usize,
     /// Print the seed, target and range before starting.
     pub print_header: bool,
+    /// Stop cleanly on Ctrl-C (the command line; not when embedded).
+    pub interruptible: bool,
 }
 
 impl Default for Options {
@@ -148,6 +150,7 @@ impl Default for Options {
             interval: Duration::from_secs(5),
             show: 10,
             print_header: true,
+            interruptible: false,
         }
     }
 }
@@ -412,10 +415,13 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
     ));
     let progress = Arc::new(Progress::new(opts.progress, opts.interval));
     let ticker = spawn_ticker(ctx.clone(), progress.clone(), opts.progress, opts.interval);
+    // Ctrl-C stops the run cleanly (summary, report, state) — only from
+    // the command line: a tool that embeds verify keeps its own handling.
     let interrupt = {
         let ctx = ctx.clone();
+        let listen = opts.interruptible;
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if listen && tokio::signal::ctrl_c().await.is_ok() {
                 ctx.abort("interrupted".into());
             }
         })
@@ -433,24 +439,7 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
             whole =
                 w.stripes.iter().map(|s| s.blocks).sum::<u64>() == blocks && w.failed.is_empty();
             if let Some(g) = w.generation {
-                let t = StateTable::new(first_lba, blocks).map_err(Failure::io)?;
-                for s in &w.stripes {
-                    t.apply(&[state::Extent {
-                        lba: s.first,
-                        count: s.blocks,
-                        kind: StateKind::Unique,
-                        generation: g,
-                    }]);
-                }
-                for &(lba, count) in &w.failed {
-                    t.apply(&[state::Extent {
-                        lba,
-                        count,
-                        kind: StateKind::Unknown,
-                        generation: 0,
-                    }]);
-                }
-                state_extents = Some(t.extents());
+                state_extents = Some(w.extents(first_lba, blocks, g));
             }
         }
         (Mode::Random, _) => {

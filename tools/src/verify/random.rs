@@ -268,11 +268,11 @@ async fn process(
                 Ok(()) => {
                     Stats::add(&ctx.stats.trims, 1);
                     Stats::add(&ctx.stats.blocks_trimmed, count);
-                    for i in a..b {
+                    for (i, &g) in gens.iter().enumerate().take(b).skip(a) {
                         set_keeping_verified(
                             table,
                             start + i as u64,
-                            BlockState::new(StateKind::Trimmed, gens[i]),
+                            BlockState::new(StateKind::Trimmed, g),
                         );
                     }
                 }
