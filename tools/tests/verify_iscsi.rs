@@ -182,3 +182,67 @@ fn selftest_runs_verify() {
         assert!(run.stdout.contains(line), "no {line:?}:\n{}", run.text());
     }
 }
+
+/// tgt with `thin_provisioning=1` reports LBPME=1: random mode's trims
+/// become UNMAP commands (and tgt punches holes in its file).
+#[test]
+fn tgt_thin_provisioned_gets_unmap() {
+    let Some(tools) = iesp_testsuite::peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
+        return;
+    };
+    let (tgtd, url) = iesp_testsuite::peers::tgt::Tgtd::with_file_lun(8 << 20).unwrap();
+    // Tgtd has no helper for LU parameters; its control socket lives under
+    // its directory as "ipc" (see Tgtd::start_with).
+    let out = std::process::Command::new(&tools[1])
+        .env("TGT_IPC_SOCKET", tgtd.dir().join("ipc"))
+        .args(["-C", &tgtd.control_port().to_string()])
+        .args([
+            "--lld",
+            "iscsi",
+            "--mode",
+            "logicalunit",
+            "--op",
+            "update",
+            "--tid",
+            "1",
+            "--lun",
+            "1",
+        ])
+        .args(["--params", "thin_provisioning=1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tgtadm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let args = [
+        "--write",
+        "--mode",
+        "random",
+        "--length",
+        "1M",
+        "-w",
+        "2",
+        "-q",
+        "2",
+        "--mix",
+        "unique=60,duplicate=10,trim=30",
+        "--verified-percent",
+        "70",
+        "--duration",
+        "60s",
+        &url,
+    ];
+    let (run, r) = verify(&args, &json);
+    assert_eq!(run.code, 0, "{}\n{}", run.text(), tgtd.log());
+    assert_eq!(r["trim"]["method"], "unmap", "{r}");
+    assert!(r["trims"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["trims_skipped"], 0, "{r}");
+    eprintln!(
+        "tgt thin: LBPRZ -> trimmed blocks compared as zeros: {}",
+        r["trim"]["zeroes"]
+    );
+}

@@ -58,10 +58,22 @@ pub struct Ctx {
 #[derive(Clone, Debug, Default)]
 pub struct Phase {
     pub name: String,
+    /// Bytes the phase covers.
     pub total: u64,
-    /// Progress counts bytes written (else read).
-    pub writing: bool,
+    /// What its progress counts.
+    pub counter: Counter,
+    /// The counter's value at the start.
     pub base: u64,
+}
+
+/// What a phase's progress counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counter {
+    #[default]
+    Written,
+    Read,
+    /// Bytes of distinct blocks verified (random mode).
+    Verified,
 }
 
 /// Where a block's expectation comes from.
@@ -139,18 +151,23 @@ impl Ctx {
         AlignedBuf::new(self.io_bytes(), self.dev.info().align)
     }
 
-    pub fn set_phase(&self, name: &str, total: u64, writing: bool) {
-        let base = if writing {
-            Stats::get(&self.stats.bytes_written)
-        } else {
-            Stats::get(&self.stats.bytes_read)
-        };
+    pub fn set_phase(&self, name: &str, total: u64, counter: Counter) {
+        let base = self.count(counter);
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase {
             name: name.to_owned(),
             total,
-            writing,
+            counter,
             base,
         };
+    }
+
+    /// The value of a progress counter now.
+    pub fn count(&self, counter: Counter) -> u64 {
+        match counter {
+            Counter::Written => Stats::get(&self.stats.bytes_written),
+            Counter::Read => Stats::get(&self.stats.bytes_read),
+            Counter::Verified => Stats::get(&self.stats.distinct_verified) * self.bs() as u64,
+        }
     }
 
     fn stop(&self, flag: &AtomicBool, reason: String) {

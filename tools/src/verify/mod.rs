@@ -236,6 +236,11 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
 
     // The range.
     let (offset, length) = match &state_in {
+        Some(_) if opts.offset != 0 || opts.length.is_some() => {
+            return Err(Failure::usage(
+                "--state-in gives the range: leave out --offset and --length",
+            ));
+        }
         Some(s) => {
             if s.block_size != info.block_size {
                 return Err(Failure::usage(format!(
@@ -571,8 +576,7 @@ fn spawn_ticker(
             let ph = ctx.phase.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let w = Stats::get(&ctx.stats.bytes_written);
             let r = Stats::get(&ctx.stats.bytes_read);
-            let counter = if ph.writing { w } else { r };
-            let pos = counter.saturating_sub(ph.base);
+            let pos = ctx.count(ph.counter).saturating_sub(ph.base);
             if ph.name != last_phase {
                 progress.phase(&ph.name, ph.total);
                 last_phase = ph.name.clone();

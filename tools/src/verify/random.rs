@@ -21,7 +21,7 @@ use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use crate::block;
 use crate::device::{AlignedBuf, DeviceError};
 use crate::pattern;
-use crate::verify::engine::{Ctx, Expect};
+use crate::verify::engine::{Counter, Ctx, Expect};
 use crate::verify::report::Stats;
 use crate::verify::state::{BlockState, StateKind, StateTable};
 
@@ -136,7 +136,7 @@ const SLOT_SALT: u64 = 0x7261_6e64_6f6d_0000;
 pub async fn run(ctx: &Arc<Ctx>, table: Arc<StateTable>, mix: Mix, max_blocks: u32) {
     let reservations = Arc::new(Reservations::default());
     let slots = ctx.workers * ctx.queue_depth;
-    ctx.set_phase("random", ctx.blocks * ctx.bs() as u64, true);
+    ctx.set_phase("random", ctx.blocks * ctx.bs() as u64, Counter::Verified);
     let mut tasks = tokio::task::JoinSet::new();
     for slot in 0..slots {
         let (ctx, table, reservations) = (ctx.clone(), table.clone(), reservations.clone());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::verify::engine::{Ctx, Expect, Stripe, SweepOp, stripes, sweep};
+use crate::verify::engine::{Counter, Ctx, Expect, Stripe, SweepOp, stripes, sweep};
 use crate::verify::state::{BlockState, Extent, StateKind};
 
 /// What a sequential run left on the device.
@@ -91,7 +91,7 @@ pub async fn run(ctx: &Arc<Ctx>, passes: u64, first_generation: u64) -> Written 
         } else {
             format!("{}/{passes}", p + 1)
         };
-        ctx.set_phase(&format!("write {label}"), total, true);
+        ctx.set_phase(&format!("write {label}"), total, Counter::Written);
         let t = Instant::now();
         let w = sweep(ctx, SweepOp::Write { generation }, &all, &[]).await;
         let done: Vec<Stripe> = all
@@ -121,7 +121,7 @@ pub async fn run(ctx: &Arc<Ctx>, passes: u64, first_generation: u64) -> Written 
         ctx.set_phase(
             &format!("read {label}"),
             done_blocks * ctx.bs() as u64,
-            false,
+            Counter::Read,
         );
         let expect = Expect::Uniform(BlockState::new(StateKind::Unique, generation));
         let t = Instant::now();
@@ -147,7 +147,7 @@ pub async fn run(ctx: &Arc<Ctx>, passes: u64, first_generation: u64) -> Written 
 /// Check mode: read the range and compare with `expect`, no writes.
 pub async fn check(ctx: &Arc<Ctx>, expect: Expect) {
     let all = stripes(ctx.first_lba, ctx.blocks, ctx.workers, ctx.io_blocks);
-    ctx.set_phase("check", ctx.blocks * ctx.bs() as u64, false);
+    ctx.set_phase("check", ctx.blocks * ctx.bs() as u64, Counter::Read);
     let t = Instant::now();
     sweep(
         ctx,
