@@ -3,8 +3,10 @@
 //!
 //! Starts the target on an ephemeral loopback port, discovers it, logs in
 //! with our initiator, writes a seeded pattern over the LUN and reads it
-//! back at several queue depths, and prints a short report. Each later
-//! capability (verify, conformance, …) adds its pass here.
+//! back at several queue depths, runs `verify` over it (sequential,
+//! random with duplicate content, then a check of the random run's saved
+//! state), and prints a short report. Each later capability (conformance,
+//! …) adds its pass here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,9 +116,85 @@ pub async fn run(opts: &Options) -> anyhow::Result<Vec<Pass>> {
         passes.push(pass);
     }
     session.logout().await.context("logout")?;
+    verify_passes(&target, opts).await?;
     target.shutdown().await?;
     println!("selftest: PASS");
     Ok(passes)
+}
+
+/// `iesp-test verify` against the LUN: a sequential pass, a random pass
+/// with duplicate content, and a read-only check of the random pass's
+/// state, each in its own session.
+async fn verify_passes(target: &EmbeddedTarget, opts: &Options) -> anyhow::Result<()> {
+    use crate::output::ProgressMode;
+    use crate::verify::{self, Mode, report::Outcome};
+    let dir = tempfile::tempdir().context("temporary directory for the state file")?;
+    let state = dir.path().join("state.json");
+    let base = verify::Options {
+        target: target.url(0),
+        open: crate::device::OpenOptions {
+            write: true,
+            initiator_name: INITIATOR.to_owned(),
+            ..Default::default()
+        },
+        seed: Some(opts.seed),
+        queue_depth: 16,
+        io_size: u64::from(opts.io_size),
+        progress: ProgressMode::Quiet,
+        print_header: false,
+        ..verify::Options::default()
+    };
+    let runs = [
+        (
+            "sequential",
+            verify::Options {
+                mode: Mode::Sequential,
+                ..base.clone()
+            },
+        ),
+        (
+            "random",
+            verify::Options {
+                mode: Mode::Random,
+                workers: 4,
+                queue_depth: 4,
+                limits: verify::engine::Limits {
+                    verified_percent: Some(50.0),
+                    duration: Some(std::time::Duration::from_secs(20)),
+                    max_io_errors: 1,
+                    ..Default::default()
+                },
+                state_out: Some(state.clone()),
+                ..base.clone()
+            },
+        ),
+        (
+            "check",
+            verify::Options {
+                mode: Mode::Check,
+                state_in: Some(state.clone()),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (name, o) in runs {
+        let s = verify::run(&o)
+            .await
+            .map_err(|f| f.error)
+            .with_context(|| format!("verify {name}"))?;
+        println!(
+            "verify:    {name:<10} {} written, {} read, {} blocks verified ({:.0}% of the LUN), {} mismatches",
+            crate::output::bytes(s.bytes_written),
+            crate::output::bytes(s.bytes_read),
+            s.blocks_verified,
+            s.verified_percent,
+            s.mismatch_count
+        );
+        if s.outcome != Outcome::Pass {
+            bail!("verify {name}: {}", s.render(5));
+        }
+    }
+    Ok(())
 }
 
 fn yes(b: bool) -> &'static str {

@@ -1,0 +1,191 @@
+//! Helpers for the `iesp-test` integration tests: run the binary, read its
+//! JSON report, damage blocks behind its back, attach loop devices.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// What a run of the binary left.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Everything it printed, for assertion messages.
+    pub fn text(&self) -> String {
+        format!(
+            "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `iesp-test ARGS` to completion.
+pub fn iesp_test(args: &[&str]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_iesp-test"))
+        .args(args)
+        .env("IESP_LOG", "warn")
+        .output()
+        .expect("run iesp-test");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `iesp-test verify ARGS` with quiet progress and a JSON report, and
+/// returns the run and the report (`Null` if none was written).
+pub fn verify(args: &[&str], json: &Path) -> (Run, serde_json::Value) {
+    let _ = std::fs::remove_file(json);
+    let mut all = vec![
+        "verify",
+        "--progress",
+        "quiet",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    all.extend_from_slice(args);
+    let run = iesp_test(&all);
+    let report = std::fs::read_to_string(json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (run, report)
+}
+
+/// `(lba, class)` of every mismatch in a report, by LBA.
+pub fn mismatches(report: &serde_json::Value) -> Vec<(u64, String)> {
+    let mut v: Vec<(u64, String)> = report["mismatches"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    (
+                        m["lba"].as_u64().unwrap_or(u64::MAX),
+                        m["class"].as_str().unwrap_or("?").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn read_block(path: &Path, bs: u64, lba: u64) -> Vec<u8> {
+    let f = std::fs::File::open(path).expect("open image");
+    let mut b = vec![0u8; bs as usize];
+    f.read_exact_at(&mut b, lba * bs).expect("read block");
+    b
+}
+
+pub fn write_block(path: &Path, bs: u64, lba: u64, data: &[u8]) {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open image for writing");
+    f.write_all_at(data, lba * bs).expect("write block");
+    f.sync_all().expect("sync image");
+}
+
+/// The five kinds of damage the detection tests do, at fixed LBAs, with
+/// the class verify must report for each. `old` is an earlier copy of
+/// block 40.
+pub fn damage(path: &Path, bs: u64, old_40: &[u8]) -> Vec<(u64, String)> {
+    // Flip one bit of the payload.
+    let mut b = read_block(path, bs, 5);
+    b[bs as usize / 2] ^= 0x08;
+    write_block(path, bs, 5, &b);
+    // Copy block 3 over block 10.
+    let b3 = read_block(path, bs, 3);
+    write_block(path, bs, 10, &b3);
+    // Zero block 20.
+    write_block(path, bs, 20, &vec![0u8; bs as usize]);
+    // Foreign bytes in block 30.
+    let foreign: Vec<u8> = (0..bs).map(|i| (i * 7 + 1) as u8).collect();
+    write_block(path, bs, 30, &foreign);
+    // An older copy of block 40.
+    write_block(path, bs, 40, old_40);
+    vec![
+        (5, "torn".to_owned()),
+        (10, "misdirected".to_owned()),
+        (20, "zeros".to_owned()),
+        (30, "foreign".to_owned()),
+        (40, "stale".to_owned()),
+    ]
+}
+
+/// A loop device over a file, detached on drop (also on panic).
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    /// `losetup -f --show FILE`; `None` (after saying why) when this
+    /// machine cannot (not root).
+    pub fn attach(file: &Path) -> Option<LoopDevice> {
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .expect("run losetup");
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !iesp_testsuite::peers::in_ci(),
+                "losetup failed under CI: {err}"
+            );
+            eprintln!("SKIPPED: losetup failed (not root?): {err}");
+            return None;
+        }
+        let dev = LoopDevice {
+            path: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        };
+        assert!(
+            dev.as_str().starts_with("/dev/loop"),
+            "losetup printed {:?}",
+            dev.path
+        );
+        Some(dev)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.path.to_str().expect("utf-8 loop path")
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// A mount, unmounted on drop.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Mounts `dev` on a fresh directory; `None` when mounting is not
+    /// possible here.
+    pub fn new(dev: &Path) -> Option<Mount> {
+        let dir = tempfile::tempdir().expect("mount point");
+        let st = Command::new("mount")
+            .arg(dev)
+            .arg(dir.path())
+            .status()
+            .ok()?;
+        st.success().then_some(Mount { dir })
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
