@@ -20,6 +20,7 @@
 //!   0xB0, 0xB1, 0xB2 (SPC-4 §6.6, §7.8; SBC-4 §6.6).
 //! - [`capacity`] — READ CAPACITY (10)/(16) and GET LBA STATUS data
 //!   (SBC-4 §5.16, §5.17, §5.7).
+//! - [`defect`] — READ DEFECT DATA parameter data (SBC-4 §5.19, §5.20).
 //! - [`mode`] — mode parameter headers, block descriptors and the caching,
 //!   control and informational exceptions pages (SPC-4 §7.5, SBC-4 §6.5).
 //! - [`report_luns`] — REPORT LUNS data (SPC-4 §6.33).
@@ -48,6 +49,7 @@
 
 pub mod capacity;
 pub mod cdb;
+pub mod defect;
 pub mod inquiry;
 pub mod mode;
 pub mod opcodes;

@@ -24,7 +24,8 @@ struct Args {
 
     /// A LUN, repeatable; LUN numbers follow the order given.
     /// `ram:SIZE`, `file:PATH[,size=SIZE]` (created sparse when missing),
-    /// `dev:PATH` or `/dev/…`; append `,bs=4096` or `,ro` per LUN.
+    /// `dev:PATH` or `/dev/…`, `nbd:HOST:PORT[/EXPORT]` (an NBD export);
+    /// append `,bs=4096` or `,ro` per LUN.
     #[arg(long = "lun", value_name = "SPEC", default_value = "ram:64M")]
     luns: Vec<String>,
 

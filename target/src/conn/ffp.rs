@@ -393,7 +393,7 @@ impl FullFeature {
             self.tasks.insert(cmd.itt, task);
             self.progress(cmd.itt);
         } else {
-            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[]);
+            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[], edtl);
             let wanted = if transfer.direction == Direction::Write { transfer.length } else { 0 };
             self.complete(cmd.itt, cmd.lun, edtl, cmd.read, wanted, completion);
         }
@@ -405,7 +405,7 @@ impl FullFeature {
         let done = task.unsolicited_done && task.r2ts.is_empty() && task.next_r2t_offset >= task.needed;
         if done {
             let Some(task) = self.tasks.remove(&itt) else { return };
-            let completion = self.luns.execute(&self.nexus, task.lun, &task.cdb, &task.buf);
+            let completion = self.luns.execute(&self.nexus, task.lun, &task.cdb, &task.buf, task.edtl);
             let wanted = task.spdtl;
             self.complete(itt, task.lun, task.edtl, false, wanted, completion);
             return;

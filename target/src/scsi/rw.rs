@@ -1,7 +1,8 @@
 //! Medium access: READ(6/10/12/16), WRITE(6/10/12/16), WRITE AND VERIFY
-//! (10/12/16), VERIFY(10/12/16), SYNCHRONIZE CACHE(10/16) and READ
-//! CAPACITY(10/16) (SBC-4 §5.11–§5.14, §5.38–§5.45, §5.34–§5.36, §5.32,
-//! §5.33, §5.16, §5.17).
+//! (10/12/16), VERIFY(10/12/16), COMPARE AND WRITE, ORWRITE(16),
+//! PRE-FETCH(10/16), SYNCHRONIZE CACHE(10/16), READ CAPACITY(10/16) and READ
+//! DEFECT DATA(10/12) (SBC-4 §5.11–§5.14, §5.38–§5.45, §5.34–§5.36, §5.3,
+//! §5.8, §5.9, §5.10, §5.32, §5.33, §5.16, §5.17, §5.19, §5.20).
 //!
 //! ## Checks, in order ([`precheck`])
 //!
@@ -45,12 +46,55 @@
 //! difference is MISCOMPARE / MISCOMPARE DURING VERIFY OPERATION with the
 //! offset of the first differing byte in INFORMATION.
 //!
+//! ## COMPARE AND WRITE (SBC-4 §5.3)
+//!
+//! The Data-Out buffer holds NUMBER OF LOGICAL BLOCKS blocks of verify data
+//! then as many of write data; a buffer of any other length than the
+//! initiator's Expected Data Transfer Length says is INVALID FIELD IN CDB
+//! (the halves cannot be told apart), including a non-zero buffer for 0
+//! blocks. The medium is read, compared and — only if equal — written while
+//! the logical unit's I/O gate is held exclusively
+//! ([`LogicalUnit::exclusive_io`]), so no write of any session lands
+//! between the compare and the write. A difference is MISCOMPARE /
+//! MISCOMPARE DURING VERIFY OPERATION with the offset of the first
+//! differing byte in INFORMATION, and nothing is written. MAXIMUM COMPARE
+//! AND WRITE LENGTH is 255 blocks (the field's maximum), or half the
+//! maximum transfer length when that is less.
+//!
+//! ## ORWRITE(16) (SBC-4 §5.8)
+//!
+//! Each byte of the medium becomes itself OR the Data-Out byte, read and
+//! written under the exclusive gate like COMPARE AND WRITE, so concurrent
+//! ORWRITEs and writes cannot lose each other's bits.
+//!
+//! ## PRE-FETCH(10/16) (SBC-4 §5.9, §5.10)
+//!
+//! The backend is asked to cache the range (0 blocks: to the last LBA).
+//! CONDITION MET when the backend can say the blocks are in memory when the
+//! command completes (RAM), GOOD otherwise (a file's read-ahead is only
+//! advice to the kernel; NBD has no cache we can see). IMMED changes
+//! nothing: the request is cheap either way.
+//!
+//! ## READ DEFECT DATA(10/12) (SBC-4 §5.19, §5.20)
+//!
+//! A virtual medium has no defects: the lists asked for (REQ_PLIST,
+//! REQ_GLIST) are returned empty in the format asked for, with PLISTV and
+//! GLISTV saying they are present. The reserved format 111b is INVALID FIELD
+//! IN CDB.
+//!
+//! ## Write cache disabled
+//!
+//! When MODE SELECT clears WCE on a unit whose backend caches writes, every
+//! write is followed by a flush, as if FUA were set.
+//!
 //! READ CAPACITY: (10) saturates the returned LBA at FFFFFFFFh; (16) cuts
-//! to the allocation length. The obsolete PMI and LBA fields are ignored.
+//! to the allocation length and reports LBPME/LBPRZ (see
+//! [`super::provisioning`]). The obsolete PMI and LBA fields are ignored.
 
 use bytes::{Bytes, BytesMut};
+use iesp_proto::scsi::defect::{self, DefectData};
 use iesp_proto::scsi::{
-    Asc, Cdb, CdbSize, ReadCapacity10Data, ReadCapacity16Data, Sense, truncate,
+    Asc, Cdb, CdbSize, ReadCapacity10Data, ReadCapacity16Data, ScsiStatus, Sense, truncate,
 };
 
 use super::lu::{LogicalUnit, Snapshot};
@@ -154,13 +198,66 @@ pub fn precheck(lu: &LogicalUnit, cdb: &Cdb, write_protected: bool) -> Result<()
             in_range(lu, lba, blocks)
         }
         Cdb::SynchronizeCache { lba, blocks, .. } => in_range(lu, lba, blocks),
+        Cdb::CompareAndWrite {
+            lba,
+            blocks,
+            wrprotect,
+            ..
+        } => {
+            no_protection(wrprotect)?;
+            if u32::from(blocks) > max_compare_and_write_blocks(lu) {
+                return Err(Sense::invalid_field_in_cdb(13, None));
+            }
+            in_range(lu, lba, u32::from(blocks))?;
+            writable(write_protected)
+        }
+        Cdb::OrWrite {
+            lba,
+            blocks,
+            orprotect,
+            ..
+        } => {
+            no_protection(orprotect)?;
+            within_limit(lu, CdbSize::Sixteen, blocks)?;
+            in_range(lu, lba, blocks)?;
+            writable(write_protected)
+        }
+        Cdb::PreFetch { lba, blocks, .. } => in_range(lu, lba, blocks),
+        Cdb::ReadDefectData { format, .. } if format == defect::format::RESERVED => {
+            let at = if matches!(
+                cdb,
+                Cdb::ReadDefectData {
+                    size: CdbSize::Ten,
+                    ..
+                }
+            ) {
+                2
+            } else {
+                1
+            };
+            Err(Sense::invalid_field_in_cdb(at, Some(2)))
+        }
         _ => Ok(()),
     }
 }
 
-/// Runs a command of the family (after [`precheck`]).
-pub fn execute(lu: &LogicalUnit, cdb: &Cdb, data_out: &[u8], snap: Snapshot) -> Outcome {
+/// MAXIMUM COMPARE AND WRITE LENGTH (module docs).
+pub fn max_compare_and_write_blocks(lu: &LogicalUnit) -> u32 {
+    (lu.max_transfer_blocks() / 2).clamp(1, 255)
+}
+
+/// Runs a command of the family (after [`precheck`]). `expected_length` is
+/// the initiator's Expected Data Transfer Length.
+pub fn execute(
+    lu: &LogicalUnit,
+    cdb: &Cdb,
+    data_out: &[u8],
+    expected_length: u32,
+    snap: Snapshot,
+) -> Outcome {
     precheck(lu, cdb, lu.read_only() || snap.software_write_protect)?;
+    // With WCE=0 every write is forced to the medium (module docs).
+    let write_through = lu.write_cache() && !snap.write_cache;
     match *cdb {
         Cdb::Read {
             lba, blocks, fua, ..
@@ -176,8 +273,49 @@ pub fn execute(lu: &LogicalUnit, cdb: &Cdb, data_out: &[u8], snap: Snapshot) -> 
             lba, blocks, fua, ..
         } => {
             let data = whole_blocks(lu, blocks, data_out)?;
-            write(lu, lba, data, fua)?;
+            write(lu, lba, data, fua || write_through)?;
             Ok(Bytes::new())
+        }
+        Cdb::CompareAndWrite {
+            lba, blocks, fua, ..
+        } => {
+            compare_and_write(lu, lba, blocks, data_out, expected_length)?;
+            if fua || write_through {
+                flush(lu, lba)?;
+            }
+            Ok(Bytes::new())
+        }
+        Cdb::OrWrite {
+            lba, blocks, fua, ..
+        } => {
+            let data = whole_blocks(lu, blocks, data_out)?;
+            or_write(lu, lba, data)?;
+            if fua || write_through {
+                flush(lu, lba)?;
+            }
+            Ok(Bytes::new())
+        }
+        Cdb::ReadDefectData {
+            size,
+            req_plist,
+            req_glist,
+            format,
+            allocation_length,
+            ..
+        } => {
+            let data = DefectData {
+                plistv: req_plist,
+                glistv: req_glist,
+                format,
+                generation: 0,
+                descriptors: Vec::new(),
+            };
+            let bytes = if size == CdbSize::Ten {
+                data.encode_10()
+            } else {
+                data.encode_12()
+            };
+            Ok(Bytes::from(truncate(bytes, allocation_length)))
         }
         Cdb::WriteAndVerify {
             lba,
@@ -200,13 +338,80 @@ pub fn execute(lu: &LogicalUnit, cdb: &Cdb, data_out: &[u8], snap: Snapshot) -> 
             ..
         } => verify(lu, lba, blocks, bytchk, data_out),
         Cdb::SynchronizeCache { lba, .. } => {
-            lu.backend()
-                .flush()
-                .map_err(|e| io_error(IoOp::Flush, lba, &e))?;
+            flush(lu, lba)?;
             Ok(Bytes::new())
         }
         _ => Err(Sense::invalid_command_operation_code()),
     }
+}
+
+fn flush(lu: &LogicalUnit, lba: u64) -> Result<(), Sense> {
+    lu.backend()
+        .flush()
+        .map_err(|e| io_error(IoOp::Flush, lba, &e))
+}
+
+/// PRE-FETCH (after [`precheck`]): GOOD or CONDITION MET (module docs).
+pub fn prefetch(lu: &LogicalUnit, lba: u64, blocks: u32) -> Result<ScsiStatus, Sense> {
+    let bs = u64::from(lu.block_size());
+    let n = if blocks == 0 {
+        lu.blocks() - lba
+    } else {
+        u64::from(blocks)
+    };
+    let cached = lu
+        .backend()
+        .prefetch(lba * bs, n * bs)
+        .map_err(|e| io_error(IoOp::Read, lba, &e))?;
+    Ok(if cached {
+        ScsiStatus::CONDITION_MET
+    } else {
+        ScsiStatus::GOOD
+    })
+}
+
+/// COMPARE AND WRITE after [`precheck`] (module docs).
+fn compare_and_write(
+    lu: &LogicalUnit,
+    lba: u64,
+    blocks: u8,
+    data_out: &[u8],
+    expected_length: u32,
+) -> Result<(), Sense> {
+    let (_, half) = bytes_of(lu, 0, u32::from(blocks));
+    if expected_length as usize != 2 * half || data_out.len() != 2 * half {
+        return Err(Sense::invalid_field_in_cdb(13, None));
+    }
+    if blocks == 0 {
+        return Ok(());
+    }
+    let (verify, data) = data_out.split_at(half);
+    let (offset, _) = bytes_of(lu, lba, 0);
+    // Held across the read, the compare and the write: this is what makes
+    // the command atomic against every other write path, which takes the
+    // gate shared.
+    let _io = lu.exclusive_io();
+    let medium = read(lu, lba, u32::from(blocks))?;
+    compare(&medium, verify, 0)?;
+    lu.backend()
+        .write_at(data, offset)
+        .map_err(|e| io_error(IoOp::Write, lba, &e))
+}
+
+/// ORWRITE after [`precheck`]: medium |= data, under the exclusive gate.
+fn or_write(lu: &LogicalUnit, lba: u64, data: &[u8]) -> Result<(), Sense> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let (offset, _) = bytes_of(lu, lba, 0);
+    let _io = lu.exclusive_io();
+    let mut medium = read(lu, lba, block_count(lu, data.len()))?;
+    for (m, d) in medium.iter_mut().zip(data) {
+        *m |= d;
+    }
+    lu.backend()
+        .write_at(&medium, offset)
+        .map_err(|e| io_error(IoOp::Write, lba, &e))
 }
 
 /// Byte offset and length of a checked range (within capacity and the
@@ -249,13 +454,16 @@ fn write(lu: &LogicalUnit, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense
         return Ok(());
     }
     let (offset, _) = bytes_of(lu, lba, 0);
-    lu.backend()
-        .write_at(data, offset)
-        .map_err(|e| io_error(IoOp::Write, lba, &e))?;
-    if fua {
+    {
+        // Shared: writes run in parallel, but not during a COMPARE AND
+        // WRITE or ORWRITE (see `LogicalUnit::shared_io`).
+        let _io = lu.shared_io();
         lu.backend()
-            .flush()
-            .map_err(|e| io_error(IoOp::Flush, lba, &e))?;
+            .write_at(data, offset)
+            .map_err(|e| io_error(IoOp::Write, lba, &e))?;
+    }
+    if fua {
+        flush(lu, lba)?;
     }
     Ok(())
 }
@@ -309,7 +517,13 @@ pub fn read_capacity_10(lu: &LogicalUnit) -> Bytes {
 
 /// READ CAPACITY(16) parameter data, cut to `allocation_length`.
 pub fn read_capacity_16(lu: &LogicalUnit, allocation_length: u32) -> Bytes {
-    let data = ReadCapacity16Data::for_capacity(lu.blocks(), lu.block_size()).encode();
+    let provisioning = lu.provisioning();
+    let data = ReadCapacity16Data {
+        lbpme: provisioning.is_some(),
+        lbprz: provisioning.is_some_and(|p| p.zeroes),
+        ..ReadCapacity16Data::for_capacity(lu.blocks(), lu.block_size())
+    }
+    .encode();
     Bytes::from(truncate(data.to_vec(), allocation_length))
 }
 
@@ -361,12 +575,6 @@ pub(crate) mod tests {
                 return Err(io::Error::from_raw_os_error(self.errno));
             }
             Ok(())
-        }
-        fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-            self.ram.discard(offset, len)
-        }
-        fn discard_zeroes(&self) -> bool {
-            true
         }
         fn write_cache(&self) -> bool {
             true
@@ -872,8 +1080,16 @@ pub(crate) mod tests {
         let data = h.good(&Cdb::read_capacity16(), &[]);
         assert_eq!(data.len(), 32);
         let d16 = ReadCapacity16Data::parse(&data).expect("parses");
-        assert_eq!(d16, ReadCapacity16Data::for_capacity(1000, 4096));
-        assert!(!d16.prot_en && !d16.lbpme);
+        // A RAM disk is thin provisioned and reads unmapped blocks as zero.
+        assert_eq!(
+            d16,
+            ReadCapacity16Data {
+                lbpme: true,
+                lbprz: true,
+                ..ReadCapacity16Data::for_capacity(1000, 4096)
+            }
+        );
+        assert!(!d16.prot_en);
         for alloc in 0..16 {
             let cut = h.good(
                 &Cdb::ReadCapacity16 {
