@@ -1149,6 +1149,345 @@ pub(crate) mod tests {
         );
     }
 
+    fn caw(lba: u64, blocks: u8) -> Cdb {
+        Cdb::CompareAndWrite {
+            lba,
+            blocks,
+            wrprotect: 0,
+            dpo: false,
+            fua: false,
+            group: 0,
+        }
+    }
+
+    #[test]
+    fn compare_and_write_writes_only_on_a_match() {
+        let h = Harness::ram(1024);
+        let old = pattern(3 * 512, 1);
+        let new = pattern(3 * 512, 2);
+        h.good(&Cdb::write(CdbSize::Ten, 100, 3, false), &old);
+        h.good(&caw(100, 3), &[old.clone(), new.clone()].concat());
+        assert_eq!(h.good(&Cdb::read(CdbSize::Ten, 100, 3), &[]), new);
+        // A miscompare names the first differing byte and writes nothing.
+        let mut verify = new.clone();
+        verify[1234] ^= 0x40;
+        let s = h.check(&caw(100, 3), &[verify, old.clone()].concat());
+        assert_eq!(
+            (s.key, s.asc, s.information),
+            (
+                SenseKey::MISCOMPARE,
+                Asc::MISCOMPARE_DURING_VERIFY,
+                Some(1234)
+            )
+        );
+        assert_eq!(h.good(&Cdb::read(CdbSize::Ten, 100, 3), &[]), new);
+        // At the end of the medium, and one past it.
+        h.good(&caw(1023, 1), &[vec![0; 512], vec![9; 512]].concat());
+        assert_eq!(
+            h.check(&caw(1023, 2), &[0; 2048]).asc,
+            Asc::LBA_OUT_OF_RANGE
+        );
+        // Zero blocks with no data: nothing to do.
+        h.good(&caw(5, 0), &[]);
+    }
+
+    #[test]
+    fn compare_and_write_needs_exactly_both_halves() {
+        let h = Harness::ram(1024);
+        let lun = Lun::from_index(0);
+        assert_eq!(h.table.transfer(lun, &caw(0, 2).encode()).length, 2048);
+        // Data-Out of another length than the CDB implies, either way
+        // (libiscsi CompareAndWrite.InvalidDataOutSize; its Simple test
+        // sends 256 blocks, which NUMBER OF LOGICAL BLOCKS reads as 0).
+        for (blocks, edtl) in [(1u8, 2048u32), (2, 1024), (0, 512), (1, 0)] {
+            let c = h.table.execute(
+                &h.nexus,
+                lun,
+                &caw(0, blocks).encode(),
+                &vec![0u8; (edtl as usize).min(2 * 512 * blocks as usize)],
+                edtl,
+            );
+            let s = super::super::testutil::check_of(&c);
+            assert_eq!(
+                (s.asc, s.sense_key_specific),
+                (Asc::INVALID_FIELD_IN_CDB, field(13, None)),
+                "{blocks} blocks, EDTL {edtl}"
+            );
+        }
+        assert_eq!(h.good(&Cdb::read(CdbSize::Ten, 0, 1), &[]), vec![0; 512]);
+        // The limit of the Block Limits page: 255 blocks...
+        h.good(&caw(0, 255), &vec![0u8; 2 * 255 * 512]);
+        // ... or half the maximum transfer length.
+        let big = Harness::new(1024, 65536, false);
+        assert_eq!(
+            big.check(&caw(0, 65), &[]).sense_key_specific,
+            field(13, None),
+            "8 MiB transfers: at most 64 blocks of 64 KiB per half"
+        );
+    }
+
+    #[test]
+    fn compare_and_write_checks_protection_and_write_protect() {
+        let h = Harness::ram(64);
+        let mut c = caw(0, 1);
+        if let Cdb::CompareAndWrite { wrprotect, .. } = &mut c {
+            *wrprotect = 1;
+        }
+        assert_eq!(
+            h.check(&c, &[0; 1024]).sense_key_specific,
+            field(1, Some(7))
+        );
+        let ro = Harness::new(64, 512, true);
+        assert_eq!(ro.check(&caw(0, 1), &[0; 1024]).asc, Asc::WRITE_PROTECTED);
+    }
+
+    /// A RAM backend whose reads take their data and then linger, holding a
+    /// race window open between a read and what follows it.
+    struct Slow(RamBackend, std::time::Duration);
+
+    impl Backend for Slow {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.0.read_at(buf, offset)?;
+            std::thread::sleep(self.1);
+            Ok(())
+        }
+        fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+            self.0.write_at(data, offset)
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+    }
+
+    fn slow_table(delay_ms: u64) -> Arc<LunTable> {
+        let slow = Slow(
+            RamBackend::new(1 << 20),
+            std::time::Duration::from_millis(delay_ms),
+        );
+        let lu = LogicalUnit::new(Box::new(slow), 512, false, "IESP000000ab".into());
+        Arc::new(LunTable::new(vec![Arc::new(lu)]))
+    }
+
+    #[test]
+    fn racing_compare_and_writes_have_one_winner_per_round() {
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 20;
+        let table = slow_table(2);
+        let lun = Lun::from_index(0);
+        let read0 = Cdb::read(CdbSize::Ten, 0, 1).encode();
+        for t in 0..THREADS {
+            // Clear each nexus's power-on unit attention.
+            table.execute(&nexus(t as u8 + 1), lun, &read0, &[], 0);
+        }
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (table, barrier) = (table.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let n = nexus(t as u8 + 1);
+                    let mut outcomes = Vec::new();
+                    for round in 0..ROUNDS {
+                        barrier.wait();
+                        let current = table.execute(&n, lun, &read0, &[], 0).data.to_vec();
+                        barrier.wait();
+                        let mut mine = vec![round as u8 + 1; 512];
+                        mine[0] = t as u8;
+                        let data = [current, mine.clone()].concat();
+                        let c = table.execute(&n, lun, &caw(0, 1).encode(), &data, 1024);
+                        outcomes.push((c.status, mine));
+                        barrier.wait();
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let results: Vec<Vec<(u8, Vec<u8>)>> = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect();
+        for round in 0..ROUNDS {
+            let winners = results
+                .iter()
+                .filter(|r| r[round].0 == ScsiStatus::GOOD.0)
+                .count();
+            let losers = results
+                .iter()
+                .filter(|r| r[round].0 == ScsiStatus::CHECK_CONDITION.0)
+                .count();
+            assert_eq!((winners, losers), (1, THREADS - 1), "round {round}");
+        }
+        // The last winner's data is what the medium holds.
+        let last = results
+            .iter()
+            .find(|r| r[ROUNDS - 1].0 == ScsiStatus::GOOD.0)
+            .map(|r| r[ROUNDS - 1].1.clone());
+        let back = table.execute(&nexus(1), lun, &read0, &[], 0);
+        assert_eq!(Some(back.data.to_vec()), last);
+    }
+
+    #[test]
+    fn a_write_cannot_land_between_compare_and_write() {
+        // COMPARE AND WRITE's read lingers 200 ms after taking the data; a
+        // WRITE of the same block issued meanwhile must wait and land
+        // after the COMPARE AND WRITE's own write.
+        let table = slow_table(200);
+        let lun = Lun::from_index(0);
+        let (a, b) = (nexus(1), nexus(2));
+        for n in [&a, &b] {
+            table.execute(n, lun, &Cdb::TestUnitReady.encode(), &[], 0);
+        }
+        let caw_table = table.clone();
+        let caw_thread = std::thread::spawn(move || {
+            let data = [vec![0u8; 512], vec![0xaa; 512]].concat();
+            caw_table
+                .execute(&a, lun, &caw(0, 1).encode(), &data, 1024)
+                .status
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let w = table.execute(
+            &b,
+            lun,
+            &Cdb::write(CdbSize::Ten, 0, 1, false).encode(),
+            &[0xbb; 512],
+            512,
+        );
+        assert_eq!(w.status, 0);
+        let caw_status = caw_thread.join().expect("caw");
+        let back = table.execute(&b, lun, &Cdb::read(CdbSize::Ten, 0, 1).encode(), &[], 0);
+        assert_eq!(
+            back.data.to_vec(),
+            vec![0xbb; 512],
+            "the WRITE completed last (COMPARE AND WRITE status {caw_status})"
+        );
+    }
+
+    #[test]
+    fn orwrite_ors_into_the_medium() {
+        let h = Harness::ram(1024);
+        let or = |lba, blocks| Cdb::OrWrite {
+            lba,
+            blocks,
+            orprotect: 0,
+            dpo: false,
+            fua: true,
+            group: 0,
+        };
+        h.good(&Cdb::write(CdbSize::Ten, 7, 2, false), &[0x0f; 1024]);
+        h.good(&or(7, 2), &[0xa0; 1024]);
+        assert_eq!(
+            h.good(&Cdb::read(CdbSize::Ten, 7, 2), &[]),
+            vec![0xaf; 1024]
+        );
+        h.good(&or(7, 0), &[]);
+        assert_eq!(h.check(&or(1024, 0), &[]).asc, Asc::LBA_OUT_OF_RANGE);
+        assert_eq!(h.check(&or(1023, 2), &[0; 1024]).asc, Asc::LBA_OUT_OF_RANGE);
+        let mut p = or(0, 1);
+        if let Cdb::OrWrite { orprotect, .. } = &mut p {
+            *orprotect = 2;
+        }
+        assert_eq!(h.check(&p, &[0; 512]).sense_key_specific, field(1, Some(7)));
+        let ro = Harness::new(64, 512, true);
+        assert_eq!(ro.check(&or(0, 1), &[1; 512]).asc, Asc::WRITE_PROTECTED);
+    }
+
+    #[test]
+    fn prefetch_condition_met_only_when_cached() {
+        let prefetch = |size, lba, blocks| Cdb::PreFetch {
+            size,
+            lba,
+            blocks,
+            immed: true,
+            group: 3,
+        };
+        let h = Harness::ram(1024);
+        for (size, lba, blocks) in [
+            (CdbSize::Ten, 0, 1),
+            (CdbSize::Sixteen, 1000, 24),
+            (CdbSize::Ten, 5, 0),
+        ] {
+            let c = h.run(&prefetch(size, lba, blocks), &[]);
+            assert_eq!(
+                (c.status, c.sense, c.data.len()),
+                (ScsiStatus::CONDITION_MET.0, None, 0)
+            );
+        }
+        for (lba, blocks) in [(1024, 0), (1020, 5), (u64::MAX, 1)] {
+            assert_eq!(
+                h.check(&prefetch(CdbSize::Sixteen, lba, blocks), &[]).asc,
+                Asc::LBA_OUT_OF_RANGE
+            );
+        }
+        // The probe (like a file or NBD) cannot promise a cache: GOOD.
+        let (p, _) = probed(1 << 20, 1 << 20, nix::libc::EIO);
+        assert_eq!(p.run(&prefetch(CdbSize::Ten, 0, 8), &[]).status, 0);
+    }
+
+    #[test]
+    fn read_defect_data_reports_empty_lists() {
+        let h = Harness::ram(64);
+        let rdd = |size, plist, glist, format, alloc| Cdb::ReadDefectData {
+            size,
+            req_plist: plist,
+            req_glist: glist,
+            format,
+            address_descriptor_index: 0,
+            allocation_length: alloc,
+        };
+        let d = DefectData::parse_10(&h.good(&rdd(CdbSize::Ten, false, false, 0, 32), &[]))
+            .expect("parses");
+        assert_eq!(d, DefectData::default());
+        let data = h.good(&rdd(CdbSize::Twelve, true, true, 5, 64), &[]);
+        assert_eq!(data.len(), 8);
+        let d = DefectData::parse_12(&data).expect("parses");
+        assert!(d.plistv && d.glistv && d.descriptors.is_empty());
+        assert_eq!(d.format, 5);
+        assert_eq!(
+            h.good(&rdd(CdbSize::Ten, true, false, 3, 2), &[]).len(),
+            2,
+            "cut to the allocation length"
+        );
+        assert_eq!(
+            h.check(&rdd(CdbSize::Ten, true, false, 7, 32), &[])
+                .sense_key_specific,
+            field(2, Some(2))
+        );
+        assert_eq!(
+            h.check(&rdd(CdbSize::Twelve, true, false, 7, 32), &[])
+                .sense_key_specific,
+            field(1, Some(2))
+        );
+    }
+
+    #[test]
+    fn write_cache_disabled_writes_through() {
+        let (h, probe) = probed(1 << 20, 1 << 20, nix::libc::EIO);
+        h.table
+            .iter()
+            .for_each(|lu| lu.lock().mode.caching.wce = false);
+        let before = probe.flushes();
+        h.good(&Cdb::write(CdbSize::Ten, 0, 1, false), &[1; 512]);
+        h.good(
+            &Cdb::WriteSame {
+                size: CdbSize::Ten,
+                lba: 0,
+                blocks: 4,
+                wrprotect: 0,
+                anchor: false,
+                unmap: false,
+                ndob: false,
+                group: 0,
+            },
+            &[2; 512],
+        );
+        assert_eq!(probe.flushes(), before + 2);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
