@@ -200,7 +200,7 @@ pub fn block_limits(lu: &LogicalUnit) -> BlockLimits {
         max_transfer_length: lu.max_transfer_blocks(),
         max_compare_and_write_length: u8::try_from(rw::max_compare_and_write_blocks(lu))
             .unwrap_or(u8::MAX),
-        max_write_same_length: provisioning::max_write_same_blocks(lu),
+        max_write_same_length: provisioning::MAX_WRITE_SAME_BLOCKS,
         max_unmap_lba_count: unmap.map_or(0, |u| u.0),
         max_unmap_block_descriptor_count: unmap.map_or(0, |u| u.1),
         optimal_unmap_granularity: unmap.map_or(0, |u| u.2),
@@ -360,7 +360,7 @@ mod tests {
                 bl.max_unmap_block_descriptor_count,
                 bl.max_write_same_length
             ),
-            (u32::MAX, 256, 2 << 20)
+            (u32::MAX, 256, 0xffff)
         );
         // RAM frees 64 KiB chunks.
         assert_eq!(

@@ -515,4 +515,241 @@ mod tests {
         );
         assert_eq!(cut[..], data[..4]);
     }
+
+    fn select(size: CdbSize, params: &ModeParameters) -> (Cdb, Vec<u8>) {
+        let list = if size == CdbSize::Six {
+            params.encode_6()
+        } else {
+            params.encode_10()
+        };
+        let cdb = Cdb::ModeSelect {
+            size,
+            pf: true,
+            sp: false,
+            parameter_list_length: list.len() as u16,
+        };
+        (cdb, list)
+    }
+
+    fn with_pages(pages: Vec<ModePage>) -> ModeParameters {
+        ModeParameters {
+            pages,
+            ..ModeParameters::default()
+        }
+    }
+
+    fn current(h: &Harness) -> ModeValues {
+        h.table.iter().next().expect("LU").lock().mode.clone()
+    }
+
+    #[test]
+    fn mode_select_changes_d_sense_and_swp_and_tells_other_nexuses() {
+        let h = Harness::ram(64);
+        let other = crate::scsi::testutil::nexus(5);
+        let lun = iesp_proto::bhs::Lun::from_index(0);
+        let tur = Cdb::TestUnitReady.encode();
+        let _ = h.table.execute(&other, lun, &tur, &[], 0);
+        let mut control = ModeValues::defaults(false).control;
+        control.d_sense = true;
+        control.swp = true;
+        for size in [CdbSize::Six, CdbSize::Ten] {
+            let (cdb, list) = select(size, &with_pages(vec![ModePage::Control(control)]));
+            h.good(&cdb, &list);
+            assert_eq!(current(&h).control, control);
+        }
+        // Descriptor sense, write protection.
+        let c = h.run(&Cdb::write(CdbSize::Ten, 0, 1, false), &[0; 512]);
+        let sense = c.sense.expect("CHECK CONDITION");
+        assert_eq!(sense[0], 0x72);
+        let s = Sense::parse(&sense).expect("parses");
+        assert_eq!(
+            (s.key, s.asc),
+            (SenseKey::DATA_PROTECT, Asc::WRITE_PROTECTED)
+        );
+        let ms = parse(
+            CdbSize::Six,
+            &h.good(&sense_cdb(CdbSize::Six, 0, 0x0a, 0), &[]),
+        );
+        assert!(ms.header.wp());
+        // The other nexus hears of it once, the issuer not at all.
+        let s = crate::scsi::testutil::check_of(&h.table.execute(&other, lun, &tur, &[], 0));
+        assert_eq!(s.asc, Asc::MODE_PARAMETERS_CHANGED);
+        assert_eq!(h.table.execute(&other, lun, &tur, &[], 0).status, 0);
+        h.good(&Cdb::TestUnitReady, &[]);
+        // Sending the same values again changes nothing: no new attention.
+        let (cdb, list) = select(CdbSize::Ten, &with_pages(vec![ModePage::Control(control)]));
+        h.good(&cdb, &list);
+        assert_eq!(h.table.execute(&other, lun, &tur, &[], 0).status, 0);
+    }
+
+    #[test]
+    fn mode_select_wce_only_where_there_is_a_cache() {
+        let h = Harness::ram(64);
+        let mut caching = ModeValues::defaults(false).caching;
+        caching.wce = true;
+        let (cdb, list) = select(CdbSize::Six, &with_pages(vec![ModePage::Caching(caching)]));
+        let s = h.check(&cdb, &list);
+        // WCE is byte 2 bit 2 of the page, which follows the 4-byte header.
+        assert_eq!(
+            (s.asc, s.sense_key_specific),
+            (
+                Asc::INVALID_FIELD_IN_PARAMETER_LIST,
+                Some(SenseKeySpecific::FieldPointer {
+                    cd: false,
+                    bit: Some(2),
+                    field: 6
+                })
+            )
+        );
+        let (p, _) = crate::scsi::rw::tests::probed(1 << 20, 1 << 20, nix::libc::EIO);
+        let mut caching = ModeValues::defaults(true).caching;
+        caching.wce = false;
+        let (cdb, list) = select(CdbSize::Ten, &with_pages(vec![ModePage::Caching(caching)]));
+        p.good(&cdb, &list);
+        assert!(!current(&p).caching.wce);
+        let ch = parse(
+            CdbSize::Ten,
+            &p.good(&sense_cdb(CdbSize::Ten, 1, 0x08, 0), &[]),
+        );
+        assert!(matches!(
+            ch.pages[..],
+            [ModePage::Caching(CachingPage { wce: true, .. })]
+        ));
+        // A reset restores the default.
+        p.table
+            .logical_unit_reset(iesp_proto::bhs::Lun::from_index(0));
+        p.check(&Cdb::TestUnitReady, &[]);
+        assert!(current(&p).caching.wce);
+    }
+
+    #[test]
+    fn mode_select_rejects_what_cannot_change() {
+        let h = Harness::ram(64);
+        let before = current(&h);
+        let bad_field = |list: &[u8], cdb: &Cdb| h.check(cdb, list).sense_key_specific;
+        let ptr = |field: u16, bit: Option<u8>| {
+            Some(SenseKeySpecific::FieldPointer {
+                cd: false,
+                bit,
+                field,
+            })
+        };
+        // TST is not changeable (byte 2 bits 7..5 of the control page).
+        let mut control = before.control;
+        control.tst = 1;
+        let (cdb, list) = select(CdbSize::Ten, &with_pages(vec![ModePage::Control(control)]));
+        assert_eq!(bad_field(&list, &cdb), ptr(10, Some(5)));
+        // A valid page before an invalid one is not applied either.
+        let mut good = before.control;
+        good.d_sense = true;
+        let (cdb, list) = select(
+            CdbSize::Ten,
+            &with_pages(vec![ModePage::Control(good), ModePage::Control(control)]),
+        );
+        assert_eq!(bad_field(&list, &cdb), ptr(22, Some(5)));
+        assert_eq!(current(&h), before);
+        // PS set, an unknown page, a page we have with a wrong length.
+        let mut ps = before.control;
+        ps.ps = true;
+        let (cdb, list) = select(CdbSize::Six, &with_pages(vec![ModePage::Control(ps)]));
+        assert_eq!(bad_field(&list, &cdb), ptr(4, Some(7)));
+        for (page, at) in [
+            (
+                ModePage::Other {
+                    ps: false,
+                    page_code: 0x19,
+                    subpage_code: None,
+                    data: vec![0; 6],
+                },
+                ptr(4, Some(5)),
+            ),
+            (
+                ModePage::Other {
+                    ps: false,
+                    page_code: 0x0a,
+                    subpage_code: None,
+                    data: vec![0; 4],
+                },
+                ptr(5, None),
+            ),
+            (
+                ModePage::Other {
+                    ps: false,
+                    page_code: 0x0a,
+                    subpage_code: Some(1),
+                    data: vec![0; 4],
+                },
+                ptr(4, Some(5)),
+            ),
+        ] {
+            let (cdb, list) = select(CdbSize::Six, &with_pages(vec![page]));
+            assert_eq!(bad_field(&list, &cdb), at);
+        }
+        // Block descriptors must describe the medium as it is.
+        let mut params = with_pages(Vec::new());
+        params.block_descriptors = vec![BlockDescriptor {
+            number_of_blocks: 0,
+            block_length: 512,
+        }];
+        let (cdb, list) = select(CdbSize::Six, &params);
+        h.good(&cdb, &list);
+        params.block_descriptors[0].block_length = 4096;
+        let (cdb, list) = select(CdbSize::Six, &params);
+        assert_eq!(bad_field(&list, &cdb), ptr(9, None));
+        params.block_descriptors[0] = BlockDescriptor {
+            number_of_blocks: 63,
+            block_length: 512,
+        };
+        let (cdb, list) = select(CdbSize::Ten, &params);
+        assert_eq!(bad_field(&list, &cdb), ptr(8, None));
+        params.header.medium_type = 1;
+        params.block_descriptors.clear();
+        let (cdb, list) = select(CdbSize::Ten, &params);
+        assert_eq!(bad_field(&list, &cdb), ptr(2, None));
+        assert_eq!(current(&h), before);
+    }
+
+    #[test]
+    fn mode_select_cdb_and_length_rules() {
+        let h = Harness::ram(64);
+        let control = ModeValues::defaults(false).control;
+        let (cdb, list) = select(CdbSize::Six, &with_pages(vec![ModePage::Control(control)]));
+        let Cdb::ModeSelect {
+            parameter_list_length,
+            ..
+        } = cdb
+        else {
+            unreachable!()
+        };
+        let with = |pf: bool, sp: bool, len: u16| Cdb::ModeSelect {
+            size: CdbSize::Six,
+            pf,
+            sp,
+            parameter_list_length: len,
+        };
+        let s = h.check(&with(true, true, parameter_list_length), &list);
+        assert_eq!(
+            (s.asc, s.sense_key_specific),
+            (
+                Asc::INVALID_FIELD_IN_CDB,
+                Some(SenseKeySpecific::FieldPointer {
+                    cd: true,
+                    bit: Some(0),
+                    field: 1
+                })
+            )
+        );
+        let s = h.check(&with(false, false, parameter_list_length), &list);
+        assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+        // No list at all changes nothing; a header alone is fine with PF=0.
+        h.good(&with(true, false, 0), &[]);
+        h.good(&with(false, false, 4), &list[..4]);
+        // Short lists.
+        let s = h.check(&with(true, false, 3), &list[..3]);
+        assert_eq!(s.asc, Asc::PARAMETER_LIST_LENGTH_ERROR);
+        let s = h.check(&with(true, false, 8), &list[..8]);
+        assert_eq!(s.asc, Asc::PARAMETER_LIST_LENGTH_ERROR);
+        let s = h.check(&with(true, false, parameter_list_length), &list[..10]);
+        assert_eq!(s.asc, Asc::PARAMETER_LIST_LENGTH_ERROR);
+    }
 }

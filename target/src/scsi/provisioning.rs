@@ -11,14 +11,16 @@
 //! ## WRITE SAME
 //!
 //! NUMBER OF LOGICAL BLOCKS 0 means "to the last LBA" (WSNZ=0). More than
-//! [`max_write_same_blocks`] is INVALID FIELD IN CDB. The one block of
+//! [`MAX_WRITE_SAME_BLOCKS`] is INVALID FIELD IN CDB. The one block of
 //! Data-Out (none with NDOB, which means zeroes) is written over the range
 //! through a large buffer, never block by block; a zero block goes to the
-//! backend's write-zeroes, which keeps the blocks mapped. With the UNMAP bit
-//! the range is deallocated instead when that reads back as the block —
-//! a zero block on an LBPRZ=1 unit; otherwise it is written, which SBC-4
-//! allows (the UNMAP bit asks, it does not require). UNMAP=1 on a fully
-//! provisioned unit is INVALID FIELD IN CDB.
+//! backend's write-zeroes, which keeps the blocks mapped. With the UNMAP
+//! bit the range is deallocated whatever the block holds: SBC-4 §5.50 lets
+//! the device server unmap each LBA instead of writing it, and reads then
+//! return what LBPRZ says (zeroes on every backend that reports LBPRZ=1).
+//! Initiators send a zero block with UNMAP=1 (Linux does), so the two
+//! readings agree in practice. UNMAP=1 on a fully provisioned unit is
+//! INVALID FIELD IN CDB.
 //!
 //! ## UNMAP
 //!
@@ -52,17 +54,13 @@ pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 /// MAXIMUM UNMAP LBA COUNT: no limit.
 pub const MAX_UNMAP_LBA_COUNT: u32 = u32::MAX;
 
-/// Bytes one WRITE SAME may cover: bounds the time one command takes when
-/// it must write (about a second on a file in the page cache).
-pub const MAX_WRITE_SAME_BYTES: u64 = 1 << 30;
+/// MAXIMUM WRITE SAME LENGTH in blocks: what WRITE SAME(10) can express,
+/// so both forms have one limit. 32 MiB of 512-byte blocks bounds the time
+/// a command that must write takes to a few tens of milliseconds.
+pub const MAX_WRITE_SAME_BLOCKS: u64 = 0xffff;
 
 /// Descriptors one GET LBA STATUS returns at most.
 pub const MAX_LBA_STATUS_DESCRIPTORS: usize = 128;
-
-/// MAXIMUM WRITE SAME LENGTH in blocks.
-pub fn max_write_same_blocks(lu: &LogicalUnit) -> u64 {
-    (MAX_WRITE_SAME_BYTES / u64::from(lu.block_size())).max(1)
-}
 
 /// The blocks a WRITE SAME covers (0 meaning "to the end").
 fn write_same_blocks(lu: &LogicalUnit, lba: u64, blocks: u32) -> u64 {
@@ -99,7 +97,7 @@ pub fn precheck(lu: &LogicalUnit, cdb: &Cdb, write_protected: bool) -> Result<()
                 return Err(Sense::lba_out_of_range(lba));
             }
             let n = write_same_blocks(lu, lba, blocks);
-            if n > max_write_same_blocks(lu) {
+            if n > MAX_WRITE_SAME_BLOCKS {
                 let at = if size == CdbSize::Sixteen { 10 } else { 7 };
                 return Err(Sense::invalid_field_in_cdb(at, None));
             }
@@ -151,7 +149,8 @@ pub fn write_same(lu: &LogicalUnit, cdb: &Cdb, data_out: &[u8], snap: Snapshot) 
     let n = write_same_blocks(lu, lba, blocks);
     let (offset, len) = (lba * bs as u64, n * bs as u64);
     let zero = block.is_none_or(|b| b.iter().all(|x| *x == 0));
-    let deallocate = unmap && zero && lu.provisioning().is_some_and(|p| p.zeroes);
+    // Precheck refused UNMAP=1 on a fully provisioned unit.
+    let deallocate = unmap && lu.provisioning().is_some();
     {
         // Shared with other writes; see `LogicalUnit::shared_io`.
         let _io = lu.shared_io();
@@ -410,10 +409,9 @@ mod tests {
 
     #[test]
     fn write_same_limit_and_field_checks() {
-        let blocks = 3 << 20; // 1.5 GiB of 512-byte blocks, above the limit
+        let blocks = 1 << 20; // more blocks than the limit
         let (h, _) = crate::scsi::rw::tests::probed(1 << 20, blocks * 512, nix::libc::EIO);
-        let max = max_write_same_blocks(h.table.iter().next().unwrap());
-        assert_eq!(max, 2 << 20);
+        let max = MAX_WRITE_SAME_BLOCKS;
         let s = h.check(&ws(CdbSize::Sixteen, 0, max as u32 + 1, false), &[0; 512]);
         assert_eq!(
             s.sense_key_specific,
@@ -454,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn write_same_unmap_deallocates_zeroes_and_writes_other_data() {
+    fn write_same_unmap_deallocates_whatever_the_block() {
         let h = ram();
         h.good(
             &Cdb::write(CdbSize::Ten, 0, 512, false),
@@ -479,11 +477,16 @@ mod tests {
                 (512, 512, ProvisioningStatus::DEALLOCATED),
             ]
         );
-        // Non-zero data with UNMAP is written, not lost.
-        h.good(&ws(CdbSize::Sixteen, 128, 2, true), &[0x11; 512]);
+        // The block does not matter: the range is unmapped and reads as
+        // LBPRZ says (libiscsi WriteSame10.UnmapUntilEnd sends 0xff).
+        h.good(&ws(CdbSize::Sixteen, 0, 128, true), &[0x11; 512]);
         assert_eq!(
-            h.good(&Cdb::read(CdbSize::Ten, 128, 2), &[]),
-            vec![0x11; 1024]
+            h.good(&Cdb::read(CdbSize::Ten, 0, 128), &[]),
+            vec![0; 128 * 512]
+        );
+        assert_eq!(
+            status(&h, 0, 24).descriptors[0].provisioning_status,
+            ProvisioningStatus::DEALLOCATED
         );
     }
 
