@@ -1,4 +1,5 @@
-//! Real peers on loopback: tgt's `tgtd` and libiscsi's command-line tools.
+//! Real peers on loopback: tgt's `tgtd`, libiscsi's command-line tools and
+//! QEMU's NBD server and client ([`qemu`]).
 //!
 //! Interop tests across the workspace use this module to start a second,
 //! independent iSCSI target ([`tgt::Tgtd`]) and to run an independent
@@ -36,6 +37,7 @@
 //! are stopped and reaped by their `Drop`.
 
 pub mod libiscsi;
+pub mod qemu;
 pub mod tgt;
 
 use std::collections::BTreeSet;
@@ -65,6 +67,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iscsi-swp", "libiscsi-bin"),
     ("qemu-nbd", "qemu-utils"),
     ("qemu-img", "qemu-utils"),
+    ("qemu-io", "qemu-utils"),
     ("fio", "fio"),
     ("losetup", "util-linux"),
     ("blkdiscard", "util-linux"),
