@@ -49,9 +49,9 @@ enum Discard {
     PunchHole,
     /// Block device with write-zeroes: `fallocate(PUNCH_HOLE)` on the
     /// device, aligned to its logical block size.
-    DeviceZeroing { align: u64 },
+    ZeroingFallocate { align: u64 },
     /// Block device with discard only: `BLKDISCARD`, aligned inwards.
-    DeviceDiscard { align: u64 },
+    BlkDiscard { align: u64 },
     /// Nothing.
     None,
 }
@@ -180,9 +180,9 @@ fn device_discard(rdev: u64) -> (Discard, u64) {
         .filter(|g| *g > 0)
         .unwrap_or(align);
     if sysfs_number(&dir, "write_zeroes_max_bytes").unwrap_or(0) > 0 {
-        (Discard::DeviceZeroing { align }, granularity)
+        (Discard::ZeroingFallocate { align }, granularity)
     } else if sysfs_number(&dir, "discard_max_bytes").unwrap_or(0) > 0 {
-        (Discard::DeviceDiscard { align }, granularity)
+        (Discard::BlkDiscard { align }, granularity)
     } else {
         (Discard::None, granularity)
     }
@@ -224,8 +224,8 @@ impl Backend for FileBackend {
 
     fn provisioning(&self) -> Option<Provisioning> {
         let zeroes = match self.discard {
-            Discard::PunchHole | Discard::DeviceZeroing { .. } => true,
-            Discard::DeviceDiscard { .. } => false,
+            Discard::PunchHole | Discard::ZeroingFallocate { .. } => true,
+            Discard::BlkDiscard { .. } => false,
             Discard::None => return None,
         };
         Some(Provisioning {
@@ -249,12 +249,12 @@ impl Backend for FileBackend {
                     other => other.map_err(io::Error::from),
                 }
             }
-            Discard::DeviceZeroing { align } => {
+            Discard::ZeroingFallocate { align } => {
                 let flags =
                     FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
                 self.device_fallocate(flags, align, offset, len)
             }
-            Discard::DeviceDiscard { align } => {
+            Discard::BlkDiscard { align } => {
                 // LBPRZ=0: the unaligned edges may keep their data.
                 let start = offset.next_multiple_of(align);
                 let stop = (offset + len) / align * align;
@@ -280,7 +280,7 @@ impl Backend for FileBackend {
             // blocks mapped (BLKDEV_ZERO_NOUNMAP); the kernel writes zero
             // pages itself when the device has no such operation.
             let align = match self.discard {
-                Discard::DeviceZeroing { align } | Discard::DeviceDiscard { align } => align,
+                Discard::ZeroingFallocate { align } | Discard::BlkDiscard { align } => align,
                 _ => 512,
             };
             self.device_fallocate(flags, align, offset, len).is_ok()
