@@ -50,8 +50,9 @@ enum Discard {
     /// Block device with write-zeroes: `fallocate(PUNCH_HOLE)` on the
     /// device, aligned to its logical block size.
     ZeroingFallocate { align: u64 },
-    /// Block device with discard only: `BLKDISCARD`, aligned inwards.
-    BlkDiscard { align: u64 },
+    /// Block device with discard only: the `BLKDISCARD` ioctl, aligned
+    /// inwards.
+    Ioctl { align: u64 },
     /// Nothing.
     None,
 }
@@ -182,7 +183,7 @@ fn device_discard(rdev: u64) -> (Discard, u64) {
     if sysfs_number(&dir, "write_zeroes_max_bytes").unwrap_or(0) > 0 {
         (Discard::ZeroingFallocate { align }, granularity)
     } else if sysfs_number(&dir, "discard_max_bytes").unwrap_or(0) > 0 {
-        (Discard::BlkDiscard { align }, granularity)
+        (Discard::Ioctl { align }, granularity)
     } else {
         (Discard::None, granularity)
     }
@@ -225,7 +226,7 @@ impl Backend for FileBackend {
     fn provisioning(&self) -> Option<Provisioning> {
         let zeroes = match self.discard {
             Discard::PunchHole | Discard::ZeroingFallocate { .. } => true,
-            Discard::BlkDiscard { .. } => false,
+            Discard::Ioctl { .. } => false,
             Discard::None => return None,
         };
         Some(Provisioning {
@@ -254,7 +255,7 @@ impl Backend for FileBackend {
                     FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
                 self.device_fallocate(flags, align, offset, len)
             }
-            Discard::BlkDiscard { align } => {
+            Discard::Ioctl { align } => {
                 // LBPRZ=0: the unaligned edges may keep their data.
                 let start = offset.next_multiple_of(align);
                 let stop = (offset + len) / align * align;
@@ -280,7 +281,7 @@ impl Backend for FileBackend {
             // blocks mapped (BLKDEV_ZERO_NOUNMAP); the kernel writes zero
             // pages itself when the device has no such operation.
             let align = match self.discard {
-                Discard::ZeroingFallocate { align } | Discard::BlkDiscard { align } => align,
+                Discard::ZeroingFallocate { align } | Discard::Ioctl { align } => align,
                 _ => 512,
             };
             self.device_fallocate(flags, align, offset, len).is_ok()
