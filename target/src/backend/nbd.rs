@@ -724,6 +724,19 @@ mod tests {
         }
         let mut held: Vec<Vec<u8>> = Vec::new();
         loop {
+            // A held reply waits for the next request only briefly: the
+            // client may have nothing else to send until it is answered.
+            if !held.is_empty() {
+                s.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+                    .map_err(|e| e.to_string())?;
+                let next = s.peek(&mut [0u8; 1]);
+                s.set_read_timeout(None).map_err(|e| e.to_string())?;
+                if next.is_err() {
+                    for r in held.drain(..) {
+                        write(s, &r)?;
+                    }
+                }
+            }
             let mut h = [0u8; 28];
             read_exact(s, &mut h)?;
             assert_eq!(be32(&h, 0), REQUEST_MAGIC);
