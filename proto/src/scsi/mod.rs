@@ -28,6 +28,8 @@
 //!   (SPC-4 §6.15, §6.16, §7.6.4).
 //! - [`unmap`] — the UNMAP parameter list (SBC-4 §5.32.2).
 //! - [`opcodes`] — REPORT SUPPORTED OPERATION CODES data (SPC-4 §6.35).
+//! - [`xcopy`] — EXTENDED COPY (LID1) parameter lists and RECEIVE COPY
+//!   RESULTS data (SPC-4 §6.4, §6.20).
 //!
 //! ## Conventions
 //!
@@ -60,6 +62,7 @@ pub mod status;
 pub mod unmap;
 pub mod usage;
 mod wire;
+pub mod xcopy;
 
 pub use capacity::{LbaStatusData, LbaStatusDescriptor, ReadCapacity10Data, ReadCapacity16Data};
 pub use cdb::{Cdb, CdbBytes, CdbError, CdbSize, DataDirection, ScsiOpcode};

@@ -2,10 +2,11 @@
 //! serves (SPC-4 §7.8, SBC-4 §6.6). What to say is decided here; proto's
 //! `inquiry` module encodes it.
 //!
-//! - Standard data: SPC-4 (VERSION 06h), HISUP, CMDQUE, RESPONSE DATA FORMAT
-//!   2, T10 vendor `IESP`, product `iesp-target`, revision from the crate
-//!   version. Version descriptors: SAM-5, iSCSI, SPC-4, SBC-4 and SBC-3 —
-//!   the device implements SBC-3's command set as well, and initiators
+//! - Standard data: SPC-4 (VERSION 06h), HISUP, CMDQUE, 3PC (EXTENDED COPY,
+//!   see `xcopy`), RESPONSE DATA FORMAT 2, T10 vendor `IESP`, product
+//!   `iesp-target`, revision from the crate version. Version descriptors:
+//!   SAM-5, iSCSI, SPC-4, SBC-4 and SBC-3 — the device implements SBC-3's
+//!   command set as well, and initiators
 //!   (libiscsi among them) test for SBC-3 by its descriptor to know that a
 //!   60-byte Block Limits page is expected.
 //! - 00h Supported VPD Pages: 00h, 80h, 83h, B0h, B1h, and B2h on a thin
@@ -79,6 +80,8 @@ pub fn standard(peripheral: Peripheral) -> StandardInquiry {
         vendor: ascii_field(VENDOR),
         product: ascii_field(PRODUCT),
         revision: ascii_field(revision()),
+        // 3PC: the logical unit is a copy manager (EXTENDED COPY).
+        third_party_copy: peripheral == Peripheral::DISK,
         version_descriptors: vec![
             version_descriptor::SAM_5,
             version_descriptor::ISCSI,
@@ -158,7 +161,7 @@ fn vpd_page(lu: &LogicalUnit, nexus: &Nexus, code: VpdPageCode) -> Option<VpdPag
 }
 
 /// The designation descriptors of VPD page 83h (see the module docs).
-fn designators(lu: &LogicalUnit, nexus: &Nexus) -> Vec<Designator> {
+pub(super) fn designators(lu: &LogicalUnit, nexus: &Nexus) -> Vec<Designator> {
     let target = &*nexus.target_name;
     let tpgt = nexus.portal_group_tag;
     vec![
@@ -238,6 +241,7 @@ mod tests {
         assert_eq!(std, standard(Peripheral::DISK));
         assert_eq!((std.version, std.response_data_format), (version::SPC_4, 2));
         assert!(std.hisup && std.cmdque && !std.normaca && !std.protect && !std.rmb);
+        assert!(std.third_party_copy);
         assert_eq!(&std.vendor, b"IESP    ");
         assert!(std.version_descriptors.contains(&version_descriptor::SBC_3));
         assert_eq!(&std.revision[..3], b"0.1");

@@ -74,7 +74,7 @@ use super::pr::{self, Reservations};
 use super::sense::{Fault, IoOp, Outcome, io_error, respond, respond_fault};
 use super::ua::{NexusKey, NexusTable};
 use super::{
-    Completion, Direction, LunTable, Nexus, Transfer, inquiry, luns, mode, provisioning, rw,
+    Completion, Direction, LunTable, Nexus, Transfer, inquiry, luns, mode, provisioning, rw, xcopy,
 };
 use crate::backend::{Backend, Provisioning};
 
@@ -109,6 +109,8 @@ pub struct LuState {
     pub nexuses: NexusTable,
     /// Persistent and RESERVE(6) reservations.
     pub reservations: Reservations,
+    /// Outcomes of EXTENDED COPY for RECEIVE COPY STATUS.
+    pub copies: xcopy::CopyResults,
 }
 
 /// What a command needs from [`LuState`], copied under the lock.
@@ -144,6 +146,7 @@ impl LogicalUnit {
                 mode: ModeValues::defaults(write_cache),
                 nexuses: NexusTable::default(),
                 reservations: Reservations::default(),
+                copies: xcopy::CopyResults::default(),
             }),
             gate: RwLock::new(()),
         }
@@ -436,6 +439,24 @@ impl LogicalUnit {
                 let r = pr::reserve6(&mut self.lock().reservations, key);
                 return respond_fault(r.map(|()| Bytes::new()), d_sense);
             }
+            Cdb::ExtendedCopy {
+                parameter_list_length,
+                ..
+            } => {
+                let r = xcopy::extended_copy(self, nexus, table, parameter_list_length, data_out);
+                return respond_fault(r, d_sense);
+            }
+            Cdb::ReceiveCopyResults {
+                service_action,
+                list_identifier,
+                allocation_length,
+            } => xcopy::receive_copy_results(
+                self,
+                nexus,
+                service_action,
+                list_identifier,
+                allocation_length,
+            ),
             Cdb::Release6 => {
                 let r = pr::release6(&mut self.lock().reservations, key);
                 return respond_fault(r.map(|()| Bytes::new()), d_sense);
@@ -523,6 +544,7 @@ pub(super) fn precheck(lu: &LogicalUnit, cdb: &Cdb, write_protected: bool) -> Re
         Cdb::WriteSame { .. } | Cdb::Unmap { .. } | Cdb::GetLbaStatus { .. } => {
             provisioning::precheck(lu, cdb, write_protected)
         }
+        Cdb::ExtendedCopy { .. } => xcopy::precheck(cdb),
         // A length no valid list has: refused before any data is asked for.
         Cdb::PersistentReserveOut {
             parameter_list_length,
@@ -600,7 +622,7 @@ mod tests {
     #[test]
     fn unknown_opcodes_and_service_actions() {
         let h = Harness::ram(64);
-        for op in [0x02u8, 0x1e, 0x3b, 0x83, 0x84, 0x9c, 0xc0, 0xff] {
+        for op in [0x02u8, 0x1e, 0x3b, 0x48, 0x8c, 0x9c, 0xc0, 0xff] {
             let mut cdb = [0u8; 16];
             cdb[0] = op;
             let s = h.check_raw(&cdb, &[]);

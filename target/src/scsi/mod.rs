@@ -44,6 +44,8 @@
 //!   (SBC-4 §4.7).
 //! - `pr` — PERSISTENT RESERVE IN/OUT, RESERVE(6)/RELEASE(6) and
 //!   reservation conflicts (SPC-4 §5.14, SPC-2 §5.5).
+//! - `xcopy` — EXTENDED COPY (LID1) between the target's logical units and
+//!   RECEIVE COPY RESULTS (SPC-4 §6.4, §6.20).
 //! - `luns` — REPORT LUNS and the commands a LUN without a logical unit
 //!   answers (SPC-4 §6.33).
 //! - `opcodes` — the supported command set and REPORT SUPPORTED OPERATION
@@ -66,6 +68,7 @@ mod provisioning;
 mod rw;
 mod sense;
 mod ua;
+mod xcopy;
 
 pub use lu::LogicalUnit;
 

@@ -59,6 +59,9 @@ pub const SUPPORTED: &[(ScsiOpcode, Option<u16>)] = &[
     (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x05)), // PREEMPT AND ABORT
     (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x06)), // REGISTER AND IGNORE EXISTING KEY
     (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x07)), // REGISTER AND MOVE
+    (ScsiOpcode::EXTENDED_COPY, Some(0x00)),         // EXTENDED COPY (LID1)
+    (ScsiOpcode::RECEIVE_COPY_RESULTS, Some(0x00)),  // RECEIVE COPY STATUS (LID1)
+    (ScsiOpcode::RECEIVE_COPY_RESULTS, Some(0x03)),  // RECEIVE COPY OPERATING PARAMETERS
     (ScsiOpcode::READ_16, None),
     (ScsiOpcode::COMPARE_AND_WRITE, None),
     (ScsiOpcode::WRITE_16, None),
