@@ -31,19 +31,6 @@ const TGT_TIMEOUT: Duration = Duration::from_secs(900);
 /// The tests our target skips on purpose, by reason (README, "Conformance").
 const EXPECTED_SKIPS: &[(&str, &[&str])] = &[
     (
-        "EXTENDED COPY / RECEIVE COPY RESULTS are not implemented",
-        &[
-            "ALL.ExtendedCopy.Simple",
-            "ALL.ExtendedCopy.ParamHdr",
-            "ALL.ExtendedCopy.DescrLimits",
-            "ALL.ExtendedCopy.DescrType",
-            "ALL.ExtendedCopy.ValidTgtDescr",
-            "ALL.ExtendedCopy.ValidSegDescr",
-            "ALL.ReceiveCopyResults.CopyStatus",
-            "ALL.ReceiveCopyResults.OpParams",
-        ],
-    ),
-    (
         "the medium is not removable (RMB=0)",
         &[
             "ALL.PreventAllow.Simple",
