@@ -24,6 +24,12 @@
 //! Requests larger than the server's maximum payload (`NBD_INFO_BLOCK_SIZE`,
 //! 32 MiB when not given) are split.
 //!
+//! What this buys: the transport runs one command at a time per
+//! connection, so one iSCSI session waits one NBD round trip per command;
+//! sessions (and multipath connections) proceed in parallel on the one NBD
+//! connection, up to the runtime's worker threads. TCP_NODELAY is set, and
+//! a request and its data of up to 64 KiB leave in one write.
+//!
 //! ## Mapping to the backend contract
 //!
 //! - flush: `NBD_CMD_FLUSH` when the export has `NBD_FLAG_SEND_FLUSH`, which

@@ -38,8 +38,9 @@
 //!
 //! COMPARE AND WRITE and ORWRITE read, then write depending on what they
 //! read; no other write may land in between, from any session. Every path
-//! that writes the medium (WRITE, WRITE AND VERIFY, WRITE SAME, UNMAP)
-//! holds a read-write lock shared for the duration of its backend write;
+//! that writes the medium (WRITE, WRITE AND VERIFY, WRITE SAME, UNMAP,
+//! EXTENDED COPY into this unit) holds a read-write lock shared for the
+//! duration of its backend write;
 //! COMPARE AND WRITE and ORWRITE hold it exclusively from their read to
 //! their write. Writes thus still run in parallel with each other, and
 //! wait only while one of the two read-modify-write commands runs. Reads do
