@@ -35,7 +35,9 @@
 //!   all-registrants reservation is released (RELEASE, or the holder
 //!   unregistering) and when a PREEMPT changes the type.
 //! - Registrations persist across I_T nexus loss and resets (SPC-4
-//!   §5.14.1); they end with CLEAR, PREEMPT or the process.
+//!   §5.14.1); they end with CLEAR, PREEMPT or the process. At most
+//!   [`MAX_REGISTRATIONS`] per logical unit (INSUFFICIENT REGISTRATION
+//!   RESOURCES beyond).
 //!
 //! Which commands conflict with a reservation held by another I_T nexus is
 //! [`access`] (SPC-4 table 64 and SBC-4 table 13, §4.17): commands that
@@ -148,6 +150,12 @@ pub struct PrOut {
     pub pr_type: PrType,
     pub parameter_list_length: u32,
 }
+
+/// Registrations a logical unit keeps: one per I_T nexus, so this bounds
+/// what initiators logging in with ever new ISIDs can make it hold. Beyond
+/// it REGISTER is ILLEGAL REQUEST, INSUFFICIENT REGISTRATION RESOURCES
+/// (SPC-4 §5.14.7).
+pub const MAX_REGISTRATIONS: usize = 1024;
 
 /// The largest PERSISTENT RESERVE OUT parameter list accepted: the basic
 /// list is 24 bytes, REGISTER AND MOVE adds one TransportID (at most 4 +
@@ -420,6 +428,9 @@ pub fn persistent_reserve_out(
             match mine {
                 None if !ignore && p.reservation_key != 0 => Err(Fault::Conflict),
                 None if p.service_action_reservation_key == 0 => Ok(()),
+                None if res.registrations.len() >= MAX_REGISTRATIONS => {
+                    Err(Sense::illegal_request(Asc::INSUFFICIENT_REGISTRATION_RESOURCES).into())
+                }
                 None => {
                     res.registrations.push(Registration {
                         nexus: me.clone(),
@@ -589,8 +600,12 @@ fn register_and_move(
         .as_ref()
         .map(|c| c.pr_type)
         .unwrap_or_default();
+    let full = res.registrations.len() >= MAX_REGISTRATIONS;
     match res.registrations.iter_mut().find(|r| r.nexus == dest) {
         Some(r) => r.key = p.service_action_reservation_key,
+        None if full => {
+            return Err(Sense::illegal_request(Asc::INSUFFICIENT_REGISTRATION_RESOURCES).into());
+        }
         None => res.registrations.push(Registration {
             nexus: dest.clone(),
             key: p.service_action_reservation_key,
@@ -1222,6 +1237,36 @@ mod tests {
             );
             assert_eq!(check_of(&c).asc, Asc::INVALID_FIELD_IN_CDB, "{sa}");
         }
+    }
+
+    #[test]
+    fn registrations_are_bounded() {
+        let t = Pr::new();
+        let mut n = nexus(0);
+        for i in 0..MAX_REGISTRATIONS as u32 {
+            n.isid = Isid([0x80, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 0x42]);
+            let _ = t.tur(&n);
+            t.register(&n, u64::from(i) + 1);
+        }
+        // (So many nexuses overflow the unit attention table, which then
+        // tells the old ones of a power on again.)
+        let _ = t.ua(&t.o);
+        let _ = t.ua(t.a());
+        let data = t.pr_in(&t.o, PrInServiceAction::READ_KEYS);
+        assert_eq!(
+            iesp_proto::scsi::pr::announced_len(&data),
+            Some(8 + 8 * MAX_REGISTRATIONS)
+        );
+        let s = check_of(&t.out(t.a(), PrOutServiceAction::REGISTER, PrType(0), 0, K1));
+        assert_eq!(s.asc, Asc::INSUFFICIENT_REGISTRATION_RESOURCES);
+        // Changing an existing registration still works.
+        t.ok(
+            &n,
+            PrOutServiceAction::REGISTER,
+            PrType(0),
+            MAX_REGISTRATIONS as u64,
+            7,
+        );
     }
 
     #[test]
