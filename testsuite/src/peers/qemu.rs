@@ -15,6 +15,8 @@ use super::{ChildGuard, PeerError, ToolOutput, free_loopback_port, require_tool,
 /// How long `qemu-nbd` may take to listen, and a `qemu-io` run to finish.
 const STARTUP: Duration = Duration::from_secs(10);
 const QEMU_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Ports tried before giving up.
+const PORT_ATTEMPTS: usize = 3;
 
 /// A `qemu-nbd` child serving one raw file on `127.0.0.1:<port>`; killed and
 /// reaped on drop.
@@ -30,6 +32,22 @@ impl QemuNbd {
     /// (`--shared`), persistently, with discard requests passed to the file
     /// (`--discard=unmap`, so trims punch holes).
     pub fn serve(image: &Path, export: &str) -> Result<QemuNbd, PeerError> {
+        // Another process may take the free port before qemu-nbd binds it;
+        // qemu-nbd then exits, and another port is tried.
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            match QemuNbd::try_serve(image, export) {
+                Ok(server) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| PeerError::InvalidArgument {
+            tool: "qemu-nbd".into(),
+            reason: "no attempt made".into(),
+        }))
+    }
+
+    fn try_serve(image: &Path, export: &str) -> Result<QemuNbd, PeerError> {
         let tool = require_tool("qemu-nbd")?;
         let port = free_loopback_port()?;
         let child = Command::new(tool)
