@@ -129,6 +129,9 @@ pub enum Backing {
     File { path: PathBuf, size: Option<u64> },
     /// A block device, used whole.
     Device { path: PathBuf },
+    /// An NBD export (`addr` is `host:port`; `export` may be empty, the
+    /// server's default export).
+    Nbd { addr: String, export: String },
 }
 
 /// One logical unit as configured.
@@ -161,9 +164,9 @@ pub struct LunSpecError {
 impl FromStr for LunSpec {
     type Err = LunSpecError;
 
-    /// `ram:SIZE`, `file:PATH[,size=SIZE]`, `dev:PATH` or a path under
-    /// `/dev/`; any of them may end in `,ro` for a read-only LUN and
-    /// `,bs=4096` for the block size.
+    /// `ram:SIZE`, `file:PATH[,size=SIZE]`, `dev:PATH`, a path under
+    /// `/dev/`, or `nbd:HOST:PORT[/EXPORT]`; any of them may end in `,ro`
+    /// for a read-only LUN and `,bs=4096` for the block size.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |reason: &str| LunSpecError {
             spec: s.to_owned(),
@@ -210,9 +213,26 @@ impl FromStr for LunSpec {
             Backing::Device {
                 path: PathBuf::from(head),
             }
+        } else if let Some(rest) = head.strip_prefix("nbd:") {
+            if size.is_some() {
+                return Err(err("an NBD export has the size the server gives it"));
+            }
+            let (addr, export) = rest.split_once('/').unwrap_or((rest, ""));
+            let port = addr
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+                return Err(err(
+                    "expected nbd:HOST:PORT[/EXPORT], e.g. nbd:127.0.0.1:10809/disk",
+                ));
+            }
+            Backing::Nbd {
+                addr: addr.to_owned(),
+                export: export.to_owned(),
+            }
         } else {
             return Err(err(
-                "expected ram:SIZE, file:PATH[,size=SIZE] or a /dev/ path",
+                "expected ram:SIZE, file:PATH[,size=SIZE], a /dev/ path or nbd:HOST:PORT[/EXPORT]",
             ));
         };
         if let Backing::Ram { size } = spec.backing
@@ -237,6 +257,8 @@ impl fmt::Display for LunSpec {
             } => write!(f, "file:{},size={}", path.display(), format_size(*s))?,
             Backing::File { path, size: None } => write!(f, "file:{}", path.display())?,
             Backing::Device { path } => write!(f, "dev:{}", path.display())?,
+            Backing::Nbd { addr, export } if export.is_empty() => write!(f, "nbd:{addr}")?,
+            Backing::Nbd { addr, export } => write!(f, "nbd:{addr}/{export}")?,
         }
         if self.block_size != 512 {
             write!(f, ",bs={}", self.block_size)?;
@@ -338,6 +360,34 @@ mod tests {
                 path: "/dev/loop3".into()
             }
         );
+        let n: LunSpec = "nbd:127.0.0.1:10809/disk/a,ro".parse().unwrap();
+        assert_eq!(
+            n.backing,
+            Backing::Nbd {
+                addr: "127.0.0.1:10809".into(),
+                export: "disk/a".into()
+            }
+        );
+        assert!(n.read_only);
+        assert_eq!(n.to_string(), "nbd:127.0.0.1:10809/disk/a,ro");
+        let n: LunSpec = "nbd:[::1]:10809".parse().unwrap();
+        assert_eq!(
+            n.backing,
+            Backing::Nbd {
+                addr: "[::1]:10809".into(),
+                export: String::new()
+            }
+        );
+        assert_eq!(n.to_string(), "nbd:[::1]:10809");
+        for bad in [
+            "nbd:",
+            "nbd:host",
+            "nbd::10809",
+            "nbd:host:port",
+            "nbd:h:1,size=1M",
+        ] {
+            assert!(bad.parse::<LunSpec>().is_err(), "{bad} should not parse");
+        }
         for bad in [
             "disk:1",
             "ram:",

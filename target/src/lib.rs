@@ -7,8 +7,8 @@
 //!
 //! ## Layout
 //!
-//! - [`config`] — targets, LUN specs (`ram:64M`, `file:PATH,size=1G`),
-//!   protocol limits; the defaults serve at once.
+//! - [`config`] — targets, LUN specs (`ram:64M`, `file:PATH,size=1G`,
+//!   `nbd:HOST:PORT/EXPORT`), protocol limits; the defaults serve at once.
 //! - [`config_file`] — the TOML file for several targets, ACLs and CHAP.
 //! - [`server`] — the accept loop ([`server::serve`] takes a bound listener
 //!   and a shutdown future), the session registry, graceful shutdown.
@@ -17,7 +17,7 @@
 //!   phase ([`conn::ffp`]: CmdSN window, R2T/Data-Out, Data-In, TMF, NOP,
 //!   Text, Logout, Reject), and batched output ([`conn::outbox`]).
 //! - [`scsi`] — SCSI command execution on a logical unit (SPC-4, SBC-4).
-//! - [`backend`] — where blocks live: RAM, file, block device.
+//! - [`backend`] — where blocks live: RAM, file, block device, NBD export.
 //! - [`embedded`] — run the target inside another program (tools, tests).
 //!
 //! ## Running one in a test

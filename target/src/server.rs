@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::backend::{Backend, FileBackend, RamBackend};
+use crate::backend::{Backend, FileBackend, NbdBackend, RamBackend};
 use crate::config::{Backing, ChapAuth, Limits, TargetConfig};
 use crate::conn;
 use crate::scsi::{LogicalUnit, LunTable};
@@ -69,6 +69,9 @@ impl Target {
                         Box::new(open(path, *size, spec.read_only, t, n)?)
                     }
                     Backing::Device { path } => Box::new(open(path, None, spec.read_only, t, n)?),
+                    Backing::Nbd { addr, export } => {
+                        Box::new(open_nbd(addr, export, spec.read_only, t, n)?)
+                    }
                 };
                 if backend.size() < u64::from(spec.block_size) {
                     return Err(io::Error::new(
@@ -122,6 +125,18 @@ fn open(path: &Path, size: Option<u64>, ro: bool, t: usize, n: usize) -> io::Res
             format!("target {t} LUN {n}: {}: {e}", path.display()),
         )
     })
+}
+
+fn open_nbd(addr: &str, export: &str, ro: bool, t: usize, n: usize) -> io::Result<NbdBackend> {
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("target {t} LUN {n}: {e}"));
+    let backend = NbdBackend::connect(addr, export).map_err(|e| context(e.into()))?;
+    if backend.read_only() && !ro {
+        return Err(context(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("NBD export {addr}/{export} is read-only; add `,ro` to the LUN"),
+        )));
+    }
+    Ok(backend)
 }
 
 fn fnv16(s: &str) -> u16 {

@@ -665,6 +665,22 @@ pub enum Cdb {
         /// START.
         start: bool,
     },
+    /// READ DEFECT DATA(10)/(12) (SBC-4 §5.19, §5.20).
+    ReadDefectData {
+        /// Ten or Twelve.
+        size: CdbSize,
+        /// REQ_PLIST: the primary defect list is requested.
+        req_plist: bool,
+        /// REQ_GLIST: the grown defect list is requested.
+        req_glist: bool,
+        /// DEFECT LIST FORMAT (3 bits).
+        format: u8,
+        /// ADDRESS DESCRIPTOR INDEX (READ DEFECT DATA(12) only; 0 in the
+        /// 10-byte form).
+        address_descriptor_index: u32,
+        /// ALLOCATION LENGTH.
+        allocation_length: u32,
+    },
     /// PREVENT ALLOW MEDIUM REMOVAL (SBC-4 §5.15).
     PreventAllowMediumRemoval {
         /// PREVENT (2 bits).
@@ -1061,6 +1077,22 @@ impl Cdb {
                 loej: c[4] & 0x02 != 0,
                 start: c[4] & 0x01 != 0,
             },
+            ScsiOpcode::READ_DEFECT_DATA_10 => Cdb::ReadDefectData {
+                size,
+                req_plist: c[2] & 0x10 != 0,
+                req_glist: c[2] & 0x08 != 0,
+                format: c[2] & 0x07,
+                address_descriptor_index: 0,
+                allocation_length: u32::from(be16(&c, 7)),
+            },
+            ScsiOpcode::READ_DEFECT_DATA_12 => Cdb::ReadDefectData {
+                size,
+                req_plist: b1 & 0x10 != 0,
+                req_glist: b1 & 0x08 != 0,
+                format: b1 & 0x07,
+                address_descriptor_index: be32(&c, 2),
+                allocation_length: be32(&c, 6),
+            },
             ScsiOpcode::PREVENT_ALLOW_MEDIUM_REMOVAL => Cdb::PreventAllowMediumRemoval {
                 prevent: c[4] & 0x03,
             },
@@ -1349,6 +1381,25 @@ impl Cdb {
                     | flag(start, 0x01);
             }
             Cdb::PreventAllowMediumRemoval { prevent } => b[4] = prevent & 0x03,
+            Cdb::ReadDefectData {
+                req_plist,
+                req_glist,
+                format,
+                address_descriptor_index,
+                allocation_length,
+                ..
+            } => {
+                let bits = flag(req_plist, 0x10) | flag(req_glist, 0x08) | (format & 0x07);
+                if size == CdbSize::Ten {
+                    b[2] = bits;
+                    let len = u16::try_from(allocation_length).unwrap_or(u16::MAX);
+                    b[7..9].copy_from_slice(&len.to_be_bytes());
+                } else {
+                    b[1] = bits;
+                    b[2..6].copy_from_slice(&address_descriptor_index.to_be_bytes());
+                    b[6..10].copy_from_slice(&allocation_length.to_be_bytes());
+                }
+            }
             Cdb::PersistentReserveIn {
                 service_action,
                 allocation_length,
@@ -1565,6 +1616,10 @@ impl Cdb {
             Cdb::PreventAllowMediumRemoval { .. } => {
                 fixed(ScsiOpcode::PREVENT_ALLOW_MEDIUM_REMOVAL)
             }
+            Cdb::ReadDefectData { size, .. } => match size {
+                Six | Ten => (ScsiOpcode::READ_DEFECT_DATA_10, Ten),
+                Twelve | Sixteen => (ScsiOpcode::READ_DEFECT_DATA_12, Twelve),
+            },
             Cdb::Reserve6 => fixed(ScsiOpcode::RESERVE_6),
             Cdb::Release6 => fixed(ScsiOpcode::RELEASE_6),
             Cdb::PersistentReserveIn { .. } => fixed(ScsiOpcode::PERSISTENT_RESERVE_IN),
@@ -1636,7 +1691,8 @@ impl Cdb {
             | Cdb::ReportSupportedOpCodes { .. }
             | Cdb::ReportSupportedTmfs { .. }
             | Cdb::ReportTargetPortGroups { .. }
-            | Cdb::ReceiveCopyResults { .. } => DataDirection::In,
+            | Cdb::ReceiveCopyResults { .. }
+            | Cdb::ReadDefectData { .. } => DataDirection::In,
             Cdb::Verify { bytchk: 0, .. } | Cdb::WriteSame { ndob: true, .. } => {
                 DataDirection::NoData
             }
@@ -1721,6 +1777,9 @@ impl Cdb {
                 allocation_length, ..
             }
             | Cdb::ReceiveCopyResults {
+                allocation_length, ..
+            }
+            | Cdb::ReadDefectData {
                 allocation_length, ..
             } => u64::from(allocation_length),
             Cdb::Unmap {
@@ -1912,6 +1971,30 @@ mod tests {
                 bit: Some(4)
             }))
         );
+    }
+
+    #[test]
+    fn read_defect_data_bytes() {
+        let c = Cdb::ReadDefectData {
+            size: CdbSize::Ten,
+            req_plist: true,
+            req_glist: false,
+            format: 3,
+            address_descriptor_index: 0,
+            allocation_length: 32,
+        };
+        assert_eq!(&*c.encode(), &[0x37, 0, 0x13, 0, 0, 0, 0, 0, 32, 0]);
+        assert_eq!(c.data_direction(), DataDirection::In);
+        let c12 = Cdb::ReadDefectData {
+            size: CdbSize::Twelve,
+            req_plist: false,
+            req_glist: true,
+            format: 5,
+            address_descriptor_index: 7,
+            allocation_length: 0x0102_0304,
+        };
+        assert_eq!(&*c12.encode(), &[0xb7, 0x0d, 0, 0, 0, 7, 1, 2, 3, 4, 0, 0]);
+        assert_eq!(Cdb::parse(&c12.encode()), Ok(c12));
     }
 
     #[test]
@@ -2283,6 +2366,28 @@ mod tests {
                     }
                 ),
             (0u8..4).prop_map(|prevent| Cdb::PreventAllowMediumRemoval { prevent }),
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                0u8..8,
+                any::<u32>(),
+                any::<u32>()
+            )
+                .prop_map(|(twelve, req_plist, req_glist, format, index, len)| {
+                    Cdb::ReadDefectData {
+                        size: if twelve {
+                            CdbSize::Twelve
+                        } else {
+                            CdbSize::Ten
+                        },
+                        req_plist,
+                        req_glist,
+                        format,
+                        address_descriptor_index: if twelve { index } else { 0 },
+                        allocation_length: if twelve { len } else { len & 0xffff },
+                    }
+                }),
             (0u8..0x20, any::<u16>()).prop_map(|(sa, allocation_length)| {
                 Cdb::PersistentReserveIn {
                     service_action: PrInServiceAction(sa),

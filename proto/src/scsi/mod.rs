@@ -20,6 +20,7 @@
 //!   0xB0, 0xB1, 0xB2 (SPC-4 §6.6, §7.8; SBC-4 §6.6).
 //! - [`capacity`] — READ CAPACITY (10)/(16) and GET LBA STATUS data
 //!   (SBC-4 §5.16, §5.17, §5.7).
+//! - [`defect`] — READ DEFECT DATA parameter data (SBC-4 §5.19, §5.20).
 //! - [`mode`] — mode parameter headers, block descriptors and the caching,
 //!   control and informational exceptions pages (SPC-4 §7.5, SBC-4 §6.5).
 //! - [`report_luns`] — REPORT LUNS data (SPC-4 §6.33).
@@ -27,6 +28,8 @@
 //!   (SPC-4 §6.15, §6.16, §7.6.4).
 //! - [`unmap`] — the UNMAP parameter list (SBC-4 §5.32.2).
 //! - [`opcodes`] — REPORT SUPPORTED OPERATION CODES data (SPC-4 §6.35).
+//! - [`xcopy`] — EXTENDED COPY (LID1) parameter lists and RECEIVE COPY
+//!   RESULTS data (SPC-4 §6.4, §6.20).
 //!
 //! ## Conventions
 //!
@@ -48,6 +51,7 @@
 
 pub mod capacity;
 pub mod cdb;
+pub mod defect;
 pub mod inquiry;
 pub mod mode;
 pub mod opcodes;
@@ -58,6 +62,7 @@ pub mod status;
 pub mod unmap;
 pub mod usage;
 mod wire;
+pub mod xcopy;
 
 pub use capacity::{LbaStatusData, LbaStatusDescriptor, ReadCapacity10Data, ReadCapacity16Data};
 pub use cdb::{Cdb, CdbBytes, CdbError, CdbSize, DataDirection, ScsiOpcode};

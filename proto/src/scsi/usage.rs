@@ -100,6 +100,7 @@ pub static COMMANDS: &[CommandUsage] = &[
     usage!(VERIFY_10, None, "VERIFY(10)", [FF, 0xf6, FF, FF, FF, FF, 0x3f, FF, FF, C]),
     usage!(PRE_FETCH_10, None, "PRE-FETCH(10)", [FF, 0x02, FF, FF, FF, FF, 0x3f, FF, FF, C]),
     usage!(SYNCHRONIZE_CACHE_10, None, "SYNCHRONIZE CACHE(10)", [FF, 0x06, FF, FF, FF, FF, 0x3f, FF, FF, C]),
+    usage!(READ_DEFECT_DATA_10, None, "READ DEFECT DATA(10)", [FF, 0, 0x1f, 0, 0, 0, 0, FF, FF, C]),
     usage!(WRITE_SAME_10, None, "WRITE SAME(10)", [FF, 0xf8, FF, FF, FF, FF, 0x3f, FF, FF, C]),
     usage!(UNMAP, None, "UNMAP", [FF, 0x01, 0, 0, 0, 0, 0x3f, FF, FF, C]),
     usage!(SANITIZE, Some(0x01), "SANITIZE (OVERWRITE)", [FF, 0xbf, 0, 0, 0, 0, 0, FF, FF, C]),
@@ -149,6 +150,7 @@ pub static COMMANDS: &[CommandUsage] = &[
     usage!(WRITE_12, None, "WRITE(12)", [FF, 0xfa, FF, FF, FF, FF, FF, FF, FF, FF, 0x3f, C]),
     usage!(WRITE_AND_VERIFY_12, None, "WRITE AND VERIFY(12)", [FF, 0xf6, FF, FF, FF, FF, FF, FF, FF, FF, 0x3f, C]),
     usage!(VERIFY_12, None, "VERIFY(12)", [FF, 0xf6, FF, FF, FF, FF, FF, FF, FF, FF, 0x3f, C]),
+    usage!(READ_DEFECT_DATA_12, None, "READ DEFECT DATA(12)", [FF, 0x1f, FF, FF, FF, FF, FF, FF, FF, FF, 0, C]),
 ];
 
 /// The usage map for an operation code (and service action, for operation

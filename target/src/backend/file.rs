@@ -2,21 +2,69 @@
 //!
 //! Positional I/O (`pread`/`pwrite`) on one shared descriptor: thread-safe
 //! without a lock. A missing file is created sparse at the requested size.
-//! Discard punches holes in files (`fallocate(PUNCH_HOLE)`); on block devices
-//! it is not offered yet.
+//!
+//! ## Thin provisioning
+//!
+//! - **Regular file**: discard punches a hole (`fallocate(PUNCH_HOLE)`),
+//!   which reads back as zeroes on every Linux file system that supports
+//!   it, so LBPRZ=1; where the file system refuses, the range is written
+//!   with zeroes instead, which keeps the promise. The unmap granularity is
+//!   the file system block (`st_blksize`). GET LBA STATUS asks the file
+//!   system with `SEEK_DATA`/`SEEK_HOLE`. Zeroing without deallocating
+//!   (WRITE SAME of zeroes) is `fallocate(ZERO_RANGE)`: the space stays
+//!   reserved as unwritten extents, which ext4 and XFS report to
+//!   `SEEK_DATA` as holes, so such blocks show as deallocated in GET LBA
+//!   STATUS — they read as zeroes either way.
+//! - **Block device**: what the device can do is read from sysfs
+//!   (`queue/write_zeroes_max_bytes`, `queue/discard_max_bytes`) when it is
+//!   opened. A device with a write-zeroes operation is discarded with
+//!   `fallocate(PUNCH_HOLE)` on the device, which the kernel turns into a
+//!   write-zeroes request that may deallocate and guarantees zeroes
+//!   afterwards: LBPRZ=1. A device that only discards (`BLKDISCARD`) makes
+//!   no promise about what reads return afterwards — the kernel's
+//!   `BLKDISCARDZEROES` has answered 0 for every device since Linux 4.12 —
+//!   so the logical unit reports LBPRZ=0. A device that does neither is
+//!   fully provisioned. GET LBA STATUS reports "mapped or unknown": a block
+//!   device does not say what it has deallocated.
+//!
+//! PRE-FETCH asks the kernel to read ahead (`POSIX_FADV_WILLNEED`); whether
+//! the pages are still cached when the command ends is not known, so it is
+//! never reported as CONDITION MET.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::Backend;
+use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, PosixFadviseAdvice, fallocate, posix_fadvise};
+use nix::unistd::{Whence, lseek};
+
+use super::{Backend, Extent, MapState, Provisioning, write_repeated};
+
+/// How discard is done, decided when the file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Discard {
+    /// Regular file: punch a hole.
+    PunchHole,
+    /// Block device with write-zeroes: `fallocate(PUNCH_HOLE)` on the
+    /// device, aligned to its logical block size.
+    ZeroingFallocate { align: u64 },
+    /// Block device with discard only: the `BLKDISCARD` ioctl, aligned
+    /// inwards.
+    Ioctl { align: u64 },
+    /// Nothing.
+    None,
+}
 
 pub struct FileBackend {
     file: File,
     path: PathBuf,
     size: u64,
     block_device: bool,
+    discard: Discard,
+    /// Unmap granularity in bytes.
+    granularity: u64,
 }
 
 impl FileBackend {
@@ -40,7 +88,8 @@ impl FileBackend {
             .create(!read_only && !exists)
             .truncate(false)
             .open(path)?;
-        let block_device = file.metadata()?.file_type().is_block_device();
+        let meta = file.metadata()?;
+        let block_device = meta.file_type().is_block_device();
         let mut actual = file.seek(SeekFrom::End(0))?;
         if let Some(want) = size {
             if want > actual {
@@ -57,12 +106,103 @@ impl FileBackend {
             }
             actual = want;
         }
+        let (discard, granularity) = if block_device {
+            device_discard(meta.rdev())
+        } else {
+            (Discard::PunchHole, meta.blksize().max(512))
+        };
         Ok(FileBackend {
             file,
             path: path.to_owned(),
             size: actual,
             block_device,
+            discard,
+            granularity,
         })
+    }
+
+    /// `fallocate` over a byte range.
+    fn fallocate(&self, flags: FallocateFlags, offset: u64, len: u64) -> nix::Result<()> {
+        let off = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let len = i64::try_from(len).map_err(|_| Errno::EINVAL)?;
+        fallocate(&self.file, flags, off, len)
+    }
+
+    /// Zeroes `[offset, offset+len)` of a device through `fallocate(mode)`
+    /// on the part aligned to `align`, writing zeroes at the unaligned
+    /// edges (the device refuses unaligned requests).
+    fn device_fallocate(
+        &self,
+        mode: FallocateFlags,
+        align: u64,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let end = offset + len;
+        let start = offset.next_multiple_of(align).min(end);
+        let stop = (end / align * align).max(start);
+        if start > offset {
+            write_repeated(self, &[0u8; 512], offset, start - offset)?;
+        }
+        if stop > start {
+            self.fallocate(mode, start, stop - start)
+                .map_err(io::Error::from)?;
+        }
+        if end > stop {
+            write_repeated(self, &[0u8; 512], stop, end - stop)?;
+        }
+        Ok(())
+    }
+}
+
+/// sysfs says what a block device can do; reads one number.
+fn sysfs_number(dir: &Path, name: &str) -> Option<u64> {
+    std::fs::read_to_string(dir.join("queue").join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How to discard on the block device `rdev`, and the granularity.
+fn device_discard(rdev: u64) -> (Discard, u64) {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let dev = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    // A partition has no queue directory of its own; its disk's applies.
+    let dir = if dev.join("queue").exists() {
+        dev
+    } else {
+        dev.join("..")
+    };
+    let align = sysfs_number(&dir, "logical_block_size")
+        .filter(|a| a.is_power_of_two())
+        .unwrap_or(512);
+    let granularity = sysfs_number(&dir, "discard_granularity")
+        .filter(|g| *g > 0)
+        .unwrap_or(align);
+    if sysfs_number(&dir, "write_zeroes_max_bytes").unwrap_or(0) > 0 {
+        (Discard::ZeroingFallocate { align }, granularity)
+    } else if sysfs_number(&dir, "discard_max_bytes").unwrap_or(0) > 0 {
+        (Discard::Ioctl { align }, granularity)
+    } else {
+        (Discard::None, granularity)
+    }
+}
+
+/// `BLKDISCARD` (linux/fs.h: `_IO(0x12, 119)`), which takes the byte range
+/// as `u64[2]`.
+#[allow(unsafe_code)]
+mod ioctl {
+    nix::ioctl_write_ptr_bad!(blkdiscard, 0x1277, [u64; 2]);
+
+    /// Discards `[offset, offset+len)` of the block device `file`.
+    pub fn discard(file: &std::fs::File, offset: u64, len: u64) -> nix::Result<()> {
+        use std::os::fd::AsRawFd;
+        let range = [offset, len];
+        // SAFETY: `file` is an open descriptor for the duration of the
+        // call and `range` is a live, correctly sized `u64[2]` the kernel
+        // only reads.
+        unsafe { blkdiscard(file.as_raw_fd(), &range) }.map(|_| ())
     }
 }
 
@@ -83,20 +223,124 @@ impl Backend for FileBackend {
         self.file.sync_data()
     }
 
-    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        if self.block_device {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "discard on block devices",
-            ));
-        }
-        use nix::fcntl::{FallocateFlags, fallocate};
-        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
-        fallocate(&self.file, flags, offset as i64, len as i64).map_err(io::Error::from)
+    fn provisioning(&self) -> Option<Provisioning> {
+        let zeroes = match self.discard {
+            Discard::PunchHole | Discard::ZeroingFallocate { .. } => true,
+            Discard::Ioctl { .. } => false,
+            Discard::None => return None,
+        };
+        Some(Provisioning {
+            zeroes,
+            granularity: self.granularity,
+        })
     }
 
-    fn discard_zeroes(&self) -> bool {
-        !self.block_device
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        match self.discard {
+            Discard::PunchHole => {
+                let flags =
+                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+                match self.fallocate(flags, offset, len) {
+                    // The file system cannot punch holes: zeroes keep the
+                    // LBPRZ promise, without giving space back.
+                    Err(Errno::EOPNOTSUPP) => self.write_zeroes(offset, len),
+                    other => other.map_err(io::Error::from),
+                }
+            }
+            Discard::ZeroingFallocate { align } => {
+                let flags =
+                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+                self.device_fallocate(flags, align, offset, len)
+            }
+            Discard::Ioctl { align } => {
+                // LBPRZ=0: the unaligned edges may keep their data.
+                let start = offset.next_multiple_of(align);
+                let stop = (offset + len) / align * align;
+                if stop > start {
+                    ioctl::discard(&self.file, start, stop - start).map_err(io::Error::from)?;
+                }
+                Ok(())
+            }
+            Discard::None => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the device cannot discard",
+            )),
+        }
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let flags = FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        let done = if self.block_device {
+            // On a device ZERO_RANGE is a write-zeroes that keeps the
+            // blocks mapped (BLKDEV_ZERO_NOUNMAP); the kernel writes zero
+            // pages itself when the device has no such operation.
+            let align = match self.discard {
+                Discard::ZeroingFallocate { align } | Discard::Ioctl { align } => align,
+                _ => 512,
+            };
+            self.device_fallocate(flags, align, offset, len).is_ok()
+        } else {
+            self.fallocate(flags, offset, len).is_ok()
+        };
+        if done {
+            Ok(())
+        } else {
+            write_repeated(self, &[0u8; 4096], offset, len)
+        }
+    }
+
+    fn mapping(&self, offset: u64, len: u64) -> io::Result<Extent> {
+        let len = len.max(1);
+        let unknown = Extent {
+            state: MapState::Unknown,
+            len,
+        };
+        if self.block_device {
+            return Ok(unknown);
+        }
+        let at = i64::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+        let end = offset.saturating_add(len);
+        // lseek moves the shared file offset, which nothing else uses (all
+        // I/O is positional), so concurrent calls cannot disturb each other.
+        match lseek(&self.file, at, Whence::SeekData) {
+            // No data at or after `offset`: a hole to the end of the file.
+            Err(Errno::ENXIO) => Ok(Extent {
+                state: MapState::Deallocated,
+                len,
+            }),
+            // SEEK_DATA unsupported: say nothing.
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP) => Ok(unknown),
+            Err(e) => Err(e.into()),
+            Ok(data) if data as u64 > offset => Ok(Extent {
+                state: MapState::Deallocated,
+                len: (data as u64).min(end) - offset,
+            }),
+            Ok(_) => {
+                let hole = lseek(&self.file, at, Whence::SeekHole).map_err(io::Error::from)?;
+                Ok(Extent {
+                    state: MapState::Mapped,
+                    len: (hole as u64).min(end).saturating_sub(offset).max(1),
+                })
+            }
+        }
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let off = i64::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+        let len = i64::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+        posix_fadvise(
+            &self.file,
+            off,
+            len,
+            PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        )?;
+        Ok(false)
     }
 
     fn write_cache(&self) -> bool {
@@ -151,5 +395,38 @@ mod tests {
         let mut buf = [0u8; 7];
         again.read_at(&mut buf, 512).unwrap();
         assert_eq!(&buf, b"persist");
+    }
+
+    #[test]
+    fn holes_are_reported_and_punched_and_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun.img");
+        let b = FileBackend::open(&path, Some(1 << 20), false).unwrap();
+        let p = b.provisioning().expect("a file is thin");
+        assert!(p.zeroes);
+        assert!(p.granularity >= 512);
+        let g = p.granularity;
+        // A new sparse file is one hole.
+        let e = b.mapping(0, 1 << 20).unwrap();
+        assert_eq!((e.state, e.len), (MapState::Deallocated, 1 << 20));
+        // Data in [4g, 6g): a hole, then data, then a hole again.
+        b.write_at(&vec![1u8; 2 * g as usize], 4 * g).unwrap();
+        let e = b.mapping(0, 1 << 20).unwrap();
+        assert_eq!((e.state, e.len), (MapState::Deallocated, 4 * g));
+        let e = b.mapping(4 * g, 1 << 19).unwrap();
+        assert_eq!((e.state, e.len), (MapState::Mapped, 2 * g));
+        // The run is cut at what was asked for.
+        assert_eq!(b.mapping(4 * g, 10).unwrap().len, 10);
+        // Punch the first block of data back out.
+        b.discard(4 * g, g).unwrap();
+        assert_eq!(b.mapping(4 * g, g).unwrap().state, MapState::Deallocated);
+        assert_eq!(b.mapping(5 * g, g).unwrap().state, MapState::Mapped);
+        // Zeroing reads back as zeroes (the extent state it leaves is the
+        // file system's business; see the module docs).
+        b.write_zeroes(5 * g, g).unwrap();
+        let mut buf = vec![9u8; 2 * g as usize];
+        b.read_at(&mut buf, 4 * g).unwrap();
+        assert!(buf.iter().all(|x| *x == 0));
+        assert!(!b.prefetch(0, 4096).unwrap());
     }
 }

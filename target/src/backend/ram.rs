@@ -4,12 +4,16 @@
 //! commands on different parts of the disk never contend and a lock is held
 //! only for one memcpy. A chunk is allocated on first write; an unallocated
 //! chunk reads as zeroes, which makes a large RAM disk cheap until used and
-//! gives thin provisioning for free: discarding a whole chunk frees it.
+//! gives thin provisioning for free: discarding a whole chunk frees it, a
+//! partial discard zeroes the bytes (LBPRZ holds either way), and the unmap
+//! granularity is the chunk. GET LBA STATUS reports a chunk deallocated
+//! exactly when it holds no memory. Everything is in memory, so PRE-FETCH
+//! always finds its blocks cached.
 
 use std::io;
 use std::sync::RwLock;
 
-use super::Backend;
+use super::{Backend, Extent, MapState, Provisioning};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -94,6 +98,13 @@ impl Backend for RamBackend {
         Ok(())
     }
 
+    fn provisioning(&self) -> Option<Provisioning> {
+        Some(Provisioning {
+            zeroes: true,
+            granularity: CHUNK as u64,
+        })
+    }
+
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(|_| io::Error::other("discard too large"))?;
         self.check(offset, len)?;
@@ -108,18 +119,54 @@ impl Backend for RamBackend {
         Ok(())
     }
 
-    fn discard_zeroes(&self) -> bool {
-        true
-    }
-
-    fn is_mapped(&self, offset: u64, len: u64) -> io::Result<bool> {
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Allocating: the blocks stay mapped, as WRITE SAME without UNMAP
+        // requires.
         let len = usize::try_from(len).map_err(|_| io::Error::other("range too large"))?;
         self.check(offset, len)?;
-        let (idx, _, _) = Self::pieces(offset, len.max(1)).next().unwrap_or((0, 0, 0));
-        Ok(self
-            .chunks
-            .get(idx)
-            .is_some_and(|c| c.read().is_ok_and(|c| c.is_some())))
+        for (idx, within, n) in Self::pieces(offset, len) {
+            let mut slot = self.chunks[idx].write().map_err(|_| poisoned())?;
+            match slot.as_mut() {
+                Some(chunk) => chunk[within..within + n].fill(0),
+                None => *slot = Some(vec![0u8; CHUNK].into_boxed_slice()),
+            }
+        }
+        Ok(())
+    }
+
+    fn mapping(&self, offset: u64, len: u64) -> io::Result<Extent> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("range too large"))?;
+        self.check(offset, len.max(1))?;
+        let allocated = |idx: usize| -> io::Result<bool> {
+            let chunk = self
+                .chunks
+                .get(idx)
+                .ok_or_else(|| io::Error::other("no chunk"))?;
+            Ok(chunk.read().map_err(|_| poisoned())?.is_some())
+        };
+        let mut pieces = Self::pieces(offset, len.max(1));
+        let Some((first, _, mut run)) = pieces.next() else {
+            return Err(io::Error::other("empty range"));
+        };
+        let state = allocated(first)?;
+        for (idx, _, n) in pieces {
+            if allocated(idx)? != state {
+                break;
+            }
+            run += n;
+        }
+        Ok(Extent {
+            state: if state {
+                MapState::Mapped
+            } else {
+                MapState::Deallocated
+            },
+            len: run as u64,
+        })
+    }
+
+    fn prefetch(&self, _offset: u64, _len: u64) -> io::Result<bool> {
+        Ok(true)
     }
 
     fn describe(&self) -> String {
@@ -162,7 +209,28 @@ mod tests {
         ram.read_at(&mut buf, 0).unwrap();
         assert!(buf[..10].iter().all(|b| *b == 7));
         assert!(buf[10..].iter().all(|b| *b == 0));
-        assert!(ram.is_mapped(0, 512).unwrap());
-        assert!(!ram.is_mapped(CHUNK as u64, 512).unwrap());
+        let mapped = ram.mapping(0, 2 * CHUNK as u64).unwrap();
+        assert_eq!((mapped.state, mapped.len), (MapState::Mapped, CHUNK as u64));
+        let freed = ram.mapping(CHUNK as u64 + 512, 4096).unwrap();
+        assert_eq!((freed.state, freed.len), (MapState::Deallocated, 4096));
+    }
+
+    #[test]
+    fn write_zeroes_allocates_and_mapping_runs_stop_at_changes() {
+        let ram = RamBackend::new(4 * CHUNK as u64);
+        ram.write_at(&[9u8; 100], 10).unwrap();
+        ram.write_zeroes(CHUNK as u64 + 5, 10).unwrap();
+        let mut buf = vec![1u8; 20];
+        ram.read_at(&mut buf, CHUNK as u64).unwrap();
+        assert!(buf.iter().all(|b| *b == 0));
+        // Chunks 0 and 1 mapped, 2 and 3 not.
+        let e = ram.mapping(0, 4 * CHUNK as u64).unwrap();
+        assert_eq!((e.state, e.len), (MapState::Mapped, 2 * CHUNK as u64));
+        let e = ram.mapping(2 * CHUNK as u64, 2 * CHUNK as u64).unwrap();
+        assert_eq!((e.state, e.len), (MapState::Deallocated, 2 * CHUNK as u64));
+        // Asking past the end is an error, not a panic.
+        assert!(ram.mapping(4 * CHUNK as u64, 1).is_err());
+        assert!(ram.provisioning().is_some_and(|p| p.zeroes));
+        assert!(ram.prefetch(0, 1).unwrap());
     }
 }

@@ -35,8 +35,8 @@ struct Args {
 
     /// A LUN, repeatable; LUN numbers follow the order given.
     /// `ram:SIZE`, `file:PATH[,size=SIZE]` (created sparse when missing),
-    /// `dev:PATH` or `/dev/…`; append `,bs=4096` or `,ro` per LUN.
-    /// Default: ram:64M.
+    /// `dev:PATH` or `/dev/…`, `nbd:HOST:PORT[/EXPORT]` (an NBD export);
+    /// append `,bs=4096` or `,ro` per LUN. Default: ram:64M.
     #[arg(long = "lun", value_name = "SPEC", conflicts_with = "config")]
     luns: Vec<String>,
 

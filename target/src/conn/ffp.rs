@@ -35,7 +35,7 @@ use iesp_proto::serial;
 use iesp_proto::text;
 
 use super::outbox::Outbox;
-use crate::scsi::{Completion, Direction, LunTable, Nexus};
+use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
 
 /// Negotiated values the full feature phase works with (§13).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,12 +231,11 @@ impl FullFeature {
         t
     }
 
-    /// The session's I_T nexus was lost (connection loss, reinstatement,
-    /// cold reset, shutdown — not a logout): the LUs establish I_T NEXUS
-    /// LOSS for it (SAM-5 §6.3.4).
-    pub fn end_of_nexus(&self) {
+    /// The session's I_T nexus ended, by Logout or otherwise (SAM-5
+    /// §6.3.4); see [`LunTable::nexus_loss`].
+    pub fn end_of_nexus(&self, end: NexusEnd) {
         if self.kind == SessionKind::Normal {
-            self.luns.nexus_loss(&self.nexus);
+            self.luns.nexus_loss(&self.nexus, end);
         }
     }
 
@@ -419,7 +418,7 @@ impl FullFeature {
             self.tasks.insert(cmd.itt, task);
             self.progress(cmd.itt);
         } else {
-            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[]);
+            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[], edtl);
             let wanted = if transfer.direction == Direction::Write {
                 transfer.length
             } else {
@@ -440,9 +439,9 @@ impl FullFeature {
             let Some(task) = self.tasks.remove(&itt) else {
                 return;
             };
-            let completion = self
-                .luns
-                .execute(&self.nexus, task.lun, &task.cdb, &task.buf);
+            let completion =
+                self.luns
+                    .execute(&self.nexus, task.lun, &task.cdb, &task.buf, task.edtl);
             let wanted = task.spdtl;
             self.complete(itt, task.lun, task.edtl, false, wanted, completion);
             return;
@@ -755,7 +754,7 @@ impl FullFeature {
             }
             TmfFunction::I_T_NEXUS_RESET => {
                 self.tasks.clear();
-                self.luns.nexus_loss(&self.nexus);
+                self.luns.nexus_loss(&self.nexus, NexusEnd::Lost);
                 TmfResponse::FUNCTION_COMPLETE
             }
             TmfFunction::TARGET_WARM_RESET | TmfFunction::TARGET_COLD_RESET => {

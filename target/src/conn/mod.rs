@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
+use crate::scsi::NexusEnd;
 use crate::server::Target;
 use ffp::{After, FullFeature};
 use login::{Login, LoginStep};
@@ -177,11 +178,11 @@ pub async fn run(
     }
     .await;
     let _ = wr.shutdown().await;
-    if !logged_out {
-        // The initiator may not know what happened to its commands: the
-        // LUs report I_T NEXUS LOSS OCCURRED to its next session.
-        ffp.end_of_nexus();
-    }
+    ffp.end_of_nexus(if logged_out {
+        NexusEnd::Logout
+    } else {
+        NexusEnd::Lost
+    });
     drop(outcome.session);
     result
 }

@@ -2,13 +2,15 @@
 //! serves (SPC-4 §7.8, SBC-4 §6.6). What to say is decided here; proto's
 //! `inquiry` module encodes it.
 //!
-//! - Standard data: SPC-4 (VERSION 06h), HISUP, CMDQUE, RESPONSE DATA FORMAT
-//!   2, T10 vendor `IESP`, product `iesp-target`, revision from the crate
-//!   version. Version descriptors: SAM-5, iSCSI, SPC-4, SBC-4 and SBC-3 —
-//!   the device implements SBC-3's command set as well, and initiators
+//! - Standard data: SPC-4 (VERSION 06h), HISUP, CMDQUE, 3PC (EXTENDED COPY,
+//!   see `xcopy`), RESPONSE DATA FORMAT 2, T10 vendor `IESP`, product
+//!   `iesp-target`, revision from the crate version. Version descriptors:
+//!   SAM-5, iSCSI, SPC-4, SBC-4 and SBC-3 — the device implements SBC-3's
+//!   command set as well, and initiators
 //!   (libiscsi among them) test for SBC-3 by its descriptor to know that a
 //!   60-byte Block Limits page is expected.
-//! - 00h Supported VPD Pages: 00h, 80h, 83h, B0h, B1h.
+//! - 00h Supported VPD Pages: 00h, 80h, 83h, B0h, B1h, and B2h on a thin
+//!   provisioned unit.
 //! - 80h Unit Serial Number: the LU's serial.
 //! - 83h Device Identification, in the order real targets (LIO) report:
 //!   an NAA locally assigned designator (NAA 3) derived from the target
@@ -18,9 +20,15 @@
 //!   (`<iqn>,t,0x<tpgt>`); the SCSI name string of the target device.
 //! - B0h Block Limits: MAXIMUM TRANSFER LENGTH from
 //!   [`MAX_TRANSFER_BYTES`](super::lu::MAX_TRANSFER_BYTES), OPTIMAL TRANSFER
-//!   LENGTH GRANULARITY 4 KiB (the page cache's unit), zero for everything
-//!   not supported (COMPARE AND WRITE, PRE-FETCH, UNMAP, WRITE SAME,
-//!   atomics).
+//!   LENGTH GRANULARITY 4 KiB (the page cache's unit), MAXIMUM COMPARE AND
+//!   WRITE LENGTH (see [`super::rw`]), MAXIMUM WRITE SAME LENGTH; on a thin
+//!   unit the UNMAP limits and OPTIMAL UNMAP GRANULARITY (the backend's,
+//!   UGAVALID with alignment 0); see [`super::provisioning`]. Zero
+//!   (unreported or unsupported) for MAXIMUM PREFETCH LENGTH and the atomic
+//!   write fields: WRITE ATOMIC is not implemented.
+//! - B2h Logical Block Provisioning (thin units): LBPU, LBPWS, LBPWS10,
+//!   LBPRZ as the backend promises, provisioning type thin, no thresholds,
+//!   no anchoring.
 //! - B1h Block Device Characteristics: non-rotating medium, FUAB (FUA and
 //!   SYNCHRONIZE CACHE as SBC-3 defines them), VBULS.
 //!
@@ -30,28 +38,40 @@
 
 use bytes::Bytes;
 use iesp_proto::scsi::inquiry::{
-    Association, BlockDeviceCharacteristics, BlockLimits, Designator, Peripheral, StandardInquiry,
-    Vpd, VpdPage, VpdPageCode, ascii_field, version_descriptor,
+    Association, BlockDeviceCharacteristics, BlockLimits, Designator, LogicalBlockProvisioning,
+    Peripheral, StandardInquiry, Vpd, VpdPage, VpdPageCode, ascii_field, version_descriptor,
 };
 use iesp_proto::scsi::{Sense, truncate};
 
 use super::Nexus;
 use super::lu::LogicalUnit;
 use super::sense::Outcome;
+use super::{provisioning, rw};
 
 /// T10 VENDOR IDENTIFICATION.
 pub const VENDOR: &str = "IESP";
 /// PRODUCT IDENTIFICATION.
 pub const PRODUCT: &str = "iesp-target";
 
-/// The pages of VPD page 00h, ascending (SPC-4 §7.8.16).
-pub const SUPPORTED_PAGES: [VpdPageCode; 5] = [
+/// The pages of VPD page 00h, ascending (SPC-4 §7.8.16); the last only on
+/// a thin provisioned unit.
+pub const SUPPORTED_PAGES: [VpdPageCode; 6] = [
     VpdPageCode::SUPPORTED_PAGES,
     VpdPageCode::UNIT_SERIAL_NUMBER,
     VpdPageCode::DEVICE_IDENTIFICATION,
     VpdPageCode::BLOCK_LIMITS,
     VpdPageCode::BLOCK_DEVICE_CHARACTERISTICS,
+    VpdPageCode::LOGICAL_BLOCK_PROVISIONING,
 ];
+
+/// The VPD pages `lu` serves.
+pub fn supported_pages(lu: &LogicalUnit) -> &'static [VpdPageCode] {
+    if lu.provisioning().is_some() {
+        &SUPPORTED_PAGES
+    } else {
+        &SUPPORTED_PAGES[..5]
+    }
+}
 
 /// Standard INQUIRY data with the given byte 0.
 pub fn standard(peripheral: Peripheral) -> StandardInquiry {
@@ -60,6 +80,8 @@ pub fn standard(peripheral: Peripheral) -> StandardInquiry {
         vendor: ascii_field(VENDOR),
         product: ascii_field(PRODUCT),
         revision: ascii_field(revision()),
+        // 3PC: the logical unit is a copy manager (EXTENDED COPY).
+        third_party_copy: peripheral == Peripheral::DISK,
         version_descriptors: vec![
             version_descriptor::SAM_5,
             version_descriptor::ISCSI,
@@ -109,7 +131,7 @@ pub fn inquiry(
 /// A VPD page of a logical unit, `None` if not supported.
 fn vpd_page(lu: &LogicalUnit, nexus: &Nexus, code: VpdPageCode) -> Option<VpdPage> {
     Some(match code {
-        VpdPageCode::SUPPORTED_PAGES => VpdPage::SupportedPages(SUPPORTED_PAGES.to_vec()),
+        VpdPageCode::SUPPORTED_PAGES => VpdPage::SupportedPages(supported_pages(lu).to_vec()),
         VpdPageCode::UNIT_SERIAL_NUMBER => {
             VpdPage::UnitSerialNumber(lu.serial().as_bytes().to_vec())
         }
@@ -123,12 +145,23 @@ fn vpd_page(lu: &LogicalUnit, nexus: &Nexus, code: VpdPageCode) -> Option<VpdPag
                 ..BlockDeviceCharacteristics::default()
             })
         }
+        VpdPageCode::LOGICAL_BLOCK_PROVISIONING => {
+            let p = lu.provisioning()?;
+            VpdPage::LogicalBlockProvisioning(LogicalBlockProvisioning {
+                lbpu: true,
+                lbpws: true,
+                lbpws10: true,
+                lbprz: u8::from(p.zeroes),
+                provisioning_type: LogicalBlockProvisioning::THIN,
+                ..LogicalBlockProvisioning::default()
+            })
+        }
         _ => return None,
     })
 }
 
 /// The designation descriptors of VPD page 83h (see the module docs).
-fn designators(lu: &LogicalUnit, nexus: &Nexus) -> Vec<Designator> {
+pub(super) fn designators(lu: &LogicalUnit, nexus: &Nexus) -> Vec<Designator> {
     let target = &*nexus.target_name;
     let tpgt = nexus.portal_group_tag;
     vec![
@@ -155,10 +188,26 @@ fn naa_value(target: &str, serial: &str) -> u64 {
 
 /// The Block Limits page (see the module docs).
 pub fn block_limits(lu: &LogicalUnit) -> BlockLimits {
+    let bs = u64::from(lu.block_size());
+    let unmap = lu.provisioning().map(|p| {
+        let granularity = u32::try_from((p.granularity / bs).max(1)).unwrap_or(u32::MAX);
+        (
+            provisioning::MAX_UNMAP_LBA_COUNT,
+            provisioning::MAX_UNMAP_DESCRIPTORS,
+            granularity,
+        )
+    });
     BlockLimits {
         optimal_transfer_length_granularity: u16::try_from((4096 / lu.block_size()).max(1))
             .unwrap_or(1),
         max_transfer_length: lu.max_transfer_blocks(),
+        max_compare_and_write_length: u8::try_from(rw::max_compare_and_write_blocks(lu))
+            .unwrap_or(u8::MAX),
+        max_write_same_length: provisioning::MAX_WRITE_SAME_BLOCKS,
+        max_unmap_lba_count: unmap.map_or(0, |u| u.0),
+        max_unmap_block_descriptor_count: unmap.map_or(0, |u| u.1),
+        optimal_unmap_granularity: unmap.map_or(0, |u| u.2),
+        unmap_granularity_alignment: unmap.map(|_| 0),
         ..BlockLimits::default()
     }
 }
@@ -192,6 +241,7 @@ mod tests {
         assert_eq!(std, standard(Peripheral::DISK));
         assert_eq!((std.version, std.response_data_format), (version::SPC_4, 2));
         assert!(std.hisup && std.cmdque && !std.normaca && !std.protect && !std.rmb);
+        assert!(std.third_party_copy);
         assert_eq!(&std.vendor, b"IESP    ");
         assert!(std.version_descriptors.contains(&version_descriptor::SBC_3));
         assert_eq!(&std.revision[..3], b"0.1");
@@ -231,7 +281,7 @@ mod tests {
                 })
             )
         );
-        for page in [0x01, 0x84, 0x86, 0xb2, 0xff] {
+        for page in [0x01, 0x84, 0x86, 0xb3, 0xff] {
             let s = h.check(&Cdb::inquiry(Some(page), 255), &[]);
             assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB, "{page:#x}");
         }
@@ -243,7 +293,7 @@ mod tests {
         let VpdPage::SupportedPages(pages) = vpd(&h, 0) else {
             panic!("page 00h")
         };
-        assert_eq!(pages, SUPPORTED_PAGES.to_vec());
+        assert_eq!(pages, SUPPORTED_PAGES.to_vec(), "a RAM disk is thin");
         assert!(pages.windows(2).all(|w| w[0] < w[1]), "ascending");
         for p in pages {
             assert_eq!(vpd(&h, p.0).page_code(), p);
@@ -314,9 +364,22 @@ mod tests {
                 bl.max_unmap_block_descriptor_count,
                 bl.max_write_same_length
             ),
-            (0, 0, 0)
+            (u32::MAX, 256, 0xffff)
         );
-        assert_eq!(bl.max_compare_and_write_length, 0);
+        // RAM frees 64 KiB chunks.
+        assert_eq!(
+            (bl.optimal_unmap_granularity, bl.unmap_granularity_alignment),
+            (128, Some(0))
+        );
+        assert_eq!(bl.max_compare_and_write_length, 255);
+        assert_eq!(
+            (
+                bl.max_atomic_transfer_length,
+                bl.max_prefetch_length,
+                bl.wsnz
+            ),
+            (0, 0, false)
+        );
         let data = h.good(&Cdb::inquiry(Some(0xb0), 255), &[]);
         assert_eq!(data.len(), 64, "SBC-3 length: page length 3Ch");
         let VpdPage::BlockDeviceCharacteristics(bdc) = vpd(&h, 0xb1) else {

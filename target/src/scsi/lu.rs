@@ -7,29 +7,44 @@
 //! 1. Unit attention (SAM-5 §5.14): a pending condition of the I_T nexus is
 //!    reported with CHECK CONDITION and cleared, unless the command is
 //!    INQUIRY or REPORT LUNS (which neither report nor clear it) or REQUEST
-//!    SENSE (which returns it as its data). Reservation conflicts (SPC-4
-//!    §5.13) will be decided at this point too.
+//!    SENSE (which returns it as its data).
 //! 2. Decoding ([`decode`]): an unknown or unsupported operation code is
 //!    INVALID COMMAND OPERATION CODE, an unsupported service action INVALID
 //!    FIELD IN CDB; then reserved bits ([`usage::check_reserved`]), NACA=1
 //!    (we report NORMACA=0, SAM-5 §5.10) and [`Cdb::validate`] — each INVALID
 //!    FIELD IN CDB with a field pointer.
-//! 3. Capability and range checks of the command family (`rw::precheck`:
-//!    protection fields, MAXIMUM TRANSFER LENGTH, LBA range, write protect).
-//! 4. Execution. Backend I/O happens without the state lock held.
+//! 3. Reservations (SPC-4 §5.14, SPC-2 §5.5.1; see [`super::pr`]): a command
+//!    another I_T nexus's reservation excludes ends in RESERVATION
+//!    CONFLICT.
+//! 4. Capability and range checks of the command family ([`precheck`]:
+//!    protection fields, MAXIMUM TRANSFER LENGTH and the other Block Limits,
+//!    LBA range, write protect, parameter list lengths).
+//! 5. Execution. Backend I/O happens without the state lock held.
 //!
-//! [`LunTable::transfer`](super::LunTable::transfer) runs steps 2 and 3 (the
+//! [`LunTable::transfer`](super::LunTable::transfer) runs steps 2 and 4 (the
 //! CDB-only ones) so a command that will be rejected solicits no data.
 //!
 //! ## State
 //!
 //! [`LuState`] holds what commands can change and what is per I_T nexus:
-//! the current mode page values (MODE SELECT will change them), the unit
-//! attention queues, and — next — reservations. One mutex guards it, taken
-//! once per command to register the nexus, take a unit attention and copy
-//! the few values the command needs; it is never held across backend I/O.
-//! COMPARE AND WRITE will need its own lock around compare-then-write (an
-//! LBA-range lock), separate from this one.
+//! the current mode page values, the unit attention queues and the
+//! reservations. One mutex guards it, taken once per command to register
+//! the nexus, take a unit attention, decide a reservation conflict and copy
+//! the few values the command needs; MODE SELECT and the reservation
+//! commands do their whole (in-memory) work under it. It is never held
+//! across backend I/O.
+//!
+//! ## The I/O gate
+//!
+//! COMPARE AND WRITE and ORWRITE read, then write depending on what they
+//! read; no other write may land in between, from any session. Every path
+//! that writes the medium (WRITE, WRITE AND VERIFY, WRITE SAME, UNMAP,
+//! EXTENDED COPY into this unit) holds a read-write lock shared for the
+//! duration of its backend write;
+//! COMPARE AND WRITE and ORWRITE hold it exclusively from their read to
+//! their write. Writes thus still run in parallel with each other, and
+//! wait only while one of the two read-modify-write commands runs. Reads do
+//! not take it. This is the only lock held across backend I/O.
 //!
 //! ## START STOP UNIT (SBC-4 §5.25)
 //!
@@ -37,26 +52,33 @@
 //! power condition and ready whatever START, LOEJ or POWER CONDITION say
 //! (valid values are accepted, reserved ones rejected). A stop (START=0,
 //! POWER CONDITION 0h) without NO_FLUSH writes the cache to the medium
-//! first, as a real disk does before spinning down.
+//! first, as a real disk does before spinning down. The medium is not
+//! removable (RMB=0), so LOEJ has nothing to eject and PREVENT ALLOW
+//! MEDIUM REMOVAL is not implemented.
 //!
 //! ## Write cache (SBC-4 §4.15, Caching mode page WCE)
 //!
-//! A file or block device backend completes writes into the page cache:
-//! WCE=1, and FUA, SYNCHRONIZE CACHE and WRITE AND VERIFY flush. The RAM
-//! backend is its own medium: WCE=0, a write is as durable as it will ever
-//! be when it completes.
+//! A file, block device or NBD backend (with flush) completes writes into a
+//! cache: WCE=1, and FUA, SYNCHRONIZE CACHE and WRITE AND VERIFY flush;
+//! MODE SELECT may clear WCE, which makes every write write through. The
+//! RAM backend is its own medium: WCE=0, a write is as durable as it will
+//! ever be when it completes.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use iesp_proto::scsi::{Asc, Cdb, ScsiOpcode, Sense, usage};
 
+use super::NexusEnd;
 use super::mode::ModeValues;
 use super::opcodes::{self, Support};
-use super::sense::{IoOp, Outcome, io_error, respond};
+use super::pr::{self, Reservations};
+use super::sense::{Fault, IoOp, Outcome, io_error, respond, respond_fault};
 use super::ua::{NexusKey, NexusTable};
-use super::{Completion, Direction, LunTable, Nexus, Transfer, inquiry, luns, mode, rw};
-use crate::backend::Backend;
+use super::{
+    Completion, Direction, LunTable, Nexus, Transfer, inquiry, luns, mode, provisioning, rw, xcopy,
+};
+use crate::backend::{Backend, Provisioning};
 
 /// The largest transfer a command may ask for, in bytes: MAXIMUM TRANSFER
 /// LENGTH of the Block Limits VPD page is this over the block size. Data is
@@ -73,7 +95,11 @@ pub struct LogicalUnit {
     serial: String,
     /// Completed writes may sit in a volatile cache until flushed.
     write_cache: bool,
+    /// Thin provisioning, as the backend offers it.
+    provisioning: Option<Provisioning>,
     state: Mutex<LuState>,
+    /// The I/O gate (module docs).
+    gate: RwLock<()>,
 }
 
 /// What commands change, and what is per I_T nexus (see the module docs).
@@ -83,6 +109,10 @@ pub struct LuState {
     pub mode: ModeValues,
     /// Known I_T nexuses and their unit attention queues.
     pub nexuses: NexusTable,
+    /// Persistent and RESERVE(6) reservations.
+    pub reservations: Reservations,
+    /// Outcomes of EXTENDED COPY for RECEIVE COPY STATUS.
+    pub copies: xcopy::CopyResults,
 }
 
 /// What a command needs from [`LuState`], copied under the lock.
@@ -104,7 +134,8 @@ impl LogicalUnit {
         serial: String,
     ) -> LogicalUnit {
         let blocks = backend.size() / u64::from(block_size);
-        let write_cache = caches_writes(backend.as_ref());
+        let write_cache = backend.write_cache();
+        let provisioning = backend.provisioning();
         LogicalUnit {
             backend,
             block_size,
@@ -112,10 +143,14 @@ impl LogicalUnit {
             read_only,
             serial,
             write_cache,
+            provisioning,
             state: Mutex::new(LuState {
                 mode: ModeValues::defaults(write_cache),
                 nexuses: NexusTable::default(),
+                reservations: Reservations::default(),
+                copies: xcopy::CopyResults::default(),
             }),
+            gate: RwLock::new(()),
         }
     }
 
@@ -157,21 +192,40 @@ impl LogicalUnit {
         self.write_cache
     }
 
+    /// Thin provisioning (LBPME) and its promises, if any.
+    pub fn provisioning(&self) -> Option<Provisioning> {
+        self.provisioning
+    }
+
     /// The state, even if a panic poisoned the lock: every update leaves it
     /// consistent, so the data is still good.
     pub(super) fn lock(&self) -> MutexGuard<'_, LuState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The I/O gate taken shared, by a path that writes the medium (module
+    /// docs). A panic while it was held left no state behind it.
+    pub(super) fn shared_io(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The I/O gate taken exclusively, by COMPARE AND WRITE and ORWRITE.
+    pub(super) fn exclusive_io(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn supported(&self) -> impl Fn(&[u8]) -> Support + use<> {
+        let thin = self.provisioning.is_some();
+        move |cdb: &[u8]| opcodes::supported(cdb, thin)
+    }
+
     pub(super) fn transfer(&self, cdb: &[u8]) -> Transfer {
-        let Ok(parsed) = decode(cdb, opcodes::supported) else {
+        let Ok(parsed) = decode(cdb, self.supported()) else {
             return Transfer::NONE;
         };
         // SWP is looked up only for commands that could write.
-        let write_protected = || self.read_only || self.lock().mode.control.swp;
-        let wp =
-            matches!(parsed, Cdb::Write { .. } | Cdb::WriteAndVerify { .. }) && write_protected();
-        if rw::precheck(self, &parsed, wp).is_err() {
+        let wp = writes_medium(&parsed) && (self.read_only || self.lock().mode.control.swp);
+        if precheck(self, &parsed, wp).is_err() {
             return Transfer::NONE;
         }
         transfer_of(&parsed, self.block_size)
@@ -182,11 +236,13 @@ impl LogicalUnit {
         nexus: &Nexus,
         cdb: &[u8],
         data_out: &[u8],
+        expected_length: u32,
         table: &LunTable,
     ) -> Completion {
         let key = NexusKey::of(nexus);
         let opcode = cdb.first().copied().map(ScsiOpcode);
-        let (pending, snapshot) = {
+        let decoded = decode(cdb, self.supported());
+        let (pending, conflict, snapshot) = {
             let mut st = self.lock();
             let pending = match opcode {
                 Some(ScsiOpcode::INQUIRY | ScsiOpcode::REPORT_LUNS | ScsiOpcode::REQUEST_SENSE) => {
@@ -195,31 +251,55 @@ impl LogicalUnit {
                 }
                 _ => st.nexuses.take(&key),
             };
+            let conflict = decoded
+                .as_ref()
+                .is_ok_and(|c| st.reservations.conflict(&key, c));
             let snapshot = Snapshot {
                 descriptor_sense: st.mode.control.d_sense,
                 write_cache: st.mode.caching.wce,
                 software_write_protect: st.mode.control.swp,
             };
-            (pending, snapshot)
+            (pending, conflict, snapshot)
         };
+        let d_sense = snapshot.descriptor_sense;
         if let Some(ua) = pending {
-            return respond(Err(ua), snapshot.descriptor_sense);
+            return respond(Err(ua), d_sense);
         }
-        let outcome = decode(cdb, opcodes::supported)
-            .and_then(|parsed| self.run(nexus, &key, &parsed, data_out, table, snapshot));
-        respond(outcome, snapshot.descriptor_sense)
+        let parsed = match decoded {
+            Ok(parsed) => parsed,
+            Err(sense) => return respond(Err(sense), d_sense),
+        };
+        if conflict {
+            return respond_fault(Err(Fault::Conflict), d_sense);
+        }
+        let wp = self.read_only || snapshot.software_write_protect;
+        if let Err(sense) = precheck(self, &parsed, writes_medium(&parsed) && wp) {
+            return respond(Err(sense), d_sense);
+        }
+        self.run(
+            nexus,
+            &key,
+            &parsed,
+            data_out,
+            expected_length,
+            table,
+            snapshot,
+        )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         nexus: &Nexus,
         key: &NexusKey,
         cdb: &Cdb,
         data_out: &[u8],
+        expected_length: u32,
         table: &LunTable,
         snap: Snapshot,
-    ) -> Outcome {
-        match *cdb {
+    ) -> Completion {
+        let d_sense = snap.descriptor_sense;
+        let outcome: Outcome = match *cdb {
             Cdb::TestUnitReady => Ok(Bytes::new()),
             Cdb::RequestSense {
                 desc,
@@ -241,7 +321,7 @@ impl LogicalUnit {
                 service_action,
                 allocation_length,
             } => opcodes::report(
-                opcodes::SUPPORTED,
+                &opcodes::command_set(self.provisioning.is_some()),
                 rctd,
                 reporting_options,
                 opcode,
@@ -269,6 +349,28 @@ impl LogicalUnit {
                 };
                 mode::mode_sense(self, &current, &request, snap)
             }
+            Cdb::ModeSelect {
+                size,
+                pf,
+                sp,
+                parameter_list_length,
+            } => {
+                let req = mode::Select {
+                    size,
+                    pf,
+                    sp,
+                    parameter_list_length,
+                };
+                let mut st = self.lock();
+                mode::mode_select(self, &st.mode, &req, data_out).map(|changed| {
+                    if let Some(new) = changed {
+                        st.mode = new;
+                        st.nexuses
+                            .establish_others(key, Asc::MODE_PARAMETERS_CHANGED);
+                    }
+                    Bytes::new()
+                })
+            }
             Cdb::StartStopUnit {
                 power_condition_modifier,
                 power_condition,
@@ -280,15 +382,92 @@ impl LogicalUnit {
             Cdb::ReadCapacity16 {
                 allocation_length, ..
             } => Ok(rw::read_capacity_16(self, allocation_length)),
+            Cdb::PreFetch { lba, blocks, .. } => {
+                return match rw::prefetch(self, lba, blocks) {
+                    Ok(status) => Completion::status(status),
+                    Err(sense) => respond(Err(sense), d_sense),
+                };
+            }
             Cdb::Read { .. }
             | Cdb::Write { .. }
             | Cdb::WriteAndVerify { .. }
             | Cdb::Verify { .. }
-            | Cdb::SynchronizeCache { .. } => rw::execute(self, cdb, data_out, snap),
+            | Cdb::CompareAndWrite { .. }
+            | Cdb::OrWrite { .. }
+            | Cdb::ReadDefectData { .. }
+            | Cdb::SynchronizeCache { .. } => {
+                rw::execute(self, cdb, data_out, expected_length, snap)
+            }
+            Cdb::WriteSame { .. } => provisioning::write_same(self, cdb, data_out, snap),
+            Cdb::Unmap {
+                parameter_list_length,
+                ..
+            } => provisioning::unmap(self, parameter_list_length, data_out, snap),
+            Cdb::GetLbaStatus {
+                lba,
+                allocation_length,
+                report_type,
+            } => provisioning::get_lba_status(self, lba, allocation_length, report_type),
+            Cdb::PersistentReserveIn {
+                service_action,
+                allocation_length,
+            } => pr::persistent_reserve_in(
+                &self.lock().reservations,
+                service_action,
+                allocation_length,
+            ),
+            Cdb::PersistentReserveOut {
+                service_action,
+                scope,
+                pr_type,
+                parameter_list_length,
+            } => {
+                let req = pr::PrOut {
+                    service_action,
+                    scope,
+                    pr_type,
+                    parameter_list_length,
+                };
+                let mut st = self.lock();
+                let LuState {
+                    reservations,
+                    nexuses,
+                    ..
+                } = &mut *st;
+                let r = pr::persistent_reserve_out(reservations, nexuses, key, req, data_out);
+                return respond_fault(r.map(|()| Bytes::new()), d_sense);
+            }
+            Cdb::Reserve6 => {
+                let r = pr::reserve6(&mut self.lock().reservations, key);
+                return respond_fault(r.map(|()| Bytes::new()), d_sense);
+            }
+            Cdb::ExtendedCopy {
+                parameter_list_length,
+                ..
+            } => {
+                let r = xcopy::extended_copy(self, nexus, table, parameter_list_length, data_out);
+                return respond_fault(r, d_sense);
+            }
+            Cdb::ReceiveCopyResults {
+                service_action,
+                list_identifier,
+                allocation_length,
+            } => xcopy::receive_copy_results(
+                self,
+                nexus,
+                service_action,
+                list_identifier,
+                allocation_length,
+            ),
+            Cdb::Release6 => {
+                let r = pr::release6(&mut self.lock().reservations, key);
+                return respond_fault(r.map(|()| Bytes::new()), d_sense);
+            }
             // decode() admits only what opcodes::SUPPORTED lists; a command
             // listed there but not handled here is caught by a unit test.
             _ => Err(Sense::invalid_command_operation_code()),
-        }
+        };
+        respond(outcome, d_sense)
     }
 
     /// REQUEST SENSE (SPC-4 §6.39): a pending unit attention, else NO SENSE.
@@ -328,18 +507,56 @@ impl LogicalUnit {
         Ok(Bytes::new())
     }
 
-    /// LOGICAL UNIT RESET or a target reset: defaults back, `asc` for all.
+    /// LOGICAL UNIT RESET or a target reset: defaults back, RESERVE(6)
+    /// released, `asc` for all.
     pub(super) fn reset(&self, asc: Asc) {
         let mut st = self.lock();
         st.mode = ModeValues::defaults(self.write_cache);
+        st.reservations.reset();
         st.nexuses.establish_all(asc);
     }
 
-    /// I_T nexus loss: I_T NEXUS LOSS OCCURRED for that nexus.
-    pub(super) fn nexus_loss(&self, nexus: &Nexus) {
-        self.lock()
-            .nexuses
-            .establish(&NexusKey::of(nexus), Asc::I_T_NEXUS_LOSS);
+    /// I_T nexus loss: I_T NEXUS LOSS OCCURRED for that nexus, and its
+    /// RESERVE(6) reservation ends.
+    pub(super) fn nexus_loss(&self, nexus: &Nexus, end: NexusEnd) {
+        let key = NexusKey::of(nexus);
+        let mut st = self.lock();
+        st.reservations.nexus_loss(&key);
+        if end == NexusEnd::Lost {
+            st.nexuses.establish(&key, Asc::I_T_NEXUS_LOSS);
+        }
+    }
+}
+
+/// Whether `cdb` writes the medium, so write protection applies.
+fn writes_medium(cdb: &Cdb) -> bool {
+    matches!(
+        cdb,
+        Cdb::Write { .. }
+            | Cdb::WriteAndVerify { .. }
+            | Cdb::WriteSame { .. }
+            | Cdb::Unmap { .. }
+            | Cdb::CompareAndWrite { .. }
+            | Cdb::OrWrite { .. }
+    )
+}
+
+/// Step 4 of the processing order: the CDB-only checks of every command
+/// family. `write_protected`: the LU is read-only or SWP is set.
+pub(super) fn precheck(lu: &LogicalUnit, cdb: &Cdb, write_protected: bool) -> Result<(), Sense> {
+    match *cdb {
+        Cdb::WriteSame { .. } | Cdb::Unmap { .. } | Cdb::GetLbaStatus { .. } => {
+            provisioning::precheck(lu, cdb, write_protected)
+        }
+        Cdb::ExtendedCopy { .. } => xcopy::precheck(cdb),
+        // A length no valid list has: refused before any data is asked for.
+        Cdb::PersistentReserveOut {
+            parameter_list_length,
+            ..
+        } if parameter_list_length > pr::MAX_PR_OUT_LIST => {
+            Err(Sense::parameter_list_length_error())
+        }
+        _ => rw::precheck(lu, cdb, write_protected),
     }
 }
 
@@ -351,14 +568,9 @@ fn no_sense() -> Sense {
     )
 }
 
-/// Whether a backend completes writes into a volatile cache (WCE).
-fn caches_writes(backend: &dyn Backend) -> bool {
-    backend.write_cache()
-}
-
 /// Step 2 of the processing order: parse and the checks every device server
 /// makes. `supported` says which commands this LUN implements.
-pub(super) fn decode(raw: &[u8], supported: fn(&[u8]) -> Support) -> Result<Cdb, Sense> {
+pub(super) fn decode(raw: &[u8], supported: impl Fn(&[u8]) -> Support) -> Result<Cdb, Sense> {
     match supported(raw) {
         Support::Yes => {}
         Support::NoServiceAction => return Err(Sense::invalid_field_in_cdb(1, Some(4))),
@@ -414,7 +626,7 @@ mod tests {
     #[test]
     fn unknown_opcodes_and_service_actions() {
         let h = Harness::ram(64);
-        for op in [0x02u8, 0x15, 0x41, 0x42, 0x5e, 0x89, 0xc0, 0xff] {
+        for op in [0x02u8, 0x1e, 0x3b, 0x48, 0x8c, 0x9c, 0xc0, 0xff] {
             let mut cdb = [0u8; 16];
             cdb[0] = op;
             let s = h.check_raw(&cdb, &[]);
@@ -427,9 +639,9 @@ mod tests {
                 "{op:#x}"
             );
         }
-        // GET LBA STATUS is a service action of a supported opcode.
+        // An unknown service action of a supported opcode.
         let s = h.check_raw(
-            &[0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+            &[0x9e, 0x13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
             &[],
         );
         assert_eq!(

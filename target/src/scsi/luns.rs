@@ -132,7 +132,7 @@ mod tests {
         let h = Harness::ram(64);
         let run = |c: &Cdb| {
             h.table
-                .execute(&nexus(1), Lun::from_index(5), &c.encode(), &[])
+                .execute(&nexus(1), Lun::from_index(5), &c.encode(), &[], 0)
         };
         let c = run(&Cdb::inquiry(None, 255));
         assert_eq!(c.status, ScsiStatus::GOOD.0);

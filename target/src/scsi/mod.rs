@@ -11,16 +11,19 @@
 //!    [`Transfer::NONE`], so no write data is solicited only to be dropped.
 //! 2. [`LunTable::execute`] — run the command with the write data received
 //!    (possibly shorter than SPDTL when the initiator's EDTL was shorter) and
-//!    return status, read data (the full SPDTL: the transport truncates to
-//!    EDTL and reports the overflow) and sense data.
+//!    the initiator's Expected Data Transfer Length, and return status
+//!    (GOOD, CHECK CONDITION, RESERVATION CONFLICT, CONDITION MET), read
+//!    data (the full SPDTL: the transport truncates to EDTL and reports the
+//!    overflow) and sense data. EDTL matters to COMPARE AND WRITE, whose
+//!    Data-Out buffer must be exactly its two halves.
 //!
 //! It also tells this layer about task management and nexus events, which
 //! establish unit attention conditions (SAM-5 §5.14, §6.3):
 //! [`LunTable::logical_unit_reset`], [`LunTable::target_reset`] and
 //! [`LunTable::nexus_loss`].
 //!
-//! Execution is synchronous: backends are memory or positional file I/O
-//! (see [`crate::backend`]). A LUN number without a logical unit still
+//! Execution is synchronous: backends are memory, positional file I/O or
+//! one NBD round trip (see [`crate::backend`]). A LUN number without a logical unit still
 //! answers INQUIRY (peripheral qualifier 3), REPORT LUNS and REQUEST SENSE;
 //! anything else gets LOGICAL UNIT NOT SUPPORTED (SPC-4 §4.6.4, SAM-5 §5.9).
 //!
@@ -32,10 +35,17 @@
 //! - `sense` — CHECK CONDITION helpers, backend error mapping.
 //! - `inquiry` — standard INQUIRY data and VPD pages (SPC-4 §6.6, §7.8;
 //!   SBC-4 §6.6).
-//! - `mode` — MODE SENSE(6)/(10) and the mode page values (SPC-4 §6.13,
-//!   §7.5; SBC-4 §6.5).
-//! - `rw` — READ, WRITE, VERIFY, WRITE AND VERIFY, SYNCHRONIZE CACHE,
-//!   READ CAPACITY (SBC-4 §5).
+//! - `mode` — MODE SENSE(6)/(10), MODE SELECT(6)/(10) and the mode page
+//!   values (SPC-4 §6.11–§6.14, §7.5; SBC-4 §6.5).
+//! - `rw` — READ, WRITE, VERIFY, WRITE AND VERIFY, COMPARE AND WRITE,
+//!   ORWRITE, PRE-FETCH, SYNCHRONIZE CACHE, READ CAPACITY, READ DEFECT DATA
+//!   (SBC-4 §5).
+//! - `provisioning` — thin provisioning: WRITE SAME, UNMAP, GET LBA STATUS
+//!   (SBC-4 §4.7).
+//! - `pr` — PERSISTENT RESERVE IN/OUT, RESERVE(6)/RELEASE(6) and
+//!   reservation conflicts (SPC-4 §5.14, SPC-2 §5.5).
+//! - `xcopy` — EXTENDED COPY (LID1) between the target's logical units and
+//!   RECEIVE COPY RESULTS (SPC-4 §6.4, §6.20).
 //! - `luns` — REPORT LUNS and the commands a LUN without a logical unit
 //!   answers (SPC-4 §6.33).
 //! - `opcodes` — the supported command set and REPORT SUPPORTED OPERATION
@@ -53,9 +63,12 @@ mod lu;
 mod luns;
 mod mode;
 mod opcodes;
+mod pr;
+mod provisioning;
 mod rw;
 mod sense;
 mod ua;
+mod xcopy;
 
 pub use lu::LogicalUnit;
 
@@ -72,6 +85,15 @@ pub struct Nexus {
     pub portal_group_tag: u16,
     /// Unique per session within this process.
     pub session_id: u64,
+}
+
+/// How an I_T nexus ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NexusEnd {
+    /// Logout: the initiator closed the session itself.
+    Logout,
+    /// Connection loss, session reinstatement, reset, shutdown.
+    Lost,
 }
 
 /// Which way a command moves data.
@@ -115,6 +137,15 @@ impl Completion {
         Completion {
             status: ScsiStatus::GOOD.0,
             data,
+            sense: None,
+        }
+    }
+
+    /// A status without data or sense: RESERVATION CONFLICT, CONDITION MET.
+    pub fn status(status: ScsiStatus) -> Completion {
+        Completion {
+            status: status.0,
+            data: Bytes::new(),
             sense: None,
         }
     }
@@ -173,10 +204,18 @@ impl LunTable {
         }
     }
 
-    /// Runs `cdb` on `lun` with the write data received.
-    pub fn execute(&self, nexus: &Nexus, lun: Lun, cdb: &[u8], data_out: &[u8]) -> Completion {
+    /// Runs `cdb` on `lun` with the write data received; `expected_length`
+    /// is the initiator's Expected Data Transfer Length.
+    pub fn execute(
+        &self,
+        nexus: &Nexus,
+        lun: Lun,
+        cdb: &[u8],
+        data_out: &[u8],
+        expected_length: u32,
+    ) -> Completion {
         match self.get(lun) {
-            Some(lu) => lu.execute(nexus, cdb, data_out, self),
+            Some(lu) => lu.execute(nexus, cdb, data_out, expected_length, self),
             None => luns::execute_without_lu(cdb, self),
         }
     }
@@ -189,9 +228,10 @@ impl LunTable {
     }
 
     /// LOGICAL UNIT RESET (SAM-5 §6.3.3, RFC 7143 §11.5.1): the logical unit
-    /// returns its mode parameters to their defaults (nothing is saveable)
-    /// and establishes BUS DEVICE RESET FUNCTION OCCURRED for every I_T
-    /// nexus, the issuer's included. Aborting the tasks is the transport's
+    /// returns its mode parameters to their defaults (nothing is saveable),
+    /// releases a RESERVE(6) reservation (persistent reservations stay,
+    /// SPC-4 §5.14.1) and establishes BUS DEVICE RESET FUNCTION OCCURRED for
+    /// every I_T nexus, the issuer's included. Aborting the tasks is the transport's
     /// part. False if no logical unit is at `lun`.
     pub fn logical_unit_reset(&self, lun: Lun) -> bool {
         match self.get(lun) {
@@ -213,13 +253,15 @@ impl LunTable {
         }
     }
 
-    /// I_T nexus loss (SAM-5 §6.3.4): the session of `nexus` ended (logout,
-    /// connection failure, reinstatement) or an I_T NEXUS RESET arrived.
-    /// Each logical unit establishes I_T NEXUS LOSS OCCURRED for that nexus,
-    /// reported when the same initiator port logs in again.
-    pub fn nexus_loss(&self, nexus: &Nexus) {
+    /// The session of `nexus` ended: its I_T nexus is gone (SAM-5 §6.3.4).
+    /// Whatever SPC ties to the nexus is released either way (RESERVE(6)
+    /// reservations); an abnormal end (connection loss, reinstatement,
+    /// cold reset — the initiator may not know what became of its commands)
+    /// also establishes I_T NEXUS LOSS OCCURRED, reported when the same
+    /// initiator port logs in again. A Logout is a clean end.
+    pub fn nexus_loss(&self, nexus: &Nexus, end: NexusEnd) {
         for lu in &self.luns {
-            lu.nexus_loss(nexus);
+            lu.nexus_loss(nexus, end);
         }
     }
 
@@ -294,9 +336,16 @@ pub(crate) mod testutil {
             self.raw(&cdb.encode(), data_out)
         }
 
+        /// Runs with an Expected Data Transfer Length equal to the data
+        /// sent (what an initiator writing `data_out` says).
         pub fn raw(&self, cdb: &[u8], data_out: &[u8]) -> Completion {
-            self.table
-                .execute(&self.nexus, Lun::from_index(0), cdb, data_out)
+            self.table.execute(
+                &self.nexus,
+                Lun::from_index(0),
+                cdb,
+                data_out,
+                data_out.len() as u32,
+            )
         }
 
         /// Runs and expects GOOD; returns the data.
@@ -348,14 +397,14 @@ mod tests {
         let a = nexus(1);
         let b = nexus(2);
         let tur = Cdb::TestUnitReady.encode();
-        let s = check_of(&t.execute(&a, Lun::from_index(0), &tur, &[]));
+        let s = check_of(&t.execute(&a, Lun::from_index(0), &tur, &[], 0));
         assert_eq!(
             (s.key, s.asc),
             (SenseKey::UNIT_ATTENTION, Asc::POWER_ON_RESET)
         );
-        assert_eq!(t.execute(&a, Lun::from_index(0), &tur, &[]).status, 0);
+        assert_eq!(t.execute(&a, Lun::from_index(0), &tur, &[], 0).status, 0);
         // Another ISID is another I_T nexus with its own condition.
-        let s = check_of(&t.execute(&b, Lun::from_index(0), &tur, &[]));
+        let s = check_of(&t.execute(&b, Lun::from_index(0), &tur, &[], 0));
         assert_eq!(s.asc, Asc::POWER_ON_RESET);
         // A reinstated session (new session id, same initiator port) is the
         // same nexus.
@@ -363,7 +412,7 @@ mod tests {
             session_id: 99,
             ..a.clone()
         };
-        assert_eq!(t.execute(&a2, Lun::from_index(0), &tur, &[]).status, 0);
+        assert_eq!(t.execute(&a2, Lun::from_index(0), &tur, &[], 0).status, 0);
     }
 
     #[test]
@@ -371,13 +420,16 @@ mod tests {
         let h = Harness::ram(64);
         let other = nexus(7);
         let tur = Cdb::TestUnitReady.encode();
-        let _ = h.table.execute(&other, Lun::from_index(0), &tur, &[]);
+        let _ = h.table.execute(&other, Lun::from_index(0), &tur, &[], 0);
         assert!(h.table.logical_unit_reset(Lun::from_index(0)));
         assert!(!h.table.logical_unit_reset(Lun::from_index(3)));
         for n in [&h.nexus, &other] {
-            let s = check_of(&h.table.execute(n, Lun::from_index(0), &tur, &[]));
+            let s = check_of(&h.table.execute(n, Lun::from_index(0), &tur, &[], 0));
             assert_eq!(s.asc, Asc::BUS_DEVICE_RESET);
-            assert_eq!(h.table.execute(n, Lun::from_index(0), &tur, &[]).status, 0);
+            assert_eq!(
+                h.table.execute(n, Lun::from_index(0), &tur, &[], 0).status,
+                0
+            );
         }
         // INQUIRY neither reports nor clears a unit attention (SAM-5 §5.14).
         h.table.target_reset();
@@ -392,7 +444,7 @@ mod tests {
     #[test]
     fn nexus_loss_is_reported_after_relogin() {
         let h = Harness::ram(64);
-        h.table.nexus_loss(&h.nexus);
+        h.table.nexus_loss(&h.nexus, NexusEnd::Lost);
         let s = h.check(&Cdb::TestUnitReady, &[]);
         assert_eq!(
             (s.key, s.asc),
@@ -407,11 +459,15 @@ mod tests {
         let lun9 = Lun::from_index(9);
         let c = h
             .table
-            .execute(&h.nexus, lun9, &Cdb::TestUnitReady.encode(), &[]);
+            .execute(&h.nexus, lun9, &Cdb::TestUnitReady.encode(), &[], 0);
         assert_eq!(check_of(&c).asc, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
-        let c = h
-            .table
-            .execute(&h.nexus, lun9, &Cdb::read(CdbSize::Ten, 0, 1).encode(), &[]);
+        let c = h.table.execute(
+            &h.nexus,
+            lun9,
+            &Cdb::read(CdbSize::Ten, 0, 1).encode(),
+            &[],
+            0,
+        );
         assert_eq!(check_of(&c).asc, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
         assert_eq!(
             h.table
@@ -420,7 +476,7 @@ mod tests {
         );
         let c = h
             .table
-            .execute(&h.nexus, lun9, &Cdb::report_luns(16).encode(), &[]);
+            .execute(&h.nexus, lun9, &Cdb::report_luns(16).encode(), &[], 0);
         assert_eq!(c.status, 0);
         assert_eq!(
             h.table.transfer(lun9, &Cdb::inquiry(None, 96).encode()),

@@ -22,13 +22,17 @@ use iesp_proto::scsi::{ScsiOpcode, Sense, truncate, usage};
 
 use super::sense::Outcome;
 
-/// Operation code and service action of every command a disk LU executes.
+/// Operation code and service action of every command a disk LU executes,
+/// ascending; [`THIN_ONLY`] ones only on a thin provisioned unit.
 pub const SUPPORTED: &[(ScsiOpcode, Option<u16>)] = &[
     (ScsiOpcode::TEST_UNIT_READY, None),
     (ScsiOpcode::REQUEST_SENSE, None),
     (ScsiOpcode::READ_6, None),
     (ScsiOpcode::WRITE_6, None),
     (ScsiOpcode::INQUIRY, None),
+    (ScsiOpcode::MODE_SELECT_6, None),
+    (ScsiOpcode::RESERVE_6, None),
+    (ScsiOpcode::RELEASE_6, None),
     (ScsiOpcode::MODE_SENSE_6, None),
     (ScsiOpcode::START_STOP_UNIT, None),
     (ScsiOpcode::READ_CAPACITY_10, None),
@@ -36,21 +40,59 @@ pub const SUPPORTED: &[(ScsiOpcode, Option<u16>)] = &[
     (ScsiOpcode::WRITE_10, None),
     (ScsiOpcode::WRITE_AND_VERIFY_10, None),
     (ScsiOpcode::VERIFY_10, None),
+    (ScsiOpcode::PRE_FETCH_10, None),
     (ScsiOpcode::SYNCHRONIZE_CACHE_10, None),
+    (ScsiOpcode::READ_DEFECT_DATA_10, None),
+    (ScsiOpcode::WRITE_SAME_10, None),
+    (ScsiOpcode::UNMAP, None),
+    (ScsiOpcode::MODE_SELECT_10, None),
     (ScsiOpcode::MODE_SENSE_10, None),
+    (ScsiOpcode::PERSISTENT_RESERVE_IN, Some(0x00)), // READ KEYS
+    (ScsiOpcode::PERSISTENT_RESERVE_IN, Some(0x01)), // READ RESERVATION
+    (ScsiOpcode::PERSISTENT_RESERVE_IN, Some(0x02)), // REPORT CAPABILITIES
+    (ScsiOpcode::PERSISTENT_RESERVE_IN, Some(0x03)), // READ FULL STATUS
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x00)), // REGISTER
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x01)), // RESERVE
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x02)), // RELEASE
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x03)), // CLEAR
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x04)), // PREEMPT
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x05)), // PREEMPT AND ABORT
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x06)), // REGISTER AND IGNORE EXISTING KEY
+    (ScsiOpcode::PERSISTENT_RESERVE_OUT, Some(0x07)), // REGISTER AND MOVE
+    (ScsiOpcode::EXTENDED_COPY, Some(0x00)),         // EXTENDED COPY (LID1)
+    (ScsiOpcode::RECEIVE_COPY_RESULTS, Some(0x00)),  // RECEIVE COPY STATUS (LID1)
+    (ScsiOpcode::RECEIVE_COPY_RESULTS, Some(0x03)),  // RECEIVE COPY OPERATING PARAMETERS
     (ScsiOpcode::READ_16, None),
+    (ScsiOpcode::COMPARE_AND_WRITE, None),
     (ScsiOpcode::WRITE_16, None),
+    (ScsiOpcode::ORWRITE_16, None),
     (ScsiOpcode::WRITE_AND_VERIFY_16, None),
     (ScsiOpcode::VERIFY_16, None),
+    (ScsiOpcode::PRE_FETCH_16, None),
     (ScsiOpcode::SYNCHRONIZE_CACHE_16, None),
+    (ScsiOpcode::WRITE_SAME_16, None),
     (ScsiOpcode::SERVICE_ACTION_IN_16, Some(0x10)), // READ CAPACITY(16)
+    (ScsiOpcode::SERVICE_ACTION_IN_16, Some(0x12)), // GET LBA STATUS
     (ScsiOpcode::REPORT_LUNS, None),
     (ScsiOpcode::MAINTENANCE_IN, Some(0x0c)), // REPORT SUPPORTED OPERATION CODES
     (ScsiOpcode::READ_12, None),
     (ScsiOpcode::WRITE_12, None),
     (ScsiOpcode::WRITE_AND_VERIFY_12, None),
     (ScsiOpcode::VERIFY_12, None),
+    (ScsiOpcode::READ_DEFECT_DATA_12, None),
 ];
+
+/// Commands of [`SUPPORTED`] a fully provisioned unit does not have.
+pub const THIN_ONLY: &[(ScsiOpcode, Option<u16>)] = &[(ScsiOpcode::UNMAP, None)];
+
+/// The command set of a unit, thin provisioned or not.
+pub fn command_set(thin: bool) -> Vec<(ScsiOpcode, Option<u16>)> {
+    SUPPORTED
+        .iter()
+        .filter(|c| thin || !THIN_ONLY.contains(c))
+        .copied()
+        .collect()
+}
 
 /// What a LUN without a logical unit answers (SPC-4 §4.6.4).
 pub const WITHOUT_LU: &[(ScsiOpcode, Option<u16>)] = &[
@@ -86,8 +128,15 @@ fn support_in(list: &[(ScsiOpcode, Option<u16>)], cdb: &[u8]) -> Support {
     }
 }
 
-/// Support of a CDB on a logical unit.
-pub fn supported(cdb: &[u8]) -> Support {
+/// Support of a CDB on a logical unit, thin provisioned or not.
+pub fn supported(cdb: &[u8], thin: bool) -> Support {
+    let unsupported_here = !thin
+        && cdb
+            .first()
+            .is_some_and(|op| THIN_ONLY.iter().any(|(o, _)| o.0 == *op));
+    if unsupported_here {
+        return Support::NoOpcode;
+    }
     support_in(SUPPORTED, cdb)
 }
 
@@ -174,6 +223,10 @@ mod tests {
             .map(|d| (d.opcode, d.service_action))
             .collect();
         assert_eq!(listed, SUPPORTED.to_vec());
+        assert!(
+            SUPPORTED.windows(2).all(|w| w[0] < w[1]),
+            "ascending, no duplicates"
+        );
         assert!(all.descriptors.iter().all(|d| d.timeouts.is_none()));
         let read10 = all
             .descriptors
@@ -211,8 +264,9 @@ mod tests {
         );
         // Unsupported: reported as such, not an error.
         for c in [
-            rsoc(1, ScsiOpcode::WRITE_SAME_16, 0, false),
-            rsoc(2, ScsiOpcode::SERVICE_ACTION_IN_16, 0x12, false),
+            rsoc(1, ScsiOpcode::WRITE_ATOMIC_16, 0, false),
+            rsoc(2, ScsiOpcode::SERVICE_ACTION_IN_16, 0x11, false),
+            rsoc(1, ScsiOpcode::PREVENT_ALLOW_MEDIUM_REMOVAL, 0, false),
         ] {
             let data = h.good(&c, &[]);
             assert_eq!(
@@ -242,13 +296,17 @@ mod tests {
     #[test]
     fn support_lookup() {
         assert_eq!(
-            supported(&Cdb::read(CdbSize::Twelve, 0, 1).encode()),
+            supported(&Cdb::read(CdbSize::Twelve, 0, 1).encode(), false),
             Support::Yes
         );
-        assert_eq!(supported(&[0x9e, 0x10]), Support::Yes);
-        assert_eq!(supported(&[0x9e, 0x12]), Support::NoServiceAction);
-        assert_eq!(supported(&[0x41]), Support::NoOpcode);
-        assert_eq!(supported(&[]), Support::NoOpcode);
+        assert_eq!(supported(&[0x9e, 0x10], true), Support::Yes);
+        assert_eq!(supported(&[0x9e, 0x11], true), Support::NoServiceAction);
+        assert_eq!(supported(&[0x9c], true), Support::NoOpcode);
+        assert_eq!(supported(&[], true), Support::NoOpcode);
+        // UNMAP only where it can deallocate.
+        assert_eq!(supported(&[0x42], true), Support::Yes);
+        assert_eq!(supported(&[0x42], false), Support::NoOpcode);
+        assert_eq!(command_set(false).len(), SUPPORTED.len() - 1);
         assert_eq!(supported_without_lu(&[0x12]), Support::Yes);
         assert_eq!(supported_without_lu(&[0x00]), Support::NoOpcode);
     }

@@ -1,7 +1,8 @@
 //! Medium access: READ(6/10/12/16), WRITE(6/10/12/16), WRITE AND VERIFY
-//! (10/12/16), VERIFY(10/12/16), SYNCHRONIZE CACHE(10/16) and READ
-//! CAPACITY(10/16) (SBC-4 §5.11–§5.14, §5.38–§5.45, §5.34–§5.36, §5.32,
-//! §5.33, §5.16, §5.17).
+//! (10/12/16), VERIFY(10/12/16), COMPARE AND WRITE, ORWRITE(16),
+//! PRE-FETCH(10/16), SYNCHRONIZE CACHE(10/16), READ CAPACITY(10/16) and READ
+//! DEFECT DATA(10/12) (SBC-4 §5.11–§5.14, §5.38–§5.45, §5.34–§5.36, §5.3,
+//! §5.8, §5.9, §5.10, §5.32, §5.33, §5.16, §5.17, §5.19, §5.20).
 //!
 //! ## Checks, in order ([`precheck`])
 //!
@@ -45,12 +46,55 @@
 //! difference is MISCOMPARE / MISCOMPARE DURING VERIFY OPERATION with the
 //! offset of the first differing byte in INFORMATION.
 //!
+//! ## COMPARE AND WRITE (SBC-4 §5.3)
+//!
+//! The Data-Out buffer holds NUMBER OF LOGICAL BLOCKS blocks of verify data
+//! then as many of write data; a buffer of any other length than the
+//! initiator's Expected Data Transfer Length says is INVALID FIELD IN CDB
+//! (the halves cannot be told apart), including a non-zero buffer for 0
+//! blocks. The medium is read, compared and — only if equal — written while
+//! the logical unit's I/O gate is held exclusively
+//! ([`LogicalUnit::exclusive_io`]), so no write of any session lands
+//! between the compare and the write. A difference is MISCOMPARE /
+//! MISCOMPARE DURING VERIFY OPERATION with the offset of the first
+//! differing byte in INFORMATION, and nothing is written. MAXIMUM COMPARE
+//! AND WRITE LENGTH is 255 blocks (the field's maximum), or half the
+//! maximum transfer length when that is less.
+//!
+//! ## ORWRITE(16) (SBC-4 §5.8)
+//!
+//! Each byte of the medium becomes itself OR the Data-Out byte, read and
+//! written under the exclusive gate like COMPARE AND WRITE, so concurrent
+//! ORWRITEs and writes cannot lose each other's bits.
+//!
+//! ## PRE-FETCH(10/16) (SBC-4 §5.9, §5.10)
+//!
+//! The backend is asked to cache the range (0 blocks: to the last LBA).
+//! CONDITION MET when the backend can say the blocks are in memory when the
+//! command completes (RAM), GOOD otherwise (a file's read-ahead is only
+//! advice to the kernel; NBD has no cache we can see). IMMED changes
+//! nothing: the request is cheap either way.
+//!
+//! ## READ DEFECT DATA(10/12) (SBC-4 §5.19, §5.20)
+//!
+//! A virtual medium has no defects: the lists asked for (REQ_PLIST,
+//! REQ_GLIST) are returned empty in the format asked for, with PLISTV and
+//! GLISTV saying they are present. The reserved format 111b is INVALID FIELD
+//! IN CDB.
+//!
+//! ## Write cache disabled
+//!
+//! When MODE SELECT clears WCE on a unit whose backend caches writes, every
+//! write is followed by a flush, as if FUA were set.
+//!
 //! READ CAPACITY: (10) saturates the returned LBA at FFFFFFFFh; (16) cuts
-//! to the allocation length. The obsolete PMI and LBA fields are ignored.
+//! to the allocation length and reports LBPME/LBPRZ (see
+//! [`super::provisioning`]). The obsolete PMI and LBA fields are ignored.
 
 use bytes::{Bytes, BytesMut};
+use iesp_proto::scsi::defect::{self, DefectData};
 use iesp_proto::scsi::{
-    Asc, Cdb, CdbSize, ReadCapacity10Data, ReadCapacity16Data, Sense, truncate,
+    Asc, Cdb, CdbSize, ReadCapacity10Data, ReadCapacity16Data, ScsiStatus, Sense, truncate,
 };
 
 use super::lu::{LogicalUnit, Snapshot};
@@ -154,13 +198,66 @@ pub fn precheck(lu: &LogicalUnit, cdb: &Cdb, write_protected: bool) -> Result<()
             in_range(lu, lba, blocks)
         }
         Cdb::SynchronizeCache { lba, blocks, .. } => in_range(lu, lba, blocks),
+        Cdb::CompareAndWrite {
+            lba,
+            blocks,
+            wrprotect,
+            ..
+        } => {
+            no_protection(wrprotect)?;
+            if u32::from(blocks) > max_compare_and_write_blocks(lu) {
+                return Err(Sense::invalid_field_in_cdb(13, None));
+            }
+            in_range(lu, lba, u32::from(blocks))?;
+            writable(write_protected)
+        }
+        Cdb::OrWrite {
+            lba,
+            blocks,
+            orprotect,
+            ..
+        } => {
+            no_protection(orprotect)?;
+            within_limit(lu, CdbSize::Sixteen, blocks)?;
+            in_range(lu, lba, blocks)?;
+            writable(write_protected)
+        }
+        Cdb::PreFetch { lba, blocks, .. } => in_range(lu, lba, blocks),
+        Cdb::ReadDefectData { format, .. } if format == defect::format::RESERVED => {
+            let at = if matches!(
+                cdb,
+                Cdb::ReadDefectData {
+                    size: CdbSize::Ten,
+                    ..
+                }
+            ) {
+                2
+            } else {
+                1
+            };
+            Err(Sense::invalid_field_in_cdb(at, Some(2)))
+        }
         _ => Ok(()),
     }
 }
 
-/// Runs a command of the family (after [`precheck`]).
-pub fn execute(lu: &LogicalUnit, cdb: &Cdb, data_out: &[u8], snap: Snapshot) -> Outcome {
+/// MAXIMUM COMPARE AND WRITE LENGTH (module docs).
+pub fn max_compare_and_write_blocks(lu: &LogicalUnit) -> u32 {
+    (lu.max_transfer_blocks() / 2).clamp(1, 255)
+}
+
+/// Runs a command of the family (after [`precheck`]). `expected_length` is
+/// the initiator's Expected Data Transfer Length.
+pub fn execute(
+    lu: &LogicalUnit,
+    cdb: &Cdb,
+    data_out: &[u8],
+    expected_length: u32,
+    snap: Snapshot,
+) -> Outcome {
     precheck(lu, cdb, lu.read_only() || snap.software_write_protect)?;
+    // With WCE=0 every write is forced to the medium (module docs).
+    let write_through = lu.write_cache() && !snap.write_cache;
     match *cdb {
         Cdb::Read {
             lba, blocks, fua, ..
@@ -176,8 +273,49 @@ pub fn execute(lu: &LogicalUnit, cdb: &Cdb, data_out: &[u8], snap: Snapshot) -> 
             lba, blocks, fua, ..
         } => {
             let data = whole_blocks(lu, blocks, data_out)?;
-            write(lu, lba, data, fua)?;
+            write(lu, lba, data, fua || write_through)?;
             Ok(Bytes::new())
+        }
+        Cdb::CompareAndWrite {
+            lba, blocks, fua, ..
+        } => {
+            compare_and_write(lu, lba, blocks, data_out, expected_length)?;
+            if fua || write_through {
+                flush(lu, lba)?;
+            }
+            Ok(Bytes::new())
+        }
+        Cdb::OrWrite {
+            lba, blocks, fua, ..
+        } => {
+            let data = whole_blocks(lu, blocks, data_out)?;
+            or_write(lu, lba, data)?;
+            if fua || write_through {
+                flush(lu, lba)?;
+            }
+            Ok(Bytes::new())
+        }
+        Cdb::ReadDefectData {
+            size,
+            req_plist,
+            req_glist,
+            format,
+            allocation_length,
+            ..
+        } => {
+            let data = DefectData {
+                plistv: req_plist,
+                glistv: req_glist,
+                format,
+                generation: 0,
+                descriptors: Vec::new(),
+            };
+            let bytes = if size == CdbSize::Ten {
+                data.encode_10()
+            } else {
+                data.encode_12()
+            };
+            Ok(Bytes::from(truncate(bytes, allocation_length)))
         }
         Cdb::WriteAndVerify {
             lba,
@@ -200,13 +338,80 @@ pub fn execute(lu: &LogicalUnit, cdb: &Cdb, data_out: &[u8], snap: Snapshot) -> 
             ..
         } => verify(lu, lba, blocks, bytchk, data_out),
         Cdb::SynchronizeCache { lba, .. } => {
-            lu.backend()
-                .flush()
-                .map_err(|e| io_error(IoOp::Flush, lba, &e))?;
+            flush(lu, lba)?;
             Ok(Bytes::new())
         }
         _ => Err(Sense::invalid_command_operation_code()),
     }
+}
+
+fn flush(lu: &LogicalUnit, lba: u64) -> Result<(), Sense> {
+    lu.backend()
+        .flush()
+        .map_err(|e| io_error(IoOp::Flush, lba, &e))
+}
+
+/// PRE-FETCH (after [`precheck`]): GOOD or CONDITION MET (module docs).
+pub fn prefetch(lu: &LogicalUnit, lba: u64, blocks: u32) -> Result<ScsiStatus, Sense> {
+    let bs = u64::from(lu.block_size());
+    let n = if blocks == 0 {
+        lu.blocks() - lba
+    } else {
+        u64::from(blocks)
+    };
+    let cached = lu
+        .backend()
+        .prefetch(lba * bs, n * bs)
+        .map_err(|e| io_error(IoOp::Read, lba, &e))?;
+    Ok(if cached {
+        ScsiStatus::CONDITION_MET
+    } else {
+        ScsiStatus::GOOD
+    })
+}
+
+/// COMPARE AND WRITE after [`precheck`] (module docs).
+fn compare_and_write(
+    lu: &LogicalUnit,
+    lba: u64,
+    blocks: u8,
+    data_out: &[u8],
+    expected_length: u32,
+) -> Result<(), Sense> {
+    let (_, half) = bytes_of(lu, 0, u32::from(blocks));
+    if expected_length as usize != 2 * half || data_out.len() != 2 * half {
+        return Err(Sense::invalid_field_in_cdb(13, None));
+    }
+    if blocks == 0 {
+        return Ok(());
+    }
+    let (verify, data) = data_out.split_at(half);
+    let (offset, _) = bytes_of(lu, lba, 0);
+    // Held across the read, the compare and the write: this is what makes
+    // the command atomic against every other write path, which takes the
+    // gate shared.
+    let _io = lu.exclusive_io();
+    let medium = read(lu, lba, u32::from(blocks))?;
+    compare(&medium, verify, 0)?;
+    lu.backend()
+        .write_at(data, offset)
+        .map_err(|e| io_error(IoOp::Write, lba, &e))
+}
+
+/// ORWRITE after [`precheck`]: medium |= data, under the exclusive gate.
+fn or_write(lu: &LogicalUnit, lba: u64, data: &[u8]) -> Result<(), Sense> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let (offset, _) = bytes_of(lu, lba, 0);
+    let _io = lu.exclusive_io();
+    let mut medium = read(lu, lba, block_count(lu, data.len()))?;
+    for (m, d) in medium.iter_mut().zip(data) {
+        *m |= d;
+    }
+    lu.backend()
+        .write_at(&medium, offset)
+        .map_err(|e| io_error(IoOp::Write, lba, &e))
 }
 
 /// Byte offset and length of a checked range (within capacity and the
@@ -249,13 +454,16 @@ fn write(lu: &LogicalUnit, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense
         return Ok(());
     }
     let (offset, _) = bytes_of(lu, lba, 0);
-    lu.backend()
-        .write_at(data, offset)
-        .map_err(|e| io_error(IoOp::Write, lba, &e))?;
-    if fua {
+    {
+        // Shared: writes run in parallel, but not during a COMPARE AND
+        // WRITE or ORWRITE (see `LogicalUnit::shared_io`).
+        let _io = lu.shared_io();
         lu.backend()
-            .flush()
-            .map_err(|e| io_error(IoOp::Flush, lba, &e))?;
+            .write_at(data, offset)
+            .map_err(|e| io_error(IoOp::Write, lba, &e))?;
+    }
+    if fua {
+        flush(lu, lba)?;
     }
     Ok(())
 }
@@ -309,7 +517,13 @@ pub fn read_capacity_10(lu: &LogicalUnit) -> Bytes {
 
 /// READ CAPACITY(16) parameter data, cut to `allocation_length`.
 pub fn read_capacity_16(lu: &LogicalUnit, allocation_length: u32) -> Bytes {
-    let data = ReadCapacity16Data::for_capacity(lu.blocks(), lu.block_size()).encode();
+    let provisioning = lu.provisioning();
+    let data = ReadCapacity16Data {
+        lbpme: provisioning.is_some(),
+        lbprz: provisioning.is_some_and(|p| p.zeroes),
+        ..ReadCapacity16Data::for_capacity(lu.blocks(), lu.block_size())
+    }
+    .encode();
     Bytes::from(truncate(data.to_vec(), allocation_length))
 }
 
@@ -361,12 +575,6 @@ pub(crate) mod tests {
                 return Err(io::Error::from_raw_os_error(self.errno));
             }
             Ok(())
-        }
-        fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-            self.ram.discard(offset, len)
-        }
-        fn discard_zeroes(&self) -> bool {
-            true
         }
         fn write_cache(&self) -> bool {
             true
@@ -872,8 +1080,16 @@ pub(crate) mod tests {
         let data = h.good(&Cdb::read_capacity16(), &[]);
         assert_eq!(data.len(), 32);
         let d16 = ReadCapacity16Data::parse(&data).expect("parses");
-        assert_eq!(d16, ReadCapacity16Data::for_capacity(1000, 4096));
-        assert!(!d16.prot_en && !d16.lbpme);
+        // A RAM disk is thin provisioned and reads unmapped blocks as zero.
+        assert_eq!(
+            d16,
+            ReadCapacity16Data {
+                lbpme: true,
+                lbprz: true,
+                ..ReadCapacity16Data::for_capacity(1000, 4096)
+            }
+        );
+        assert!(!d16.prot_en);
         for alloc in 0..16 {
             let cut = h.good(
                 &Cdb::ReadCapacity16 {
@@ -931,6 +1147,345 @@ pub(crate) mod tests {
                 .length,
             1536
         );
+    }
+
+    fn caw(lba: u64, blocks: u8) -> Cdb {
+        Cdb::CompareAndWrite {
+            lba,
+            blocks,
+            wrprotect: 0,
+            dpo: false,
+            fua: false,
+            group: 0,
+        }
+    }
+
+    #[test]
+    fn compare_and_write_writes_only_on_a_match() {
+        let h = Harness::ram(1024);
+        let old = pattern(3 * 512, 1);
+        let new = pattern(3 * 512, 2);
+        h.good(&Cdb::write(CdbSize::Ten, 100, 3, false), &old);
+        h.good(&caw(100, 3), &[old.clone(), new.clone()].concat());
+        assert_eq!(h.good(&Cdb::read(CdbSize::Ten, 100, 3), &[]), new);
+        // A miscompare names the first differing byte and writes nothing.
+        let mut verify = new.clone();
+        verify[1234] ^= 0x40;
+        let s = h.check(&caw(100, 3), &[verify, old.clone()].concat());
+        assert_eq!(
+            (s.key, s.asc, s.information),
+            (
+                SenseKey::MISCOMPARE,
+                Asc::MISCOMPARE_DURING_VERIFY,
+                Some(1234)
+            )
+        );
+        assert_eq!(h.good(&Cdb::read(CdbSize::Ten, 100, 3), &[]), new);
+        // At the end of the medium, and one past it.
+        h.good(&caw(1023, 1), &[vec![0; 512], vec![9; 512]].concat());
+        assert_eq!(
+            h.check(&caw(1023, 2), &[0; 2048]).asc,
+            Asc::LBA_OUT_OF_RANGE
+        );
+        // Zero blocks with no data: nothing to do.
+        h.good(&caw(5, 0), &[]);
+    }
+
+    #[test]
+    fn compare_and_write_needs_exactly_both_halves() {
+        let h = Harness::ram(1024);
+        let lun = Lun::from_index(0);
+        assert_eq!(h.table.transfer(lun, &caw(0, 2).encode()).length, 2048);
+        // Data-Out of another length than the CDB implies, either way
+        // (libiscsi CompareAndWrite.InvalidDataOutSize; its Simple test
+        // sends 256 blocks, which NUMBER OF LOGICAL BLOCKS reads as 0).
+        for (blocks, edtl) in [(1u8, 2048u32), (2, 1024), (0, 512), (1, 0)] {
+            let c = h.table.execute(
+                &h.nexus,
+                lun,
+                &caw(0, blocks).encode(),
+                &vec![0u8; (edtl as usize).min(2 * 512 * blocks as usize)],
+                edtl,
+            );
+            let s = super::super::testutil::check_of(&c);
+            assert_eq!(
+                (s.asc, s.sense_key_specific),
+                (Asc::INVALID_FIELD_IN_CDB, field(13, None)),
+                "{blocks} blocks, EDTL {edtl}"
+            );
+        }
+        assert_eq!(h.good(&Cdb::read(CdbSize::Ten, 0, 1), &[]), vec![0; 512]);
+        // The limit of the Block Limits page: 255 blocks...
+        h.good(&caw(0, 255), &vec![0u8; 2 * 255 * 512]);
+        // ... or half the maximum transfer length.
+        let big = Harness::new(1024, 65536, false);
+        assert_eq!(
+            big.check(&caw(0, 65), &[]).sense_key_specific,
+            field(13, None),
+            "8 MiB transfers: at most 64 blocks of 64 KiB per half"
+        );
+    }
+
+    #[test]
+    fn compare_and_write_checks_protection_and_write_protect() {
+        let h = Harness::ram(64);
+        let mut c = caw(0, 1);
+        if let Cdb::CompareAndWrite { wrprotect, .. } = &mut c {
+            *wrprotect = 1;
+        }
+        assert_eq!(
+            h.check(&c, &[0; 1024]).sense_key_specific,
+            field(1, Some(7))
+        );
+        let ro = Harness::new(64, 512, true);
+        assert_eq!(ro.check(&caw(0, 1), &[0; 1024]).asc, Asc::WRITE_PROTECTED);
+    }
+
+    /// A RAM backend whose reads take their data and then linger, holding a
+    /// race window open between a read and what follows it.
+    struct Slow(RamBackend, std::time::Duration);
+
+    impl Backend for Slow {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.0.read_at(buf, offset)?;
+            std::thread::sleep(self.1);
+            Ok(())
+        }
+        fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+            self.0.write_at(data, offset)
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+    }
+
+    fn slow_table(delay_ms: u64) -> Arc<LunTable> {
+        let slow = Slow(
+            RamBackend::new(1 << 20),
+            std::time::Duration::from_millis(delay_ms),
+        );
+        let lu = LogicalUnit::new(Box::new(slow), 512, false, "IESP000000ab".into());
+        Arc::new(LunTable::new(vec![Arc::new(lu)]))
+    }
+
+    #[test]
+    fn racing_compare_and_writes_have_one_winner_per_round() {
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 20;
+        let table = slow_table(2);
+        let lun = Lun::from_index(0);
+        let read0 = Cdb::read(CdbSize::Ten, 0, 1).encode();
+        for t in 0..THREADS {
+            // Clear each nexus's power-on unit attention.
+            table.execute(&nexus(t as u8 + 1), lun, &read0, &[], 0);
+        }
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (table, barrier) = (table.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let n = nexus(t as u8 + 1);
+                    let mut outcomes = Vec::new();
+                    for round in 0..ROUNDS {
+                        barrier.wait();
+                        let current = table.execute(&n, lun, &read0, &[], 0).data.to_vec();
+                        barrier.wait();
+                        let mut mine = vec![round as u8 + 1; 512];
+                        mine[0] = t as u8;
+                        let data = [current, mine.clone()].concat();
+                        let c = table.execute(&n, lun, &caw(0, 1).encode(), &data, 1024);
+                        outcomes.push((c.status, mine));
+                        barrier.wait();
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let results: Vec<Vec<(u8, Vec<u8>)>> = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect();
+        for round in 0..ROUNDS {
+            let winners = results
+                .iter()
+                .filter(|r| r[round].0 == ScsiStatus::GOOD.0)
+                .count();
+            let losers = results
+                .iter()
+                .filter(|r| r[round].0 == ScsiStatus::CHECK_CONDITION.0)
+                .count();
+            assert_eq!((winners, losers), (1, THREADS - 1), "round {round}");
+        }
+        // The last winner's data is what the medium holds.
+        let last = results
+            .iter()
+            .find(|r| r[ROUNDS - 1].0 == ScsiStatus::GOOD.0)
+            .map(|r| r[ROUNDS - 1].1.clone());
+        let back = table.execute(&nexus(1), lun, &read0, &[], 0);
+        assert_eq!(Some(back.data.to_vec()), last);
+    }
+
+    #[test]
+    fn a_write_cannot_land_between_compare_and_write() {
+        // COMPARE AND WRITE's read lingers 200 ms after taking the data; a
+        // WRITE of the same block issued meanwhile must wait and land
+        // after the COMPARE AND WRITE's own write.
+        let table = slow_table(200);
+        let lun = Lun::from_index(0);
+        let (a, b) = (nexus(1), nexus(2));
+        for n in [&a, &b] {
+            table.execute(n, lun, &Cdb::TestUnitReady.encode(), &[], 0);
+        }
+        let caw_table = table.clone();
+        let caw_thread = std::thread::spawn(move || {
+            let data = [vec![0u8; 512], vec![0xaa; 512]].concat();
+            caw_table
+                .execute(&a, lun, &caw(0, 1).encode(), &data, 1024)
+                .status
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let w = table.execute(
+            &b,
+            lun,
+            &Cdb::write(CdbSize::Ten, 0, 1, false).encode(),
+            &[0xbb; 512],
+            512,
+        );
+        assert_eq!(w.status, 0);
+        let caw_status = caw_thread.join().expect("caw");
+        let back = table.execute(&b, lun, &Cdb::read(CdbSize::Ten, 0, 1).encode(), &[], 0);
+        assert_eq!(
+            back.data.to_vec(),
+            vec![0xbb; 512],
+            "the WRITE completed last (COMPARE AND WRITE status {caw_status})"
+        );
+    }
+
+    #[test]
+    fn orwrite_ors_into_the_medium() {
+        let h = Harness::ram(1024);
+        let or = |lba, blocks| Cdb::OrWrite {
+            lba,
+            blocks,
+            orprotect: 0,
+            dpo: false,
+            fua: true,
+            group: 0,
+        };
+        h.good(&Cdb::write(CdbSize::Ten, 7, 2, false), &[0x0f; 1024]);
+        h.good(&or(7, 2), &[0xa0; 1024]);
+        assert_eq!(
+            h.good(&Cdb::read(CdbSize::Ten, 7, 2), &[]),
+            vec![0xaf; 1024]
+        );
+        h.good(&or(7, 0), &[]);
+        assert_eq!(h.check(&or(1024, 0), &[]).asc, Asc::LBA_OUT_OF_RANGE);
+        assert_eq!(h.check(&or(1023, 2), &[0; 1024]).asc, Asc::LBA_OUT_OF_RANGE);
+        let mut p = or(0, 1);
+        if let Cdb::OrWrite { orprotect, .. } = &mut p {
+            *orprotect = 2;
+        }
+        assert_eq!(h.check(&p, &[0; 512]).sense_key_specific, field(1, Some(7)));
+        let ro = Harness::new(64, 512, true);
+        assert_eq!(ro.check(&or(0, 1), &[1; 512]).asc, Asc::WRITE_PROTECTED);
+    }
+
+    #[test]
+    fn prefetch_condition_met_only_when_cached() {
+        let prefetch = |size, lba, blocks| Cdb::PreFetch {
+            size,
+            lba,
+            blocks,
+            immed: true,
+            group: 3,
+        };
+        let h = Harness::ram(1024);
+        for (size, lba, blocks) in [
+            (CdbSize::Ten, 0, 1),
+            (CdbSize::Sixteen, 1000, 24),
+            (CdbSize::Ten, 5, 0),
+        ] {
+            let c = h.run(&prefetch(size, lba, blocks), &[]);
+            assert_eq!(
+                (c.status, c.sense, c.data.len()),
+                (ScsiStatus::CONDITION_MET.0, None, 0)
+            );
+        }
+        for (lba, blocks) in [(1024, 0), (1020, 5), (u64::MAX, 1)] {
+            assert_eq!(
+                h.check(&prefetch(CdbSize::Sixteen, lba, blocks), &[]).asc,
+                Asc::LBA_OUT_OF_RANGE
+            );
+        }
+        // The probe (like a file or NBD) cannot promise a cache: GOOD.
+        let (p, _) = probed(1 << 20, 1 << 20, nix::libc::EIO);
+        assert_eq!(p.run(&prefetch(CdbSize::Ten, 0, 8), &[]).status, 0);
+    }
+
+    #[test]
+    fn read_defect_data_reports_empty_lists() {
+        let h = Harness::ram(64);
+        let rdd = |size, plist, glist, format, alloc| Cdb::ReadDefectData {
+            size,
+            req_plist: plist,
+            req_glist: glist,
+            format,
+            address_descriptor_index: 0,
+            allocation_length: alloc,
+        };
+        let d = DefectData::parse_10(&h.good(&rdd(CdbSize::Ten, false, false, 0, 32), &[]))
+            .expect("parses");
+        assert_eq!(d, DefectData::default());
+        let data = h.good(&rdd(CdbSize::Twelve, true, true, 5, 64), &[]);
+        assert_eq!(data.len(), 8);
+        let d = DefectData::parse_12(&data).expect("parses");
+        assert!(d.plistv && d.glistv && d.descriptors.is_empty());
+        assert_eq!(d.format, 5);
+        assert_eq!(
+            h.good(&rdd(CdbSize::Ten, true, false, 3, 2), &[]).len(),
+            2,
+            "cut to the allocation length"
+        );
+        assert_eq!(
+            h.check(&rdd(CdbSize::Ten, true, false, 7, 32), &[])
+                .sense_key_specific,
+            field(2, Some(2))
+        );
+        assert_eq!(
+            h.check(&rdd(CdbSize::Twelve, true, false, 7, 32), &[])
+                .sense_key_specific,
+            field(1, Some(2))
+        );
+    }
+
+    #[test]
+    fn write_cache_disabled_writes_through() {
+        let (h, probe) = probed(1 << 20, 1 << 20, nix::libc::EIO);
+        h.table
+            .iter()
+            .for_each(|lu| lu.lock().mode.caching.wce = false);
+        let before = probe.flushes();
+        h.good(&Cdb::write(CdbSize::Ten, 0, 1, false), &[1; 512]);
+        h.good(
+            &Cdb::WriteSame {
+                size: CdbSize::Ten,
+                lba: 0,
+                blocks: 4,
+                wrprotect: 0,
+                anchor: false,
+                unmap: false,
+                ndob: false,
+                group: 0,
+            },
+            &[2; 512],
+        );
+        assert_eq!(probe.flushes(), before + 2);
     }
 
     proptest! {

@@ -3,7 +3,9 @@
 //!
 //! Command handlers return [`Outcome`]: the Data-In payload, or the sense
 //! of the CHECK CONDITION. [`respond`] encodes the sense in the format the
-//! Control mode page's D_SENSE bit selects.
+//! Control mode page's D_SENSE bit selects. The few commands that can end
+//! in RESERVATION CONFLICT without sense (persistent reservations) fail
+//! with a [`Fault`].
 //!
 //! Backend errors never panic and never close the connection: a failed read
 //! is MEDIUM ERROR / UNRECOVERED READ ERROR, a failed write or flush MEDIUM
@@ -15,7 +17,7 @@
 use std::io;
 
 use bytes::Bytes;
-use iesp_proto::scsi::{Asc, Sense};
+use iesp_proto::scsi::{Asc, ScsiStatus, Sense};
 
 use super::Completion;
 
@@ -31,12 +33,37 @@ pub fn respond(outcome: Outcome, descriptor: bool) -> Completion {
     }
 }
 
+/// Why a command did not complete with GOOD: CHECK CONDITION with sense
+/// data, or RESERVATION CONFLICT, which has none (SAM-5 §5.3.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Check(Sense),
+    Conflict,
+}
+
+impl From<Sense> for Fault {
+    fn from(s: Sense) -> Fault {
+        Fault::Check(s)
+    }
+}
+
+/// GOOD with `data`, CHECK CONDITION, or RESERVATION CONFLICT.
+pub fn respond_fault(outcome: Result<Bytes, Fault>, descriptor: bool) -> Completion {
+    match outcome {
+        Ok(data) => Completion::good(data),
+        Err(Fault::Check(sense)) => Completion::check_condition_in(&sense, descriptor),
+        Err(Fault::Conflict) => Completion::status(ScsiStatus::RESERVATION_CONFLICT),
+    }
+}
+
 /// What was being done when the backend failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoOp {
     Read,
     Write,
     Flush,
+    /// Deallocation (UNMAP, WRITE SAME with UNMAP): reported as a write.
+    Unmap,
 }
 
 /// The sense for a backend error during `op` of a command starting at `lba`.
@@ -45,11 +72,11 @@ pub fn io_error(op: IoOp, lba: u64, e: &io::Error) -> Sense {
     let out_of_space =
         e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(nix::libc::EDQUOT);
     match op {
-        IoOp::Write | IoOp::Flush if out_of_space => {
+        IoOp::Write | IoOp::Flush | IoOp::Unmap if out_of_space => {
             Sense::data_protect(Asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT)
         }
         IoOp::Read => Sense::medium_error(Asc::UNRECOVERED_READ_ERROR, lba),
-        IoOp::Write | IoOp::Flush => Sense::medium_error(Asc::WRITE_ERROR, lba),
+        IoOp::Write | IoOp::Flush | IoOp::Unmap => Sense::medium_error(Asc::WRITE_ERROR, lba),
     }
 }
 
@@ -97,9 +124,16 @@ mod tests {
         assert_eq!(fixed.status, ScsiStatus::CHECK_CONDITION.0);
         assert_eq!(fixed.sense.as_deref().map(|b| b[0] & 0x7f), Some(0x70));
         assert_eq!(desc.sense.as_deref().map(|b| b[0] & 0x7f), Some(0x72));
-        for c in [fixed, desc] {
+        for c in [fixed.clone(), desc] {
             assert_eq!(c.sense.as_deref().map(Sense::parse), Some(Ok(s.clone())));
         }
+        let conflict = respond_fault(Err(Fault::Conflict), true);
+        assert_eq!(
+            (conflict.status, conflict.sense, conflict.data.len()),
+            (ScsiStatus::RESERVATION_CONFLICT.0, None, 0)
+        );
+        let check = respond_fault(Err(Fault::from(s.clone())), false);
+        assert_eq!(check, fixed);
         let good = respond(Ok(Bytes::from_static(b"x")), true);
         assert_eq!(
             (good.status, good.sense, &good.data[..]),

@@ -25,8 +25,8 @@
 //!   ones with nothing pending are forgotten; if such a nexus returns it is
 //!   told of the power-on again, which is harmless.
 //!
-//! Persistent reservation registrations are per I_T nexus too and will live
-//! next to this table (SPC-4 §5.13).
+//! Persistent reservation registrations are per I_T nexus too; they live
+//! in [`super::pr`], keyed by the same [`NexusKey`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -58,6 +58,28 @@ impl NexusKey {
             isid: nexus.isid,
             portal_group_tag: nexus.portal_group_tag,
         }
+    }
+
+    /// The nexus of initiator port `initiator_name` + `isid` with target
+    /// port `portal_group_tag` (REGISTER AND MOVE names one by TransportID).
+    pub fn new(initiator_name: &str, isid: Isid, portal_group_tag: u16) -> NexusKey {
+        NexusKey {
+            initiator_name: initiator_name.into(),
+            isid,
+            portal_group_tag,
+        }
+    }
+
+    pub fn initiator_name(&self) -> &str {
+        &self.initiator_name
+    }
+
+    pub fn isid(&self) -> Isid {
+        self.isid
+    }
+
+    pub fn portal_group_tag(&self) -> u16 {
+        self.portal_group_tag
     }
 }
 
@@ -145,7 +167,6 @@ impl NexusTable {
 
     /// Establishes `asc` for every known nexus except `key` (MODE SELECT
     /// changing shared parameters, SPC-4 §7.5.2).
-    #[allow(dead_code)] // MODE SELECT comes with the next command set.
     pub fn establish_others(&mut self, key: &NexusKey, asc: Asc) {
         for (k, ua) in &mut self.nexuses {
             if k != key {

@@ -1,4 +1,5 @@
-//! Real peers on loopback: tgt's `tgtd` and libiscsi's command-line tools.
+//! Real peers on loopback: tgt's `tgtd`, libiscsi's command-line tools and
+//! QEMU's NBD server and client ([`qemu`]).
 //!
 //! Interop tests across the workspace use this module to start a second,
 //! independent iSCSI target ([`tgt::Tgtd`]) and to run an independent
@@ -37,6 +38,7 @@
 
 pub mod libiscsi;
 pub mod own;
+pub mod qemu;
 pub mod tgt;
 
 use std::collections::BTreeSet;
@@ -66,6 +68,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iscsi-swp", "libiscsi-bin"),
     ("qemu-nbd", "qemu-utils"),
     ("qemu-img", "qemu-utils"),
+    ("qemu-io", "qemu-utils"),
     ("fio", "fio"),
     ("losetup", "util-linux"),
     ("blkdiscard", "util-linux"),
