@@ -3,10 +3,8 @@
 //! ## Layout
 //!
 //! - [`selftest`] — the whole stack against the embedded reference target.
-//! - [`embedded`] — start the reference target in-process on loopback.
 //! - [`pattern`] — seeded, position-addressed test data shared by the tools.
 
-mod embedded;
 mod pattern;
 mod selftest;
 

@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use iesp_initiator::{LogicalUnit, LoginOptions, Session, discover};
 
-use crate::embedded::EmbeddedTarget;
+use iesp_target::embedded::EmbeddedTarget;
 use crate::pattern;
 
 /// What to run.
