@@ -4,11 +4,12 @@
 //!
 //! - [`peers`] — start and drive real peers on loopback for interop tests:
 //!   tgt's `tgtd` with a temporary file LUN, libiscsi's command-line tools.
+//! - [`conformance`] — the protocol-level conformance suite behind
+//!   `iesp-test conformance`: scripted and Rust cases, runner, reports,
+//!   baselines.
 //! - [`workload`] — seeded write/read-back data-integrity passes through
 //!   our initiator.
-//!
-//! The scripted protocol-level conformance suite (`iesp-test conformance`)
-//! lands here too.
 
+pub mod conformance;
 pub mod peers;
 pub mod workload;

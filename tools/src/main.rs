@@ -3,8 +3,10 @@
 //! ## Layout
 //!
 //! - [`selftest`] — the whole stack against the embedded reference target.
+//! - [`conformance`] — the protocol-level conformance suite against any target.
 //! - [`pattern`] — seeded, position-addressed test data shared by the tools.
 
+mod conformance;
 mod pattern;
 mod selftest;
 
@@ -25,6 +27,9 @@ enum Command {
     /// Check the whole stack against the embedded reference target: discovery,
     /// login, and a write/read-back pass at several queue depths.
     Selftest(SelftestArgs),
+    /// Run the protocol-level conformance suite against a target:
+    /// `iesp-test conformance iscsi://host/iqn/lun` (see --list).
+    Conformance(conformance::ConformanceArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,7 +78,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("IESP_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("iesp-test: cannot start the async runtime: {e}");
@@ -92,6 +100,7 @@ fn main() -> ExitCode {
                 };
                 selftest::run(&opts).await.map(|_| ())
             }
+            Command::Conformance(a) => conformance::run(a).await,
         }
     });
     match result {
