@@ -22,17 +22,11 @@ use iesp_testsuite::peers::{create_sparse_file, tools_or_skip};
 const LUN_BYTES: u64 = 64 << 20;
 
 fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn fill(path: &std::path::Path) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open LUN file");
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).expect("open LUN file");
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut block = vec![0u8; 1 << 20];
     for _ in 0..LUN_BYTES >> 20 {
@@ -69,24 +63,11 @@ fn main() {
     let our_file = create_sparse_file(dir.path(), LUN_BYTES).expect("LUN file");
     fill(&our_file);
     let mut cfg = TargetConfig::default();
-    cfg.targets[0].luns = vec![LunSpec {
-        backing: Backing::File {
-            path: our_file,
-            size: None,
-        },
-        block_size: 512,
-        read_only: false,
-    }];
+    cfg.targets[0].luns =
+        vec![LunSpec { backing: Backing::File { path: our_file, size: None }, block_size: 512, read_only: false }];
     let target = Target::from_config(&cfg).expect("target");
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("runtime"),
-    );
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
+    let rt = Arc::new(tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime"));
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(serve(listener, target, async {
@@ -104,28 +85,13 @@ fn main() {
         .expect("tgt backing file");
     fill(&tgt_file);
 
-    println!(
-        "iscsi-perf -r -b 8 (4 KiB random READ16), {seconds} s per run, median of {rounds} rounds"
-    );
-    println!(
-        "{:>4}  {:>12}  {:>12}  {:>7}",
-        "QD", "iesp IOPS", "tgt IOPS", "ratio"
-    );
+    println!("iscsi-perf -r -b 8 (4 KiB random READ16), {seconds} s per run, median of {rounds} rounds");
+    println!("{:>4}  {:>12}  {:>12}  {:>7}", "QD", "iesp IOPS", "tgt IOPS", "ratio");
     for qd in [1u32, 32] {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let opts = PerfOptions {
-                queue_depth: qd,
-                blocks: 8,
-                seconds,
-                random: true,
-                initiator_name: None,
-            };
-            let run = |url: &str| {
-                iscsi_perf(url, &opts)
-                    .unwrap_or_else(|e| panic!("iscsi-perf {url}: {e}"))
-                    .iops
-            };
+            let opts = PerfOptions { queue_depth: qd, blocks: 8, seconds, random: true, initiator_name: None };
+            let run = |url: &str| iscsi_perf(url, &opts).unwrap_or_else(|e| panic!("iscsi-perf {url}: {e}")).iops;
             if round % 2 == 0 {
                 a.push(run(&ours));
                 b.push(run(&tgt_url));

@@ -43,38 +43,18 @@ pub async fn write_read_verify(
     seed: u64,
 ) -> anyhow::Result<PassTimes> {
     let bs = lu.block_size();
-    ensure!(
-        io_size % bs == 0,
-        "io size {io_size} is not a multiple of the block size {bs}"
-    );
-    ensure!(
-        bytes % u64::from(io_size) == 0,
-        "{bytes} is not a multiple of the io size {io_size}"
-    );
-    ensure!(
-        bytes <= lu.capacity(),
-        "{bytes} bytes do not fit in the LUN ({} bytes)",
-        lu.capacity()
-    );
+    ensure!(io_size % bs == 0, "io size {io_size} is not a multiple of the block size {bs}");
+    ensure!(bytes % u64::from(io_size) == 0, "{bytes} is not a multiple of the io size {io_size}");
+    ensure!(bytes <= lu.capacity(), "{bytes} bytes do not fit in the LUN ({} bytes)", lu.capacity());
     let t = Instant::now();
     run(lu, bytes, depth, io_size, seed, true).await?;
     let write = t.elapsed();
     let t = Instant::now();
     run(lu, bytes, depth, io_size, seed, false).await?;
-    Ok(PassTimes {
-        write,
-        read: t.elapsed(),
-    })
+    Ok(PassTimes { write, read: t.elapsed() })
 }
 
-async fn run(
-    lu: &Arc<LogicalUnit>,
-    bytes: u64,
-    depth: usize,
-    io: u32,
-    seed: u64,
-    write: bool,
-) -> anyhow::Result<()> {
+async fn run(lu: &Arc<LogicalUnit>, bytes: u64, depth: usize, io: u32, seed: u64, write: bool) -> anyhow::Result<()> {
     let chunks = bytes / u64::from(io);
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -91,20 +71,10 @@ async fn run(
                 let lba = offset / u64::from(bs);
                 let expect = seeded_bytes(seed, offset, io as usize);
                 if write {
-                    lu.write(lba, Bytes::from(expect))
-                        .await
-                        .with_context(|| format!("WRITE at LBA {lba}"))?;
+                    lu.write(lba, Bytes::from(expect)).await.with_context(|| format!("WRITE at LBA {lba}"))?;
                 } else {
-                    let got = lu
-                        .read(lba, io / bs)
-                        .await
-                        .with_context(|| format!("READ at LBA {lba}"))?;
-                    ensure!(
-                        got.len() == expect.len(),
-                        "READ at LBA {lba} returned {} bytes, wanted {}",
-                        got.len(),
-                        io
-                    );
+                    let got = lu.read(lba, io / bs).await.with_context(|| format!("READ at LBA {lba}"))?;
+                    ensure!(got.len() == expect.len(), "READ at LBA {lba} returned {} bytes, wanted {}", got.len(), io);
                     if let Some(i) = got.iter().zip(&expect).position(|(a, b)| a != b) {
                         bail!(
                             "mismatch at byte {} (LBA {}): read {:#04x}, wrote {:#04x}",

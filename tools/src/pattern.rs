@@ -66,10 +66,7 @@ pub fn generate(seed: u64, offset: u64, len: usize) -> Vec<u8> {
 /// The first offset in `data` (at `offset`) that differs from the pattern.
 pub fn first_mismatch(seed: u64, offset: u64, data: &[u8]) -> Option<u64> {
     let expect = generate(seed, offset, data.len());
-    data.iter()
-        .zip(&expect)
-        .position(|(a, b)| a != b)
-        .map(|i| offset + i as u64)
+    data.iter().zip(&expect).position(|(a, b)| a != b).map(|i| offset + i as u64)
 }
 
 #[cfg(test)]
@@ -83,10 +80,7 @@ mod tests {
     fn any_range_matches_the_whole() {
         let whole = generate(7, 0, 3 * CHUNK as usize);
         for (off, len) in [(0u64, 10usize), (100, 5000), (4095, 2), (8191, 4097)] {
-            assert_eq!(
-                generate(7, off, len),
-                whole[off as usize..off as usize + len]
-            );
+            assert_eq!(generate(7, off, len), whole[off as usize..off as usize + len]);
         }
     }
 

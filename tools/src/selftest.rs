@@ -14,8 +14,8 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use iesp_initiator::{LogicalUnit, LoginOptions, Session, discover};
 
-use crate::pattern;
 use iesp_target::embedded::EmbeddedTarget;
+use crate::pattern;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -44,29 +44,14 @@ pub struct Pass {
 
 /// Runs the selftest, printing as it goes; fails on the first problem.
 pub async fn run(opts: &Options) -> anyhow::Result<Vec<Pass>> {
-    ensure!(
-        opts.io_size % opts.block_size == 0,
-        "--io-size must be a multiple of the block size"
-    );
-    ensure!(
-        opts.size % u64::from(opts.io_size) == 0,
-        "--size must be a multiple of --io-size"
-    );
+    ensure!(opts.io_size % opts.block_size == 0, "--io-size must be a multiple of the block size");
+    ensure!(opts.size % u64::from(opts.io_size) == 0, "--size must be a multiple of --io-size");
     println!("selftest: seed {}", opts.seed);
     let target = EmbeddedTarget::start_ram(opts.size, opts.block_size).await?;
-    println!(
-        "target:    {} on {} (RAM LUN, {} bytes, {}-byte blocks)",
-        target.iqn, target.addr, opts.size, opts.block_size
-    );
+    println!("target:    {} on {} (RAM LUN, {} bytes, {}-byte blocks)", target.iqn, target.addr, opts.size, opts.block_size);
 
-    let found = discover(target.addr, INITIATOR)
-        .await
-        .context("SendTargets discovery")?;
-    ensure!(
-        found.iter().any(|t| t.name == target.iqn),
-        "discovery did not list {}",
-        target.iqn
-    );
+    let found = discover(target.addr, INITIATOR).await.context("SendTargets discovery")?;
+    ensure!(found.iter().any(|t| t.name == target.iqn), "discovery did not list {}", target.iqn);
     println!("discovery: ok ({} target)", found.len());
 
     let session = Session::login(target.addr, LoginOptions::new(INITIATOR, Some(&target.iqn)))
@@ -126,13 +111,7 @@ fn yes(b: bool) -> &'static str {
 }
 
 /// Writes (or reads and compares) the whole LUN with `qd` commands in flight.
-async fn transfer(
-    lu: &Arc<LogicalUnit>,
-    qd: usize,
-    opts: &Options,
-    seed: u64,
-    write: bool,
-) -> anyhow::Result<()> {
+async fn transfer(lu: &Arc<LogicalUnit>, qd: usize, opts: &Options, seed: u64, write: bool) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let chunks = opts.size / u64::from(opts.io_size);
     let mut workers = tokio::task::JoinSet::new();
