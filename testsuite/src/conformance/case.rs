@@ -97,6 +97,9 @@ impl fmt::Display for Level {
 pub enum Gate {
     /// CHAP credentials were given (`--chap` or the URL's user part).
     Chap,
+    /// No CHAP credentials were given: the target is taken to accept logins
+    /// without authentication (cases that script the login themselves).
+    NoChap,
     /// Mutual CHAP credentials were given.
     MutualChap,
     /// The run names a disk LUN (the URL's `/lun`).
@@ -128,6 +131,7 @@ impl Gate {
     pub fn parse(s: &str) -> Result<Gate, String> {
         match s {
             "chap" => return Ok(Gate::Chap),
+            "no-chap" => return Ok(Gate::NoChap),
             "mutual-chap" => return Ok(Gate::MutualChap),
             "lun" => return Ok(Gate::Lun),
             _ => {}
@@ -162,7 +166,7 @@ impl Gate {
             ));
         }
         Err(format!(
-            "unknown gate {s:?} (expected chap, mutual-chap, lun, declared:NAME or param:Key=Value)"
+            "unknown gate {s:?} (expected chap, no-chap, mutual-chap, lun, declared:NAME or param:Key=Value)"
         ))
     }
 }
@@ -171,6 +175,7 @@ impl fmt::Display for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Gate::Chap => f.write_str("chap"),
+            Gate::NoChap => f.write_str("no-chap"),
             Gate::MutualChap => f.write_str("mutual-chap"),
             Gate::Lun => f.write_str("lun"),
             Gate::Declared(n) => write!(f, "declared:{n}"),

@@ -426,8 +426,11 @@ pub struct DataMatch {
     /// Equal to the data segment of the named sent PDU (`"last"` for the
     /// last one sent).
     pub echo_of: Option<String>,
-    /// Matchers on bytes of the segment: `byteN`, `u16@N`, `u32@N`, `u64@N`.
+        /// Matchers on bytes of the segment: `byteN`, `u16@N`, `u32@N`, `u64@N`,
+    /// optionally masked: `byte3&0x0f`.
     pub fields: Vec<(String, Matcher)>,
+    /// Every byte has this value.
+    pub all: Option<u8>,
 }
 
 impl DataMatch {
@@ -437,6 +440,7 @@ impl DataMatch {
             && self.prefix.is_none()
             && self.echo_of.is_none()
             && self.fields.is_empty()
+            && self.all.is_none()
     }
 }
 
@@ -493,6 +497,7 @@ impl Expectation {
                 Matcher {
                     tests: vec![super::matchers::Test::In(list)],
                     capture: None,
+                    optional: false,
                 },
             )],
             keys: Vec::new(),
@@ -557,6 +562,9 @@ impl Ctx {
         vars.set_str("target", target.target_name.clone());
         vars.set_int("lun", u64::from(target.lun.unwrap_or(0)));
         vars.set_int("reserved_tag", u64::from(RESERVED_TAG));
+        if let Some(c) = &target.chap {
+            vars.set_str("chap_user", c.user.clone());
+        }
         let lun = Lun::from_index(target.lun.unwrap_or(0));
         Ctx {
             target,
@@ -1263,9 +1271,15 @@ impl Ctx {
                     actual: e,
                 })
             })?;
-            let field_name = fields::lookup(op, name).map_or(name.as_str(), |f| f.name);
+            let field = fields::lookup(op, name);
+            let field_name = field.map_or(name.as_str(), |f| f.name);
+            let mask = match field.map(|f| f.kind) {
+                Some(fields::FieldKind::Int { len }) if len < 8 => (1u64 << (8 * u32::from(len))) - 1,
+                Some(fields::FieldKind::Bits { mask }) => u64::from(mask >> mask.trailing_zeros()),
+                _ => u64::MAX,
+            };
             let sym = |s: &str| symbol(op, field_name, s);
-            m.check_int(&format!("{opname}.{name}"), v, vars, &sym)?;
+            m.check_int_masked(&format!("{opname}.{name}"), v, mask, vars, &sym)?;
         }
         if !keys.is_empty() {
             let pairs = text::decode(&frame.data).map_err(|e| {
@@ -1281,14 +1295,36 @@ impl Ctx {
                     .filter(|kv| kv.key == *k)
                     .map(|kv| kv.value.as_str())
                     .collect();
-                if values.len() > 1 {
-                    return Err(MatchError::Mismatch(Mismatch {
-                        what: format!("{opname} key {k}"),
-                        expected: "at most once".to_owned(),
-                        actual: format!("{} times: {values:?}", values.len()),
-                    }));
+                let what = format!("{opname} key {k}");
+                if values.len() <= 1 {
+                    m.check_str(&what, values.first().copied(), vars)?;
+                    continue;
                 }
-                m.check_str(&format!("{opname} key {k}"), values.first().copied(), vars)?;
+                // A key given several times (TargetName, TargetAddress in a
+                // SendTargets answer): one of them must match.
+                let mut last = None;
+                let mut ok = false;
+                for v in &values {
+                    let mut trial = vars.clone();
+                    match m.check_str(&what, Some(v), &mut trial) {
+                        Ok(()) => {
+                            *vars = trial;
+                            ok = true;
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if !ok {
+                    return Err(match last {
+                        Some(MatchError::Mismatch(mut mm)) => {
+                            mm.actual = format!("{} values: {values:?}", values.len());
+                            MatchError::Mismatch(mm)
+                        }
+                        Some(e) => e,
+                        None => MatchError::Eval("no values".to_owned()),
+                    });
+                }
             }
         }
         let what = format!("{opname} data segment");
@@ -1331,6 +1367,14 @@ impl Ctx {
                     format!("{} bytes ({})", frame.data.len(), hex(&frame.data, 16)),
                 ));
             }
+        }
+                if let Some(b) = data.all
+            && let Some(at) = frame.data.iter().position(|x| *x != b)
+        {
+            return Err(mm(
+                format!("every byte {b:#04x}"),
+                format!("byte {at} is {:#04x} ({})", frame.data[at], hex(&frame.data[at..], 16)),
+            ));
         }
         for (name, m) in &data.fields {
             let v = data_field(&frame.data, name).map_err(|e| mm(m.describe(), e))?;
@@ -1507,6 +1551,10 @@ pub fn field_exists(op: Opcode, name: &str) -> bool {
 
 /// `byteN`, `u16@N`, `u32@N`, `u64@N` of a data segment (big-endian).
 pub fn data_field(data: &[u8], name: &str) -> Result<u64, String> {
+    if let Some((field, mask)) = name.split_once('&') {
+        let m = super::value::parse_int(mask).ok_or_else(|| format!("bad mask in {name}"))?;
+        return Ok(data_field(data, field)? & m);
+    }
     let (len, at) = if let Some(n) = name.strip_prefix("byte") {
         (1, n)
     } else if let Some(n) = name.strip_prefix("u16@") {

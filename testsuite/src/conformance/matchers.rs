@@ -115,6 +115,8 @@ pub enum Test {
 pub struct Matcher {
     pub tests: Vec<Test>,
     pub capture: Option<String>,
+    /// Text keys: an absent key is accepted (an optional answer, §6.2.2).
+    pub optional: bool,
 }
 
 impl Matcher {
@@ -123,6 +125,7 @@ impl Matcher {
         Matcher {
             tests: vec![Test::Eq(Bound::Int(v.to_string()))],
             capture: None,
+            optional: false,
         }
     }
 
@@ -140,6 +143,7 @@ impl Matcher {
                 return Ok(Matcher {
                     tests: vec![Test::Eq(Bound::from_toml(other)?)],
                     capture: None,
+                    optional: false,
                 });
             }
         };
@@ -169,13 +173,14 @@ impl Matcher {
                 "any" => {}
                 "absent" if v.as_bool() == Some(true) => m.tests.push(Test::Absent),
                 "present" if v.as_bool() == Some(true) => m.tests.push(Test::Present),
+                "optional" => m.optional = v.as_bool().ok_or("optional is true or false")?,
                 "capture" => {
                     let name = v.as_str().ok_or("capture takes a variable name")?;
                     m.capture = Some(name.to_owned());
                 }
                 other => {
                     return Err(format!(
-                        "unknown matcher {other:?} (expected eq, ne, ge, le, gt, lt, range, in, not_in, any, absent, present, capture)"
+                        "unknown matcher {other:?} (expected eq, ne, ge, le, gt, lt, range, in, not_in, any, absent, present, optional, capture)"
                     ));
                 }
             }
@@ -222,10 +227,25 @@ impl Matcher {
         vars: &mut Vars,
         sym: &dyn Fn(&str) -> Option<u64>,
     ) -> Result<(), MatchError> {
+        self.check_int_masked(what, actual, u64::MAX, vars, sym)
+    }
+
+    /// As [`Matcher::check_int`] for a field `mask` wide: expected values of
+    /// equality tests are cut to the field's width, so `${CmdSN + 1}` matches
+    /// a 32-bit field that wrapped to 0 (serial arithmetic, RFC 1982).
+    pub fn check_int_masked(
+        &self,
+        what: &str,
+        actual: u64,
+        mask: u64,
+        vars: &mut Vars,
+        sym: &dyn Fn(&str) -> Option<u64>,
+    ) -> Result<(), MatchError> {
+        let int = |b: &Bound, vars: &Vars| -> Result<u64, MatchError> { Ok(b.int(vars, sym)? & mask) };
         for t in &self.tests {
             let ok = match t {
-                Test::Eq(b) => actual == b.int(vars, sym)?,
-                Test::Ne(b) => actual != b.int(vars, sym)?,
+                Test::Eq(b) => actual == int(b, vars)?,
+                Test::Ne(b) => actual != int(b, vars)?,
                 Test::Ge(b) => actual >= b.int(vars, sym)?,
                 Test::Le(b) => actual <= b.int(vars, sym)?,
                 Test::Gt(b) => actual > b.int(vars, sym)?,
@@ -234,14 +254,14 @@ impl Matcher {
                 Test::In(l) => {
                     let mut any = false;
                     for b in l {
-                        any |= actual == b.int(vars, sym)?;
+                        any |= actual == int(b, vars)?;
                     }
                     any
                 }
                 Test::NotIn(l) => {
                     let mut none = true;
                     for b in l {
-                        none &= actual != b.int(vars, sym)?;
+                        none &= actual != int(b, vars)?;
                     }
                     none
                 }

@@ -278,7 +278,7 @@ fn key_matchers(v: &toml::Value) -> R<Vec<(String, Matcher)>> {
 
 fn data_match(v: &toml::Value) -> R<DataMatch> {
     let t = table(v, "data")?;
-    check_keys(t, &["len", "hex", "prefix", "echo", "fields"], "data")?;
+    check_keys(t, &["len", "hex", "prefix", "echo", "fields", "all"], "data")?;
     let mut d = DataMatch::default();
     if let Some(l) = t.get("len") {
         d.len = Some(Matcher::from_toml(l)?);
@@ -288,6 +288,10 @@ fn data_match(v: &toml::Value) -> R<DataMatch> {
     }
     if let Some(h) = t.get("prefix") {
         d.prefix = Some(parse_hex(&string(h, "prefix")?)?);
+    }
+        if let Some(a) = t.get("all") {
+        let n = parse_int(&string(a, "all")?).ok_or("all takes a byte value")?;
+        d.all = Some(u8::try_from(n).map_err(|_| "all takes a byte value")?);
     }
     if let Some(e) = t.get("echo") {
         d.echo_of = Some(string(e, "echo")?);
@@ -363,6 +367,7 @@ fn login_status_matcher(v: &toml::Value) -> R<Vec<(String, Matcher)>> {
                 Matcher {
                     tests: vec![Test::In(bounds)],
                     capture: None,
+                    optional: false,
                 },
             )])
         }
@@ -377,6 +382,7 @@ fn login_status_matcher(v: &toml::Value) -> R<Vec<(String, Matcher)>> {
                 Matcher {
                     tests: vec![Test::In(bounds)],
                     capture: None,
+                    optional: false,
                 },
             )])
         }
@@ -435,6 +441,7 @@ fn expectation(t: &toml::Table) -> R<Expectation> {
             Matcher {
                 tests: vec![Test::In(bounds)],
                 capture: None,
+                optional: false,
             },
         )];
         if let Some(f) = t.get("fields") {
@@ -1226,6 +1233,10 @@ async fn run_step(ctx: &mut Ctx, step: &Step) -> Result<(), Fail> {
         Action::Set(vals) => {
             for (k, v) in vals {
                 match eval_int(v, &ctx.vars) {
+                    // The connection's counters: skip a CmdSN, pretend a
+                    // status was acknowledged.
+                    Ok(n) if k == "cmd_sn" => ctx.conn_mut()?.cmd_sn = n as u32,
+                    Ok(n) if k == "exp_stat_sn" => ctx.conn_mut()?.exp_stat_sn = n as u32,
                     Ok(n) => ctx.vars.set_int(k, n),
                     Err(_) => {
                         let s = interpolate(v, &ctx.vars).map_err(Fail::error)?;
@@ -1362,8 +1373,10 @@ async fn run_scsi(ctx: &mut Ctx, s: &ScsiStep) -> Result<(), Fail> {
         dir: built.dir,
         edtl,
         data,
-        lun,
+                lun,
         check: s.check,
+        unsolicited: true,
+        data_out_segment: None,
     };
     let out = ctx.scsi(&req).await?;
     let prefix = s.name.clone().unwrap_or_else(|| "scsi".to_owned());
