@@ -7,9 +7,12 @@
 //! - [`conformance`] — the protocol-level conformance suite behind
 //!   `iesp-test conformance`: scripted and Rust cases, runner, reports,
 //!   baselines.
+//! - [`proxy`] — a deliberately wrong peer: a rewriting proxy that breaks
+//!   one protocol rule per mode, to show that every conformance case can fail.
 //! - [`workload`] — seeded write/read-back data-integrity passes through
 //!   our initiator.
 
 pub mod conformance;
 pub mod peers;
+pub mod proxy;
 pub mod workload;

@@ -59,9 +59,14 @@ impl Bound {
         let s = match self {
             Bound::Int(s) | Bound::Str(s) => s,
         };
-        if let Some(v) = sym(s) {
+                if let Some(v) = sym(s) {
             return Ok(v);
         }
+        // `0x020b (InvalidDuringLogin)`: a number with its name for reports.
+        let s = match s.split_once(" (") {
+            Some((n, rest)) if rest.ends_with(')') && !s.starts_with("${") => n,
+            _ => s,
+        };
         eval_int(s, vars)
     }
 

@@ -364,7 +364,7 @@ fn param_gates(case: &Case, ctx: &Ctx) -> Result<(), Fail> {
         };
         if !holds {
             return Err(Fail::skip(format!(
-                "needs {key} {op:?} {value}; the session has {key}={actual}",
+                "needs {key} {op} {value}; the session has {key}={actual}",
                 op = match op {
                     CmpOp::Eq => "=",
                     CmpOp::Ne => "≠",

@@ -340,12 +340,12 @@ fn duration(v: &toml::Value, what: &str) -> R<Duration> {
 
 fn login_status_matcher(v: &toml::Value) -> R<Vec<(String, Matcher)>> {
     let one = |s: &str| -> R<String> {
-        if let Some(n) = parse_int(s) {
-            return Ok(n.to_string());
+                if let Some(n) = parse_int(s) {
+            return Ok(format!("{n:#06x}"));
         }
         (0..=0x3ffu16)
             .find(|c| LoginStatus(*c).name() == Some(s))
-            .map(|c| c.to_string())
+            .map(|c| format!("{c:#06x} ({s})"))
             .ok_or_else(|| format!("unknown login status {s:?}"))
     };
     match v {

@@ -378,6 +378,26 @@ impl Tgtd {
         .map(drop)
     }
 
+        /// Creates a CHAP account (`tgtadm --mode account --op new`).
+    pub fn add_account(&self, user: &str, password: &str) -> Result<(), PeerError> {
+        self.tgtadm(&[
+            "--lld", "iscsi", "--op", "new", "--mode", "account", "--user", user, "--password", password,
+        ])
+        .map(drop)
+    }
+
+    /// Binds a CHAP account to target `tid`: incoming (initiators must
+    /// authenticate with it) or outgoing (the target's own name and secret
+    /// for mutual CHAP).
+    pub fn bind_account(&self, tid: u32, user: &str, outgoing: bool) -> Result<(), PeerError> {
+        let tid = tid.to_string();
+        let mut args = vec!["--lld", "iscsi", "--op", "bind", "--mode", "account", "--tid", &tid, "--user", user];
+        if outgoing {
+            args.push("--outgoing");
+        }
+        self.tgtadm(&args).map(drop)
+    }
+
     /// Deletes target `tid` even if sessions are logged in.
     pub fn delete_target(&mut self, tid: u32) -> Result<(), PeerError> {
         self.tgtadm(&[
