@@ -20,8 +20,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use iesp_proto::bhs::{Bhs, Opcode, RESERVED_TAG};
@@ -262,7 +262,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(faults: Vec<Fault>, id: u64, shared: Arc<Shared>, logins: broadcast::Sender<u64>) -> Conn {
+    fn new(
+        faults: Vec<Fault>,
+        id: u64,
+        shared: Arc<Shared>,
+        logins: broadcast::Sender<u64>,
+    ) -> Conn {
         Conn {
             faults,
             id,
@@ -291,7 +296,10 @@ impl Conn {
         client.set_nodelay(true)?;
         up.set_nodelay(true)?;
         let mut logins = self.logins.subscribe();
-        let (mut cbuf, mut ubuf) = (BytesMut::with_capacity(1 << 16), BytesMut::with_capacity(1 << 16));
+        let (mut cbuf, mut ubuf) = (
+            BytesMut::with_capacity(1 << 16),
+            BytesMut::with_capacity(1 << 16),
+        );
         let (mut craw, mut uraw) = (false, false);
         loop {
             let mut to_up = BytesMut::new();
@@ -305,7 +313,7 @@ impl Conn {
                         let _ = up.shutdown().await;
                         return Ok(());
                     }
-                    self.from_initiator(&mut cbuf, &mut craw, &mut to_up, &mut to_client);
+                    self.on_initiator_bytes(&mut cbuf, &mut craw, &mut to_up, &mut to_client);
                 }
                 n = up.read_buf(&mut ubuf), if !self.upstream_closed => {
                     if n? == 0 {
@@ -316,7 +324,7 @@ impl Conn {
                         let _ = client.shutdown().await;
                         return Ok(());
                     }
-                    self.from_target(&mut ubuf, &mut uraw, &mut to_client);
+                    self.on_target_bytes(&mut ubuf, &mut uraw, &mut to_client);
                 }
                 msg = logins.recv() => {
                     if let Ok(other) = msg && other != self.id && self.has(Fault::ReinstateAlways) {
@@ -334,7 +342,13 @@ impl Conn {
     }
 
     /// Frames what the initiator sent; forwards (or rewrites, or answers) it.
-    fn from_initiator(&mut self, buf: &mut BytesMut, raw: &mut bool, to_up: &mut BytesMut, to_client: &mut BytesMut) {
+    fn on_initiator_bytes(
+        &mut self,
+        buf: &mut BytesMut,
+        raw: &mut bool,
+        to_up: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) {
         loop {
             if *raw {
                 to_up.extend_from_slice(&buf.split());
@@ -360,7 +374,7 @@ impl Conn {
         }
     }
 
-    fn from_target(&mut self, buf: &mut BytesMut, raw: &mut bool, to_client: &mut BytesMut) {
+    fn on_target_bytes(&mut self, buf: &mut BytesMut, raw: &mut bool, to_client: &mut BytesMut) {
         loop {
             if *raw {
                 to_client.extend_from_slice(&buf.split());
@@ -379,7 +393,13 @@ impl Conn {
             }
             if was_login && self.logged_in {
                 // Both directions use the negotiated digests from now on.
-                let key = |k: &str| self.login_keys.iter().rev().find(|kv| kv.key == k).map(|kv| kv.value.clone());
+                let key = |k: &str| {
+                    self.login_keys
+                        .iter()
+                        .rev()
+                        .find(|kv| kv.key == k)
+                        .map(|kv| kv.value.clone())
+                };
                 self.cfg.header_digest = key("HeaderDigest").as_deref() == Some("CRC32C");
                 self.cfg.data_digest = key("DataDigest").as_deref() == Some("CRC32C");
                 if self.has(Fault::RefuseDigests) {
@@ -400,7 +420,11 @@ impl Conn {
                     let at = start + 48 + f.ahs.len().div_ceil(4) * 4;
                     to[at] ^= 0x5a;
                 }
-                if towards_initiator && self.has(Fault::BadDataDigest) && self.cfg.data_digest && !f.data.is_empty() {
+                if towards_initiator
+                    && self.has(Fault::BadDataDigest)
+                    && self.cfg.data_digest
+                    && !f.data.is_empty()
+                {
                     let n = to.len();
                     to[n - 1] ^= 0x5a;
                 }
@@ -422,7 +446,9 @@ impl Conn {
         }
         for fault in self.faults.clone() {
             match fault {
-                Fault::ExecuteOutOfWindow if self.logged_in && carries_cmd_sn(op) && !f.bhs.immediate() => {
+                Fault::ExecuteOutOfWindow
+                    if self.logged_in && carries_cmd_sn(op) && !f.bhs.immediate() =>
+                {
                     if let Some(next) = self.next_cmd_sn {
                         set(&mut f.bhs, "CmdSN", u64::from(next));
                         self.next_cmd_sn = Some(next.wrapping_add(1));
@@ -439,12 +465,23 @@ impl Conn {
                     let stray_nop = op == Opcode::NOP_OUT && f.bhs.itt() == RESERVED_TAG;
                     let stray_data = op == Opcode::DATA_OUT && !self.tasks.contains(&f.bhs.itt());
                     if self.logged_in && (stray_nop || stray_data) {
-                        let mut bhs = Bhs::new(if stray_nop { Opcode::NOP_IN } else { Opcode::SCSI_RESPONSE });
+                        let mut bhs = Bhs::new(if stray_nop {
+                            Opcode::NOP_IN
+                        } else {
+                            Opcode::SCSI_RESPONSE
+                        });
                         bhs.set_final(true);
                         bhs.set_itt(if stray_nop { 0 } else { f.bhs.itt() });
                         bhs.set_u32_at(20, RESERVED_TAG);
                         bhs.set_u32_at(24, self.last_stat_sn.map_or(0, |s| s.wrapping_add(1)));
-                        framing::encode(&self.cfg, &Frame { bhs, ..Frame::default() }, to_client);
+                        framing::encode(
+                            &self.cfg,
+                            &Frame {
+                                bhs,
+                                ..Frame::default()
+                            },
+                            to_client,
+                        );
                     }
                 }
                 Fault::StripImmediateData if op == Opcode::SCSI_COMMAND && !f.data.is_empty() => {
@@ -452,7 +489,9 @@ impl Conn {
                     f.bhs.set_final(true);
                     return vec![Out::Frame(f)];
                 }
-                Fault::SkewMaxOutstandingR2T | Fault::SkewMaxBurstLength | Fault::SkewMaxRecvDataSegmentLength
+                Fault::SkewMaxOutstandingR2T
+                | Fault::SkewMaxBurstLength
+                | Fault::SkewMaxRecvDataSegmentLength
                     if matches!(op, Opcode::LOGIN_REQUEST | Opcode::TEXT_REQUEST) =>
                 {
                     if let Some(data) = self.skew_offers(op, &f.data) {
@@ -495,7 +534,7 @@ impl Conn {
     // ---- target → initiator --------------------------------------------------
 
     fn target_pdu(&mut self, mut f: Frame, bytes: Bytes) -> Vec<Out> {
-                let op = f.bhs.opcode();
+        let op = f.bhs.opcode();
         let orig = f.bhs;
         let orig_data = f.data.clone();
         self.track(&f);
@@ -511,12 +550,20 @@ impl Conn {
                 Fault::StatSnSkip if status_bearing && self.logged_in => {
                     self.stat_skew += 1;
                     let sn = get(&f.bhs, "StatSN") as u32;
-                    set(&mut f.bhs, "StatSN", u64::from(sn.wrapping_add(self.stat_skew)));
+                    set(
+                        &mut f.bhs,
+                        "StatSN",
+                        u64::from(sn.wrapping_add(self.stat_skew)),
+                    );
                 }
                 Fault::StatSnSkip if op == Opcode::LOGIN_RESPONSE => {
                     self.stat_skew += 1;
                     let sn = get(&f.bhs, "StatSN") as u32;
-                    set(&mut f.bhs, "StatSN", u64::from(sn.wrapping_add(self.stat_skew)));
+                    set(
+                        &mut f.bhs,
+                        "StatSN",
+                        u64::from(sn.wrapping_add(self.stat_skew)),
+                    );
                 }
                 Fault::ExpCmdSnAhead => {
                     for k in ["ExpCmdSN", "MaxCmdSN"] {
@@ -528,7 +575,9 @@ impl Conn {
                     let e = get(&f.bhs, "ExpCmdSN") as u32;
                     set(&mut f.bhs, "MaxCmdSN", u64::from(e.wrapping_sub(2)));
                 }
-                Fault::IttMangled if f.bhs.itt() != RESERVED_TAG && op != Opcode::LOGIN_RESPONSE => {
+                Fault::IttMangled
+                    if f.bhs.itt() != RESERVED_TAG && op != Opcode::LOGIN_RESPONSE =>
+                {
                     f.bhs.set_itt(f.bhs.itt() ^ 0x0080_0000);
                 }
                 Fault::DropEveryFourth if status_bearing && self.logged_in => {
@@ -538,9 +587,16 @@ impl Conn {
                     }
                 }
                 Fault::NoReject if op == Opcode::REJECT => return Vec::new(),
-                Fault::NopNoEcho if op == Opcode::NOP_IN && !f.data.is_empty() => f.data = Bytes::new(),
-                Fault::RefuseDigests | Fault::NotUnderstoodEverything | Fault::AnswersYes | Fault::DropAnswers
-                | Fault::EchoDeclarations | Fault::SkewMaxOutstandingR2T | Fault::SkewMaxBurstLength
+                Fault::NopNoEcho if op == Opcode::NOP_IN && !f.data.is_empty() => {
+                    f.data = Bytes::new()
+                }
+                Fault::RefuseDigests
+                | Fault::NotUnderstoodEverything
+                | Fault::AnswersYes
+                | Fault::DropAnswers
+                | Fault::EchoDeclarations
+                | Fault::SkewMaxOutstandingR2T
+                | Fault::SkewMaxBurstLength
                     if matches!(op, Opcode::LOGIN_RESPONSE | Opcode::TEXT_RESPONSE) =>
                 {
                     if let Some(d) = self.rewrite_answers(fault, op, &f.data) {
@@ -557,13 +613,19 @@ impl Conn {
                 Fault::TextFlags if op == Opcode::TEXT_RESPONSE => {
                     let fin = f.bhs.final_bit();
                     f.bhs.set_final(!fin);
-                    set(&mut f.bhs, "TTT", if fin { 0x7e57 } else { u64::from(RESERVED_TAG) });
+                    set(
+                        &mut f.bhs,
+                        "TTT",
+                        if fin { 0x7e57 } else { u64::from(RESERVED_TAG) },
+                    );
                 }
                 Fault::RefuseLogins if op == Opcode::LOGIN_RESPONSE => {
                     f.bhs.set_u16_at(36, 0x0300);
                     f.bhs.0[1] &= !0x80;
                 }
-                Fault::LoginStatusClass3 if op == Opcode::LOGIN_RESPONSE && f.bhs.u16_at(36) != 0 => {
+                Fault::LoginStatusClass3
+                    if op == Opcode::LOGIN_RESPONSE && f.bhs.u16_at(36) != 0 =>
+                {
                     f.bhs.set_u16_at(36, 0x0300);
                 }
                 Fault::TransitAlways if op == Opcode::LOGIN_RESPONSE => {
@@ -587,7 +649,9 @@ impl Conn {
                     let v = get(&f.bhs, "R2TSN");
                     set(&mut f.bhs, "R2TSN", v + 1);
                 }
-                Fault::R2tTttReserved if op == Opcode::R2T => set(&mut f.bhs, "TTT", u64::from(RESERVED_TAG)),
+                Fault::R2tTttReserved if op == Opcode::R2T => {
+                    set(&mut f.bhs, "TTT", u64::from(RESERVED_TAG))
+                }
                 Fault::R2tOffsetShift if op == Opcode::R2T => {
                     let v = get(&f.bhs, "BufferOffset");
                     set(&mut f.bhs, "BufferOffset", v + 512);
@@ -602,12 +666,18 @@ impl Conn {
                 }
                 Fault::CoalesceDataIn if op == Opcode::DATA_IN => {
                     let itt = f.bhs.itt();
-                    let entry = self.merging.entry(itt).or_insert_with(|| (f.bhs, BytesMut::new()));
+                    let entry = self
+                        .merging
+                        .entry(itt)
+                        .or_insert_with(|| (f.bhs, BytesMut::new()));
                     entry.1.extend_from_slice(&f.data);
                     if f.bhs.0[1] & 0x01 == 0 {
                         return Vec::new();
                     }
-                    let (mut first, data) = self.merging.remove(&itt).unwrap_or((f.bhs, BytesMut::new()));
+                    let (mut first, data) = self
+                        .merging
+                        .remove(&itt)
+                        .unwrap_or((f.bhs, BytesMut::new()));
                     // The merged PDU: the first one's offset and DataSN, the
                     // last one's flags, status and sequence numbers.
                     first.0[1] = f.bhs.0[1];
@@ -620,8 +690,12 @@ impl Conn {
                         data: data.freeze(),
                     })];
                 }
-                Fault::StatusWithoutFinal if op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0 => f.bhs.0[1] &= !0x80,
-                Fault::CollapseCheckCondition if op == Opcode::SCSI_RESPONSE && f.bhs.0[3] == 0x02 => {
+                Fault::StatusWithoutFinal if op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0 => {
+                    f.bhs.0[1] &= !0x80
+                }
+                Fault::CollapseCheckCondition
+                    if op == Opcode::SCSI_RESPONSE && f.bhs.0[3] == 0x02 =>
+                {
                     let mut b = Bhs::new(Opcode::DATA_IN);
                     b.0[1] = 0x81;
                     b.0[3] = 0x02;
@@ -629,14 +703,19 @@ impl Conn {
                     b.set_itt(f.bhs.itt());
                     b.set_u32_at(20, RESERVED_TAG);
                     b.0[24..36].copy_from_slice(&f.bhs.0[24..36]);
-                    return vec![Out::Frame(Frame { bhs: b, ..Frame::default() })];
+                    return vec![Out::Frame(Frame {
+                        bhs: b,
+                        ..Frame::default()
+                    })];
                 }
                 Fault::SeparateStatus if op == Opcode::DATA_IN => {
                     let n = self.data_ins.entry(f.bhs.itt()).or_default();
                     *n += 1;
                     let count = *n;
                     if f.bhs.0[1] & 0x01 != 0 {
-                        let Pdu::DataIn(d) = Pdu::decode(&f.bhs) else { return vec![Out::Raw(bytes)] };
+                        let Pdu::DataIn(d) = Pdu::decode(&f.bhs) else {
+                            return vec![Out::Raw(bytes)];
+                        };
                         let rsp = ScsiResponse {
                             itt: d.itt,
                             response: ScsiResponseCode::COMMAND_COMPLETED,
@@ -652,10 +731,16 @@ impl Conn {
                         f.bhs.0[1] &= !0x07;
                         f.bhs.0[3] = 0;
                         f.bhs.set_u32_at(44, 0);
-                        return vec![Out::Frame(f), Out::Frame(Frame::new(&Pdu::ScsiResponse(rsp)))];
+                        return vec![
+                            Out::Frame(f),
+                            Out::Frame(Frame::new(&Pdu::ScsiResponse(rsp))),
+                        ];
                     }
                 }
-                Fault::StatusFlip if op == Opcode::SCSI_RESPONSE || (op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0) => {
+                Fault::StatusFlip
+                    if op == Opcode::SCSI_RESPONSE
+                        || (op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0) =>
+                {
                     f.bhs.0[3] = match f.bhs.0[3] {
                         0x00 => 0x02,
                         0x02 => 0x00,
@@ -670,12 +755,16 @@ impl Conn {
                     d[0] ^= 0xff;
                     f.data = Bytes::from(d);
                 }
-                Fault::ResidualCleared if op == Opcode::SCSI_RESPONSE || (op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0) => {
+                Fault::ResidualCleared
+                    if op == Opcode::SCSI_RESPONSE
+                        || (op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0) =>
+                {
                     f.bhs.0[1] &= !0x06;
                     f.bhs.set_u32_at(44, 0);
                 }
                 Fault::ResidualInvented
-                    if (op == Opcode::SCSI_RESPONSE || (op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0))
+                    if (op == Opcode::SCSI_RESPONSE
+                        || (op == Opcode::DATA_IN && f.bhs.0[1] & 0x01 != 0))
                         && f.bhs.0[1] & 0x06 == 0 =>
                 {
                     f.bhs.0[1] |= 0x02;
@@ -684,11 +773,12 @@ impl Conn {
                 _ => {}
             }
         }
-                if op == Opcode::LOGIN_RESPONSE && self.logged_in && self.has(Fault::ReinstateAlways) {
+        if op == Opcode::LOGIN_RESPONSE && self.logged_in && self.has(Fault::ReinstateAlways) {
             let _ = self.logins.send(self.id);
         }
         // Digest faults need every PDU encoded afresh (after login).
-        let digest_fault = (self.has(Fault::BadHeaderDigest) || self.has(Fault::BadDataDigest)) && self.logged_in;
+        let digest_fault =
+            (self.has(Fault::BadHeaderDigest) || self.has(Fault::BadDataDigest)) && self.logged_in;
         if f.bhs != orig || f.data != orig_data || digest_fault {
             vec![Out::Frame(f)]
         } else {
@@ -701,7 +791,10 @@ impl Conn {
         let mut pairs = text::decode(data).ok()?;
         match fault {
             Fault::RefuseDigests => {
-                for kv in pairs.iter_mut().filter(|kv| kv.key == "HeaderDigest" || kv.key == "DataDigest") {
+                for kv in pairs
+                    .iter_mut()
+                    .filter(|kv| kv.key == "HeaderDigest" || kv.key == "DataDigest")
+                {
                     kv.value = "None".to_owned();
                 }
             }
@@ -711,17 +804,19 @@ impl Conn {
                 }
             }
             Fault::AnswersYes => {
-                for kv in pairs
-                    .iter_mut()
-                    .filter(|kv| matches!(kv.value.as_str(), "NotUnderstood" | "Reject" | "Irrelevant"))
-                {
+                for kv in pairs.iter_mut().filter(|kv| {
+                    matches!(kv.value.as_str(), "NotUnderstood" | "Reject" | "Irrelevant")
+                }) {
                     kv.value = "Yes".to_owned();
                 }
             }
             Fault::DropAnswers => pairs.clear(),
             Fault::EchoDeclarations if op == Opcode::LOGIN_RESPONSE => {
                 pairs.push(KeyValue::new("InitiatorAlias", "echo"));
-                pairs.push(KeyValue::new("InitiatorName", "iqn.2026-11.invalid.iesp-test:echo"));
+                pairs.push(KeyValue::new(
+                    "InitiatorName",
+                    "iqn.2026-11.invalid.iesp-test:echo",
+                ));
             }
             Fault::SkewMaxOutstandingR2T | Fault::SkewMaxBurstLength => {
                 for kv in &mut pairs {
@@ -742,14 +837,17 @@ impl Conn {
             if let Ok(p) = text::decode(&f.data) {
                 self.login_keys.extend(p);
             }
-            let final_ok = f.bhs.0[1] & 0x80 != 0 && f.bhs.0[1] & 0x03 == 3 && f.bhs.u16_at(36) == 0;
+            let final_ok =
+                f.bhs.0[1] & 0x80 != 0 && f.bhs.0[1] & 0x03 == 3 && f.bhs.u16_at(36) == 0;
             if final_ok {
                 self.logged_in = true;
             }
         }
         if let Some(fl) = fields::lookup(op, "ExpCmdSN") {
             let e = fl.read(&f.bhs) as u32;
-            let ahead = self.next_cmd_sn.is_some_and(|n| iesp_proto::serial::gt(n, e));
+            let ahead = self
+                .next_cmd_sn
+                .is_some_and(|n| iesp_proto::serial::gt(n, e));
             if !ahead {
                 self.next_cmd_sn = Some(e);
             }
@@ -763,7 +861,11 @@ impl Conn {
 fn carries_cmd_sn(op: Opcode) -> bool {
     matches!(
         op,
-        Opcode::NOP_OUT | Opcode::SCSI_COMMAND | Opcode::TASK_MGMT_REQUEST | Opcode::TEXT_REQUEST | Opcode::LOGOUT_REQUEST
+        Opcode::NOP_OUT
+            | Opcode::SCSI_COMMAND
+            | Opcode::TASK_MGMT_REQUEST
+            | Opcode::TEXT_REQUEST
+            | Opcode::LOGOUT_REQUEST
     )
 }
 
@@ -852,10 +954,11 @@ mod tests {
         let mut c = RawConnection::connect(p.addr).await.unwrap();
         let mut out = Vec::new();
         for i in 1..=4 {
-            c.send_pdu(&nop(i), Bytes::from_static(b"ping")).await.unwrap();
-            match c.recv(Duration::from_millis(300)).await {
-                Received::Frame(f) => out.push(f),
-                _ => {}
+            c.send_pdu(&nop(i), Bytes::from_static(b"ping"))
+                .await
+                .unwrap();
+            if let Received::Frame(f) = c.recv(Duration::from_millis(300)).await {
+                out.push(f);
             }
         }
         p.stop().await;
@@ -867,7 +970,10 @@ mod tests {
         let got = roundtrip(Fault::Passthrough).await;
         assert_eq!(got.len(), 4);
         assert!(got.iter().all(|f| &f.data[..] == b"ping"));
-        assert_eq!(got.iter().map(|f| f.bhs.itt()).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            got.iter().map(|f| f.bhs.itt()).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
     }
 
     #[tokio::test]
@@ -875,10 +981,16 @@ mod tests {
         // The echo target's NOP-Ins are status-bearing only after login,
         // which it never does: use the faults that apply regardless.
         let got = roundtrip(Fault::NopNoEcho).await;
-        assert!(got.iter().all(|f| f.data.is_empty()), "NopNoEcho strips the echo");
+        assert!(
+            got.iter().all(|f| f.data.is_empty()),
+            "NopNoEcho strips the echo"
+        );
         let got = roundtrip(Fault::IttMangled).await;
         assert!(got.iter().all(|f| f.bhs.itt() & 0x0080_0000 != 0));
         let got = roundtrip(Fault::ExpCmdSnAhead).await;
-        assert!(got.iter().all(|f| f.bhs.u32_at(28) == 2 && f.bhs.u32_at(32) == 10));
+        assert!(
+            got.iter()
+                .all(|f| f.bhs.u32_at(28) == 2 && f.bhs.u32_at(32) == 10)
+        );
     }
 }

@@ -23,9 +23,14 @@ use iesp_testsuite::conformance::{Outcome, OutcomeKind, RunReport, Suite, Target
 use iesp_testsuite::peers::{self, tgt::Tgtd};
 
 const INITIATOR: &str = "iqn.2026-11.org.iesp-test:conformance-test";
+/// The CHAP account of the tgt CHAP run, and the target's own for mutual CHAP.
+const CHAP: (&str, &str) = ("iesp-user", "iesp-secret-0123");
+const MUTUAL_CHAP: (&str, &str) = ("iesp-target", "target-secret-4567");
 
 fn baseline_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("baselines")
+        .join(name)
 }
 
 fn spec(addr: std::net::SocketAddr, iqn: &str, lun: u16) -> TargetSpec {
@@ -62,28 +67,52 @@ fn check_baseline(report: &RunReport, name: &str, label: &str) {
         eprintln!("wrote {}", path.display());
         return;
     }
-    let b = previous.unwrap_or_else(|| panic!("{} is missing: run with IESP_UPDATE_BASELINES=1", path.display()));
+    let b = previous.unwrap_or_else(|| {
+        panic!(
+            "{} is missing: run with IESP_UPDATE_BASELINES=1",
+            path.display()
+        )
+    });
     let cmp = baseline::compare(&report.results, &b);
     assert!(cmp.ok(), "{}{}", cmp.describe(), terminal::summary(report));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_target_matches_its_baseline() {
-    let target = EmbeddedTarget::start_ram(64 << 20, 512).await.expect("start the target");
+    let target = EmbeddedTarget::start_ram(64 << 20, 512)
+        .await
+        .expect("start the target");
     let mut opts = RunOptions::new(spec(target.addr, &target.iqn, 0));
     opts.dataloss = true;
     let report = run(&opts, &[], &[]).await;
     target.shutdown().await.expect("target shutdown");
     eprintln!("{}", terminal::summary(&report));
 
-    assert!(report.results.len() >= 150, "{} case instances", report.results.len());
-    assert_eq!(report.count(OutcomeKind::Error), 0, "harness errors:\n{}", terminal::summary(&report));
+    assert!(
+        report.results.len() >= 150,
+        "{} case instances",
+        report.results.len()
+    );
+    assert_eq!(
+        report.count(OutcomeKind::Error),
+        0,
+        "harness errors:\n{}",
+        terminal::summary(&report)
+    );
     for r in &report.results {
         if let Outcome::Skip(why) = &r.outcome {
-            assert!(!why.trim().is_empty(), "{} skipped without a reason", r.instance());
+            assert!(
+                !why.trim().is_empty(),
+                "{} skipped without a reason",
+                r.instance()
+            );
         }
     }
-    check_baseline(&report, "iesp-target.toml", "iesp-target (reference target), 64 MiB RAM LUN 0");
+    check_baseline(
+        &report,
+        "iesp-target.toml",
+        "iesp-target (reference target), 64 MiB RAM LUN 0",
+    );
 
     // The reports: JUnit validates, JSON lines parse, TAP has one line per case.
     let dir = tempfile::tempdir().unwrap();
@@ -93,11 +122,20 @@ async fn reference_target_matches_its_baseline() {
         let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/junit-10.xsd");
         let out = peers::run_tool(
             "xmllint",
-            &["--noout", "--schema", schema.to_str().unwrap(), xml.to_str().unwrap()],
+            &[
+                "--noout",
+                "--schema",
+                schema.to_str().unwrap(),
+                xml.to_str().unwrap(),
+            ],
             Duration::from_secs(60),
         )
         .expect("xmllint runs");
-        assert!(out.success(), "JUnit report does not validate:\n{}", out.combined());
+        assert!(
+            out.success(),
+            "JUnit report does not validate:\n{}",
+            out.combined()
+        );
     }
     let lines = jsonl::render(&report);
     let values: Vec<serde_json::Value> = lines
@@ -105,9 +143,15 @@ async fn reference_target_matches_its_baseline() {
         .map(|l| serde_json::from_str(l).expect("every JSON line parses"))
         .collect();
     assert_eq!(values.len(), report.results.len() + 2);
-    assert_eq!(values[0]["format_version"], iesp_testsuite::conformance::report::FORMAT_VERSION);
+    assert_eq!(
+        values[0]["format_version"],
+        iesp_testsuite::conformance::report::FORMAT_VERSION
+    );
     let t = tap::render(&report);
-    let points = t.lines().filter(|l| l.starts_with("ok ") || l.starts_with("not ok ")).count();
+    let points = t
+        .lines()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+        .count();
     assert_eq!(points, report.results.len());
 }
 
@@ -127,7 +171,11 @@ fn tgt_matches_its_baseline() {
     let (tgtd, url) = Tgtd::with_file_lun(64 << 20).expect("start tgtd");
     let url: iesp_initiator::IscsiUrl = url.parse().unwrap();
     let iqn = url.target_name().unwrap().to_owned();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let report = rt.block_on(async {
         let mut opts = RunOptions::new(spec(tgtd.portal(), &iqn, 1));
         opts.dataloss = true;
@@ -146,27 +194,34 @@ fn tgt_with_chap_matches_its_baseline() {
     let Some(_) = peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
         return;
     };
-    let mut tgtd = Tgtd::start().expect("start tgtd");
-    let iqn = format!("iqn.2026-11.test.iesp:chap-{}", tgtd.portal().port());
-    let backing = peers::create_sparse_file(tgtd.dir(), 16 << 20).unwrap();
-    tgtd.add_target(1, &iqn).unwrap();
-    tgtd.add_file_lun(1, 1, &backing).unwrap();
-    tgtd.bind_all(1).unwrap();
-    tgtd.add_account("iesp-user", "iesp-secret-0123").unwrap();
-    tgtd.add_account("iesp-target", "target-secret-4567").unwrap();
-    tgtd.bind_account(1, "iesp-user", false).unwrap();
-    tgtd.bind_account(1, "iesp-target", true).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (tgtd, iqn) =
+        Tgtd::with_chap_lun(16 << 20, CHAP, MUTUAL_CHAP).expect("start tgtd with CHAP");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let report = rt.block_on(async {
         let mut s = spec(tgtd.portal(), &iqn, 1);
-        s.chap = Some(ChapCredentials::new("iesp-user", b"iesp-secret-0123".to_vec()));
-        s.mutual_chap = Some(ChapCredentials::new("iesp-target", b"target-secret-4567".to_vec()));
+        s.chap = Some(ChapCredentials::new(CHAP.0, CHAP.1.as_bytes().to_vec()));
+        s.mutual_chap = Some(ChapCredentials::new(
+            MUTUAL_CHAP.0,
+            MUTUAL_CHAP.1.as_bytes().to_vec(),
+        ));
         let mut opts = RunOptions::new(s);
         opts.declared.insert("chap-required".to_owned());
         opts.profiles = Some(vec!["default".to_owned()]);
         run(&opts, &["iSCSI.CHAP.*".to_owned()], &[]).await
     });
     eprintln!("{}", terminal::summary(&report));
-    assert!(report.results.len() >= 10, "{} CHAP cases", report.results.len());
-    check_baseline(&report, "tgt-chap.toml", "tgt (tgtd) with a CHAP account, one-way and mutual");
+    assert!(
+        report.results.len() >= 10,
+        "{} CHAP cases",
+        report.results.len()
+    );
+    check_baseline(
+        &report,
+        "tgt-chap.toml",
+        "tgt (tgtd) with a CHAP account, one-way and mutual",
+    );
 }

@@ -39,8 +39,16 @@ const fn b(select: &'static [&'static str], faults: &'static [Fault]) -> Breach 
     }
 }
 
-const fn bp(select: &'static [&'static str], faults: &'static [Fault], profile: &'static str) -> Breach {
-    Breach { select, faults, profile }
+const fn bp(
+    select: &'static [&'static str],
+    faults: &'static [Fault],
+    profile: &'static str,
+) -> Breach {
+    Breach {
+        select,
+        faults,
+        profile,
+    }
 }
 
 const BREACHES: &[Breach] = &[
@@ -80,17 +88,63 @@ const BREACHES: &[Breach] = &[
     ),
     b(&["iSCSI.StatSN.OldExpStatSnTolerated"], &[StrictExpStatSn]),
     // Tags.
-    b(&["iSCSI.ITT.EchoedIn*", "iSCSI.Nop.PingWithoutData"], &[IttMangled]),
-    b(&["iSCSI.ITT.ReservedTagOnCommand", "iSCSI.ITT.OutstandingTagReused"], &[NoReject]),
+    b(
+        &["iSCSI.ITT.EchoedIn*", "iSCSI.Nop.PingWithoutData"],
+        &[IttMangled],
+    ),
+    b(
+        &[
+            "iSCSI.ITT.ReservedTagOnCommand",
+            "iSCSI.ITT.OutstandingTagReused",
+        ],
+        &[NoReject],
+    ),
     // NOP.
-    b(&["iSCSI.Nop.PingEchoesData", "iSCSI.Nop.PingDataUnaligned"], &[NopNoEcho]),
-    b(&["iSCSI.Nop.ReservedIttGetsNoAnswer", "iSCSI.DataOut.DataForNoTask"], &[AnswerStrayPdus]),
+    b(
+        &["iSCSI.Nop.PingEchoesData", "iSCSI.Nop.PingDataUnaligned"],
+        &[NopNoEcho],
+    ),
+    b(
+        &[
+            "iSCSI.Nop.ReservedIttGetsNoAnswer",
+            "iSCSI.DataOut.DataForNoTask",
+        ],
+        &[AnswerStrayPdus],
+    ),
     // Digests.
-    b(&["iSCSI.Digest.Crc32cNegotiated", "iSCSI.Digest.DigestsInDiscoverySession"], &[RefuseDigests]),
-    bp(&["iSCSI.Digest.HeaderDigestOnEveryPdu"], &[BadHeaderDigest], "digests"),
-    bp(&["iSCSI.Digest.DataDigestCoversPadding", "iSCSI.Digest.DataDigestOnReadData"], &[BadDataDigest], "digests"),
-    bp(&["iSCSI.Digest.BadHeaderDigestDropsConnection"], &[HoldOpen], "digests"),
-    bp(&["iSCSI.Digest.BadDataDigestRejected", "iSCSI.Digest.BadDataDigestOnDataOut"], &[NoReject], "digests"),
+    b(
+        &[
+            "iSCSI.Digest.Crc32cNegotiated",
+            "iSCSI.Digest.DigestsInDiscoverySession",
+        ],
+        &[RefuseDigests],
+    ),
+    bp(
+        &["iSCSI.Digest.HeaderDigestOnEveryPdu"],
+        &[BadHeaderDigest],
+        "digests",
+    ),
+    bp(
+        &[
+            "iSCSI.Digest.DataDigestCoversPadding",
+            "iSCSI.Digest.DataDigestOnReadData",
+        ],
+        &[BadDataDigest],
+        "digests",
+    ),
+    bp(
+        &["iSCSI.Digest.BadHeaderDigestDropsConnection"],
+        &[HoldOpen],
+        "digests",
+    ),
+    bp(
+        &[
+            "iSCSI.Digest.BadDataDigestRejected",
+            "iSCSI.Digest.BadDataDigestOnDataOut",
+        ],
+        &[NoReject],
+        "digests",
+    ),
     // Login.
     b(
         &[
@@ -121,7 +175,13 @@ const BREACHES: &[Breach] = &[
         ],
         &[TransitAlways],
     ),
-    b(&["iSCSI.Login.NonLoginPduFirst", "iSCSI.Reinstatement.SessionReinstatement"], &[HoldOpen]),
+    b(
+        &[
+            "iSCSI.Login.NonLoginPduFirst",
+            "iSCSI.Reinstatement.SessionReinstatement",
+        ],
+        &[HoldOpen],
+    ),
     b(
         &[
             "iSCSI.Login.TransitWithContinue",
@@ -183,7 +243,10 @@ const BREACHES: &[Breach] = &[
         &[NotUnderstoodEverything],
     ),
     b(&["iSCSI.Negotiation.EveryOfferIsAnswered"], &[DropAnswers]),
-    b(&["iSCSI.Keys.DeclarationsAreNotAnswered"], &[EchoDeclarations]),
+    b(
+        &["iSCSI.Keys.DeclarationsAreNotAnswered"],
+        &[EchoDeclarations],
+    ),
     b(
         &[
             "iSCSI.Negotiation.DefaultMaxRecvDataSegmentLength",
@@ -201,7 +264,13 @@ const BREACHES: &[Breach] = &[
         ],
         &[ExtraTextKeys],
     ),
-    b(&["iSCSI.Text.ContinuedRequestIsReassembled", "iSCSI.Text.DeclarationInFullFeature"], &[TextFlags]),
+    b(
+        &[
+            "iSCSI.Text.ContinuedRequestIsReassembled",
+            "iSCSI.Text.DeclarationInFullFeature",
+        ],
+        &[TextFlags],
+    ),
     b(
         &[
             "iSCSI.Discovery.ScsiCommandRefused",
@@ -214,14 +283,36 @@ const BREACHES: &[Breach] = &[
         ],
         &[NoReject],
     ),
-    b(&["iSCSI.Reject.SegmentAboveMaxRecvDataSegmentLength"], &[NoReject, HoldOpen]),
-    b(&["iSCSI.Reject.GarbageHeader", "iSCSI.Reject.LengthsThatLie"], &[CrashOnMalformed]),
+    b(
+        &["iSCSI.Reject.SegmentAboveMaxRecvDataSegmentLength"],
+        &[NoReject, HoldOpen],
+    ),
+    b(
+        &["iSCSI.Reject.GarbageHeader", "iSCSI.Reject.LengthsThatLie"],
+        &[CrashOnMalformed],
+    ),
     // Task management and logout.
-    b(&["iSCSI.TMF.*", "iSCSI.Discovery.TaskManagementRefused", "SCSI.Commands.RequestSenseReportsUnitAttention"], &[TmfResponseFlipped]),
-    b(&["iSCSI.Logout.*", "iSCSI.Discovery.Logout"], &[LogoutResponseFlipped]),
-    b(&["iSCSI.Reinstatement.IndependentSessions"], &[ReinstateAlways]),
+    b(
+        &[
+            "iSCSI.TMF.*",
+            "iSCSI.Discovery.TaskManagementRefused",
+            "SCSI.Commands.RequestSenseReportsUnitAttention",
+        ],
+        &[TmfResponseFlipped],
+    ),
+    b(
+        &["iSCSI.Logout.*", "iSCSI.Discovery.Logout"],
+        &[LogoutResponseFlipped],
+    ),
+    b(
+        &["iSCSI.Reinstatement.IndependentSessions"],
+        &[ReinstateAlways],
+    ),
     // R2T.
-    b(&["iSCSI.R2T.FirstR2tFields", "iSCSI.R2T.R2tSnIncrements"], &[R2tSnWrong]),
+    b(
+        &["iSCSI.R2T.FirstR2tFields", "iSCSI.R2T.R2tSnIncrements"],
+        &[R2tSnWrong],
+    ),
     b(
         &[
             "iSCSI.R2T.R2tAfterImmediateData",
@@ -230,20 +321,43 @@ const BREACHES: &[Breach] = &[
         ],
         &[R2tOffsetShift],
     ),
-    b(&["iSCSI.R2T.TargetTransferTagNotReserved"], &[R2tTttReserved]),
-    b(&["iSCSI.R2T.NoR2tWhenImmediateDataCoversAll"], &[StripImmediateData]),
-    bp(&["iSCSI.R2T.DesiredLengthWithinMaxBurst"], &[SkewMaxBurstLength], "small-mrdsl"),
-    bp(&["iSCSI.R2T.MaxOutstandingR2T"], &[SkewMaxOutstandingR2T], "small-mrdsl"),
+    b(
+        &["iSCSI.R2T.TargetTransferTagNotReserved"],
+        &[R2tTttReserved],
+    ),
+    b(
+        &["iSCSI.R2T.NoR2tWhenImmediateDataCoversAll"],
+        &[StripImmediateData],
+    ),
+    bp(
+        &["iSCSI.R2T.DesiredLengthWithinMaxBurst"],
+        &[SkewMaxBurstLength],
+        "small-mrdsl",
+    ),
+    bp(
+        &["iSCSI.R2T.MaxOutstandingR2T"],
+        &[SkewMaxOutstandingR2T],
+        "small-mrdsl",
+    ),
     // Data-In.
     b(&["iSCSI.DataIn.DataSnSequence"], &[DataSnWrong]),
     b(&["iSCSI.DataIn.BufferOffsetsInOrder"], &[DataInOffsetShift]),
     bp(
-        &["iSCSI.DataIn.SegmentsWithinMaxRecvDataSegmentLength", "iSCSI.DataIn.SequencesWithinMaxBurstLength"],
+        &[
+            "iSCSI.DataIn.SegmentsWithinMaxRecvDataSegmentLength",
+            "iSCSI.DataIn.SequencesWithinMaxBurstLength",
+        ],
         &[CoalesceDataIn],
         "small-mrdsl",
     ),
-    b(&["iSCSI.DataIn.StatusFlagsConsistent"], &[StatusWithoutFinal]),
-    b(&["iSCSI.DataIn.CheckConditionInScsiResponse"], &[CollapseCheckCondition]),
+    b(
+        &["iSCSI.DataIn.StatusFlagsConsistent"],
+        &[StatusWithoutFinal],
+    ),
+    b(
+        &["iSCSI.DataIn.CheckConditionInScsiResponse"],
+        &[CollapseCheckCondition],
+    ),
     b(&["iSCSI.DataIn.ExpDataSnInResponse"], &[SeparateStatus]),
     // Data-Out.
     b(
@@ -258,7 +372,14 @@ const BREACHES: &[Breach] = &[
         ],
         &[StatusFlip],
     ),
-    bp(&["iSCSI.DataOut.UnsolicitedRefusedWhenInitialR2T", "iSCSI.DataOut.ImmediateDataRefusedWhenNo"], &[NoReject], "r2t-only"),
+    bp(
+        &[
+            "iSCSI.DataOut.UnsolicitedRefusedWhenInitialR2T",
+            "iSCSI.DataOut.ImmediateDataRefusedWhenNo",
+        ],
+        &[NoReject],
+        "r2t-only",
+    ),
     // Residuals.
     b(
         &[
@@ -271,15 +392,22 @@ const BREACHES: &[Breach] = &[
         ],
         &[ResidualCleared],
     ),
-    b(&["iSCSI.Residual.ReadExact", "iSCSI.Residual.NoDataCommandExact"], &[ResidualInvented]),
+    b(
+        &[
+            "iSCSI.Residual.ReadExact",
+            "iSCSI.Residual.NoDataCommandExact",
+        ],
+        &[ResidualInvented],
+    ),
     // SCSI: the wrong status, or read data that is not what was written.
     b(&["SCSI.*"], &[StatusFlip]),
 ];
 
 /// Cases that cannot be shown failing against the reference target, and why.
-const NOT_HERE: &[(&str, &str)] = &[
-    ("iSCSI.CHAP.", "CHAP: shown against tgt with a CHAP account (tgt_chap_cases_can_fail)"),
-];
+const NOT_HERE: &[(&str, &str)] = &[(
+    "iSCSI.CHAP.",
+    "CHAP: shown against tgt with a CHAP account (tgt_chap_cases_can_fail)",
+)];
 
 fn timing() -> Timing {
     Timing {
@@ -297,8 +425,12 @@ fn own_baseline() -> Baseline {
 
 /// Runs `select` through a proxy with `faults` in front of a fresh target.
 async fn run_breach(suite: Arc<Suite>, br: &'static Breach) -> Vec<(String, OutcomeKind, String)> {
-    let target = EmbeddedTarget::start_ram(64 << 20, 512).await.expect("target");
-    let proxy = Proxy::start_with(target.addr, br.faults).await.expect("proxy");
+    let target = EmbeddedTarget::start_ram(64 << 20, 512)
+        .await
+        .expect("target");
+    let proxy = Proxy::start_with(target.addr, br.faults)
+        .await
+        .expect("proxy");
     let spec = TargetSpec {
         addr: proxy.addr,
         target_name: target.iqn.clone(),
@@ -313,7 +445,12 @@ async fn run_breach(suite: Arc<Suite>, br: &'static Breach) -> Vec<(String, Outc
     opts.case_timeout = Duration::from_secs(30);
     let select: Vec<String> = br.select.iter().map(|s| (*s).to_owned()).collect();
     let plan = runner::plan(&suite, &select, &[], Some(&[br.profile.to_owned()])).expect("plan");
-    assert!(!plan.is_empty(), "{:?} selects nothing in profile {}", br.select, br.profile);
+    assert!(
+        !plan.is_empty(),
+        "{:?} selects nothing in profile {}",
+        br.select,
+        br.profile
+    );
     let report = runner::run(&suite, &plan, &opts, &mut Quiet).await;
     proxy.stop().await;
     let _ = target.shutdown().await;
@@ -368,12 +505,126 @@ async fn every_case_fails_when_the_peer_breaks_its_rule() {
         }
     }
     let not_here = |id: &str| NOT_HERE.iter().any(|(p, _)| id.starts_with(p));
-    let uncovered: Vec<&String> = passing.iter().filter(|id| !shown.contains(*id) && !not_here(id)).collect();
+    let uncovered: Vec<&String> = passing
+        .iter()
+        .filter(|id| !shown.contains(*id) && !not_here(id))
+        .collect();
     assert!(
         problems.is_empty() && uncovered.is_empty(),
         "cases that did not fail under their fault:\n  {}\ncases no breach shows failing:\n  {}",
         problems.join("\n  "),
-        uncovered.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  ")
+        uncovered
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  ")
     );
-    eprintln!("{} cases shown failing under {} breaches", shown.len(), BREACHES.len());
+    eprintln!(
+        "{} cases shown failing under {} breaches",
+        shown.len(),
+        BREACHES.len()
+    );
+}
+
+/// The CHAP cases need a target that does CHAP: tgt with an account, behind
+/// the proxy.
+const CHAP_BREACHES: &[Breach] = &[
+    b(
+        &[
+            "iSCSI.CHAP.OneWay",
+            "iSCSI.CHAP.Mutual",
+            "iSCSI.CHAP.ResponseInBase64",
+        ],
+        &[RefuseLogins],
+    ),
+    b(
+        &[
+            "iSCSI.CHAP.WrongSecret",
+            "iSCSI.CHAP.UnknownUser",
+            "iSCSI.CHAP.WrongResponseRefused",
+            "iSCSI.CHAP.OversizeResponseRefused",
+            "iSCSI.CHAP.ReflectedChallengeRefused",
+            "iSCSI.CHAP.NoAuthenticationRefused",
+            "iSCSI.CHAP.NoAcceptableAlgorithm",
+        ],
+        &[LoginStatusClass3],
+    ),
+    b(
+        &[
+            "iSCSI.CHAP.ChallengeWellFormed",
+            "iSCSI.CHAP.AlgorithmChosenFromList",
+        ],
+        &[NotUnderstoodEverything],
+    ),
+    b(
+        &["iSCSI.CHAP.NoTransitBeforeAuthentication"],
+        &[TransitAlways],
+    ),
+];
+
+#[test]
+fn tgt_chap_cases_can_fail() {
+    use iesp_initiator::ChapCredentials;
+    use iesp_testsuite::peers::{self, tgt::Tgtd};
+    let Some(_) = peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
+        return;
+    };
+    let (user, secret) = ("iesp-user", "iesp-secret-0123");
+    let (tuser, tsecret) = ("iesp-target", "target-secret-4567");
+    let (tgtd, iqn) =
+        Tgtd::with_chap_lun(16 << 20, (user, secret), (tuser, tsecret)).expect("tgtd with CHAP");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let suite = Suite::builtin().expect("suite");
+    let mut problems = Vec::new();
+    let mut shown = BTreeSet::new();
+    rt.block_on(async {
+        for br in CHAP_BREACHES {
+            let proxy = Proxy::start_with(tgtd.portal(), br.faults)
+                .await
+                .expect("proxy");
+            let mut opts = RunOptions::new(TargetSpec {
+                addr: proxy.addr,
+                target_name: iqn.clone(),
+                lun: Some(1),
+                initiator_name: "iqn.2026-11.org.iesp-test:every-case-can-fail".to_owned(),
+                chap: Some(ChapCredentials::new(user, secret.as_bytes().to_vec())),
+                mutual_chap: Some(ChapCredentials::new(tuser, tsecret.as_bytes().to_vec())),
+            });
+            opts.timing = timing();
+            opts.declared.insert("chap-required".to_owned());
+            let select: Vec<String> = br.select.iter().map(|s| (*s).to_owned()).collect();
+            let plan =
+                runner::plan(&suite, &select, &[], Some(&[br.profile.to_owned()])).expect("plan");
+            let report = runner::run(&suite, &plan, &opts, &mut Quiet).await;
+            proxy.stop().await;
+            for r in &report.results {
+                if r.outcome.kind() == OutcomeKind::Fail {
+                    shown.insert(r.id.to_string());
+                } else {
+                    problems.push(format!(
+                        "{} under {:?}: {}",
+                        r.id,
+                        br.faults,
+                        r.outcome.kind().as_str()
+                    ));
+                }
+            }
+        }
+    });
+    let chap: Vec<String> = suite
+        .cases
+        .iter()
+        .map(|c| c.meta.id.to_string())
+        .filter(|id| id.starts_with("iSCSI.CHAP."))
+        .collect();
+    let missing: Vec<&String> = chap.iter().filter(|id| !shown.contains(*id)).collect();
+    assert!(
+        problems.is_empty() && missing.is_empty(),
+        "did not fail:\n  {}\nnot covered: {missing:?}",
+        problems.join("\n  ")
+    );
 }

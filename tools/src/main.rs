@@ -29,7 +29,7 @@ enum Command {
     Selftest(SelftestArgs),
     /// Run the protocol-level conformance suite against a target:
     /// `iesp-test conformance iscsi://host/iqn/lun` (see --list).
-    Conformance(conformance::ConformanceArgs),
+    Conformance(Box<conformance::ConformanceArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
                 };
                 selftest::run(&opts).await.map(|_| ())
             }
-            Command::Conformance(a) => conformance::run(a).await,
+            Command::Conformance(a) => conformance::run(*a).await,
         }
     });
     match result {

@@ -31,6 +31,10 @@ use super::runner::{CaseResult, OutcomeKind};
 /// The baseline file format version.
 pub const FORMAT: u32 = 1;
 
+/// The committed baseline of the reference target (`iesp-target`), for
+/// `iesp-test selftest`.
+pub const REFERENCE: &str = include_str!("../../baselines/iesp-target.toml");
+
 /// One expected outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

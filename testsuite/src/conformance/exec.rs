@@ -426,7 +426,7 @@ pub struct DataMatch {
     /// Equal to the data segment of the named sent PDU (`"last"` for the
     /// last one sent).
     pub echo_of: Option<String>,
-        /// Matchers on bytes of the segment: `byteN`, `u16@N`, `u32@N`, `u64@N`,
+    /// Matchers on bytes of the segment: `byteN`, `u16@N`, `u32@N`, `u64@N`,
     /// optionally masked: `byte3&0x0f`.
     pub fields: Vec<(String, Matcher)>,
     /// Every byte has this value.
@@ -445,6 +445,9 @@ impl DataMatch {
 }
 
 /// One acceptable event.
+// Expectations are built once per step and matched a few times: their size
+// does not matter, their shape being plain data does.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expectation {
     /// A PDU of this opcode (any when `None`) whose fields, text keys and
@@ -1274,7 +1277,9 @@ impl Ctx {
             let field = fields::lookup(op, name);
             let field_name = field.map_or(name.as_str(), |f| f.name);
             let mask = match field.map(|f| f.kind) {
-                Some(fields::FieldKind::Int { len }) if len < 8 => (1u64 << (8 * u32::from(len))) - 1,
+                Some(fields::FieldKind::Int { len }) if len < 8 => {
+                    (1u64 << (8 * u32::from(len))) - 1
+                }
                 Some(fields::FieldKind::Bits { mask }) => u64::from(mask >> mask.trailing_zeros()),
                 _ => u64::MAX,
             };
@@ -1368,12 +1373,16 @@ impl Ctx {
                 ));
             }
         }
-                if let Some(b) = data.all
+        if let Some(b) = data.all
             && let Some(at) = frame.data.iter().position(|x| *x != b)
         {
             return Err(mm(
                 format!("every byte {b:#04x}"),
-                format!("byte {at} is {:#04x} ({})", frame.data[at], hex(&frame.data[at..], 16)),
+                format!(
+                    "byte {at} is {:#04x} ({})",
+                    frame.data[at],
+                    hex(&frame.data[at..], 16)
+                ),
             ));
         }
         for (name, m) in &data.fields {

@@ -59,7 +59,7 @@ impl Bound {
         let s = match self {
             Bound::Int(s) | Bound::Str(s) => s,
         };
-                if let Some(v) = sym(s) {
+        if let Some(v) = sym(s) {
             return Ok(v);
         }
         // `0x020b (InvalidDuringLogin)`: a number with its name for reports.
@@ -246,7 +246,8 @@ impl Matcher {
         vars: &mut Vars,
         sym: &dyn Fn(&str) -> Option<u64>,
     ) -> Result<(), MatchError> {
-        let int = |b: &Bound, vars: &Vars| -> Result<u64, MatchError> { Ok(b.int(vars, sym)? & mask) };
+        let int =
+            |b: &Bound, vars: &Vars| -> Result<u64, MatchError> { Ok(b.int(vars, sym)? & mask) };
         for t in &self.tests {
             let ok = match t {
                 Test::Eq(b) => actual == int(b, vars)?,

@@ -114,33 +114,21 @@ impl Suite {
         Ok(())
     }
 
-    /// iSCSI before SCSI, then suites and cases in definition order.
+    /// iSCSI before SCSI, then other families; suites by name; cases in
+    /// definition order (scripts, then Rust cases) within a suite.
     fn sort(&mut self) {
         let family_rank = |f: &str| match f {
-            "iSCSI" => 0,
+            "iSCSI" => 0u8,
             "SCSI" => 1,
             _ => 2,
         };
-        let mut suites: Vec<(u8, String)> = Vec::new();
-        for c in &self.cases {
-            let key = (family_rank(&c.meta.id.family), c.meta.id.suite_name());
-            if !suites.contains(&key) {
-                suites.push(key);
-            }
-        }
-        let order = |c: &Case| {
-            suites
-                .iter()
-                .position(|(_, s)| *s == c.meta.id.suite_name())
-                .unwrap_or(usize::MAX)
-        };
-        let mut ranked: Vec<(u8, usize, usize, Case)> = self
+        let mut ranked: Vec<(u8, String, usize, Case)> = self
             .cases
             .drain(..)
             .enumerate()
-            .map(|(i, c)| (family_rank(&c.meta.id.family), order(&c), i, c))
+            .map(|(i, c)| (family_rank(&c.meta.id.family), c.meta.id.suite_name(), i, c))
             .collect();
-        ranked.sort_by_key(|(f, s, i, _)| (*f, *s, *i));
+        ranked.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
         self.cases = ranked.into_iter().map(|(_, _, _, c)| c).collect();
     }
 
@@ -184,6 +172,58 @@ mod tests {
         assert!(!s.cases.is_empty());
         // iSCSI first.
         assert_eq!(s.cases[0].meta.id.family, "iSCSI");
+    }
+
+    /// At least 150 cases, at least 100 at the iSCSI level, and every group
+    /// of the protocol the suite promises to cover has cases.
+    #[test]
+    fn coverage_of_the_builtin_suite() {
+        let s = Suite::builtin().unwrap();
+        let iscsi = s
+            .cases
+            .iter()
+            .filter(|c| c.meta.id.family == "iSCSI")
+            .count();
+        assert!(s.cases.len() >= 150, "{} cases", s.cases.len());
+        assert!(iscsi >= 100, "{iscsi} iSCSI-level cases");
+        let groups = [
+            ("login stages and T/C bits", "iSCSI.Login"),
+            ("key syntax", "iSCSI.Keys"),
+            ("negotiation results and ranges", "iSCSI.Negotiation"),
+            ("status classes", "iSCSI.LoginStatus"),
+            ("session/connection reinstatement", "iSCSI.Reinstatement"),
+            ("digests", "iSCSI.Digest"),
+            ("CHAP", "iSCSI.CHAP"),
+            ("SendTargets", "iSCSI.Discovery"),
+            ("CmdSN window", "iSCSI.CmdSN"),
+            ("StatSN", "iSCSI.StatSN"),
+            ("ITT", "iSCSI.ITT"),
+            ("R2T", "iSCSI.R2T"),
+            ("Data-Out", "iSCSI.DataOut"),
+            ("Data-In segmentation", "iSCSI.DataIn"),
+            ("residuals", "iSCSI.Residual"),
+            ("TMF", "iSCSI.TMF"),
+            ("NOP", "iSCSI.Nop"),
+            ("logout", "iSCSI.Logout"),
+            ("text in full feature phase", "iSCSI.Text"),
+            ("Reject of malformed PDUs", "iSCSI.Reject"),
+        ];
+        for (what, suite) in groups {
+            let n = s
+                .cases
+                .iter()
+                .filter(|c| c.meta.id.suite_name() == suite)
+                .count();
+            assert!(n >= 4, "{what} ({suite}) has {n} cases");
+        }
+        // Every case names its section and a summary.
+        for c in &s.cases {
+            assert!(
+                !super::report::traceability::sections(&c.meta.section).is_empty(),
+                "{}",
+                c.meta.id
+            );
+        }
     }
 
     #[test]

@@ -94,14 +94,16 @@ pub const ALL: &[Profile] = &[
         name: "digests",
         summary: "HeaderDigest=CRC32C, DataDigest=CRC32C",
         needs_chap: false,
+        // CRC32C first, None allowed: a target that declines digests still
+        // logs in, and the profile's cases become skips that say so.
         apply: |o| {
-            o.header_digest = vec![Digest::Crc32c];
-            o.data_digest = vec![Digest::Crc32c];
+            o.header_digest = vec![Digest::Crc32c, Digest::None];
+            o.data_digest = vec![Digest::Crc32c, Digest::None];
         },
         check: |p| {
             if p.header_digest != Digest::Crc32c || p.data_digest != Digest::Crc32c {
                 return Err(format!(
-                    "the target negotiated HeaderDigest={} DataDigest={} to a CRC32C-only offer",
+                    "the target negotiated HeaderDigest={} DataDigest={} to an offer of CRC32C,None",
                     p.header_digest.token(),
                     p.data_digest.token()
                 ));
@@ -157,9 +159,11 @@ mod tests {
         let mut o = LoginOptions::new("iqn.i", Some("iqn.t"));
         by_name("r2t-only").unwrap().apply(&mut o);
         assert!(!o.immediate_data && o.initial_r2t);
-        let mut p = SessionParams::default();
-        p.immediate_data = true;
-        p.initial_r2t = false;
+        let mut p = SessionParams {
+            immediate_data: true,
+            initial_r2t: false,
+            ..SessionParams::default()
+        };
         assert!(by_name("r2t-only").unwrap().check(&p).is_err());
         assert!(by_name(DEFAULT).unwrap().check(&p).is_ok());
         p.header_digest = Digest::Crc32c;

@@ -278,7 +278,11 @@ fn key_matchers(v: &toml::Value) -> R<Vec<(String, Matcher)>> {
 
 fn data_match(v: &toml::Value) -> R<DataMatch> {
     let t = table(v, "data")?;
-    check_keys(t, &["len", "hex", "prefix", "echo", "fields", "all"], "data")?;
+    check_keys(
+        t,
+        &["len", "hex", "prefix", "echo", "fields", "all"],
+        "data",
+    )?;
     let mut d = DataMatch::default();
     if let Some(l) = t.get("len") {
         d.len = Some(Matcher::from_toml(l)?);
@@ -289,7 +293,7 @@ fn data_match(v: &toml::Value) -> R<DataMatch> {
     if let Some(h) = t.get("prefix") {
         d.prefix = Some(parse_hex(&string(h, "prefix")?)?);
     }
-        if let Some(a) = t.get("all") {
+    if let Some(a) = t.get("all") {
         let n = parse_int(&string(a, "all")?).ok_or("all takes a byte value")?;
         d.all = Some(u8::try_from(n).map_err(|_| "all takes a byte value")?);
     }
@@ -340,7 +344,7 @@ fn duration(v: &toml::Value, what: &str) -> R<Duration> {
 
 fn login_status_matcher(v: &toml::Value) -> R<Vec<(String, Matcher)>> {
     let one = |s: &str| -> R<String> {
-                if let Some(n) = parse_int(s) {
+        if let Some(n) = parse_int(s) {
             return Ok(format!("{n:#06x}"));
         }
         (0..=0x3ffu16)
@@ -770,7 +774,9 @@ fn parse_step(t: &toml::Table, index: usize) -> R<Step> {
                             (Some(u), None) => ('u', string(u, "underflow")?),
                             (None, Some(o)) => ('o', string(o, "overflow")?),
                             _ => {
-                                return Err("residual takes one of underflow or overflow".to_owned());
+                                return Err(
+                                    "residual takes one of underflow or overflow".to_owned()
+                                );
                             }
                         }
                     }
@@ -1099,14 +1105,16 @@ pub fn load(origin: &str, source: &str) -> Result<Vec<Case>, ScriptError> {
             .and_then(toml::Value::as_str)
             .ok_or_else(|| cerr("missing summary".to_owned()))?
             .to_owned();
-        let mut setup = Setup::default();
-        setup.login = t
-            .get("login")
-            .map(login_mode)
-            .transpose()
-            .map_err(cerr)?
-            .or(d.login)
-            .unwrap_or(LoginMode::Normal);
+        let mut setup = Setup {
+            login: t
+                .get("login")
+                .map(login_mode)
+                .transpose()
+                .map_err(cerr)?
+                .or(d.login)
+                .unwrap_or(LoginMode::Normal),
+            ..Setup::default()
+        };
         if let Some(s) = t.get("setup") {
             let st = table(s, "setup").map_err(cerr)?;
             check_keys(st, &["clear_unit_attention", "capacity"], "setup").map_err(cerr)?;
@@ -1373,7 +1381,7 @@ async fn run_scsi(ctx: &mut Ctx, s: &ScsiStep) -> Result<(), Fail> {
         dir: built.dir,
         edtl,
         data,
-                lun,
+        lun,
         check: s.check,
         unsolicited: true,
         data_out_segment: None,

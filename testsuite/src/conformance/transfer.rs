@@ -41,7 +41,7 @@ pub struct ScsiRequest {
     /// Write data (sent up to `edtl`; shorter data is zero-padded).
     pub data: Bytes,
     pub lun: Lun,
-        /// Check every PDU (turn off to observe a misbehaving exchange).
+    /// Check every PDU (turn off to observe a misbehaving exchange).
     pub check: bool,
     /// Send immediate and unsolicited data as negotiated; `false` sends the
     /// command with F=1 and no data, so every byte is solicited by R2Ts.
@@ -59,7 +59,7 @@ impl ScsiRequest {
             dir: Dir::None,
             edtl: 0,
             data: Bytes::new(),
-                        lun,
+            lun,
             check: true,
             unsolicited: true,
             data_out_segment: None,
@@ -200,7 +200,10 @@ impl Ctx {
             Bytes::new()
         };
         let edtl = req.edtl;
-        let seg_out = req.data_out_segment.unwrap_or(params.target_mrdsl).clamp(1, params.target_mrdsl.max(512));
+        let seg_out = req
+            .data_out_segment
+            .unwrap_or(params.target_mrdsl)
+            .clamp(1, params.target_mrdsl.max(512));
         let first_burst = params.first_burst_length.min(params.max_burst_length);
         let imm = if write && req.unsolicited && params.immediate_data {
             edtl.min(first_burst).min(seg_out)

@@ -27,14 +27,14 @@ pub fn cases() -> Vec<Def> {
             "iSCSI.CHAP.AlgorithmChosenFromList",
             "RFC 7143 §12.1.3",
             Must,
-            "CHAP_A=7,5 (an unknown algorithm first) is answered CHAP_A=5",
+            "CHAP_A=233,5 (an unassigned algorithm first) is answered CHAP_A=5",
             algorithm_from_list,
         ),
         Def::new(
             "iSCSI.CHAP.NoAcceptableAlgorithm",
             "RFC 7143 §12.1.3",
             Must,
-            "CHAP_A=99 alone is refused: CHAP_A=Reject or a Login reject",
+            "CHAP_A=233 (unassigned) alone is refused: CHAP_A=Reject or a Login reject",
             no_acceptable_algorithm,
         ),
         Def::new(
@@ -91,7 +91,9 @@ struct Challenge {
 }
 
 async fn login_pdu(ctx: &mut Ctx, transit: bool, pairs: Vec<String>) -> Result<Frame, Fail> {
-    let mut spec = SendSpec::new(Opcode::LOGIN_REQUEST).set("CSG", 0).set("T", u64::from(transit));
+    let mut spec = SendSpec::new(Opcode::LOGIN_REQUEST)
+        .set("CSG", 0)
+        .set("T", u64::from(transit));
     if transit {
         spec = spec.set("NSG", 1);
     }
@@ -105,7 +107,10 @@ fn keys(f: &Frame) -> Result<Vec<KeyValue>, Fail> {
 }
 
 fn key<'a>(pairs: &'a [KeyValue], k: &str) -> Option<&'a str> {
-    pairs.iter().find(|kv| kv.key == k).map(|kv| kv.value.as_str())
+    pairs
+        .iter()
+        .find(|kv| kv.key == k)
+        .map(|kv| kv.value.as_str())
 }
 
 fn status_of(f: &Frame) -> u16 {
@@ -115,17 +120,37 @@ fn status_of(f: &Frame) -> u16 {
 /// Opens a connection and runs the security stage up to the challenge.
 async fn challenge(ctx: &mut Ctx, algorithms: &str) -> Result<Challenge, Fail> {
     ctx.connect("main").await?;
-    let f = login_pdu(ctx, false, vec!["@identity".into(), "AuthMethod=CHAP".into()]).await?;
-    ensure(status_of(&f) == 0, || format!("the AuthMethod=CHAP offer was refused with status {:#06x}", status_of(&f)))?;
+    let f = login_pdu(
+        ctx,
+        false,
+        vec!["@identity".into(), "AuthMethod=CHAP".into()],
+    )
+    .await?;
+    ensure(status_of(&f) == 0, || {
+        format!(
+            "the AuthMethod=CHAP offer was refused with status {:#06x}",
+            status_of(&f)
+        )
+    })?;
     let p = keys(&f)?;
-    ensure(key(&p, "AuthMethod") == Some("CHAP"), || format!("AuthMethod=CHAP answered {:?}", key(&p, "AuthMethod")))?;
+    ensure(key(&p, "AuthMethod") == Some("CHAP"), || {
+        format!("AuthMethod=CHAP answered {:?}", key(&p, "AuthMethod"))
+    })?;
     let f = login_pdu(ctx, false, vec![format!("CHAP_A={algorithms}")]).await?;
-    ensure(status_of(&f) == 0, || format!("CHAP_A={algorithms} was refused with status {:#06x}", status_of(&f)))?;
+    ensure(status_of(&f) == 0, || {
+        format!(
+            "CHAP_A={algorithms} was refused with status {:#06x}",
+            status_of(&f)
+        )
+    })?;
     let p = keys(&f)?;
     let algorithm = key(&p, "CHAP_A").unwrap_or("").to_owned();
-    let id_text = key(&p, "CHAP_I").ok_or_else(|| Fail::check("no CHAP_I after CHAP_A"))?.to_owned();
+    let id_text = key(&p, "CHAP_I")
+        .ok_or_else(|| Fail::check("no CHAP_I after CHAP_A"))?
+        .to_owned();
     let c = key(&p, "CHAP_C").ok_or_else(|| Fail::check("no CHAP_C after CHAP_A"))?;
-    let challenge = text::decode_binary(c).map_err(|e| Fail::check(format!("CHAP_C {c:?}: {e}")))?;
+    let challenge =
+        text::decode_binary(c).map_err(|e| Fail::check(format!("CHAP_C {c:?}: {e}")))?;
     let id = text::decode_numerical(&id_text)
         .and_then(|n| u8::try_from(n).ok())
         .ok_or_else(|| Fail::check(format!("CHAP_I {id_text:?} is not a number from 0 to 255")))?;
@@ -138,14 +163,20 @@ async fn challenge(ctx: &mut Ctx, algorithms: &str) -> Result<Challenge, Fail> {
 }
 
 fn creds(ctx: &Ctx) -> Result<(String, Vec<u8>), Fail> {
-    let c = ctx.target.chap.as_ref().ok_or_else(|| Fail::skip("needs CHAP credentials"))?;
+    let c = ctx
+        .target
+        .chap
+        .as_ref()
+        .ok_or_else(|| Fail::skip("needs CHAP credentials"))?;
     Ok((c.user.clone(), c.secret.clone()))
 }
 
 fn challenge_well_formed(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         let c = challenge(ctx, "5").await?;
-        ensure(c.algorithm == "5", || format!("CHAP_A=5 answered CHAP_A={}", c.algorithm))?;
+        ensure(c.algorithm == "5", || {
+            format!("CHAP_A=5 answered CHAP_A={}", c.algorithm)
+        })?;
         ensure(!c.id_text.is_empty(), || "empty CHAP_I".to_owned())?;
         ensure(!c.challenge.is_empty(), || "empty CHAP_C".to_owned())
     })
@@ -153,44 +184,70 @@ fn challenge_well_formed(ctx: &mut Ctx) -> CaseFuture<'_> {
 
 fn algorithm_from_list(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
-        let c = challenge(ctx, "7,5").await?;
-        ensure(c.algorithm == "5", || format!("CHAP_A=7,5 answered CHAP_A={}", c.algorithm))
+        let c = challenge(ctx, "233,5").await?;
+        ensure(c.algorithm == "5", || {
+            format!("CHAP_A=233,5 answered CHAP_A={}", c.algorithm)
+        })
     })
 }
 
 fn no_acceptable_algorithm(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         ctx.connect("main").await?;
-        let f = login_pdu(ctx, false, vec!["@identity".into(), "AuthMethod=CHAP".into()]).await?;
-        ensure(status_of(&f) == 0, || format!("AuthMethod=CHAP refused with {:#06x}", status_of(&f)))?;
-        let f = login_pdu(ctx, false, vec!["CHAP_A=99".into()]).await?;
+        let f = login_pdu(
+            ctx,
+            false,
+            vec!["@identity".into(), "AuthMethod=CHAP".into()],
+        )
+        .await?;
+        ensure(status_of(&f) == 0, || {
+            format!("AuthMethod=CHAP refused with {:#06x}", status_of(&f))
+        })?;
+        let f = login_pdu(ctx, false, vec!["CHAP_A=233".into()]).await?;
         if status_of(&f) >> 8 == 2 {
             return Ok(());
         }
         let p = keys(&f)?;
-        ensure(key(&p, "CHAP_A") == Some("Reject") && key(&p, "CHAP_C").is_none(), || {
-            format!(
-                "CHAP_A=99 answered with status {:#06x}, CHAP_A={:?}, CHAP_C={:?}",
-                status_of(&f),
-                key(&p, "CHAP_A"),
-                key(&p, "CHAP_C")
-            )
-        })
+        ensure(
+            key(&p, "CHAP_A") == Some("Reject") && key(&p, "CHAP_C").is_none(),
+            || {
+                format!(
+                    "CHAP_A=233 answered with status {:#06x}, CHAP_A={:?}, CHAP_C={:?}",
+                    status_of(&f),
+                    key(&p, "CHAP_A"),
+                    key(&p, "CHAP_C")
+                )
+            },
+        )
     })
 }
 
 fn no_transit_before_auth(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         ctx.connect("main").await?;
-        let f = login_pdu(ctx, true, vec!["@identity".into(), "AuthMethod=CHAP".into()]).await?;
-        ensure(status_of(&f) == 0, || format!("AuthMethod=CHAP refused with {:#06x}", status_of(&f)))?;
-        ensure(f.bhs.0[1] & 0x80 == 0, || "the target set T=1 before any CHAP exchange".to_owned())
+        let f = login_pdu(
+            ctx,
+            true,
+            vec!["@identity".into(), "AuthMethod=CHAP".into()],
+        )
+        .await?;
+        ensure(status_of(&f) == 0, || {
+            format!("AuthMethod=CHAP refused with {:#06x}", status_of(&f))
+        })?;
+        ensure(f.bhs.0[1] & 0x80 == 0, || {
+            "the target set T=1 before any CHAP exchange".to_owned()
+        })
     })
 }
 
 /// Sends CHAP_N and CHAP_R (and `extra`) asking to transit; returns the
 /// Login Response.
-async fn answer(ctx: &mut Ctx, name: &str, response: &str, extra: Vec<String>) -> Result<Frame, Fail> {
+async fn answer(
+    ctx: &mut Ctx,
+    name: &str,
+    response: &str,
+    extra: Vec<String>,
+) -> Result<Frame, Fail> {
     let mut pairs = vec![format!("CHAP_N={name}"), format!("CHAP_R={response}")];
     pairs.extend(extra);
     login_pdu(ctx, true, pairs).await
@@ -202,7 +259,12 @@ fn response_in_base64(ctx: &mut Ctx) -> CaseFuture<'_> {
         let c = challenge(ctx, "5").await?;
         let r = chap_md5(c.id, &secret, &c.challenge);
         let f = answer(ctx, &user, &text::encode_base64(&r), Vec::new()).await?;
-        ensure(status_of(&f) == 0, || format!("the base64 CHAP_R was refused with status {:#06x}", status_of(&f)))
+        ensure(status_of(&f) == 0, || {
+            format!(
+                "the base64 CHAP_R was refused with status {:#06x}",
+                status_of(&f)
+            )
+        })
     })
 }
 
@@ -213,7 +275,10 @@ fn wrong_response(ctx: &mut Ctx) -> CaseFuture<'_> {
         let r = chap_md5(c.id, b"certainly-not-the-secret", &c.challenge);
         let f = answer(ctx, &user, &text::encode_hex(&r), Vec::new()).await?;
         ensure(status_of(&f) == 0x0201, || {
-            format!("a wrong CHAP_R got status {:#06x}; expected 0x0201 (Authentication failure)", status_of(&f))
+            format!(
+                "a wrong CHAP_R got status {:#06x}; expected 0x0201 (Authentication failure)",
+                status_of(&f)
+            )
         })?;
         ctx.expect_disconnect(None).await
     })
@@ -224,7 +289,9 @@ fn oversize_response(ctx: &mut Ctx) -> CaseFuture<'_> {
         let (user, _) = creds(ctx)?;
         let _ = challenge(ctx, "5").await?;
         let f = answer(ctx, &user, &text::encode_hex(&[0u8; 1024]), Vec::new()).await?;
-        ensure(status_of(&f) >> 8 == 2, || format!("a 1024-byte CHAP_R got status {:#06x}", status_of(&f)))
+        ensure(status_of(&f) >> 8 == 2, || {
+            format!("a 1024-byte CHAP_R got status {:#06x}", status_of(&f))
+        })
     })
 }
 
@@ -239,7 +306,10 @@ fn reflected_challenge(ctx: &mut Ctx) -> CaseFuture<'_> {
         ];
         let f = answer(ctx, &user, &text::encode_hex(&r), extra).await?;
         ensure(status_of(&f) >> 8 == 2, || {
-            format!("a mutual challenge equal to the target's own was accepted (status {:#06x})", status_of(&f))
+            format!(
+                "a mutual challenge equal to the target's own was accepted (status {:#06x})",
+                status_of(&f)
+            )
         })
     })
 }

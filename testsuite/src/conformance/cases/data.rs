@@ -180,9 +180,14 @@ async fn solicited_write(ctx: &mut Ctx) -> Result<(ScsiOutcome, u32), Fail> {
     })
     .await?;
     if out.end != End::Status || out.status != Some(0) {
-        return Err(Fail::check(format!("the write did not complete with GOOD: {}", out.describe())));
+        return Err(Fail::check(format!(
+            "the write did not complete with GOOD: {}",
+            out.describe()
+        )));
     }
-    ensure(!out.r2ts.is_empty(), || "the write sent without data completed without any R2T".to_owned())?;
+    ensure(!out.r2ts.is_empty(), || {
+        "the write sent without data completed without any R2T".to_owned()
+    })?;
     Ok((out, len as u32))
 }
 
@@ -191,7 +196,11 @@ fn r2t_sn_increments(ctx: &mut Ctx) -> CaseFuture<'_> {
         let (out, _) = solicited_write(ctx).await?;
         for (i, r) in out.r2ts.iter().enumerate() {
             ensure(r.r2t_sn == i as u32, || {
-                format!("R2T #{i} carries R2TSN {} (R2TSNs seen: {:?})", r.r2t_sn, out.r2ts.iter().map(|r| r.r2t_sn).collect::<Vec<_>>())
+                format!(
+                    "R2T #{i} carries R2TSN {} (R2TSNs seen: {:?})",
+                    r.r2t_sn,
+                    out.r2ts.iter().map(|r| r.r2t_sn).collect::<Vec<_>>()
+                )
             })?;
         }
         Ok(())
@@ -220,7 +229,13 @@ fn ranges_cover_the_transfer(ctx: &mut Ctx) -> CaseFuture<'_> {
         let mut ranges: Vec<(u32, u32)> = out
             .r2ts
             .iter()
-            .map(|r| (r.buffer_offset, r.buffer_offset.saturating_add(r.desired_data_transfer_length)))
+            .map(|r| {
+                (
+                    r.buffer_offset,
+                    r.buffer_offset
+                        .saturating_add(r.desired_data_transfer_length),
+                )
+            })
             .collect();
         ranges.sort_unstable();
         let mut next = 0u32;
@@ -234,7 +249,9 @@ fn ranges_cover_the_transfer(ctx: &mut Ctx) -> CaseFuture<'_> {
             })?;
             next = *hi;
         }
-        ensure(next == len, || format!("the R2Ts end at {next}, the transfer at {len} (ranges: {ranges:?})"))
+        ensure(next == len, || {
+            format!("the R2Ts end at {next}, the transfer at {len} (ranges: {ranges:?})")
+        })
     })
 }
 
@@ -242,7 +259,9 @@ fn ttt_not_reserved(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         let (out, _) = solicited_write(ctx).await?;
         for r in &out.r2ts {
-            ensure(r.ttt != RESERVED_TAG, || format!("R2T R2TSN {} carries TTT 0xffffffff", r.r2t_sn))?;
+            ensure(r.ttt != RESERVED_TAG, || {
+                format!("R2T R2TSN {} carries TTT 0xffffffff", r.r2t_sn)
+            })?;
         }
         Ok(())
     })
@@ -251,7 +270,10 @@ fn ttt_not_reserved(ctx: &mut Ctx) -> CaseFuture<'_> {
 /// Sends the Data-Out PDUs answering `r` from `data`.
 async fn answer_r2t(ctx: &mut Ctx, r: &R2t, data: &[u8]) -> Result<(), Fail> {
     let seg = ctx.conn()?.params.target_mrdsl.max(512);
-    let hi = r.buffer_offset.saturating_add(r.desired_data_transfer_length).min(data.len() as u32);
+    let hi = r
+        .buffer_offset
+        .saturating_add(r.desired_data_transfer_length)
+        .min(data.len() as u32);
     let mut off = r.buffer_offset.min(hi);
     let mut dsn = 0;
     while off < hi {
@@ -265,7 +287,10 @@ async fn answer_r2t(ctx: &mut Ctx, r: &R2t, data: &[u8]) -> Result<(), Fail> {
             data_sn: dsn,
             buffer_offset: off,
         };
-        let frame = Frame::with_data(&Pdu::DataOut(pdu), bytes::Bytes::copy_from_slice(&data[off as usize..(off + n) as usize]));
+        let frame = Frame::with_data(
+            &Pdu::DataOut(pdu),
+            bytes::Bytes::copy_from_slice(&data[off as usize..(off + n) as usize]),
+        );
         ctx.send_frame(&frame, SendHow::default()).await?;
         off += n;
         dsn += 1;
@@ -280,7 +305,8 @@ fn max_outstanding_r2t(ctx: &mut Ctx) -> CaseFuture<'_> {
         let mor = u64::from(p.max_outstanding_r2t.max(1));
         let len = (u64::from(p.max_burst_length) * (mor + 2)).clamp(bs * 2, 4 << 20) / bs * bs;
         let data = pattern(len as usize, 0x33);
-        let spec = SendSpec::new(Opcode::SCSI_COMMAND).cdb(&format!("WRITE(16) lba={AREA} blocks={}", len / bs));
+        let spec = SendSpec::new(Opcode::SCSI_COMMAND)
+            .cdb(&format!("WRITE(16) lba={AREA} blocks={}", len / bs));
         let cmd = ctx.send(&spec).await?;
         let itt = cmd.itt();
         // Collect what the target sends until it pauses, answer it all,
@@ -301,10 +327,20 @@ fn max_outstanding_r2t(ctx: &mut Ctx) -> CaseFuture<'_> {
                             status = Some(rsp.status);
                             break;
                         }
-                        _ => return Err(Fail::check(format!("unexpected {} during the write", describe_frame(&f)))),
+                        _ => {
+                            return Err(Fail::check(format!(
+                                "unexpected {} during the write",
+                                describe_frame(&f)
+                            )));
+                        }
                     },
                     Event::Timeout => break,
-                    other => return Err(Fail::check(format!("during the write: {}", other.describe()))),
+                    other => {
+                        return Err(Fail::check(format!(
+                            "during the write: {}",
+                            other.describe()
+                        )));
+                    }
                 }
             }
             most = most.max(pending.len() as u64);
@@ -317,10 +353,14 @@ fn max_outstanding_r2t(ctx: &mut Ctx) -> CaseFuture<'_> {
             })?;
             if let Some(st) = status {
                 ensure(st == 0, || format!("the write ended with status {st:#x}"))?;
-                ensure(most >= 1, || "the write completed without any R2T".to_owned())?;
+                ensure(most >= 1, || {
+                    "the write completed without any R2T".to_owned()
+                })?;
                 return Ok(());
             }
-            ensure(!pending.is_empty(), || "neither an R2T nor a status arrived".to_owned())?;
+            ensure(!pending.is_empty(), || {
+                "neither an R2T nor a status arrived".to_owned()
+            })?;
             for r in &pending {
                 answer_r2t(ctx, r, &data).await?;
             }
@@ -334,15 +374,19 @@ fn first_r2t_after_unsolicited(ctx: &mut Ctx) -> CaseFuture<'_> {
         let bs = u64::from(ctx.block_size);
         let first_burst = u64::from(p.first_burst_length.min(p.max_burst_length));
         let len = (first_burst.div_ceil(bs) + 4) * bs;
-                if len > 4 << 20 {
-            return Err(Fail::skip(format!("FirstBurstLength {first_burst} is above the 4 MiB this case writes")));
+        if len > 4 << 20 {
+            return Err(Fail::skip(format!(
+                "FirstBurstLength {first_burst} is above the 4 MiB this case writes"
+            )));
         }
         let out = write(ctx, AREA, pattern(len as usize, 0x44), |r| r.check = false).await?;
         require_good(&out, "the write")?;
-        let r = out
-            .r2ts
-            .first()
-            .ok_or_else(|| Fail::check(format!("no R2T for the {} bytes past FirstBurstLength {first_burst}", len - first_burst)))?;
+        let r = out.r2ts.first().ok_or_else(|| {
+            Fail::check(format!(
+                "no R2T for the {} bytes past FirstBurstLength {first_burst}",
+                len - first_burst
+            ))
+        })?;
         ensure(u64::from(r.buffer_offset) == first_burst.min(len), || {
             format!(
                 "the first R2T asks for offset {}; the unsolicited data (FirstBurstLength {first_burst}) ended there",
@@ -358,10 +402,17 @@ async fn checked_read(ctx: &mut Ctx) -> Result<ScsiOutcome, Fail> {
     let blocks = (256 * 1024 / bs).min(ctx.blocks.max(1));
     let out = read(ctx, 0, blocks, |_| {}).await?;
     if out.end != End::Status || out.status != Some(0) {
-        return Err(Fail::check(format!("the read did not complete with GOOD: {}", out.describe())));
+        return Err(Fail::check(format!(
+            "the read did not complete with GOOD: {}",
+            out.describe()
+        )));
     }
     ensure(out.data.len() as u64 == blocks * bs, || {
-        format!("the read returned {} bytes of {}", out.data.len(), blocks * bs)
+        format!(
+            "the read returned {} bytes of {}",
+            out.data.len(),
+            blocks * bs
+        )
     })?;
     Ok(out)
 }
@@ -398,9 +449,17 @@ fn data_in_status_flags(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         let out = checked_read(ctx).await?;
         require_no_violation(&out, "§11.7.3", "Data-In status flags")?;
-        let with_status = out.data_ins.iter().filter(|d| d.pdu.status.is_some()).count();
-        ensure(with_status <= 1, || format!("{with_status} Data-In PDUs carry status"))?;
-        ensure(with_status == 0 || out.response_pdu.is_none(), || "status came in a Data-In and again in a SCSI Response".to_owned())
+        let with_status = out
+            .data_ins
+            .iter()
+            .filter(|d| d.pdu.status.is_some())
+            .count();
+        ensure(with_status <= 1, || {
+            format!("{with_status} Data-In PDUs carry status")
+        })?;
+        ensure(with_status == 0 || out.response_pdu.is_none(), || {
+            "status came in a Data-In and again in a SCSI Response".to_owned()
+        })
     })
 }
 
@@ -411,9 +470,15 @@ fn data_in_check_condition(ctx: &mut Ctx) -> CaseFuture<'_> {
         let bs = ctx.block_size;
         let out = ctx.scsi(&ScsiRequest::read(&c, ctx.lun, bs)).await?;
         require_no_violation(&out, "§11.7.3", "status of a failed read")?;
-        ensure(out.status == Some(2), || format!("READ past the last LBA ended with {}", out.describe()))?;
-        ensure(out.response_pdu.is_some(), || "the CHECK CONDITION did not come in a SCSI Response".to_owned())?;
-        ensure(out.sense.is_some(), || "the CHECK CONDITION carries no sense data".to_owned())
+        ensure(out.status == Some(2), || {
+            format!("READ past the last LBA ended with {}", out.describe())
+        })?;
+        ensure(out.response_pdu.is_some(), || {
+            "the CHECK CONDITION did not come in a SCSI Response".to_owned()
+        })?;
+        ensure(out.sense.is_some(), || {
+            "the CHECK CONDITION carries no sense data".to_owned()
+        })
     })
 }
 
@@ -423,10 +488,16 @@ fn data_in_exp_data_sn(ctx: &mut Ctx) -> CaseFuture<'_> {
         let bs = u64::from(ctx.block_size);
         let out = read(ctx, 0, 4, |r| r.edtl = (8 * bs) as u32).await?;
         let (Some(rsp), false) = (out.response_pdu.as_ref(), out.data_ins.is_empty()) else {
-            return Err(Fail::skip("the target phase-collapsed the status into the last Data-In"));
+            return Err(Fail::skip(
+                "the target phase-collapsed the status into the last Data-In",
+            ));
         };
         ensure(rsp.exp_data_sn == out.data_ins.len() as u32, || {
-            format!("ExpDataSN {} after {} Data-In PDUs", rsp.exp_data_sn, out.data_ins.len())
+            format!(
+                "ExpDataSN {} after {} Data-In PDUs",
+                rsp.exp_data_sn,
+                out.data_ins.len()
+            )
         })
     })
 }
@@ -444,7 +515,9 @@ fn data_out_small_segments(ctx: &mut Ctx) -> CaseFuture<'_> {
         require_good(&out, "the write in 512-byte Data-Out PDUs")?;
         let back = read(ctx, AREA + 512, len / bs, |_| {}).await?;
         require_good(&back, "the read back")?;
-        ensure(back.data == data, || "the data read back differs from what was written".to_owned())
+        ensure(back.data == data, || {
+            "the data read back differs from what was written".to_owned()
+        })
     })
 }
 
@@ -456,23 +529,37 @@ fn data_out_unsolicited(ctx: &mut Ctx) -> CaseFuture<'_> {
         let data = pattern(len as usize, 0x19);
         let out = write(ctx, AREA + 1024, data.clone(), |_| {}).await?;
         require_good(&out, "the write with unsolicited data")?;
-        ensure(out.data_outs > 0 || p.immediate_data, || "no unsolicited Data-Out was sent".to_owned())?;
+        ensure(out.data_outs > 0 || p.immediate_data, || {
+            "no unsolicited Data-Out was sent".to_owned()
+        })?;
         let back = read(ctx, AREA + 1024, len / bs, |_| {}).await?;
         require_good(&back, "the read back")?;
-        ensure(back.data == data, || "the data read back differs from what was written".to_owned())
+        ensure(back.data == data, || {
+            "the data read back differs from what was written".to_owned()
+        })
     })
 }
 
 /// GOOD with this residual, or CHECK CONDITION.
-fn good_with_residual_or_check_condition(out: &ScsiOutcome, want: Residual, what: &str) -> Result<(), Fail> {
+fn good_with_residual_or_check_condition(
+    out: &ScsiOutcome,
+    want: Residual,
+    what: &str,
+) -> Result<(), Fail> {
     if out.end != End::Status {
-        return Err(Fail::check(format!("{what}: no status: {}", out.describe())));
+        return Err(Fail::check(format!(
+            "{what}: no status: {}",
+            out.describe()
+        )));
     }
     require_no_violation(out, "RFC 7143", what)?;
     match out.status {
         Some(2) => Ok(()),
         Some(0) => ensure(out.residual == want, || {
-            format!("{what}: GOOD with residual {:?}; expected {want:?}", out.residual)
+            format!(
+                "{what}: GOOD with residual {:?}; expected {want:?}",
+                out.residual
+            )
         }),
         _ => Err(Fail::check(format!("{what}: {}", out.describe()))),
     }
@@ -483,9 +570,16 @@ fn read_zero_edtl(ctx: &mut Ctx) -> CaseFuture<'_> {
         let c = cdb(ctx, "READ(10) lba=0 blocks=1")?;
         let out = ctx.scsi(&ScsiRequest::none(&c, ctx.lun)).await?;
         ensure(out.data.is_empty() && out.data_ins.is_empty(), || {
-            format!("{} Data-In PDUs for a command with EDTL 0", out.data_ins.len())
+            format!(
+                "{} Data-In PDUs for a command with EDTL 0",
+                out.data_ins.len()
+            )
         })?;
-        good_with_residual_or_check_condition(&out, Residual::Overflow(ctx.block_size), "READ with EDTL 0")
+        good_with_residual_or_check_condition(
+            &out,
+            Residual::Overflow(ctx.block_size),
+            "READ with EDTL 0",
+        )
     })
 }
 
@@ -496,7 +590,11 @@ fn write_underflow(ctx: &mut Ctx) -> CaseFuture<'_> {
         let mut req = ScsiRequest::write(&c, ctx.lun, pattern(2 * bs as usize, 0x11));
         req.edtl = 2 * bs;
         let out = ctx.scsi(&req).await?;
-        good_with_residual_or_check_condition(&out, Residual::Underflow(bs), "WRITE of 1 block with EDTL of 2")
+        good_with_residual_or_check_condition(
+            &out,
+            Residual::Underflow(bs),
+            "WRITE of 1 block with EDTL of 2",
+        )
     })
 }
 
@@ -506,6 +604,10 @@ fn write_overflow(ctx: &mut Ctx) -> CaseFuture<'_> {
         let c = cdb(ctx, &format!("WRITE(10) lba={} blocks=2", AREA + 2048))?;
         let req = ScsiRequest::write(&c, ctx.lun, pattern(bs as usize, 0x12));
         let out = ctx.scsi(&req).await?;
-        good_with_residual_or_check_condition(&out, Residual::Overflow(bs), "WRITE of 2 blocks with EDTL of 1")
+        good_with_residual_or_check_condition(
+            &out,
+            Residual::Overflow(bs),
+            "WRITE of 2 blocks with EDTL of 1",
+        )
     })
 }

@@ -13,7 +13,9 @@ mod session;
 
 use bytes::Bytes;
 
-use super::case::{Body, Case, CaseFuture, CaseId, CaseMeta, Gate, Level, LoginMode, Profiles, RustBody, Setup};
+use super::case::{
+    Body, Case, CaseFuture, CaseId, CaseMeta, Gate, Level, LoginMode, Profiles, RustBody, Setup,
+};
 use super::exec::{Ctx, Fail};
 use super::transfer::{End, ScsiOutcome, ScsiRequest};
 
@@ -33,7 +35,13 @@ pub struct Def {
 
 impl Def {
     /// A case in the default profile, logged in, needing nothing.
-    pub fn new(id: &'static str, section: &'static str, level: Level, summary: &'static str, run: RustBody) -> Def {
+    pub fn new(
+        id: &'static str,
+        section: &'static str,
+        level: Level,
+        summary: &'static str,
+        run: RustBody,
+    ) -> Def {
         Def {
             id,
             section,
@@ -114,7 +122,11 @@ pub fn all() -> Vec<Case> {
 
 /// `len` bytes of data that differ per `seed` and per position.
 pub fn pattern(len: usize, seed: u8) -> Bytes {
-    Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed ^ (i >> 8) as u8).collect::<Vec<u8>>())
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(7) ^ seed ^ (i >> 8) as u8)
+            .collect::<Vec<u8>>(),
+    )
 }
 
 /// The CDB of a shorthand spec.
@@ -128,7 +140,10 @@ pub fn cdb(ctx: &Ctx, spec: &str) -> Result<Vec<u8>, Fail> {
 /// were checked).
 pub fn require_good(out: &ScsiOutcome, what: &str) -> Result<(), Fail> {
     if out.end != End::Status || out.status != Some(0) || out.response != 0 {
-        return Err(Fail::check(format!("{what}: expected GOOD, got {}", out.describe())));
+        return Err(Fail::check(format!(
+            "{what}: expected GOOD, got {}",
+            out.describe()
+        )));
     }
     out.violations_fail().map_err(|e| e.context(what))
 }
@@ -164,16 +179,24 @@ pub async fn write(
 }
 
 /// A read of `blocks` at `lba`.
-pub async fn read(ctx: &mut Ctx, lba: u64, blocks: u64, configure: impl FnOnce(&mut ScsiRequest)) -> Result<ScsiOutcome, Fail> {
+pub async fn read(
+    ctx: &mut Ctx,
+    lba: u64,
+    blocks: u64,
+    configure: impl FnOnce(&mut ScsiRequest),
+) -> Result<ScsiOutcome, Fail> {
     let c = cdb(ctx, &format!("READ(16) lba={lba} blocks={blocks}"))?;
-    let len = u32::try_from(blocks * u64::from(ctx.block_size)).map_err(|_| Fail::error("read too large"))?;
+    let len = u32::try_from(blocks * u64::from(ctx.block_size))
+        .map_err(|_| Fail::error("read too large"))?;
     let mut req = ScsiRequest::read(&c, ctx.lun, len);
     configure(&mut req);
     ctx.scsi(&req).await
 }
 
 /// Boxes an async case body.
-pub fn boxed<'a>(f: impl std::future::Future<Output = Result<(), Fail>> + Send + 'a) -> CaseFuture<'a> {
+pub fn boxed<'a>(
+    f: impl std::future::Future<Output = Result<(), Fail>> + Send + 'a,
+) -> CaseFuture<'a> {
     Box::pin(f)
 }
 

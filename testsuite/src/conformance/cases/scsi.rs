@@ -114,7 +114,10 @@ fn optional(out: &ScsiOutcome, what: &str) -> Result<(), Fail> {
     if out.status == Some(2)
         && let Some(s) = &out.sense
         && s.key == SenseKey::ILLEGAL_REQUEST
-        && matches!(s.asc, Asc::INVALID_COMMAND_OPERATION_CODE | Asc::INVALID_FIELD_IN_CDB)
+        && matches!(
+            s.asc,
+            Asc::INVALID_COMMAND_OPERATION_CODE | Asc::INVALID_FIELD_IN_CDB
+        )
     {
         return Err(Fail::skip(format!("the LUN does not implement {what}")));
     }
@@ -127,11 +130,20 @@ async fn vpd(ctx: &mut Ctx, page: u8) -> Result<(ScsiOutcome, Vpd), Fail> {
     require_good(&out, &format!("INQUIRY VPD page {page:#04x}"))?;
     let v = Vpd::parse(&out.data).map_err(|e| Fail::check(format!("VPD page {page:#04x}: {e}")))?;
     ensure(v.page.page_code().0 == page, || {
-        format!("asked for VPD page {page:#04x}, got page {:#04x}", v.page.page_code().0)
+        format!(
+            "asked for VPD page {page:#04x}, got page {:#04x}",
+            v.page.page_code().0
+        )
     })?;
-    let announced = out.data.get(2..4).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    let announced = out
+        .data
+        .get(2..4)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
     ensure(out.data.len() == 4 + announced, || {
-        format!("VPD page {page:#04x}: PAGE LENGTH {announced} but {} bytes after the header", out.data.len().saturating_sub(4))
+        format!(
+            "VPD page {page:#04x}: PAGE LENGTH {announced} but {} bytes after the header",
+            out.data.len().saturating_sub(4)
+        )
     })?;
     Ok((out, v))
 }
@@ -146,7 +158,9 @@ async fn listed(ctx: &mut Ctx) -> Result<Vec<u8>, Fail> {
 
 async fn if_listed(ctx: &mut Ctx, page: u8) -> Result<Vpd, Fail> {
     if !listed(ctx).await?.contains(&page) {
-        return Err(Fail::skip(format!("VPD page {page:#04x} is not in the supported pages list")));
+        return Err(Fail::skip(format!(
+            "VPD page {page:#04x} is not in the supported pages list"
+        )));
     }
     vpd(ctx, page).await.map(|(_, v)| v)
 }
@@ -154,9 +168,15 @@ async fn if_listed(ctx: &mut Ctx, page: u8) -> Result<Vpd, Fail> {
 fn supported_pages(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         let pages = listed(ctx).await?;
-        ensure(pages.first() == Some(&0x00), || format!("the list does not start with 0x00: {pages:02x?}"))?;
-        ensure(pages.contains(&0x83), || format!("the list lacks 0x83 (Device Identification): {pages:02x?}"))?;
-        ensure(pages.windows(2).all(|w| w[0] < w[1]), || format!("the list is not ascending: {pages:02x?}"))
+        ensure(pages.first() == Some(&0x00), || {
+            format!("the list does not start with 0x00: {pages:02x?}")
+        })?;
+        ensure(pages.contains(&0x83), || {
+            format!("the list lacks 0x83 (Device Identification): {pages:02x?}")
+        })?;
+        ensure(pages.windows(2).all(|w| w[0] < w[1]), || {
+            format!("the list is not ascending: {pages:02x?}")
+        })
     })
 }
 
@@ -166,13 +186,21 @@ fn device_identification(ctx: &mut Ctx) -> CaseFuture<'_> {
         let VpdPage::DeviceIdentification(ds) = v.page else {
             return Err(Fail::check("VPD page 0x83 did not parse as designators"));
         };
-        ensure(!ds.is_empty(), || "VPD page 0x83 has no designator".to_owned())?;
+        ensure(!ds.is_empty(), || {
+            "VPD page 0x83 has no designator".to_owned()
+        })?;
         let good = ds.iter().any(|d| {
             d.association == Association::LOGICAL_UNIT
-                && matches!(d.designator_type, DesignatorType::NAA | DesignatorType::EUI64 | DesignatorType::SCSI_NAME_STRING)
+                && matches!(
+                    d.designator_type,
+                    DesignatorType::NAA | DesignatorType::EUI64 | DesignatorType::SCSI_NAME_STRING
+                )
         });
         ensure(good, || {
-            let kinds: Vec<String> = ds.iter().map(|d| format!("{:?}/{:?}", d.association, d.designator_type)).collect();
+            let kinds: Vec<String> = ds
+                .iter()
+                .map(|d| format!("{:?}/{:?}", d.association, d.designator_type))
+                .collect();
             format!("no logical-unit designator of type NAA, EUI-64 or SCSI name string: {kinds:?}")
         })
     })
@@ -184,17 +212,26 @@ fn unit_serial_number(ctx: &mut Ctx) -> CaseFuture<'_> {
         let VpdPage::UnitSerialNumber(s) = v.page else {
             return Err(Fail::check("VPD page 0x80 did not parse"));
         };
-        ensure(s.iter().all(|b| (0x20..0x7f).contains(b)), || format!("the serial number is not printable ASCII: {s:02x?}"))
+        ensure(s.iter().all(|b| (0x20..0x7f).contains(b)), || {
+            format!("the serial number is not printable ASCII: {s:02x?}")
+        })
     })
 }
 
 async fn page_len_3c(ctx: &mut Ctx, page: u8) -> Result<(), Fail> {
     if !listed(ctx).await?.contains(&page) {
-        return Err(Fail::skip(format!("VPD page {page:#04x} is not in the supported pages list")));
+        return Err(Fail::skip(format!(
+            "VPD page {page:#04x} is not in the supported pages list"
+        )));
     }
     let (out, _) = vpd(ctx, page).await?;
-    let len = out.data.get(2..4).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    ensure(len == 0x3c, || format!("VPD page {page:#04x} PAGE LENGTH {len:#x}, expected 0x3c"))
+    let len = out
+        .data
+        .get(2..4)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    ensure(len == 0x3c, || {
+        format!("VPD page {page:#04x} PAGE LENGTH {len:#x}, expected 0x3c")
+    })
 }
 
 fn block_limits(ctx: &mut Ctx) -> CaseFuture<'_> {
@@ -220,7 +257,10 @@ fn listed_pages_readable(ctx: &mut Ctx) -> CaseFuture<'_> {
 
 fn rsoc_all(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
-        let c = cdb(ctx, "REPORT SUPPORTED OPERATION CODES options=0 alloc=65536")?;
+        let c = cdb(
+            ctx,
+            "REPORT SUPPORTED OPERATION CODES options=0 alloc=65536",
+        )?;
         let out = ctx.scsi(&ScsiRequest::read(&c, ctx.lun, 65536)).await?;
         optional(&out, "REPORT SUPPORTED OPERATION CODES")?;
         let d = &out.data;
@@ -241,28 +281,47 @@ fn rsoc_all(ctx: &mut Ctx) -> CaseFuture<'_> {
 
 fn rsoc_one(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
-        let c = cdb(ctx, "REPORT SUPPORTED OPERATION CODES options=1 opcode=0x28 alloc=512")?;
+        let c = cdb(
+            ctx,
+            "REPORT SUPPORTED OPERATION CODES options=1 opcode=0x28 alloc=512",
+        )?;
         let out = ctx.scsi(&ScsiRequest::read(&c, ctx.lun, 512)).await?;
         optional(&out, "REPORT SUPPORTED OPERATION CODES")?;
         let support = out.data.get(1).map(|b| b & 0x07);
-        ensure(support == Some(3), || format!("SUPPORT for READ(10) is {support:?}, expected 3 (supported, standard)"))
+        ensure(support == Some(3), || {
+            format!("SUPPORT for READ(10) is {support:?}, expected 3 (supported, standard)")
+        })
     })
 }
 
 fn request_sense_unit_attention(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
-        ctx.send(&SendSpec::new(Opcode::TASK_MGMT_REQUEST).set_expr("Function", "LogicalUnitReset")).await?;
-        let exp = Expectation::pdu(Opcode::TASK_MGMT_RESPONSE).field("Response", Matcher::eq_int(0));
+        ctx.send(
+            &SendSpec::new(Opcode::TASK_MGMT_REQUEST).set_expr("Function", "LogicalUnitReset"),
+        )
+        .await?;
+        let exp =
+            Expectation::pdu(Opcode::TASK_MGMT_RESPONSE).field("Response", Matcher::eq_int(0));
         ctx.expect_one(&[exp], None).await?;
         let c = cdb(ctx, "REQUEST SENSE alloc=252")?;
         let out = ctx.scsi(&ScsiRequest::read(&c, ctx.lun, 252)).await?;
         require_good(&out, "REQUEST SENSE")?;
-        let s = Sense::parse(&out.data).map_err(|e| Fail::check(format!("REQUEST SENSE data: {e}")))?;
-        ensure(s.key == SenseKey::UNIT_ATTENTION && s.asc.asc() == 0x29, || {
-            format!("REQUEST SENSE after the reset returned {:?} {:?}", s.key, s.asc)
-        })?;
+        let s =
+            Sense::parse(&out.data).map_err(|e| Fail::check(format!("REQUEST SENSE data: {e}")))?;
+        ensure(
+            s.key == SenseKey::UNIT_ATTENTION && s.asc.asc() == 0x29,
+            || {
+                format!(
+                    "REQUEST SENSE after the reset returned {:?} {:?}",
+                    s.key, s.asc
+                )
+            },
+        )?;
         let tur = ctx.scsi(&ScsiRequest::none(&[0; 6], ctx.lun)).await?;
-        require_good(&tur, "TEST UNIT READY after REQUEST SENSE cleared the unit attention")
+        require_good(
+            &tur,
+            "TEST UNIT READY after REQUEST SENSE cleared the unit attention",
+        )
     })
 }
 
@@ -271,18 +330,33 @@ fn verify_byte_check(ctx: &mut Ctx) -> CaseFuture<'_> {
         let back = read(ctx, 0, 1, |_| {}).await?;
         require_good(&back, "READ of LBA 0")?;
         let c = cdb(ctx, "VERIFY(10) lba=0 blocks=1 bytchk=1")?;
-        let same = ctx.scsi(&ScsiRequest::write(&c, ctx.lun, back.data.clone())).await?;
+        let same = ctx
+            .scsi(&ScsiRequest::write(&c, ctx.lun, back.data.clone()))
+            .await?;
         optional(&same, "VERIFY with BYTCHK=1")?;
         let mut changed = back.data.to_vec();
         if let Some(b) = changed.get_mut(17) {
             *b ^= 0xff;
         }
-        let diff = ctx.scsi(&ScsiRequest::write(&c, ctx.lun, changed.into())).await?;
-        ensure(diff.end == End::Status && diff.status == Some(2), || format!("VERIFY of different data ended with {}", diff.describe()))?;
-        let s = diff.sense.as_ref().ok_or_else(|| Fail::check("no sense data for the miscompare"))?;
-        ensure(s.key == SenseKey::MISCOMPARE && s.asc == Asc::MISCOMPARE_DURING_VERIFY, || {
-            format!("VERIFY of different data: {:?} {:?}, expected MISCOMPARE / MISCOMPARE DURING VERIFY OPERATION", s.key, s.asc)
-        })
+        let diff = ctx
+            .scsi(&ScsiRequest::write(&c, ctx.lun, changed.into()))
+            .await?;
+        ensure(diff.end == End::Status && diff.status == Some(2), || {
+            format!("VERIFY of different data ended with {}", diff.describe())
+        })?;
+        let s = diff
+            .sense
+            .as_ref()
+            .ok_or_else(|| Fail::check("no sense data for the miscompare"))?;
+        ensure(
+            s.key == SenseKey::MISCOMPARE && s.asc == Asc::MISCOMPARE_DURING_VERIFY,
+            || {
+                format!(
+                    "VERIFY of different data: {:?} {:?}, expected MISCOMPARE / MISCOMPARE DURING VERIFY OPERATION",
+                    s.key, s.asc
+                )
+            },
+        )
     })
 }
 
@@ -291,6 +365,8 @@ fn pr_in_read_keys(ctx: &mut Ctx) -> CaseFuture<'_> {
         let c = cdb(ctx, "PERSISTENT RESERVE IN sa=0 alloc=1024")?;
         let out = ctx.scsi(&ScsiRequest::read(&c, ctx.lun, 1024)).await?;
         optional(&out, "PERSISTENT RESERVE IN")?;
-        ensure(out.data.len() >= 8, || format!("READ KEYS returned {} bytes", out.data.len()))
+        ensure(out.data.len() >= 8, || {
+            format!("READ KEYS returned {} bytes", out.data.len())
+        })
     })
 }

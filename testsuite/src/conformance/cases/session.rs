@@ -74,13 +74,17 @@ fn window_filled(ctx: &mut Ctx) -> CaseFuture<'_> {
         let n = window.min(64);
         let mut itts = BTreeSet::new();
         for _ in 0..n {
-            let sent = ctx.send(&SendSpec::new(Opcode::NOP_OUT).set("I", 0)).await?;
+            let sent = ctx
+                .send(&SendSpec::new(Opcode::NOP_OUT).set("I", 0))
+                .await?;
             itts.insert(sent.itt());
         }
         while !itts.is_empty() {
             match ctx.recv_event(ctx.timing.response, false).await? {
                 Event::Pdu(f) if f.bhs.opcode() == Opcode::NOP_IN && itts.remove(&f.bhs.itt()) => {}
-                Event::Pdu(f) => return Err(Fail::check(format!("unexpected {}", describe_frame(&f)))),
+                Event::Pdu(f) => {
+                    return Err(Fail::check(format!("unexpected {}", describe_frame(&f))));
+                }
                 other => {
                     return Err(Fail::check(format!(
                         "{} of {n} commands answered, then {}",
@@ -97,14 +101,23 @@ fn window_filled(ctx: &mut Ctx) -> CaseFuture<'_> {
 fn window_never_negative(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         for i in 0..16 {
-            let sent = ctx.send(&SendSpec::new(Opcode::NOP_OUT).set("I", u64::from(i % 3 == 0))).await?;
-            let exp = Expectation::pdu(Opcode::NOP_IN).field("ITT", Matcher::eq_int(u64::from(sent.itt())));
+            let sent = ctx
+                .send(&SendSpec::new(Opcode::NOP_OUT).set("I", u64::from(i % 3 == 0)))
+                .await?;
+            let exp = Expectation::pdu(Opcode::NOP_IN)
+                .field("ITT", Matcher::eq_int(u64::from(sent.itt())));
             let (_, f) = ctx.expect_one(&[exp], None).await?;
             let f = f.ok_or_else(|| Fail::error("no frame"))?;
             let (e, m) = (f.bhs.u32_at(28), f.bhs.u32_at(32));
             let cmd_sn = sent.u32_at(24);
-            let want = if sent.immediate() { cmd_sn } else { cmd_sn.wrapping_add(1) };
-            ensure(e == want, || format!("response {i}: ExpCmdSN {e}, expected {want}"))?;
+            let want = if sent.immediate() {
+                cmd_sn
+            } else {
+                cmd_sn.wrapping_add(1)
+            };
+            ensure(e == want, || {
+                format!("response {i}: ExpCmdSN {e}, expected {want}")
+            })?;
             ensure(m.wrapping_sub(e).wrapping_add(1) <= 1 << 31, || {
                 format!("response {i}: MaxCmdSN {m} is below ExpCmdSN − 1 ({e} − 1)")
             })?;
@@ -116,46 +129,79 @@ fn window_never_negative(ctx: &mut Ctx) -> CaseFuture<'_> {
 /// Sends a Text Request and gathers the whole answer, following C=1
 /// continuations; returns the text and the segment sizes seen.
 async fn text_exchange(ctx: &mut Ctx, pairs: &[&str]) -> Result<(Vec<u8>, Vec<usize>), Fail> {
-    let first = ctx.send(&SendSpec::new(Opcode::TEXT_REQUEST).text(pairs)).await?;
+    let first = ctx
+        .send(&SendSpec::new(Opcode::TEXT_REQUEST).text(pairs))
+        .await?;
     let itt = first.itt();
     let mut text = BytesMut::new();
     let mut sizes = Vec::new();
     for _ in 0..4096 {
         let f = match ctx.recv_event(ctx.timing.response, false).await? {
             Event::Pdu(f) => f,
-            other => return Err(Fail::check(format!("waiting for the Text Response: {}", other.describe()))),
+            other => {
+                return Err(Fail::check(format!(
+                    "waiting for the Text Response: {}",
+                    other.describe()
+                )));
+            }
         };
         let Pdu::TextResponse(rsp) = Pdu::decode(&f.bhs) else {
-            return Err(Fail::check(format!("expected a Text Response, got {}", describe_frame(&f))));
+            return Err(Fail::check(format!(
+                "expected a Text Response, got {}",
+                describe_frame(&f)
+            )));
         };
-        ensure(rsp.itt == itt, || format!("Text Response ITT {:#x}, the request's was {itt:#x}", rsp.itt))?;
+        ensure(rsp.itt == itt, || {
+            format!(
+                "Text Response ITT {:#x}, the request's was {itt:#x}",
+                rsp.itt
+            )
+        })?;
         sizes.push(f.data.len());
         text.extend_from_slice(&f.data);
         if rsp.continue_bit {
-            ensure(!rsp.final_bit, || "Text Response with both C=1 and F=1 (RFC 7143 §11.11.2)".to_owned())?;
-            ensure(rsp.ttt != RESERVED_TAG, || "Text Response with C=1 but TTT 0xffffffff (RFC 7143 §11.11.4)".to_owned())?;
+            ensure(!rsp.final_bit, || {
+                "Text Response with both C=1 and F=1 (RFC 7143 §11.11.2)".to_owned()
+            })?;
+            ensure(rsp.ttt != RESERVED_TAG, || {
+                "Text Response with C=1 but TTT 0xffffffff (RFC 7143 §11.11.4)".to_owned()
+            })?;
             let next = SendSpec::new(Opcode::TEXT_REQUEST)
                 .set("ITT", u64::from(itt))
                 .set("TTT", u64::from(rsp.ttt));
             ctx.send(&next).await?;
             continue;
         }
-        ensure(rsp.final_bit, || "Text Response with C=0 and F=0 to a final request".to_owned())?;
+        ensure(rsp.final_bit, || {
+            "Text Response with C=0 and F=0 to a final request".to_owned()
+        })?;
         return Ok((text.to_vec(), sizes));
     }
-    Err(Fail::check("the Text Response did not end within 4096 PDUs"))
+    Err(Fail::check(
+        "the Text Response did not end within 4096 PDUs",
+    ))
 }
 
 fn target_address_format(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         let (raw, _) = text_exchange(ctx, &["SendTargets=All"]).await?;
-        let pairs = text::decode(&raw).map_err(|e| Fail::check(format!("SendTargets answer: {e}")))?;
-        let addrs: Vec<&str> = pairs.iter().filter(|kv| kv.key == "TargetAddress").map(|kv| kv.value.as_str()).collect();
-        ensure(!addrs.is_empty(), || "the SendTargets answer has no TargetAddress".to_owned())?;
+        let pairs =
+            text::decode(&raw).map_err(|e| Fail::check(format!("SendTargets answer: {e}")))?;
+        let addrs: Vec<&str> = pairs
+            .iter()
+            .filter(|kv| kv.key == "TargetAddress")
+            .map(|kv| kv.value.as_str())
+            .collect();
+        ensure(!addrs.is_empty(), || {
+            "the SendTargets answer has no TargetAddress".to_owned()
+        })?;
         for a in addrs {
-            let parsed = TargetAddress::parse(a).ok_or_else(|| Fail::check(format!("TargetAddress {a:?} does not parse")))?;
+            let parsed = TargetAddress::parse(a)
+                .ok_or_else(|| Fail::check(format!("TargetAddress {a:?} does not parse")))?;
             ensure(parsed.portal_group_tag.is_some(), || {
-                format!("TargetAddress {a:?} has no portal group tag (SendTargets answers must carry it)")
+                format!(
+                    "TargetAddress {a:?} has no portal group tag (SendTargets answers must carry it)"
+                )
             })?;
         }
         Ok(())
@@ -167,13 +213,20 @@ fn send_targets_small_segments(ctx: &mut Ctx) -> CaseFuture<'_> {
         ctx.connect("main").await?;
         let mut opts = ctx.login_options(true)?;
         opts.max_recv_data_segment_length = 512;
-        ctx.login_with(&opts).await.map_err(|e| Fail::check(format!("discovery login: {e}")))?;
+        ctx.login_with(&opts)
+            .await
+            .map_err(|e| Fail::check(format!("discovery login: {e}")))?;
         let (raw, sizes) = text_exchange(ctx, &["SendTargets=All"]).await?;
         if let Some(big) = sizes.iter().find(|s| **s > 512) {
-            return Err(Fail::check(format!("a Text Response segment of {big} bytes (segments: {sizes:?})")));
+            return Err(Fail::check(format!(
+                "a Text Response segment of {big} bytes (segments: {sizes:?})"
+            )));
         }
-        let pairs = text::decode(&raw).map_err(|e| Fail::check(format!("SendTargets answer: {e}")))?;
-        ensure(pairs.iter().any(|kv| kv.key == "TargetName"), || "the reassembled answer lists no TargetName".to_owned())
+        let pairs =
+            text::decode(&raw).map_err(|e| Fail::check(format!("SendTargets answer: {e}")))?;
+        ensure(pairs.iter().any(|kv| kv.key == "TargetName"), || {
+            "the reassembled answer lists no TargetName".to_owned()
+        })
     })
 }
 

@@ -43,9 +43,9 @@ fn secs(d: Duration) -> String {
 }
 
 fn case(s: &mut String, r: &CaseResult) {
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "    <testcase name=\"{}\" classname=\"{}\" time=\"{}\">\n",
+        "    <testcase name=\"{}\" classname=\"{}\" time=\"{}\">",
         escape(&r.id.name),
         escape(&r.suite()),
         secs(r.duration)
@@ -106,7 +106,11 @@ pub fn render(report: &RunReport) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     for name in order {
-        let rs: Vec<&CaseResult> = report.results.iter().filter(|r| r.suite() == name).collect();
+        let rs: Vec<&CaseResult> = report
+            .results
+            .iter()
+            .filter(|r| r.suite() == name)
+            .collect();
         let count = |k: OutcomeKind| rs.iter().filter(|r| r.outcome.kind() == k).count();
         let time: Duration = rs.iter().map(|r| r.duration).sum();
         let _ = writeln!(
@@ -144,7 +148,12 @@ fn iso8601(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -190,12 +199,24 @@ mod tests {
             xml.contains("<testsuite name=\"iSCSI.Nop\" tests=\"3\" failures=\"0\" errors=\"1\" skipped=\"1\" time=\"0.006\" timestamp=\"2026-11-21T13:57:29\">"),
             "{xml}"
         );
-        assert!(xml.contains("<testsuite name=\"iSCSI.Nop@digests\" tests=\"1\" failures=\"1\""), "{xml}");
+        assert!(
+            xml.contains("<testsuite name=\"iSCSI.Nop@digests\" tests=\"1\" failures=\"1\""),
+            "{xml}"
+        );
         assert!(xml.contains("<skipped message=\"needs CHAP\"/>"), "{xml}");
-        assert!(xml.contains("<failure message=\"bad &lt;echo&gt;\" type=\"MUST RFC 7143 §11.18\">"), "{xml}");
-        assert!(xml.contains("<error message=\"cannot connect\" type=\"harness error\">"), "{xml}");
+        assert!(
+            xml.contains("<failure message=\"bad &lt;echo&gt;\" type=\"MUST RFC 7143 §11.18\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<error message=\"cannot connect\" type=\"harness error\">"),
+            "{xml}"
+        );
         assert!(xml.contains("classname=\"iSCSI.Nop@digests\""), "{xml}");
-        assert!(xml.contains("echo &lt;data&gt; &amp; &quot;tags&quot;"), "{xml}");
+        assert!(
+            xml.contains("echo &lt;data&gt; &amp; &quot;tags&quot;"),
+            "{xml}"
+        );
         assert!(!xml.contains('\u{1}'), "control characters are dropped");
     }
 

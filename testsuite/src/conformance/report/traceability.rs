@@ -13,32 +13,43 @@ use std::fmt::Write as _;
 use super::super::Suite;
 use super::super::case::{Level, Profiles};
 
-/// `(document, section)` pairs named by a section string.
+/// `(document, section)` pairs named by a section string: items are
+/// separated by `,` or `;`; an item with a document name before its `§`
+/// starts that document, one without continues the previous one; an item
+/// without `§` is a document and a named part (`RFC 7143 Appendix C`), or
+/// an appendix of the current document.
 pub fn sections(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for part in s.split(';') {
-        let part = part.trim();
-        if part.is_empty() {
+    let mut doc = String::new();
+    for item in s.split([',', ';']) {
+        let item = item.trim();
+        if item.is_empty() {
             continue;
         }
-        match part.find('§') {
+        match item.find('§') {
             Some(at) => {
-                let doc = part[..at].trim().trim_end_matches(',').trim().to_owned();
-                for sec in part[at..].split([',', '§']) {
-                    let sec = sec.trim();
-                    if !sec.is_empty() {
-                        out.push((doc.clone(), format!("§{sec}")));
-                    }
+                let d = item[..at].trim();
+                if !d.is_empty() {
+                    doc = d.to_owned();
                 }
+                out.push((
+                    doc.clone(),
+                    format!("§{}", item[at..].trim_start_matches('§').trim()),
+                ));
+            }
+            None if !doc.is_empty()
+                && (item.starts_with("Appendix") || item.starts_with("Annex")) =>
+            {
+                out.push((doc.clone(), item.to_owned()));
             }
             None => {
-                let mut words = part.splitn(3, ' ');
-                let doc = [words.next(), words.next()]
+                let mut words = item.splitn(3, ' ');
+                doc = [words.next(), words.next()]
                     .into_iter()
                     .flatten()
                     .collect::<Vec<_>>()
                     .join(" ");
-                out.push((doc, words.next().unwrap_or("").trim().to_owned()));
+                out.push((doc.clone(), words.next().unwrap_or("").trim().to_owned()));
             }
         }
     }
