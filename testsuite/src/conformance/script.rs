@@ -46,7 +46,7 @@
 //! | `expect_disconnect = true` | the target closes the connection; `allow = ["Reject"]` tolerates PDUs first |
 //! | `expect_one_of = [{…}, {…}]` | any one of several expectations (the above, one event) |
 //! | `scsi = "CDB spec"` | a whole command, data moved as negotiated and checked; `status`, `sense_key`, `asc = [..]`, `data`, `residual`, `edtl`, `write`, `check = false` |
-//! | `login = "normal"` | a login through the initiator library: `keys`, `security_keys`, `isid`, `tsih`, `cid`, `cmd_sn`, `digests`, `chap`, `expect_status` |
+//! | `login = "normal"` | a login through the initiator library, with the run's profile or `profile = "digests"`: `keys`, `security_keys`, `isid`, `tsih`, `cid`, `cmd_sn`, `digests`, `chap`, `expect_status` |
 //! | `logout = true`, `ping = N` | close the session; NOP-Out ping with N data bytes that must be echoed |
 //! | `connect = "name"`, `use = "name"`, `close = "fin"/"rst"` | connections (`isid = "same"` reuses the current session's ISID) |
 //! | `delay = "100ms"`, `set = {var = value}`, `check = "value"` | pacing, variables, comparisons (`check = "$b"`, `eq = "${a + 1}"`) |
@@ -129,6 +129,8 @@ pub struct ScsiStep {
 #[derive(Clone, Debug, Default)]
 pub struct LoginStep {
     pub discovery: bool,
+    /// Log in with this profile instead of the run's.
+    pub profile: Option<&'static super::profile::Profile>,
     pub keys: Vec<String>,
     pub security_keys: Vec<String>,
     pub isid: Option<String>,
@@ -802,6 +804,7 @@ fn parse_step(t: &toml::Table, index: usize) -> R<Step> {
                 t,
                 &[
                     "login",
+                    "profile",
                     "keys",
                     "security_keys",
                     "isid",
@@ -829,6 +832,15 @@ fn parse_step(t: &toml::Table, index: usize) -> R<Step> {
                 },
                 ..LoginStep::default()
             };
+            if let Some(p) = t.get("profile") {
+                let name = string(p, "profile")?;
+                l.profile = Some(super::profile::by_name(&name).ok_or_else(|| {
+                    format!(
+                        "unknown profile {name:?} (known: {})",
+                        super::profile::names().join(", ")
+                    )
+                })?);
+            }
             l.keys = t
                 .get("keys")
                 .map(|k| strings(k, "keys"))
@@ -1270,7 +1282,13 @@ async fn run_step(ctx: &mut Ctx, step: &Step) -> Result<(), Fail> {
 }
 
 async fn run_login(ctx: &mut Ctx, l: &LoginStep) -> Result<(), Fail> {
-    let mut opts = ctx.login_options(l.discovery)?;
+    let run_profile = ctx.profile;
+    if let Some(p) = l.profile {
+        ctx.profile = *p;
+    }
+    let opts = ctx.login_options(l.discovery);
+    ctx.profile = run_profile;
+    let mut opts = opts?;
     let int = |s: &Option<String>, ctx: &Ctx| -> Result<Option<u64>, Fail> {
         s.as_ref()
             .map(|x| eval_int(x, &ctx.vars).map_err(Fail::error))
@@ -1578,6 +1596,11 @@ text = ["@identity"]
 expect_login_status = "UnsupportedVersion"
 
 [[case.step]]
+login = "normal"
+profile = "small-mrdsl"
+
+
+[[case.step]]
 scsi = "INQUIRY alloc=36"
 status = ["GOOD", "CHECK CONDITION"]
 asc = ["0x24xx", "0x2000"]
@@ -1610,7 +1633,11 @@ residual = { underflow = 0 }
         let Body::Script(steps) = &c.body else {
             panic!()
         };
-        let Action::Scsi(s) = &steps[2].action else {
+        let Action::Login(l) = &steps[2].action else {
+            panic!()
+        };
+        assert_eq!(l.profile.map(|p| p.name), Some("small-mrdsl"));
+        let Action::Scsi(s) = &steps[3].action else {
             panic!()
         };
         assert_eq!(s.status, vec![0, 2]);
