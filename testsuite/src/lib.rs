@@ -4,11 +4,15 @@
 //!
 //! - [`peers`] — start and drive real peers on loopback for interop tests:
 //!   tgt's `tgtd` with a temporary file LUN, libiscsi's command-line tools.
+//! - [`conformance`] — the protocol-level conformance suite behind
+//!   `iesp-test conformance`: scripted and Rust cases, runner, reports,
+//!   baselines.
+//! - [`proxy`] — a deliberately wrong peer: a rewriting proxy that breaks
+//!   one protocol rule per mode, to show that every conformance case can fail.
 //! - [`workload`] — seeded write/read-back data-integrity passes through
 //!   our initiator.
-//!
-//! The scripted protocol-level conformance suite (`iesp-test conformance`)
-//! lands here too.
 
+pub mod conformance;
 pub mod peers;
+pub mod proxy;
 pub mod workload;

@@ -6,10 +6,12 @@
 //! - [`verify`] — write/read-verify of files, block devices and LUNs.
 //! - [`device`] — one block-device abstraction: file, block device, LUN.
 //! - [`block`] — the self-describing block format and mismatch classes.
+//! - [`conformance`] — the protocol-level conformance suite against any target.
 //! - [`pattern`] — seeded, position-addressed test data shared by the tools.
 //! - [`output`] — progress, human-readable figures, JSON files.
 
 mod block;
+mod conformance;
 mod device;
 mod output;
 mod pattern;
@@ -39,6 +41,9 @@ enum Command {
     /// Benchmark verify's sequential pass against fio on a file and beside
     /// iscsi-perf on our target.
     BenchVerify(verify::bench::BenchArgs),
+    /// Run the protocol-level conformance suite against a target:
+    /// `iesp-test conformance iscsi://host/iqn/lun` (see --list).
+    Conformance(Box<conformance::ConformanceArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
             }
             Command::Verify(a) => verify::cli::run(*a).await,
             Command::BenchVerify(a) => verify::bench::run(a).await,
+            Command::Conformance(a) => conformance::run(*a).await,
         }
     });
     match result {

@@ -117,6 +117,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Vec<Pass>> {
     }
     session.logout().await.context("logout")?;
     verify_passes(&target, opts).await?;
+    conformance(&target).await?;
     target.shutdown().await?;
     println!("selftest: PASS");
     Ok(passes)
@@ -194,6 +195,43 @@ async fn verify_passes(target: &EmbeddedTarget, opts: &Options) -> anyhow::Resul
             bail!("verify {name}: {}", s.render(5));
         }
     }
+    Ok(())
+}
+
+/// The conformance suite against the same target, every profile,
+/// compared with the reference target's committed baseline.
+async fn conformance(target: &EmbeddedTarget) -> anyhow::Result<()> {
+    use iesp_testsuite::conformance::{
+        OutcomeKind, RunOptions, Suite, TargetSpec, baseline, runner,
+    };
+    let suite = Suite::builtin()?;
+    let plan = runner::plan(&suite, &[], &[], None).map_err(anyhow::Error::msg)?;
+    let mut opts = RunOptions::new(TargetSpec {
+        addr: target.addr,
+        target_name: target.iqn.clone(),
+        lun: Some(0),
+        initiator_name: INITIATOR.to_owned(),
+        chap: None,
+        mutual_chap: None,
+    });
+    opts.dataloss = true;
+    let report = runner::run(&suite, &plan, &opts, &mut runner::Quiet).await;
+    let expected = baseline::Baseline::parse("the reference baseline", baseline::REFERENCE)?;
+    let cmp = baseline::compare(&report.results, &expected);
+    println!(
+        "conformance: {} case instances, {} pass, {} fail, {} skip in {:.1} s; {} unexpected against the baseline",
+        report.results.len(),
+        report.count(OutcomeKind::Pass),
+        report.count(OutcomeKind::Fail),
+        report.count(OutcomeKind::Skip),
+        report.duration.as_secs_f64(),
+        cmp.unexpected().count()
+    );
+    ensure!(
+        cmp.ok(),
+        "conformance run differs from the reference baseline:\n{}",
+        cmp.describe()
+    );
     Ok(())
 }
 

@@ -73,6 +73,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("losetup", "util-linux"),
     ("blkdiscard", "util-linux"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("xmllint", "libxml2-utils"),
 ];
 
 /// Directories searched after `$PATH`: `tgtd` lives in `/usr/sbin`, which is

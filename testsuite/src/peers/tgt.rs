@@ -154,6 +154,28 @@ impl Tgtd {
         Ok((tgtd, url))
     }
 
+    /// tgtd with one target (tid 1) whose LUN 1 is a sparse file of
+    /// `size_bytes`, open to all initiators that authenticate with CHAP as
+    /// `user`/`secret`; the target answers mutual CHAP as
+    /// `target_user`/`target_secret`. Returns the target's IQN.
+    pub fn with_chap_lun(
+        size_bytes: u64,
+        (user, secret): (&str, &str),
+        (target_user, target_secret): (&str, &str),
+    ) -> Result<(Self, String), PeerError> {
+        let mut tgtd = Self::start()?;
+        let iqn = format!("iqn.2026-11.test.iesp:chap-{}", tgtd.portal.port());
+        let backing = create_sparse_file(tgtd.dir(), size_bytes)?;
+        tgtd.add_target(1, &iqn)?;
+        tgtd.add_file_lun(1, 1, &backing)?;
+        tgtd.bind_all(1)?;
+        tgtd.add_account(user, secret)?;
+        tgtd.add_account(target_user, target_secret)?;
+        tgtd.bind_account(1, user, false)?;
+        tgtd.bind_account(1, target_user, true)?;
+        Ok((tgtd, iqn))
+    }
+
     fn try_start(
         tgtd: &Path,
         tgtadm: &Path,
@@ -376,6 +398,37 @@ impl Tgtd {
             value,
         ])
         .map(drop)
+    }
+
+    /// Creates a CHAP account (`tgtadm --mode account --op new`).
+    pub fn add_account(&self, user: &str, password: &str) -> Result<(), PeerError> {
+        self.tgtadm(&[
+            "--lld",
+            "iscsi",
+            "--op",
+            "new",
+            "--mode",
+            "account",
+            "--user",
+            user,
+            "--password",
+            password,
+        ])
+        .map(drop)
+    }
+
+    /// Binds a CHAP account to target `tid`: incoming (initiators must
+    /// authenticate with it) or outgoing (the target's own name and secret
+    /// for mutual CHAP).
+    pub fn bind_account(&self, tid: u32, user: &str, outgoing: bool) -> Result<(), PeerError> {
+        let tid = tid.to_string();
+        let mut args = vec![
+            "--lld", "iscsi", "--op", "bind", "--mode", "account", "--tid", &tid, "--user", user,
+        ];
+        if outgoing {
+            args.push("--outgoing");
+        }
+        self.tgtadm(&args).map(drop)
     }
 
     /// Deletes target `tid` even if sessions are logged in.

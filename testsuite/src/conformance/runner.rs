@@ -1,0 +1,607 @@
+//! The runner: which case instances run (selection, profiles, gates), each
+//! in its own context with a time limit, and four outcomes.
+//!
+//! - **pass** — the target did what the case requires;
+//! - **fail** — it did not: the report shows expected against actual,
+//!   field by field, and the PDU trace of the case;
+//! - **skip** — the case does not apply, with the reason (a gate: no CHAP
+//!   credentials, no `--dataloss`, a negotiated value; a profile the target
+//!   declined);
+//! - **error** — the harness could not do its job (connection refused, a
+//!   script error, a case exceeding its time limit, a panic).
+//!
+//! A case instance is a case under one profile; its id is the case id, with
+//! `@profile` appended for profiles other than the default.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use iesp_proto::scsi::SenseKey;
+
+use super::Suite;
+use super::case::{Body, Case, CaseId, CmpOp, Gate, Level, LoginMode};
+use super::exec::{Ctx, Fail, Failure, TargetSpec, Timing};
+use super::profile::{self, Profile};
+use super::script;
+use super::transfer::{End, ScsiRequest};
+
+/// How a case instance ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(Failure),
+    Skip(String),
+    Error(String),
+}
+
+impl Outcome {
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Pass => OutcomeKind::Pass,
+            Outcome::Fail(_) => OutcomeKind::Fail,
+            Outcome::Skip(_) => OutcomeKind::Skip,
+            Outcome::Error(_) => OutcomeKind::Error,
+        }
+    }
+
+    /// The message: failure text, skip reason or error.
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::Pass => String::new(),
+            Outcome::Fail(f) => f.to_string(),
+            Outcome::Skip(s) | Outcome::Error(s) => s.clone(),
+        }
+    }
+}
+
+/// The four outcomes without their details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutcomeKind {
+    Pass,
+    Fail,
+    Skip,
+    Error,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Pass => "pass",
+            OutcomeKind::Fail => "fail",
+            OutcomeKind::Skip => "skip",
+            OutcomeKind::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutcomeKind> {
+        match s {
+            "pass" => Some(OutcomeKind::Pass),
+            "fail" => Some(OutcomeKind::Fail),
+            "skip" => Some(OutcomeKind::Skip),
+            "error" => Some(OutcomeKind::Error),
+            _ => None,
+        }
+    }
+}
+
+/// One finished case instance.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    pub id: CaseId,
+    pub profile: &'static str,
+    pub section: String,
+    pub level: Level,
+    pub summary: String,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// The PDU trace, kept for every outcome but a pass.
+    pub trace: Vec<String>,
+    /// Observations worth reporting (login warnings and the like).
+    pub notes: Vec<String>,
+}
+
+impl CaseResult {
+    /// `iSCSI.R2T.Foo` or `iSCSI.R2T.Foo@digests`.
+    pub fn instance(&self) -> String {
+        instance_id(&self.id, self.profile)
+    }
+
+    /// `iSCSI.R2T` or `iSCSI.R2T@digests`: the reporting suite.
+    pub fn suite(&self) -> String {
+        if self.profile == profile::DEFAULT {
+            self.id.suite_name()
+        } else {
+            format!("{}@{}", self.id.suite_name(), self.profile)
+        }
+    }
+}
+
+/// The instance id of a case under a profile.
+pub fn instance_id(id: &CaseId, profile: &str) -> String {
+    if profile == profile::DEFAULT {
+        id.to_string()
+    } else {
+        format!("{id}@{profile}")
+    }
+}
+
+/// What to run and against what.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub target: TargetSpec,
+    pub timing: Timing,
+    /// The time limit of one case instance.
+    pub case_timeout: Duration,
+    /// Destructive cases run only with this.
+    pub dataloss: bool,
+    /// Glob patterns on instance ids (`iSCSI.Login.*`); empty runs all.
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Profiles to run; `None` runs every profile.
+    pub profiles: Option<Vec<String>>,
+    /// Capabilities declared with `--capability`.
+    pub declared: BTreeSet<String>,
+    /// Seed of the run's ISIDs (printed by the CLI).
+    pub seed: u32,
+}
+
+impl RunOptions {
+    pub fn new(target: TargetSpec) -> RunOptions {
+        RunOptions {
+            target,
+            timing: Timing::default(),
+            case_timeout: Duration::from_secs(60),
+            dataloss: false,
+            select: Vec::new(),
+            exclude: Vec::new(),
+            profiles: None,
+            declared: BTreeSet::new(),
+            seed: 0x1e5b,
+        }
+    }
+}
+
+/// A case instance the run will execute.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Index into the suite's cases.
+    pub case: usize,
+    pub profile: &'static Profile,
+    pub instance: String,
+}
+
+/// Glob patterns, compiled; a mistake is a one-line message.
+pub fn patterns(list: &[String]) -> Result<Vec<glob::Pattern>, String> {
+    list.iter()
+        .map(|p| glob::Pattern::new(p).map_err(|e| format!("invalid pattern {p:?}: {e}")))
+        .collect()
+}
+
+/// The instances selected, in run order: profile by profile (default
+/// first), suites in order within each.
+pub fn plan(
+    suite: &Suite,
+    select: &[String],
+    exclude: &[String],
+    profiles: Option<&[String]>,
+) -> Result<Vec<Planned>, String> {
+    let sel = patterns(select)?;
+    let exc = patterns(exclude)?;
+    let chosen: Vec<&'static Profile> = match profiles {
+        None => profile::ALL.iter().collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                profile::by_name(n).ok_or_else(|| {
+                    format!(
+                        "unknown profile {n:?} (known: {})",
+                        profile::names().join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut out = Vec::new();
+    for p in chosen {
+        for (i, c) in suite.cases.iter().enumerate() {
+            if !c.meta.profiles.includes(p.name) {
+                continue;
+            }
+            let instance = instance_id(&c.meta.id, p.name);
+            let base = c.meta.id.to_string();
+            let selected =
+                sel.is_empty() || sel.iter().any(|g| g.matches(&instance) || g.matches(&base));
+            let excluded = exc.iter().any(|g| g.matches(&instance) || g.matches(&base));
+            if selected && !excluded {
+                out.push(Planned {
+                    case: i,
+                    profile: p,
+                    instance,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Receives results as they come (terminal progress, TAP streaming).
+pub trait Listener: Send {
+    fn started(&mut self, _plan: &[Planned], _suite: &Suite) {}
+    fn finished(&mut self, _result: &CaseResult) {}
+}
+
+/// A listener that does nothing.
+pub struct Quiet;
+
+impl Listener for Quiet {}
+
+/// The whole run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub results: Vec<CaseResult>,
+    pub started: SystemTime,
+    pub duration: Duration,
+    /// `iqn… at 127.0.0.1:3260 LUN 1`.
+    pub target: String,
+}
+
+impl RunReport {
+    pub fn count(&self, k: super::runner::OutcomeKind) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.outcome.kind() == k)
+            .count()
+    }
+}
+
+/// Runs the planned instances one after the other.
+pub async fn run(
+    suite: &Suite,
+    plan: &[Planned],
+    opts: &RunOptions,
+    listener: &mut dyn Listener,
+) -> RunReport {
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    listener.started(plan, suite);
+    let target = Arc::new(opts.target.clone());
+    let mut results = Vec::with_capacity(plan.len());
+    for (n, p) in plan.iter().enumerate() {
+        let case = &suite.cases[p.case];
+        let seed = opts
+            .seed
+            .wrapping_mul(0x9e37_79b9)
+            .wrapping_add(n as u32 * 0x10);
+        let r = run_one(case, p.profile, target.clone(), opts, seed).await;
+        listener.finished(&r);
+        results.push(r);
+    }
+    RunReport {
+        results,
+        started,
+        duration: t0.elapsed(),
+        target: describe_target(&opts.target),
+    }
+}
+
+fn describe_target(t: &TargetSpec) -> String {
+    match t.lun {
+        Some(l) => format!("{} at {} LUN {l}", t.target_name, t.addr),
+        None => format!("{} at {}", t.target_name, t.addr),
+    }
+}
+
+/// A gate the run cannot satisfy, before any connection.
+fn static_gate(case: &Case, profile: &Profile, opts: &RunOptions) -> Option<String> {
+    let m = &case.meta;
+    if m.destructive && !opts.dataloss {
+        return Some(
+            "destructive (writes to the LUN or resets the target): run with --dataloss".to_owned(),
+        );
+    }
+    if profile.needs_chap && opts.target.chap.is_none() {
+        return Some(format!(
+            "profile {} needs CHAP credentials (--chap USER:SECRET)",
+            profile.name
+        ));
+    }
+    for g in &m.gates {
+        let why = match g {
+            Gate::Chap if opts.target.chap.is_none() => {
+                "needs CHAP credentials (--chap USER:SECRET)".to_owned()
+            }
+            Gate::MutualChap if opts.target.mutual_chap.is_none() => {
+                "needs mutual CHAP credentials (--mutual-chap USER:SECRET)".to_owned()
+            }
+            Gate::Lun if opts.target.lun.is_none() => {
+                "needs a disk LUN (the URL's /lun)".to_owned()
+            }
+            Gate::Declared(c) if !opts.declared.contains(c) => {
+                format!("needs a target capability the run did not declare (--capability {c})")
+            }
+            _ => continue,
+        };
+        return Some(why);
+    }
+    None
+}
+
+/// Checks the parameter gates against the session's negotiated values.
+fn param_gates(case: &Case, ctx: &Ctx) -> Result<(), Fail> {
+    for g in &case.meta.gates {
+        let Gate::Param { key, op, value } = g else {
+            continue;
+        };
+        let p = &ctx.conn()?.params;
+        let yn = |b: bool| if b { "Yes" } else { "No" }.to_owned();
+        let actual = match key.as_str() {
+            "InitialR2T" => yn(p.initial_r2t),
+            "ImmediateData" => yn(p.immediate_data),
+            "DataPDUInOrder" => yn(p.data_pdu_in_order),
+            "DataSequenceInOrder" => yn(p.data_sequence_in_order),
+            "ErrorRecoveryLevel" => p.error_recovery_level.to_string(),
+            "MaxConnections" => p.max_connections.to_string(),
+            "MaxBurstLength" => p.max_burst_length.to_string(),
+            "FirstBurstLength" => p.first_burst_length.to_string(),
+            "MaxOutstandingR2T" => p.max_outstanding_r2t.to_string(),
+            "HeaderDigest" => p.header_digest.token().to_owned(),
+            "DataDigest" => p.data_digest.token().to_owned(),
+            other => return Err(Fail::error(format!("unknown parameter {other} in a gate"))),
+        };
+        let holds = match (actual.parse::<u64>(), value.parse::<u64>()) {
+            (Ok(a), Ok(b)) => match op {
+                CmpOp::Eq => a == b,
+                CmpOp::Ne => a != b,
+                CmpOp::Ge => a >= b,
+                CmpOp::Le => a <= b,
+            },
+            _ => match op {
+                CmpOp::Eq => actual == *value,
+                CmpOp::Ne => actual != *value,
+                _ => return Err(Fail::error(format!("gate {g} compares a non-number"))),
+            },
+        };
+        if !holds {
+            return Err(Fail::skip(format!(
+                "needs {key} {op} {value}; the session has {key}={actual}",
+                op = match op {
+                    CmpOp::Eq => "=",
+                    CmpOp::Ne => "≠",
+                    CmpOp::Ge => "≥",
+                    CmpOp::Le => "≤",
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What the runner does before the first step.
+async fn setup(case: &Case, ctx: &mut Ctx) -> Result<(), Fail> {
+    let s = case.meta.setup;
+    match s.login {
+        LoginMode::None => {
+            if case
+                .meta
+                .gates
+                .iter()
+                .any(|g| matches!(g, Gate::Param { .. }))
+            {
+                return Err(Fail::error("a parameter gate needs login = \"normal\""));
+            }
+            return Ok(());
+        }
+        LoginMode::Discovery => {
+            ctx.connect("main").await?;
+            ctx.login_default(true)
+                .await
+                .map_err(|e| e.context("setup"))?;
+            return Ok(());
+        }
+        LoginMode::Normal => {}
+    }
+    ctx.connect("main").await?;
+    ctx.login_default(false)
+        .await
+        .map_err(|e| e.context("setup"))?;
+    param_gates(case, ctx)?;
+    if ctx.target.lun.is_none() {
+        return Ok(());
+    }
+    if s.clear_unit_attention {
+        clear_unit_attention(ctx)
+            .await
+            .map_err(|e| e.context("setup"))?;
+    }
+    if s.capacity {
+        read_capacity(ctx).await.map_err(|e| e.context("setup"))?;
+    }
+    Ok(())
+}
+
+/// TEST UNIT READY until no unit attention is reported (a new I_T nexus
+/// starts with POWER ON OCCURRED, SAM-5 §5.14).
+pub async fn clear_unit_attention(ctx: &mut Ctx) -> Result<(), Fail> {
+    for _ in 0..8 {
+        let out = ctx
+            .scsi(&ScsiRequest::none(&[0, 0, 0, 0, 0, 0], ctx.lun))
+            .await?;
+        if out.end != End::Status {
+            return Err(Fail::check(format!(
+                "TEST UNIT READY got {}",
+                out.describe()
+            )));
+        }
+        let ua = out.status == Some(2)
+            && out
+                .sense
+                .as_ref()
+                .is_some_and(|s| s.key == SenseKey::UNIT_ATTENTION);
+        if !ua {
+            return Ok(());
+        }
+    }
+    Err(Fail::check(
+        "TEST UNIT READY still reports UNIT ATTENTION after 8 attempts",
+    ))
+}
+
+/// READ CAPACITY(16), then (10), for the block size and count.
+pub async fn read_capacity(ctx: &mut Ctx) -> Result<(), Fail> {
+    let cdb16 = [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+    let out = ctx.scsi(&ScsiRequest::read(&cdb16, ctx.lun, 32)).await?;
+    if out.status == Some(0) && out.data.len() >= 12 {
+        let d = &out.data;
+        let last = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        ctx.blocks = last.saturating_add(1);
+        ctx.block_size = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+        return Ok(());
+    }
+    let out = ctx
+        .scsi(&ScsiRequest::read(
+            &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ctx.lun,
+            8,
+        ))
+        .await?;
+    if out.status == Some(0) && out.data.len() >= 8 {
+        let d = &out.data;
+        ctx.blocks = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])) + 1;
+        ctx.block_size = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+        return Ok(());
+    }
+    Err(Fail::check(format!(
+        "READ CAPACITY(16) and (10) failed on LUN {:?}: {}",
+        ctx.lun,
+        out.describe()
+    )))
+}
+
+/// Runs one instance to its outcome.
+pub async fn run_one(
+    case: &Case,
+    profile: &'static Profile,
+    target: Arc<TargetSpec>,
+    opts: &RunOptions,
+    seed: u32,
+) -> CaseResult {
+    let t0 = Instant::now();
+    let mut result = CaseResult {
+        id: case.meta.id.clone(),
+        profile: profile.name,
+        section: case.meta.section.clone(),
+        level: case.meta.level,
+        summary: case.meta.summary.clone(),
+        outcome: Outcome::Pass,
+        duration: Duration::ZERO,
+        trace: Vec::new(),
+        notes: Vec::new(),
+    };
+    if let Some(why) = static_gate(case, profile, opts) {
+        result.outcome = Outcome::Skip(why);
+        return result;
+    }
+    let case = case.clone();
+    let timing = opts.timing;
+    let limit = opts.case_timeout;
+    // Each case runs in its own task: a panic is the case's error, not the run's.
+    let task = tokio::spawn(async move {
+        let mut ctx = Ctx::new(target, timing, *profile, seed);
+        let body = async {
+            setup(&case, &mut ctx).await?;
+            match &case.body {
+                Body::Script(steps) => script::run(&mut ctx, steps).await,
+                Body::Rust(f) => f(&mut ctx).await,
+            }
+        };
+        let r = match tokio::time::timeout(limit, body).await {
+            Ok(r) => r,
+            Err(_) => Err(Fail::error(format!(
+                "the case did not finish within {limit:?}"
+            ))),
+        };
+        (r, ctx.trace_lines(), std::mem::take(&mut ctx.notes))
+    });
+    let (r, trace, notes) = match task.await {
+        Ok(x) => x,
+        Err(e) => (
+            Err(Fail::error(format!("the case panicked: {e}"))),
+            Vec::new(),
+            Vec::new(),
+        ),
+    };
+    result.duration = t0.elapsed();
+    result.notes = notes;
+    result.outcome = match r {
+        Ok(()) => Outcome::Pass,
+        Err(Fail::Check(f)) => Outcome::Fail(f),
+        Err(Fail::Skip(s)) => Outcome::Skip(s),
+        Err(Fail::Error(e)) => Outcome::Error(e),
+    };
+    if result.outcome != Outcome::Pass {
+        result.trace = trace;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::case::{CaseMeta, Profiles, Setup};
+
+    fn suite() -> Suite {
+        let mk = |f: &str, s: &str, n: &str, profiles: Profiles| Case {
+            meta: CaseMeta {
+                id: CaseId::new(f, s, n),
+                section: "RFC 7143 §1".into(),
+                level: Level::Must,
+                summary: "x".into(),
+                gates: vec![],
+                destructive: false,
+                profiles,
+                setup: Setup::default(),
+                origin: "test".into(),
+            },
+            body: Body::Script(vec![]),
+        };
+        Suite {
+            cases: vec![
+                mk("iSCSI", "Login", "A", Profiles::Default),
+                mk("iSCSI", "R2T", "B", Profiles::All),
+                mk(
+                    "SCSI",
+                    "Inquiry",
+                    "C",
+                    Profiles::Named(vec!["digests".into()]),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn plans_select_by_glob_and_profile() {
+        let s = suite();
+        let all = plan(&s, &[], &[], None).unwrap();
+        let ids: Vec<&str> = all.iter().map(|p| p.instance.as_str()).collect();
+        assert_eq!(ids[..2], ["iSCSI.Login.A", "iSCSI.R2T.B"]);
+        assert!(ids.contains(&"iSCSI.R2T.B@digests"));
+        assert!(ids.contains(&"SCSI.Inquiry.C@digests"));
+        assert_eq!(ids.len(), 1 + profile::ALL.len() + 1);
+        let some = plan(&s, &["iSCSI.*".into()], &["*@*".into()], None).unwrap();
+        let ids: Vec<&str> = some.iter().map(|p| p.instance.as_str()).collect();
+        assert_eq!(ids, ["iSCSI.Login.A", "iSCSI.R2T.B"]);
+        let dig = plan(&s, &[], &[], Some(&["digests".to_owned()])).unwrap();
+        assert_eq!(dig.len(), 2);
+        assert!(
+            plan(&s, &[], &[], Some(&["nope".to_owned()]))
+                .unwrap_err()
+                .contains("unknown profile")
+        );
+        assert!(
+            plan(&s, &["[".into()], &[], None)
+                .unwrap_err()
+                .contains("invalid pattern")
+        );
+    }
+}
