@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::backend::{Backend, FileBackend, NbdBackend, RamBackend};
 use crate::config::{Backing, ChapAuth, Limits, TargetConfig};
 use crate::conn;
+use crate::conn::ffp::FfpParams;
 use crate::scsi::{LogicalUnit, LunTable};
 
 /// One target node, ready to serve.
@@ -158,8 +159,19 @@ pub struct SessionKey {
 struct SessionEntry {
     tsih: u16,
     session_id: u64,
+    /// The CID of the session's connection.
+    cid: u16,
+    /// The session-wide values negotiated by the leading login, for a
+    /// connection that reinstates this one.
+    params: FfpParams,
     /// Wakes the session's connection to close it.
     kill: Arc<Notify>,
+}
+
+/// What a connection reinstatement continues from.
+pub struct Reinstated {
+    pub guard: SessionGuard,
+    pub params: FfpParams,
 }
 
 /// Live sessions, for TSIH allocation and reinstatement.
@@ -209,6 +221,8 @@ impl Target {
         self: &Arc<Self>,
         key: SessionKey,
         session_id: u64,
+        cid: u16,
+        params: FfpParams,
     ) -> (SessionGuard, bool) {
         let tsih = loop {
             let t = self.sessions.next_tsih.fetch_add(1, Ordering::Relaxed);
@@ -220,6 +234,8 @@ impl Target {
         let entry = SessionEntry {
             tsih,
             session_id,
+            cid,
+            params,
             kill: kill.clone(),
         };
         let old = self.sessions.lock().insert(key.clone(), entry);
@@ -237,6 +253,58 @@ impl Target {
             },
             reinstated,
         )
+    }
+}
+
+impl Target {
+    /// Whether a live session with this key and TSIH exists, and the CID of
+    /// its connection.
+    pub fn session_cid(&self, key: &SessionKey, tsih: u16) -> Option<u16> {
+        self.sessions
+            .lock()
+            .get(key)
+            .filter(|e| e.tsih == tsih)
+            .map(|e| e.cid)
+    }
+
+    /// Connection reinstatement (RFC 7143 §6.3.4): the session `key`/`tsih`
+    /// continues on a new connection with the same CID; the old connection
+    /// is told to close. `None` if the session is gone meanwhile.
+    pub fn reinstate_connection(
+        self: &Arc<Self>,
+        key: SessionKey,
+        tsih: u16,
+        cid: u16,
+        session_id: u64,
+    ) -> Option<Reinstated> {
+        let mut map = self.sessions.lock();
+        let entry = map
+            .get_mut(&key)
+            .filter(|e| e.tsih == tsih && e.cid == cid)?;
+        entry.kill.notify_one();
+        let kill = Arc::new(Notify::new());
+        entry.kill = kill.clone();
+        entry.session_id = session_id;
+        let params = entry.params.clone();
+        drop(map);
+        let guard = SessionGuard {
+            target: self.clone(),
+            key,
+            session_id,
+            tsih,
+            kill,
+        };
+        Some(Reinstated { guard, params })
+    }
+}
+
+impl SessionGuard {
+    /// Whether this session now continues on another connection
+    /// (connection reinstatement took it over with the same TSIH).
+    pub fn continued_elsewhere(&self) -> bool {
+        let map = self.target.sessions.lock();
+        map.get(&self.key)
+            .is_some_and(|e| e.tsih == self.tsih && e.session_id != self.session_id)
     }
 }
 

@@ -179,6 +179,7 @@ const BREACHES: &[Breach] = &[
         &[
             "iSCSI.Login.NonLoginPduFirst",
             "iSCSI.Reinstatement.SessionReinstatement",
+            "iSCSI.Reinstatement.ConnectionReinstatement",
         ],
         &[HoldOpen],
     ),
@@ -202,6 +203,7 @@ const BREACHES: &[Breach] = &[
             "iSCSI.Keys.DuplicateKey",
             "iSCSI.Keys.DuplicateKeyAcrossRequests",
             "iSCSI.Reinstatement.TooManyConnections",
+            "iSCSI.Login.NonLoginPduDuringLogin",
         ],
         &[LoginStatusClass3],
     ),

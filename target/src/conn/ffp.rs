@@ -311,21 +311,32 @@ impl FullFeature {
             }
             return Ok(After::Continue);
         }
-        let mut after = self.advance_and_dispatch(frame)?;
-        // Run what was waiting for this one.
+        let after = self.advance_and_dispatch(frame)?;
+        if after == After::Continue {
+            self.drain()
+        } else {
+            Ok(after)
+        }
+    }
+
+    /// Runs what waited for ExpCmdSN to advance: CmdSNs marked consumed are
+    /// skipped, held commands run in order.
+    fn drain(&mut self) -> Result<After, Fatal> {
         loop {
             if self.consumed.remove(&self.exp_cmd_sn) {
                 self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
                 continue;
             }
             match self.held.remove(&self.exp_cmd_sn) {
-                Some(next) if after == After::Continue => {
-                    after = self.advance_and_dispatch(next)?
+                Some(next) => {
+                    let after = self.advance_and_dispatch(next)?;
+                    if after != After::Continue {
+                        return Ok(after);
+                    }
                 }
-                _ => break,
+                None => return Ok(After::Continue),
             }
         }
-        Ok(after)
     }
 
     fn advance_and_dispatch(&mut self, frame: Frame) -> Result<After, Fatal> {
@@ -337,7 +348,7 @@ impl FullFeature {
         match Pdu::decode(&frame.bhs) {
             Pdu::ScsiCommand(cmd) => self.scsi_command(cmd, &frame),
             Pdu::NopOut(nop) => self.nop_out(nop, frame.data),
-            Pdu::TaskMgmtRequest(tmf) => return Ok(self.task_management(tmf)),
+            Pdu::TaskMgmtRequest(tmf) => return self.task_management(tmf),
             Pdu::TextRequest(req) => self.text_request(req, &frame.data),
             Pdu::LogoutRequest(req) => return Ok(self.logout(req)),
             _ => self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs),
@@ -707,7 +718,7 @@ impl FullFeature {
 
     // ---- Task management (§11.5, §4.2.3) ----------------------------------
 
-    fn task_management(&mut self, tmf: TaskMgmtRequest) -> After {
+    fn task_management(&mut self, tmf: TaskMgmtRequest) -> Result<After, Fatal> {
         let mut after = After::Continue;
         let lun_exists = self.luns.get(tmf.lun).is_some();
         let response = match tmf.function {
@@ -785,6 +796,10 @@ impl FullFeature {
             TmfFunction::TASK_REASSIGN => TmfResponse::REASSIGNMENT_NOT_SUPPORTED,
             _ => TmfResponse::FUNCTION_NOT_SUPPORTED,
         };
+        // A CmdSN marked consumed may be the one the window waits for.
+        if after == After::Continue {
+            after = self.drain()?;
+        }
         let rsp = TaskMgmtResponse {
             response,
             itt: tmf.itt,
@@ -794,7 +809,7 @@ impl FullFeature {
         };
         self.out
             .push(Pdu::TaskMgmtResponse(rsp).encode(), Bytes::new());
-        after
+        Ok(after)
     }
 
     // ---- Text (§11.10, §11.11) ---------------------------------------------

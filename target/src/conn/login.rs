@@ -138,9 +138,29 @@ impl Login {
     /// Handles one frame of the login phase.
     pub fn handle(&mut self, frame: Frame, out: &mut Outbox) -> LoginStep {
         let Pdu::LoginRequest(req) = frame.pdu() else {
-            // Only Login Requests may arrive before login completes (§6.3);
-            // there is no session to answer in, so the connection closes.
+            // Only Login Requests may arrive before login completes. Once a
+            // login is under way the answer is "Invalid during login"
+            // (§11.13.5, 0x020b); a connection that never began one is
+            // simply closed (§6.3).
             tracing::debug!(opcode = ?frame.bhs.opcode(), "non-login PDU during login");
+            if self.leading.is_none() {
+                return LoginStep::Failed;
+            }
+            let req = LoginRequest {
+                csg: self.stage,
+                isid: self.leading.map(|l| l.isid).unwrap_or_default(),
+                itt: frame.bhs.itt(),
+                ..LoginRequest::default()
+            };
+            self.respond(
+                out,
+                &req,
+                false,
+                Stage::SECURITY,
+                0,
+                LoginStatus::INVALID_DURING_LOGIN,
+                Bytes::new(),
+            );
             return LoginStep::Failed;
         };
         match self.step(&req, &frame.data, out) {
@@ -175,6 +195,9 @@ impl Login {
                 self.leading = Some(this);
                 self.stage = req.csg;
                 self.exp_cmd_sn = req.cmd_sn;
+                // A login with a TSIH joins an existing session: its
+                // leading-only keys are answered Irrelevant (§13).
+                self.neg.set_leading(req.tsih == 0);
             }
             Some(first) if first != this => return Err(LoginStatus::INITIATOR_ERROR),
             Some(_) => {}
@@ -342,15 +365,38 @@ impl Login {
         if let Some(leading) = self.leading
             && leading.tsih != 0
         {
-            // Adding a connection to a session: we run one connection per
-            // session (MaxConnections=1).
-            return Err(if self.target.sessions.tsih_exists(leading.tsih) {
-                LoginStatus::TOO_MANY_CONNECTIONS
-            } else {
-                LoginStatus::SESSION_DOES_NOT_EXIST
-            });
+            // A login into an existing session: with its CID it reinstates
+            // that connection (§6.3.4); with another CID it would add a
+            // connection, and we run one per session (MaxConnections=1).
+            let key = self.session_key(leading)?;
+            return match self.target.session_cid(&key, leading.tsih) {
+                Some(cid) if cid == leading.cid => Ok(()),
+                Some(_) => Err(LoginStatus::TOO_MANY_CONNECTIONS),
+                None => Err(LoginStatus::SESSION_DOES_NOT_EXIST),
+            };
         }
         Ok(())
+    }
+
+    /// The session identity the login names (§6.3.5): initiator name,
+    /// ISID and target name (empty for discovery).
+    fn session_key(&self, leading: Leading) -> Result<SessionKey, LoginStatus> {
+        let initiator = self
+            .neg
+            .declared("InitiatorName")
+            .ok_or(LoginStatus::MISSING_PARAMETER)?;
+        let target = match self.neg.session_type() {
+            SessionType::Normal => self
+                .neg
+                .declared("TargetName")
+                .ok_or(LoginStatus::MISSING_PARAMETER)?,
+            SessionType::Discovery => "",
+        };
+        Ok(SessionKey {
+            initiator_name: initiator.to_owned(),
+            isid: leading.isid,
+            target_name: target.to_owned(),
+        })
     }
 
     /// Sends `answer` (split with C=1 when long); completes the login when
@@ -416,17 +462,42 @@ impl Login {
             SessionKind::Discovery => ("".into(), Arc::new(LunTable::default())),
         };
         let session_id = self.target.new_session_id();
-        // Every session gets a TSIH in the final response (§11.13.4);
-        // discovery sessions are registered under an empty target name.
-        let key = SessionKey {
-            initiator_name: initiator_name.to_string(),
-            isid: leading.isid,
-            target_name: target_name.to_string(),
+        let key = self.session_key(leading)?;
+        let mut params = FfpParams {
+            initiator_mrdsl: p.initiator_mrdsl,
+            target_mrdsl: p.target_mrdsl,
+            max_burst_length: p.max_burst_length,
+            first_burst_length: p.first_burst_length,
+            max_outstanding_r2t: u32::from(p.max_outstanding_r2t),
+            initial_r2t: p.initial_r2t,
+            immediate_data: p.immediate_data,
         };
-        let (guard, reinstated) = self.target.register_session(key, session_id);
-        if reinstated {
-            tracing::info!(initiator = %initiator_name, "session reinstatement");
-        }
+        let guard = if leading.tsih != 0 {
+            // Connection reinstatement: the session's own values go on;
+            // only the connection's (MaxRecvDataSegmentLength, digests)
+            // come from this login.
+            let r = self
+                .target
+                .reinstate_connection(key, leading.tsih, leading.cid, session_id)
+                .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
+            tracing::info!(initiator = %initiator_name, tsih = leading.tsih, "connection reinstatement");
+            params = FfpParams {
+                initiator_mrdsl: p.initiator_mrdsl,
+                target_mrdsl: p.target_mrdsl,
+                ..r.params
+            };
+            r.guard
+        } else {
+            // Every session gets a TSIH in the final response (§11.13.4);
+            // discovery sessions are registered under an empty target name.
+            let (guard, reinstated) =
+                self.target
+                    .register_session(key, session_id, leading.cid, params.clone());
+            if reinstated {
+                tracing::info!(initiator = %initiator_name, "session reinstatement");
+            }
+            guard
+        };
         let session = Some(guard);
         let address = format!("{},{}", self.portal, self.target.portal_group_tag);
         let discovery = self
@@ -442,15 +513,7 @@ impl Login {
         Ok(LoginOutcome {
             kind,
             neg: self.neg.clone(),
-            params: FfpParams {
-                initiator_mrdsl: p.initiator_mrdsl,
-                target_mrdsl: p.target_mrdsl,
-                max_burst_length: p.max_burst_length,
-                first_burst_length: p.first_burst_length,
-                max_outstanding_r2t: u32::from(p.max_outstanding_r2t),
-                initial_r2t: p.initial_r2t,
-                immediate_data: p.immediate_data,
-            },
+            params,
             header_digest: p.header_digest == Digest::Crc32c,
             data_digest: p.data_digest == Digest::Crc32c,
             nexus: Nexus {
