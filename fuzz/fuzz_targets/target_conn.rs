@@ -1,0 +1,81 @@
+//! The target's connection state machines on arbitrary PDU streams: the
+//! login machine from the first byte, or the full feature phase of a logged
+//! in session (with negotiated values chosen by the first byte). Whatever
+//! arrives, they answer, reject or ask to close — never panic.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::BytesMut;
+use iesp_proto::framing::{self, FrameConfig, FrameError};
+use iesp_proto::negotiation::{Limits, Negotiator, Role};
+use iesp_proto::pdu::Isid;
+use iesp_target::backend::RamBackend;
+use iesp_target::config::{Backing, LunSpec, TargetConfig};
+use iesp_target::conn::ffp::{FfpParams, FullFeature, SessionKind};
+use iesp_target::conn::login::{Login, LoginStep};
+use iesp_target::conn::outbox::Outbox;
+use iesp_target::scsi::{LogicalUnit, LunTable, Nexus};
+use iesp_target::server::Target;
+use libfuzzer_sys::fuzz_target;
+
+fn target() -> Arc<Target> {
+    static TARGET: OnceLock<Arc<Target>> = OnceLock::new();
+    TARGET
+        .get_or_init(|| {
+            let mut cfg = TargetConfig::default();
+            cfg.targets[0].luns = vec![LunSpec { backing: Backing::Ram { size: 1 << 20 }, block_size: 512, read_only: false }];
+            Target::from_config(&cfg).expect("target")
+        })
+        .clone()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, stream)) = data.split_first() else { return };
+    let cfg = FrameConfig { max_data_segment: 65_536, ..Default::default() };
+    let mut buf = BytesMut::from(stream);
+    if sel & 1 == 0 {
+        let mut login = Login::new(target(), "127.0.0.1:3260".parse().expect("addr"));
+        let mut out = Outbox::new(cfg);
+        while let Ok(Some(frame)) = framing::decode(&cfg, &mut buf) {
+            if !matches!(login.handle(frame, &mut out), LoginStep::Continue) {
+                break;
+            }
+            let _ = out.take();
+        }
+        return;
+    }
+    let lu = LogicalUnit::new(Box::new(RamBackend::new(1 << 20)), 512, sel & 0x20 != 0, "FUZZ0001".into());
+    let luns = Arc::new(LunTable::new(vec![Arc::new(lu)]));
+    let params = FfpParams {
+        initiator_mrdsl: if sel & 2 != 0 { 512 } else { 262_144 },
+        target_mrdsl: 65_536,
+        max_burst_length: if sel & 4 != 0 { 4096 } else { 262_144 },
+        first_burst_length: if sel & 4 != 0 { 2048 } else { 65_536 },
+        max_outstanding_r2t: if sel & 8 != 0 { 1 } else { 4 },
+        initial_r2t: sel & 16 != 0,
+        immediate_data: sel & 64 == 0,
+    };
+    let nexus = Nexus {
+        initiator_name: "iqn.2026-11.org.iesp-test:fuzz".into(),
+        isid: Isid([0x80, 0, 0, 0, 0, 1]),
+        target_name: iesp_target::DEFAULT_IQN.into(),
+        portal_group_tag: 1,
+        session_id: 1,
+    };
+    let kind = if sel & 0x80 != 0 { SessionKind::Discovery } else { SessionKind::Normal };
+    let neg = Negotiator::new(Role::Target, Limits::default());
+    let mut ffp = FullFeature::new(params, neg, kind, nexus, luns, Vec::new(), 0, Outbox::new(cfg), 1, 0, 16);
+    loop {
+        match framing::decode(&cfg, &mut buf) {
+            Ok(Some(frame)) => {
+                if ffp.handle(frame).is_err() {
+                    break;
+                }
+            }
+            Err(FrameError::DataDigest { frame, .. }) => ffp.data_digest_error(&frame),
+            Ok(None) | Err(_) => break,
+        }
+        let _ = ffp.out.take();
+    }
+});
