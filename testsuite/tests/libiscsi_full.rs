@@ -175,19 +175,26 @@ async fn iscsi_test_cu_all_against_our_target_and_tgt() {
     let tgt = test_cu([tgt_url.clone(), tgt_url], "ALL", TGT_TIMEOUT).await;
     drop(tgtd);
 
-    eprintln!("\n==== iscsi-test-cu --dataloss -t ALL (two initiator names, two paths) ====");
-    eprint!("{}", side_by_side(&ours, &tgt));
-    eprintln!(
-        "\n==== iesp-target: [SKIPPED] tests ({}) ====",
+    let mut summary = String::from(
+        "==== iscsi-test-cu --dataloss -t ALL (two initiator names, two paths) ====\n",
+    );
+    summary.push_str(&side_by_side(&ours, &tgt));
+    summary.push_str(&format!(
+        "\n==== iesp-target: [SKIPPED] tests ({}) ====\n",
         ours.skipped.len()
-    );
+    ));
     for name in &ours.skipped {
-        eprintln!("  {name}: {}", skip_reason(&ours, name));
+        summary.push_str(&format!("  {name}: {}\n", skip_reason(&ours, name)));
     }
-    eprintln!(
-        "\n==== iesp-target, read-only LUN: {} ====",
+    summary.push_str(&format!(
+        "\n==== iesp-target, read-only LUN: {} ====\n",
         read_only.summary_line()
-    );
+    ));
+    eprint!("\n{summary}");
+    // Test output is captured when the test passes; CI prints this file so
+    // the comparison is in its log either way.
+    let report = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("libiscsi-all-summary.txt");
+    std::fs::write(&report, &summary).expect("write the summary for the CI log");
 
     // Our target: complete, clean, nothing failed.
     assert_eq!(ours.exit_code, Some(0), "{}", ours.raw);
