@@ -347,6 +347,13 @@ impl Backend for FileBackend {
         true
     }
 
+    /// A block device's reads reach the disk; a regular file is served
+    /// from the page cache in the common case, where a hand-off would cost
+    /// more than it saves.
+    fn may_block(&self) -> bool {
+        self.block_device
+    }
+
     fn describe(&self) -> String {
         let kind = if self.block_device { "dev" } else { "file" };
         format!("{kind}:{}", self.path.display())

@@ -112,6 +112,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Whether a call may wait on something slow — a network server, a
+    /// disk read that misses the cache — rather than finish in memory. The
+    /// connection driver then runs commands on this LU so that the wait
+    /// does not hold up other sessions (`tokio::task::block_in_place`).
+    fn may_block(&self) -> bool {
+        false
+    }
+
     /// Whether completed writes may sit in a volatile cache until
     /// [`Backend::flush`] (the page cache of a file or device): reported as
     /// WCE in the Caching mode page.

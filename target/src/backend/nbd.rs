@@ -616,6 +616,10 @@ impl Backend for NbdBackend {
         self.has(TFLAG_SEND_FLUSH)
     }
 
+    fn may_block(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("nbd:{}/{}", self.addr, self.export)
     }

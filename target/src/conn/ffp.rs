@@ -239,6 +239,11 @@ impl FullFeature {
         }
     }
 
+    /// Whether commands of this session may wait on a slow backend.
+    pub fn may_block(&self) -> bool {
+        self.luns.may_block()
+    }
+
     /// Whether a Logout was answered with success.
     pub fn logged_out(&self) -> bool {
         self.logged_out

@@ -110,6 +110,14 @@ pub async fn run(
     // Whether the session ended with a Logout (a clean end of the I_T
     // nexus) rather than a dropped connection, a reinstatement or shutdown.
     let mut logged_out = false;
+    // Commands run in this task. On LUs whose backend may wait (NBD, block
+    // devices) that wait must not stall the other connections this worker
+    // thread serves: `block_in_place` hands them to another thread first.
+    // It needs the multi-thread runtime; embedded targets on a current-thread
+    // runtime run inline.
+    let may_block = ffp.may_block()
+        && tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
     let result = async {
         // Keep-alive (§11.19): after `nop_interval` of silence, ping with a
         // NOP-In that asks for an answer; no answer within `nop_timeout`
@@ -138,7 +146,7 @@ pub async fn run(
                 _ = stop.changed() => {
                     // Finish what already arrived, fail what is still
                     // waiting for data, tell the initiator, flush.
-                    let _ = process(&mut ffp, &cfg, &mut rbuf);
+                    let _ = run_commands(&mut ffp, &cfg, &mut rbuf, may_block);
                     ffp.abort_pending(&Sense::new(SenseKey::NOT_READY, Asc(0x0412)));
                     ffp.async_message(AsyncEvent::CONNECTION_DROP, 2, 0);
                     flush(&mut wr, &mut ffp.out).await?;
@@ -164,7 +172,7 @@ pub async fn run(
                     continue;
                 }
             }
-            let after = process(&mut ffp, &cfg, &mut rbuf);
+            let after = run_commands(&mut ffp, &cfg, &mut rbuf, may_block);
             flush(&mut wr, &mut ffp.out).await?;
             match after {
                 Ok(After::Continue) => {}
@@ -185,6 +193,20 @@ pub async fn run(
     });
     drop(outcome.session);
     result
+}
+
+/// [`process`], in place of a blocking section when the backend may block.
+fn run_commands(
+    ffp: &mut FullFeature,
+    cfg: &FrameConfig,
+    rbuf: &mut BytesMut,
+    may_block: bool,
+) -> Result<After, ffp::Fatal> {
+    if may_block {
+        tokio::task::block_in_place(|| process(ffp, cfg, rbuf))
+    } else {
+        process(ffp, cfg, rbuf)
+    }
 }
 
 /// Handles every whole frame in the buffer.

@@ -170,6 +170,11 @@ impl LogicalUnit {
         &self.serial
     }
 
+    /// Whether commands on this LU may wait on a slow backend.
+    pub fn may_block(&self) -> bool {
+        self.backend.may_block()
+    }
+
     pub fn describe(&self) -> String {
         self.backend.describe()
     }

@@ -265,6 +265,11 @@ impl LunTable {
         }
     }
 
+    /// Whether any LU's backend may block (see `Backend::may_block`).
+    pub fn may_block(&self) -> bool {
+        self.luns.iter().any(|lu| lu.may_block())
+    }
+
     /// Makes every LU's completed writes durable (shutdown).
     pub fn flush_all(&self) {
         for lu in &self.luns {

@@ -94,6 +94,12 @@ impl QemuNbd {
         })
     }
 
+    /// The qemu-nbd process id (tests stop and continue it to make the
+    /// server stall).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.0.as_ref().map(|c| c.id())
+    }
+
     /// `host:port` of the server.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
