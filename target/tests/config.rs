@@ -3,35 +3,19 @@
 //! enforced), bad files are refused with a message naming the key, and
 //! `--help` documents every flag.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
 
 use iesp_initiator::{ChapCredentials, LoginError, LoginOptions, Session, discover};
 use iesp_proto::pdu::LoginStatus;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/iesp-target.sample.toml");
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_config_serves_its_targets() {
-    let addr = free_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iesp-target"))
-        .args(["--config", SAMPLE, "--listen", &addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "not listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let running = common::start(&["--config", SAMPLE]);
+    let addr = running.addr;
     let outsider = "iqn.2026-11.org.iesp-test:outsider";
     let insider = "iqn.1993-08.org.debian:01:initiator1";
     let seen: Vec<String> = discover(addr, outsider)
@@ -72,8 +56,7 @@ async fn sample_config_serves_its_targets() {
     assert_eq!(s.logical_unit(1).await.unwrap().block_size(), 4096);
     s.logout().await.unwrap();
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(running);
 }
 
 #[test]

@@ -4,10 +4,13 @@
 //! connection closes, the process exits 0, and completed writes to a file
 //! LUN are on disk.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{Running, start};
 use iesp_initiator::login::login;
 use iesp_initiator::{LoginOptions, RawConnection, Received, Session};
 use iesp_proto::bhs::Lun;
@@ -17,41 +20,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 const T: Duration = Duration::from_secs(5);
-
-struct Running {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on a free loopback port and waits until it accepts.
-fn start(args: &[&str]) -> Running {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_iesp-target"))
-        .args(["--listen", &addr.to_string()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn iesp-target");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(t0.elapsed() < T, "iesp-target did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running { child, addr }
-}
 
 fn wait_exit(r: &mut Running) -> std::process::ExitStatus {
     let t0 = Instant::now();

@@ -202,6 +202,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Install the handlers before the first bind: once a client can
+        // connect, SIGINT/SIGTERM must already mean "shut down gracefully"
+        // rather than the default of dying on the spot.
+        let signals = ShutdownSignals::install();
         let mut listeners = Vec::new();
         for addr in &listen {
             let l = tokio::net::TcpListener::bind(addr)
@@ -225,7 +229,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         // One signal stops every portal.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            shutdown_signal().await;
+            signals.recv().await;
             let _ = stop.send(true);
         });
         let mut portals = tokio::task::JoinSet::new();
@@ -243,19 +247,31 @@ fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers the target still serves; it just cannot
-        // shut down gracefully.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM handlers, installed as soon as the runtime exists.
+struct ShutdownSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Self(Some((int, term))),
+            // Without signal handlers the target still serves; it just
+            // cannot shut down gracefully.
+            _ => Self(None),
+        }
+    }
+
+    /// Completes on SIGINT or SIGTERM.
+    async fn recv(self) {
+        let Some((mut int, mut term)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
