@@ -8,6 +8,11 @@
 //! shared and noisy, so each figure is the median of several rounds and the
 //! comparison is a ratio measured in one run. Environment:
 //! `IESP_BENCH_SECONDS` (per run, default 5), `IESP_BENCH_ROUNDS` (default 3).
+//!
+//! At queue depth 1 every command is one round trip through the kernel and
+//! two thread wake-ups, so the figure is bounded by the machine, not only
+//! by the target. Each QD 1 round therefore also measures that bound: a bare
+//! 48-byte TCP ping-pong between two threads over loopback, no iSCSI at all.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -45,6 +50,40 @@ fn fill(path: &std::path::Path) {
         f.write_all(&block).expect("fill LUN file");
     }
     f.sync_all().expect("sync LUN file");
+}
+
+/// Round trips per second of a bare 48-byte TCP ping-pong over loopback
+/// between two blocking threads: what no QD 1 target can beat here.
+fn loopback_ping_pong(seconds: u32) -> f64 {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        let mut b = [0u8; 48];
+        while s.read_exact(&mut b).is_ok() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let mut b = [0u8; 48];
+    let t0 = std::time::Instant::now();
+    let limit = Duration::from_secs(u64::from(seconds));
+    let mut n = 0u64;
+    while t0.elapsed() < limit {
+        c.write_all(&b).expect("ping");
+        c.read_exact(&mut b).expect("pong");
+        n += 1;
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    drop(c);
+    let _ = echo.join();
+    rate
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -112,8 +151,11 @@ fn main() {
         "QD", "iesp IOPS", "tgt IOPS", "ratio"
     );
     for qd in [1u32, 32] {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut a, mut b, mut floor) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
+            if qd == 1 {
+                floor.push(loopback_ping_pong(seconds));
+            }
             let opts = PerfOptions {
                 queue_depth: qd,
                 blocks: 8,
@@ -137,6 +179,16 @@ fn main() {
         let (ma, mb) = (median(a.clone()), median(b.clone()));
         println!("{qd:>4}  {ma:>12.0}  {mb:>12.0}  {:>6.2}x", ma / mb);
         println!("  runs: iesp {a:?}  tgt {b:?}");
+        if !floor.is_empty() {
+            let mf = median(floor.clone());
+            println!(
+                "  QD 1 bound: bare TCP ping-pong {mf:.0} round trips/s ({:.0} us); iesp reaches {:.0}% of it, tgt {:.0}%",
+                1e6 / mf,
+                ma * 100.0 / mf,
+                mb * 100.0 / mf
+            );
+            println!("  runs: ping-pong {floor:?}");
+        }
     }
     drop(tgtd);
     let _ = stop.send(());
