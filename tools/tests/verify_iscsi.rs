@@ -177,6 +177,29 @@ fn selftest_runs_verify() {
         "verify:    sequential",
         "verify:    random",
         "verify:    check",
+        "conformance: ",
+        "selftest: PASS",
+    ] {
+        assert!(run.stdout.contains(line), "no {line:?}:\n{}", run.text());
+    }
+}
+
+/// The README's quick start, exactly as written: `iesp-test selftest` with
+/// no arguments (64 MiB LUN, QD 1/8/32, verify, the conformance suite).
+#[test]
+fn quick_start_selftest_with_defaults() {
+    let run = iesp_test(&["selftest"]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    for line in [
+        "discovery: ok",
+        "qd   1:",
+        "qd  32:",
+        "verify:    sequential",
+        "verify:    random",
+        "verify:    check",
+        "conformance: ",
+        " 0 fail, ",
+        "0 unexpected against the baseline",
         "selftest: PASS",
     ] {
         assert!(run.stdout.contains(line), "no {line:?}:\n{}", run.text());
