@@ -118,11 +118,13 @@ fn status_of(f: &Frame) -> u16 {
 }
 
 /// Opens a connection and runs the security stage up to the challenge.
-async fn challenge(ctx: &mut Ctx, algorithms: &str) -> Result<Challenge, Fail> {
+/// Connects and offers `AuthMethod=CHAP` in the first Login Request (with
+/// the T bit as given); the target must not refuse the offer.
+async fn offer_chap(ctx: &mut Ctx, transit: bool) -> Result<Frame, Fail> {
     ctx.connect("main").await?;
     let f = login_pdu(
         ctx,
-        false,
+        transit,
         vec!["@identity".into(), "AuthMethod=CHAP".into()],
     )
     .await?;
@@ -132,6 +134,11 @@ async fn challenge(ctx: &mut Ctx, algorithms: &str) -> Result<Challenge, Fail> {
             status_of(&f)
         )
     })?;
+    Ok(f)
+}
+
+async fn challenge(ctx: &mut Ctx, algorithms: &str) -> Result<Challenge, Fail> {
+    let f = offer_chap(ctx, false).await?;
     let p = keys(&f)?;
     ensure(key(&p, "AuthMethod") == Some("CHAP"), || {
         format!("AuthMethod=CHAP answered {:?}", key(&p, "AuthMethod"))
@@ -193,16 +200,7 @@ fn algorithm_from_list(ctx: &mut Ctx) -> CaseFuture<'_> {
 
 fn no_acceptable_algorithm(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
-        ctx.connect("main").await?;
-        let f = login_pdu(
-            ctx,
-            false,
-            vec!["@identity".into(), "AuthMethod=CHAP".into()],
-        )
-        .await?;
-        ensure(status_of(&f) == 0, || {
-            format!("AuthMethod=CHAP refused with {:#06x}", status_of(&f))
-        })?;
+        offer_chap(ctx, false).await?;
         let f = login_pdu(ctx, false, vec!["CHAP_A=233".into()]).await?;
         if status_of(&f) >> 8 == 2 {
             return Ok(());
@@ -224,16 +222,7 @@ fn no_acceptable_algorithm(ctx: &mut Ctx) -> CaseFuture<'_> {
 
 fn no_transit_before_auth(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
-        ctx.connect("main").await?;
-        let f = login_pdu(
-            ctx,
-            true,
-            vec!["@identity".into(), "AuthMethod=CHAP".into()],
-        )
-        .await?;
-        ensure(status_of(&f) == 0, || {
-            format!("AuthMethod=CHAP refused with {:#06x}", status_of(&f))
-        })?;
+        let f = offer_chap(ctx, true).await?;
         ensure(f.bhs.0[1] & 0x80 == 0, || {
             "the target set T=1 before any CHAP exchange".to_owned()
         })
