@@ -14,7 +14,7 @@ use iesp_target::backend::RamBackend;
 use iesp_target::config::{Backing, LunSpec, TargetConfig};
 use iesp_target::conn::ffp::{FfpParams, FullFeature, SessionKind};
 use iesp_target::conn::login::{Login, LoginStep};
-use iesp_target::conn::outbox::Outbox;
+use iesp_proto::outbox::Outbox;
 use iesp_target::scsi::{LogicalUnit, LunTable, Nexus};
 use iesp_target::server::Target;
 use libfuzzer_sys::fuzz_target;

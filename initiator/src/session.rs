@@ -49,10 +49,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use iesp_proto::bhs::{Bhs, Lun, Opcode, RESERVED_TAG};
 use iesp_proto::framing::{self, Frame, FrameConfig, FrameError};
 use iesp_proto::negotiation::SessionParams;
+use iesp_proto::outbox;
 use iesp_proto::pdu::ahs::{self, AhsType};
 use iesp_proto::pdu::{
     self, AsyncMessage, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse, NopIn,
@@ -74,10 +75,6 @@ use crate::url::IscsiUrl;
 
 /// Read buffer: room for several large PDUs per read.
 const READ_BUF: usize = 512 * 1024;
-
-/// Data segments up to this size are copied next to their header: a copy
-/// is cheaper than an extra iovec.
-const INLINE_DATA: usize = 2048;
 
 /// The longest CDB a SCSI Command can carry: 16 bytes in the BHS plus an
 /// Extended CDB AHS (AHSLength is 16 bits, §11.2.2.3).
@@ -272,25 +269,9 @@ fn try_write_chunks(wr: &OwnedWriteHalf, chunks: &mut VecDeque<Bytes>) -> io::Re
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         };
-        advance(chunks, written);
+        outbox::consume(chunks, written);
     }
     Ok(())
-}
-
-/// Drops `n` written bytes from the front of `chunks`.
-fn advance(chunks: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = chunks.front_mut() else {
-            return;
-        };
-        if n >= front.len() {
-            n -= front.len();
-            chunks.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
-    }
 }
 
 impl fmt::Debug for Session {
@@ -870,55 +851,30 @@ impl Task {
     }
 }
 
-/// Outgoing PDUs queued as byte chunks for one vectored write.
+/// Outgoing PDUs queued as byte chunks for one vectored write, each
+/// recorded in the session's trace as it is queued.
 struct Outbox {
-    cfg: FrameConfig,
-    scratch: BytesMut,
-    chunks: VecDeque<Bytes>,
+    queue: outbox::Outbox,
     trace: Trace,
 }
 
 impl Outbox {
-    fn push(&mut self, mut bhs: Bhs, ahs: &[u8], data: Bytes) {
-        bhs.set_total_ahs_words(ahs.len().div_ceil(4).min(255) as u8);
-        bhs.set_data_segment_len(data.len() as u32);
+    fn push(&mut self, bhs: Bhs, ahs: &[u8], data: Bytes) {
+        let sent = self.queue.push_with_ahs(bhs, ahs, data.clone());
         self.trace
-            .record_pdu(Direction::Sent, &bhs, ahs.len(), &data);
-        framing::encode_head(&self.cfg, &bhs, ahs, &mut self.scratch);
-        if data.len() <= INLINE_DATA {
-            self.scratch.put_slice(&data);
-        } else {
-            self.seal();
-            self.chunks.push_back(data.clone());
-        }
-        framing::encode_tail(&self.cfg, &data, &mut self.scratch);
-    }
-
-    fn seal(&mut self) {
-        if !self.scratch.is_empty() {
-            let head = self.scratch.split().freeze();
-            self.chunks.push_back(head);
-        }
+            .record_pdu(Direction::Sent, &sent, ahs.len(), &data);
     }
 
     fn has_output(&self) -> bool {
-        !self.scratch.is_empty() || !self.chunks.is_empty()
+        !self.queue.is_empty()
     }
 
-    /// Puts back, in front of anything queued since, chunks taken but not
-    /// written.
     fn requeue_front(&mut self, rest: VecDeque<Bytes>) {
-        for c in rest.into_iter().rev() {
-            self.chunks.push_front(c);
-        }
+        self.queue.requeue_front(rest);
     }
 
     fn take(&mut self) -> VecDeque<Bytes> {
-        self.seal();
-        if self.scratch.capacity() < 16 * 1024 {
-            self.scratch.reserve(64 * 1024);
-        }
-        std::mem::take(&mut self.chunks)
+        self.queue.take()
     }
 }
 
@@ -953,9 +909,7 @@ impl Core {
         let p = &outcome.params;
         Core {
             out: Outbox {
-                cfg,
-                scratch: BytesMut::with_capacity(64 * 1024),
-                chunks: VecDeque::new(),
+                queue: outbox::Outbox::new(cfg),
                 trace,
             },
             tasks: TaskMap::default(),

@@ -19,6 +19,8 @@
 //! - [`framing`] — incremental framing of a byte stream into PDUs: BHS, AHS,
 //!   data segment with padding, optional digests. "Need more bytes" is a normal
 //!   outcome, not an error.
+//! - [`outbox`] — outgoing PDUs queued as byte chunks for one vectored write,
+//!   large data segments uncopied.
 //! - [`text`] — the `key=value\0` text codec of Login and Text PDUs (§6).
 //! - [`negotiation`] — the one negotiation engine both sides use (§6.2, §13).
 //! - [`scsi`] — SCSI CDB builders/parsers, status, sense data and the payloads
@@ -39,6 +41,7 @@ pub mod chap;
 pub mod digest;
 pub mod framing;
 pub mod negotiation;
+pub mod outbox;
 pub mod pdu;
 pub mod scsi;
 pub mod serial;

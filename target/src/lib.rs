@@ -15,7 +15,7 @@
 //! - [`conn`] — one connection: the async driver ([`conn::run`]), the
 //!   sans-socket login state machine ([`conn::login`]) and full feature
 //!   phase ([`conn::ffp`]: CmdSN window, R2T/Data-Out, Data-In, TMF, NOP,
-//!   Text, Logout, Reject), and batched output ([`conn::outbox`]).
+//!   Text, Logout, Reject), and batched output ([`iesp_proto::outbox`]).
 //! - [`scsi`] — SCSI command execution on a logical unit (SPC-4, SBC-4).
 //! - [`backend`] — where blocks live: RAM, file, block device, NBD export.
 //! - [`embedded`] — run the target inside another program (tools, tests).

@@ -34,8 +34,8 @@ use iesp_proto::scsi::{Asc, ScsiStatus, Sense};
 use iesp_proto::serial;
 use iesp_proto::text;
 
-use super::outbox::Outbox;
 use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
+use iesp_proto::outbox::Outbox;
 
 /// Negotiated values the full feature phase works with (§13).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use iesp_proto::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Pdu, Stage
 use iesp_proto::text::{self, KeyValue, TextAccumulator};
 
 use super::ffp::{DiscoveryEntry, FfpParams, SessionKind};
-use super::outbox::Outbox;
 use crate::scsi::{LunTable, Nexus};
 use crate::server::{SessionGuard, SessionKey, Target};
+use iesp_proto::outbox::Outbox;
 
 /// The largest data segment accepted during login. RFC 7143 §13.12 lets a
 /// peer assume 8192 until MaxRecvDataSegmentLength is declared; we accept

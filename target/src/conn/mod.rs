@@ -10,7 +10,6 @@
 
 pub mod ffp;
 pub mod login;
-pub mod outbox;
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -18,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use iesp_proto::framing::{self, Frame, FrameConfig, FrameError};
 use iesp_proto::pdu::{AsyncEvent, RejectReason};
 use iesp_proto::scsi::{Asc, Sense, SenseKey};
@@ -30,8 +29,8 @@ use tokio::sync::watch;
 use crate::scsi::NexusEnd;
 use crate::server::Target;
 use ffp::{After, FullFeature};
+use iesp_proto::outbox::{self, Outbox};
 use login::{Login, LoginStep};
-use outbox::Outbox;
 
 /// Read buffer size: room for several large PDUs per read.
 const READ_BUF: usize = 512 * 1024;
@@ -272,23 +271,17 @@ async fn next_frame(
 async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<()> {
     let mut chunks: VecDeque<Bytes> = out.take();
     while !chunks.is_empty() {
-        let slices: Vec<IoSlice<'_>> = chunks.iter().take(64).map(|c| IoSlice::new(c)).collect();
-        let mut n = wr.write_vectored(&slices).await?;
+        let mut slices = [IoSlice::new(&[]); 64];
+        let mut used = 0;
+        for (slot, c) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(c);
+            used += 1;
+        }
+        let n = wr.write_vectored(&slices[..used]).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
-            let Some(front) = chunks.front_mut() else {
-                break;
-            };
-            if n >= front.len() {
-                n -= front.len();
-                chunks.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
+        outbox::consume(&mut chunks, n);
     }
     Ok(())
 }
