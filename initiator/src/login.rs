@@ -21,9 +21,10 @@
 //! missing TSIH, an unanswered offer) are collected in
 //! [`LoginOutcome::warnings`] for the caller to judge.
 //!
-//! An answer outside the legal range (above a Min offer, a boolean that
-//! breaks OR/AND, …) ends the login with [`LoginError::Negotiation`] naming
-//! the key and the value under [`NegotiationPolicy::Strict`] (the default,
+//! Answers outside the legal range (above a Min offer, a boolean that
+//! breaks OR/AND, …) end the login with [`LoginError::OutOfRange`] naming
+//! every such key and value of the response under
+//! [`NegotiationPolicy::Strict`] (the default,
 //! what a conformance test wants). Under [`NegotiationPolicy::Lenient`]
 //! (what a load tool wants: iESP, for one, answers FirstBurstLength =
 //! MaxBurstLength = 268435456 whatever is offered) the answer is clamped to
@@ -315,6 +316,11 @@ pub enum LoginError {
     /// The target broke a rule of the login phase.
     #[error("login protocol error: {0}")]
     Protocol(String),
+    /// The target answered keys outside the legal range of our offers
+    /// (§6.2.1, §6.2.2), under [`NegotiationPolicy::Strict`]; each entry
+    /// names the key, the answer and the value a lenient login would use.
+    #[error("answers outside the legal range (RFC 7143 §6.2): {}", join_answers(.0))]
+    OutOfRange(Vec<NegotiationWarning>),
     /// The negotiation hit a protocol error (§6.2, §6.3).
     #[error("negotiation error: {0}")]
     Negotiation(#[from] NegotiationError),
@@ -333,6 +339,19 @@ pub enum LoginError {
     /// The target closed the connection.
     #[error("the target closed the connection during login")]
     Closed,
+}
+
+fn join_answers(answers: &[NegotiationWarning]) -> String {
+    let parts: Vec<String> = answers
+        .iter()
+        .map(|w| {
+            format!(
+                "{}={} to our offer {} ({})",
+                w.key, w.answered, w.offered, w.reason
+            )
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// Opens the TCP connection for a login within `opts.connect_timeout`.
@@ -354,7 +373,9 @@ pub async fn login(
     opts: &LoginOptions,
 ) -> Result<LoginOutcome, LoginError> {
     let mut neg = Negotiator::new(Role::Initiator, opts.limits());
-    neg.set_lenient(opts.negotiation == NegotiationPolicy::Lenient);
+    // Clamping always, so that a strict login can name every answer out
+    // of range in the response, not only the first (see `check_strict`).
+    neg.set_lenient(true);
     let session_type = opts.session_type();
     neg.set_session_type(session_type);
     neg.declare("InitiatorName", &opts.initiator_name);
@@ -479,6 +500,7 @@ impl Driver<'_> {
                 .exchange(Stage::SECURITY, Stage::OPERATIONAL, transit, &out)
                 .await?;
             let reply = neg.receive(&pairs)?;
+            self.check_strict(neg)?;
             out = reply.answers;
             match (auth, chap.as_deref_mut()) {
                 (Auth::AwaitMethod, Some(c)) => match neg.auth_method() {
@@ -545,6 +567,7 @@ impl Driver<'_> {
                 .exchange(Stage::OPERATIONAL, Stage::FULL_FEATURE, true, &out)
                 .await?;
             let reply = neg.receive(&pairs)?;
+            self.check_strict(neg)?;
             if let Some(kv) = reply.delegated.first() {
                 return Err(LoginError::Protocol(format!(
                     "authentication key {kv} in the operational stage"
@@ -572,6 +595,17 @@ impl Driver<'_> {
         Err(LoginError::Protocol(format!(
             "the operational stage did not end within {MAX_ROUNDS} exchanges"
         )))
+    }
+
+    /// Under [`NegotiationPolicy::Strict`], the answers the engine had to
+    /// clamp end the login, all named.
+    fn check_strict(&self, neg: &Negotiator) -> Result<(), LoginError> {
+        if self.opts.negotiation == NegotiationPolicy::Strict && !neg.clamped().is_empty() {
+            return Err(LoginError::OutOfRange(
+                neg.clamped().iter().map(NegotiationWarning::from).collect(),
+            ));
+        }
+        Ok(())
     }
 
     fn request(&self, csg: Stage, nsg: Stage, transit: bool, cont: bool) -> Pdu {
