@@ -1021,10 +1021,8 @@ impl<T> SessionCore<T> {
                 Some(Task::Nop { token }) => {
                     self.complete(n.itt, token, Completion::Bytes(Ok(data)));
                 }
-                Some(Task::KeepAlive) => {
-                    if self.ping.is_some_and(|(itt, _)| itt == n.itt) {
-                        self.ping = None;
-                    }
+                Some(Task::KeepAlive) if self.ping.is_some_and(|(itt, _)| itt == n.itt) => {
+                    self.ping = None;
                 }
                 _ => {}
             }
