@@ -9,6 +9,8 @@
 //!
 //! - [`config`] — targets, LUN specs (`ram:64M`, `file:PATH,size=1G`,
 //!   `nbd:HOST:PORT/EXPORT`), protocol limits; the defaults serve at once.
+//! - [`cli`] — the `iesp-target` command line ([`cli::command`] for man
+//!   pages and completions), exit codes, the shared size/duration grammar.
 //! - [`config_file`] — the TOML file for several targets, ACLs and CHAP.
 //! - [`server`] — the accept loop ([`server::serve`] takes a bound listener
 //!   and a shutdown future), the session registry, graceful shutdown.
@@ -36,6 +38,7 @@
 //! ```
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod conn;

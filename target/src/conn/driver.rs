@@ -35,9 +35,6 @@ use crate::server::Target;
 /// Read buffer size: room for several large PDUs per read.
 const READ_BUF: usize = 512 * 1024;
 
-/// How long a login may stay silent before the connection is dropped.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A timer far enough away to mean "never" when keep-alive is off.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
@@ -63,7 +60,7 @@ pub async fn run(
     let mut login = Login::new(target.clone(), portal);
     let outcome = loop {
         let frame = tokio::select! {
-            f = tokio::time::timeout(LOGIN_TIMEOUT, next_frame(&mut rd, &mut rbuf, &login_cfg)) => match f {
+            f = tokio::time::timeout(target.limits.login_timeout, next_frame(&mut rd, &mut rbuf, &login_cfg)) => match f {
                 Ok(Ok(Some(frame))) => frame,
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Err(e)) => return Err(e),
