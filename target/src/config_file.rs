@@ -88,6 +88,22 @@ struct ChapFile {
 }
 
 /// A parsed configuration: the target and the portals to listen on.
+/// A TOML error as one line: `line N: message` (toml's own rendering
+/// quotes the source over several lines).
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |before| before.matches('\n').count())
+                + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
 #[derive(Debug)]
 pub struct Loaded {
     pub config: TargetConfig,
@@ -97,8 +113,7 @@ pub struct Loaded {
 
 /// Parses and validates a configuration file's text.
 pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
-    let file: File = toml::from_str(text)
-        .map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
+    let file: File = toml::from_str(text).map_err(|e| ConfigError::Syntax(one_line(text, &e)))?;
     let mut listen = Vec::new();
     for (i, l) in file.listen.iter().enumerate() {
         listen.push(l.parse().map_err(|_| {
