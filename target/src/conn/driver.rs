@@ -180,6 +180,7 @@ pub async fn run(
     }
     .await;
     let _ = wr.shutdown().await;
+    tracing::debug!(%peer, logged_out = ffp.logged_out(), result = ?result, "connection closed");
     ffp.end_of_nexus(if ffp.logged_out() {
         NexusEnd::Logout
     } else {
