@@ -284,9 +284,19 @@ impl Args {
 /// A clap error as one line for stderr: `error: ` and the usage/tip
 /// paragraphs dropped.
 pub fn one_line(e: &clap::Error) -> String {
+    // The first paragraph is the message; a list (missing arguments) is
+    // indented below its first line and joins it.
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments").trim();
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = first.join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    if first.is_empty() {
+        return "invalid arguments (see --help)".into();
+    }
     format!("{first} (see --help)")
 }
 
@@ -339,5 +349,9 @@ mod tests {
         let line = one_line(&e);
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("--block-size"), "{line}");
+        let e = parse(&["--chap-user", "x"]).unwrap_err();
+        let line = one_line(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("--chap-secret"), "{line}");
     }
 }
