@@ -96,9 +96,21 @@ fn one_line(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             let line = text
                 .get(..span.start)
-                .map_or(0, |before| before.matches('\n').count())
-                + 1;
-            format!("line {line}: {message}")
+                .map_or(0, |before| before.matches('\n').count());
+            // The line itself names the key; quote it (shortened).
+            let source: String = text
+                .lines()
+                .nth(line)
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(60)
+                .collect();
+            if source.is_empty() {
+                format!("line {}: {message}", line + 1)
+            } else {
+                format!("line {} (`{source}`): {message}", line + 1)
+            }
         }
         None => message,
     }

@@ -329,7 +329,10 @@ fn bad_values_exit_2_with_one_line() {
 fn a_bad_config_file_exits_2_with_one_line_naming_the_place() {
     let dir = tempfile::tempdir().unwrap();
     for (text, needle) in [
-        ("[[target]]\nipn = \"x\"\n", "line 2: unknown field `ipn`"),
+        (
+            "[[target]]\nipn = \"x\"\n",
+            "line 2 (`ipn = \"x\"`): unknown field `ipn`",
+        ),
         ("[limits]\nnop_timeout = \"soon\"\n", "line 2"),
         ("[limits]\nmax_burst_length = \"12Q\"\n", "12Q"),
         ("listen = [\n", "line"),
