@@ -42,12 +42,21 @@ impl Verbosity {
 
 /// Whether output to stderr may carry ANSI escapes.
 pub fn color_on_stderr() -> bool {
-    std::io::stderr().is_terminal() && !no_color()
+    use_color(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
 }
 
 /// `NO_COLOR` set to anything but the empty string.
 pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The colour decision itself: only on a terminal, and never when
+/// `NO_COLOR` (given as its value, if set) is non-empty.
+pub fn use_color(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Installs the global subscriber: [`ENV`] if set, else `fallback` (from
@@ -77,6 +86,16 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         v: Verbosity,
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_color(true, None));
+        assert!(use_color(true, Some(OsStr::new(""))));
+        assert!(!use_color(true, Some(OsStr::new("1"))));
+        assert!(!use_color(false, None));
+        assert!(!use_color(false, Some(OsStr::new("1"))));
     }
 
     #[test]

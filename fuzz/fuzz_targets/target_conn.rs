@@ -7,12 +7,12 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
-use iesp_proto::framing::{self, FrameConfig, FrameError};
+use iesp_proto::framing::{self, FrameConfig};
 use iesp_proto::negotiation::{Limits, Negotiator, Role};
 use iesp_proto::pdu::Isid;
 use iesp_target::backend::RamBackend;
 use iesp_target::config::{Backing, LunSpec, TargetConfig};
-use iesp_target::conn::ffp::{FfpParams, FullFeature, SessionKind};
+use iesp_target::conn::ffp::{FfpParams, FfpSetup, FullFeature, SessionKind};
 use iesp_target::conn::login::{Login, LoginStep};
 use iesp_proto::outbox::Outbox;
 use iesp_target::scsi::{LogicalUnit, LunTable, Nexus};
@@ -65,17 +65,30 @@ fuzz_target!(|data: &[u8]| {
     };
     let kind = if sel & 0x80 != 0 { SessionKind::Discovery } else { SessionKind::Normal };
     let neg = Negotiator::new(Role::Target, Limits::default());
-    let mut ffp = FullFeature::new(params, neg, kind, nexus, luns, Vec::new(), 0, Outbox::new(cfg), 1, 0, 16);
-    loop {
-        match framing::decode(&cfg, &mut buf) {
-            Ok(Some(frame)) => {
-                if ffp.handle(frame).is_err() {
-                    break;
-                }
-            }
-            Err(FrameError::DataDigest { frame, .. }) => ffp.data_digest_error(&frame),
-            Ok(None) | Err(_) => break,
+    let setup = FfpSetup {
+        params,
+        neg,
+        kind,
+        nexus,
+        luns,
+        discovery: Vec::new(),
+        cid: 0,
+        frame: cfg,
+        stat_sn: 1,
+        exp_cmd_sn: 0,
+        command_window: 16,
+        keepalive: None,
+    };
+    let mut ffp = FullFeature::new(setup, std::time::Instant::now());
+    // Feed the stream in pieces, as a socket would.
+    let mut rbuf = BytesMut::new();
+    let cut = usize::from(sel).max(1) * 7;
+    for piece in buf.chunks(cut) {
+        rbuf.extend_from_slice(piece);
+        let after = ffp.receive(&mut rbuf, std::time::Instant::now());
+        let _ = ffp.outbox().take();
+        if !matches!(after, Ok(iesp_target::conn::ffp::After::Continue)) {
+            break;
         }
-        let _ = ffp.out.take();
     }
 });

@@ -19,6 +19,9 @@ pub const DEFAULT_IQN: &str = "iqn.2026-11.org.iesp-test:target0";
 /// The default portal.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3260";
 
+/// The iSCSI port (RFC 7143 §4.4.1), in [`DEFAULT_LISTEN`].
+pub const DEFAULT_PORT: u16 = 3260;
+
 /// Everything a running target needs to know.
 #[derive(Clone, Debug)]
 pub struct TargetConfig {
@@ -85,6 +88,8 @@ pub struct Limits {
     pub nop_interval: Option<Duration>,
     /// Drop the connection when a ping stays unanswered this long.
     pub nop_timeout: Duration,
+    /// Drop a connection whose login waits this long for the next PDU.
+    pub login_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -100,6 +105,7 @@ impl Default for Limits {
             command_window: 128,
             nop_interval: Some(Duration::from_secs(20)),
             nop_timeout: Duration::from_secs(20),
+            login_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -270,58 +276,9 @@ impl fmt::Display for LunSpec {
     }
 }
 
-/// Parses `512`, `64K`, `64M`, `1G`, `2T`, with an optional `iB`/`B`
-/// (`64MiB`); units are powers of 1024.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("unknown size unit in `{s}` (use K, M, G or T)")),
-            };
-            (&t[..i], shift)
-        }
-        _ => (t, 0),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 64M, 1G, 4096)"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size `{s}` is too large"))
-}
-
-/// Formats a byte count with the largest exact binary unit: `64MiB`.
-pub fn format_size(n: u64) -> String {
-    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
-            return format!("{}{unit}", n >> shift);
-        }
-    }
-    format!("{n}B")
-}
-
-/// Parses a logical block size: 512 or 4096 (what initiators and SBC-4
-/// devices use in practice; other powers of two up to 64 KiB are accepted).
-pub fn parse_block_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a block size"))?;
-    if n.is_power_of_two() && (512..=65536).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!(
-            "block size {n} is not a power of two between 512 and 65536"
-        ))
-    }
-}
+/// The size grammar of every flag and key (`512`, `4k`, `4KiB`, `1.5G`),
+/// shared with `iesp-test`: see [`iesp_cli::units`].
+pub use iesp_cli::units::{format_size, parse_block_size, parse_size};
 
 #[cfg(test)]
 mod tests {

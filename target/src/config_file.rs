@@ -8,11 +8,10 @@
 //! Errors name the key and the problem — `target[1].luns[0]: invalid LUN
 //! …`, `unknown field `ipn`` with its line — and nothing is partly applied.
 
+use iesp_cli::units::{Duration as Secs, Size};
+use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::config::{self, ChapAuth, ChapCredentials, Limits, LunSpec, TargetConfig, TargetDef};
 
@@ -48,16 +47,17 @@ struct File {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LimitsFile {
-    max_recv_data_segment_length: Option<u32>,
-    max_burst_length: Option<u32>,
-    first_burst_length: Option<u32>,
+    max_recv_data_segment_length: Option<Size>,
+    max_burst_length: Option<Size>,
+    first_burst_length: Option<Size>,
     max_outstanding_r2t: Option<u32>,
     immediate_data: Option<bool>,
     initial_r2t: Option<bool>,
     digests: Option<bool>,
     command_window: Option<u32>,
-    nop_interval: Option<u64>,
-    nop_timeout: Option<u64>,
+    nop_interval: Option<Secs>,
+    nop_timeout: Option<Secs>,
+    login_timeout: Option<Secs>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +88,34 @@ struct ChapFile {
 }
 
 /// A parsed configuration: the target and the portals to listen on.
+/// A TOML error as one line: `line N: message` (toml's own rendering
+/// quotes the source over several lines).
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |before| before.matches('\n').count());
+            // The line itself names the key; quote it (shortened).
+            let source: String = text
+                .lines()
+                .nth(line)
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(60)
+                .collect();
+            if source.is_empty() {
+                format!("line {}: {message}", line + 1)
+            } else {
+                format!("line {} (`{source}`): {message}", line + 1)
+            }
+        }
+        None => message,
+    }
+}
+
 #[derive(Debug)]
 pub struct Loaded {
     pub config: TargetConfig,
@@ -97,8 +125,7 @@ pub struct Loaded {
 
 /// Parses and validates a configuration file's text.
 pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
-    let file: File = toml::from_str(text)
-        .map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
+    let file: File = toml::from_str(text).map_err(|e| ConfigError::Syntax(one_line(text, &e)))?;
     let mut listen = Vec::new();
     for (i, l) in file.listen.iter().enumerate() {
         listen.push(l.parse().map_err(|_| {
@@ -184,14 +211,25 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
         }
     };
     const SEG: (u32, u32) = (512, 16_777_215);
+    // Sizes in the size grammar ("256k" or 262144), bounded like the
+    // negotiation keys they cap (§13).
+    let seg = |k: &str, v: Size| -> Result<u32, ConfigError> {
+        let n = u32::try_from(v.0).map_err(|_| {
+            invalid(
+                format!("limits.{k}"),
+                format!("{v} is outside {}..={}", SEG.0, SEG.1),
+            )
+        })?;
+        range(k, n, SEG.0, SEG.1)
+    };
     if let Some(v) = f.max_recv_data_segment_length {
-        l.max_recv_data_segment_length = range("max_recv_data_segment_length", v, SEG.0, SEG.1)?;
+        l.max_recv_data_segment_length = seg("max_recv_data_segment_length", v)?;
     }
     if let Some(v) = f.max_burst_length {
-        l.max_burst_length = range("max_burst_length", v, SEG.0, SEG.1)?;
+        l.max_burst_length = seg("max_burst_length", v)?;
     }
     if let Some(v) = f.first_burst_length {
-        l.first_burst_length = range("first_burst_length", v, SEG.0, SEG.1)?;
+        l.first_burst_length = seg("first_burst_length", v)?;
     }
     if l.first_burst_length > l.max_burst_length {
         return Err(invalid(
@@ -208,14 +246,21 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
     l.immediate_data = f.immediate_data.unwrap_or(l.immediate_data);
     l.initial_r2t = f.initial_r2t.unwrap_or(l.initial_r2t);
     l.digests = f.digests.unwrap_or(l.digests);
-    if let Some(s) = f.nop_interval {
-        l.nop_interval = (s > 0).then(|| Duration::from_secs(s));
+    // Durations in the duration grammar ("20", 20, "500ms", "2m").
+    if let Some(Secs(d)) = f.nop_interval {
+        l.nop_interval = (!d.is_zero()).then_some(d);
     }
-    if let Some(s) = f.nop_timeout {
-        if s == 0 {
-            return Err(invalid("limits.nop_timeout", "must be at least 1 second"));
+    if let Some(Secs(d)) = f.nop_timeout {
+        if d.is_zero() {
+            return Err(invalid("limits.nop_timeout", "must be more than zero"));
         }
-        l.nop_timeout = Duration::from_secs(s);
+        l.nop_timeout = d;
+    }
+    if let Some(Secs(d)) = f.login_timeout {
+        if d.is_zero() {
+            return Err(invalid("limits.login_timeout", "must be more than zero"));
+        }
+        l.login_timeout = d;
     }
     Ok(l)
 }

@@ -9,13 +9,16 @@
 //!
 //! - [`config`] — targets, LUN specs (`ram:64M`, `file:PATH,size=1G`,
 //!   `nbd:HOST:PORT/EXPORT`), protocol limits; the defaults serve at once.
+//! - [`cli`] — the `iesp-target` command line ([`cli::command`] for man
+//!   pages and completions), exit codes, the shared size/duration grammar.
 //! - [`config_file`] — the TOML file for several targets, ACLs and CHAP.
 //! - [`server`] — the accept loop ([`server::serve`] takes a bound listener
 //!   and a shutdown future), the session registry, graceful shutdown.
-//! - [`conn`] — one connection: the async driver ([`conn::run`]), the
-//!   sans-socket login state machine ([`conn::login`]) and full feature
-//!   phase ([`conn::ffp`]: CmdSN window, R2T/Data-Out, Data-In, TMF, NOP,
-//!   Text, Logout, Reject), and batched output ([`iesp_proto::outbox`]).
+//! - [`conn`] — one connection, in three files: the sans-IO login state
+//!   machine ([`conn::login`]), the sans-IO full feature phase core
+//!   ([`conn::ffp`]: CmdSN window, R2T/Data-Out, Data-In, TMF, NOP and the
+//!   keep-alive clock, Text, Logout, Reject; transcript-tested), and the
+//!   tokio socket driver ([`conn::driver`], [`conn::run`]).
 //! - [`scsi`] — SCSI command execution on a logical unit (SPC-4, SBC-4).
 //! - [`backend`] — where blocks live: RAM, file, block device, NBD export.
 //! - [`embedded`] — run the target inside another program (tools, tests).
@@ -35,6 +38,7 @@
 //! ```
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod conn;

@@ -65,7 +65,9 @@ impl Target {
             let mut luns = Vec::new();
             for (n, spec) in def.luns.iter().enumerate() {
                 let backend: Box<dyn Backend> = match &spec.backing {
-                    Backing::Ram { size } => Box::new(RamBackend::new(*size)),
+                    Backing::Ram { size } => Box::new(RamBackend::try_new(*size).map_err(|e| {
+                        io::Error::new(e.kind(), format!("target {t} LUN {n}: {e}"))
+                    })?),
                     Backing::File { path, size } => {
                         Box::new(open(path, *size, spec.read_only, t, n)?)
                     }

@@ -23,12 +23,48 @@ pub struct RamBackend {
 }
 
 impl RamBackend {
+    /// A RAM disk of `size` bytes. Panics (aborts) if even its chunk table
+    /// cannot be allocated; [`RamBackend::try_new`] reports that instead.
     pub fn new(size: u64) -> RamBackend {
         let n = size.div_ceil(CHUNK as u64) as usize;
         RamBackend {
             size,
             chunks: (0..n).map(|_| RwLock::new(None)).collect(),
         }
+    }
+
+    /// A RAM disk of `size` bytes, refused (`InvalidInput`) when it is
+    /// larger than this machine's memory and swap together, or
+    /// (`OutOfMemory`) when its chunk table cannot be allocated: a RAM disk
+    /// that could never be filled is a mistake to report, not to abort on.
+    pub fn try_new(size: u64) -> io::Result<RamBackend> {
+        if let Ok(info) = nix::sys::sysinfo::sysinfo() {
+            let total = info.ram_total().saturating_add(info.swap_total());
+            if size > total {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a RAM disk of {} is larger than this machine's memory and swap ({} MiB)",
+                        crate::config::format_size(size),
+                        total >> 20
+                    ),
+                ));
+            }
+        }
+        let n = usize::try_from(size.div_ceil(CHUNK as u64))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "RAM disk too large"))?;
+        let mut chunks = Vec::new();
+        chunks.try_reserve_exact(n).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "cannot allocate a RAM disk of {}",
+                    crate::config::format_size(size)
+                ),
+            )
+        })?;
+        chunks.extend((0..n).map(|_| RwLock::new(None)));
+        Ok(RamBackend { size, chunks })
     }
 
     /// Splits `[offset, offset+len)` into (chunk index, offset in chunk,

@@ -1,9 +1,25 @@
 //! Full feature phase of one connection (RFC 7143 §3.2, §4.2, §11).
 //!
-//! Frames in, frames out, no sockets: [`FullFeature::handle`] takes a
-//! decoded frame, executes what it can (SCSI commands run synchronously on
-//! the LUN, see [`crate::scsi`]) and queues responses in an [`Outbox`] the
-//! driver writes out in batches.
+//! The sans-IO core of a logged-in connection: bytes in, PDUs out, no
+//! sockets, no tokio, no clock of its own. The socket driver
+//! ([`super::driver`]) and the tests feed it the same way:
+//!
+//! - [`FullFeature::new`] takes an [`FfpSetup`] (the login's outcome and the
+//!   target's limits) and the current time;
+//! - [`FullFeature::receive`] takes the read buffer and `now`, frames every
+//!   whole PDU in it and handles each ([`FullFeature::handle`] for one
+//!   decoded frame): SCSI commands execute synchronously on the LUN (see
+//!   [`crate::scsi`]), and every response is queued in the
+//!   [`outbox`](FullFeature::outbox), which the driver writes out in one
+//!   vectored write per batch; data segments are zero-copy slices of the
+//!   LU's completion;
+//! - [`FullFeature::poll_timeout`] / [`FullFeature::handle_timeout`] run
+//!   the keep-alive clock (§11.18, §11.19) on the time the caller passes;
+//! - [`After::Close`] (Logout, TARGET COLD RESET, unanswered ping) and
+//!   [`Fatal`] tell the driver to flush and close.
+//!
+//! The transcript tests at the bottom (`ffp/transcripts.rs`) encode request
+//! PDUs with `iesp_proto`, feed the bytes in and decode what comes out.
 //!
 //! What lives here:
 //! - the CmdSN window (§4.2.2.1): commands run in CmdSN order, commands that
@@ -20,17 +36,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use iesp_proto::bhs::{Bhs, Lun, Opcode, RESERVED_TAG};
-use iesp_proto::framing::Frame;
+use iesp_proto::framing::{self, Frame, FrameConfig, FrameError};
 use iesp_proto::negotiation::{Negotiator, Phase};
 use iesp_proto::pdu::{
     self, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn,
     NopOut, Pdu, R2t, Reject, RejectReason, Residual, ScsiCommand, ScsiResponse, ScsiResponseCode,
     TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction, TmfResponse,
 };
-use iesp_proto::scsi::{Asc, ScsiStatus, Sense};
+use iesp_proto::scsi::{Asc, ScsiStatus, Sense, SenseKey};
 use iesp_proto::serial;
 use iesp_proto::text;
 
@@ -136,6 +153,42 @@ struct TextOut {
     rest: Bytes,
 }
 
+/// Keep-alive (§11.18, §11.19): after `interval` without a byte from the
+/// initiator, ping it with a NOP-In that asks for an answer; no answer
+/// within `timeout` means it is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Everything the full feature phase starts from: the login's outcome and
+/// the target's limits. Built by the driver from a
+/// [`LoginOutcome`](super::login::LoginOutcome), or by hand in tests.
+pub struct FfpSetup {
+    /// Negotiated values.
+    pub params: FfpParams,
+    /// The login's negotiation engine, for text negotiation in full
+    /// feature phase.
+    pub neg: Negotiator,
+    pub kind: SessionKind,
+    pub nexus: Nexus,
+    pub luns: Arc<LunTable>,
+    /// What SendTargets may answer.
+    pub discovery: Vec<DiscoveryEntry>,
+    /// This connection's CID (Logout of a connection names it).
+    pub cid: u16,
+    /// Digests and our receive limit, as negotiated.
+    pub frame: FrameConfig,
+    /// StatSN and ExpCmdSN continue from the login.
+    pub stat_sn: u32,
+    pub exp_cmd_sn: u32,
+    /// Commands the initiator may have queued (MaxCmdSN - ExpCmdSN + 1).
+    pub command_window: u32,
+    /// `None` disables keep-alive pings.
+    pub keepalive: Option<KeepAlive>,
+}
+
 /// The full feature phase state of one connection.
 pub struct FullFeature {
     params: FfpParams,
@@ -147,7 +200,8 @@ pub struct FullFeature {
     luns: Arc<LunTable>,
     discovery: Vec<DiscoveryEntry>,
     cid: u16,
-    pub out: Outbox,
+    frame_cfg: FrameConfig,
+    out: Outbox,
     stat_sn: u32,
     exp_cmd_sn: u32,
     window: u32,
@@ -164,6 +218,11 @@ pub struct FullFeature {
     text_out: Option<TextOut>,
     /// TTT of our outstanding NOP-In ping, if any.
     ping: Option<u32>,
+    keepalive: Option<KeepAlive>,
+    /// When the last bytes arrived from the initiator.
+    last_rx: Instant,
+    /// When the outstanding ping left.
+    ping_sent: Option<Instant>,
     logged_out: bool,
 }
 
@@ -171,22 +230,22 @@ pub struct FullFeature {
 const TEXT_LIMIT: usize = 64 * 1024;
 
 impl FullFeature {
-    /// Enters full feature phase. `stat_sn` and `exp_cmd_sn` continue from
-    /// the login.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        params: FfpParams,
-        mut neg: Negotiator,
-        kind: SessionKind,
-        nexus: Nexus,
-        luns: Arc<LunTable>,
-        discovery: Vec<DiscoveryEntry>,
-        cid: u16,
-        out: Outbox,
-        stat_sn: u32,
-        exp_cmd_sn: u32,
-        window: u32,
-    ) -> FullFeature {
+    /// Enters full feature phase at `now`.
+    pub fn new(setup: FfpSetup, now: Instant) -> FullFeature {
+        let FfpSetup {
+            params,
+            mut neg,
+            kind,
+            nexus,
+            luns,
+            discovery,
+            cid,
+            frame,
+            stat_sn,
+            exp_cmd_sn,
+            command_window,
+            keepalive,
+        } = setup;
         neg.set_phase(Phase::FullFeature);
         FullFeature {
             params,
@@ -196,10 +255,11 @@ impl FullFeature {
             luns,
             discovery,
             cid,
-            out,
+            frame_cfg: frame,
+            out: Outbox::new(frame),
             stat_sn,
             exp_cmd_sn,
-            window: window.max(1),
+            window: command_window.max(1),
             held: HashMap::new(),
             consumed: HashSet::new(),
             tasks: HashMap::new(),
@@ -208,8 +268,98 @@ impl FullFeature {
             text_in_ttt: None,
             text_out: None,
             ping: None,
+            keepalive,
+            last_rx: now,
+            ping_sent: None,
             logged_out: false,
         }
+    }
+
+    /// The PDUs queued for the initiator; the driver writes them out.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// The framing this connection negotiated.
+    pub fn frame_config(&self) -> &FrameConfig {
+        &self.frame_cfg
+    }
+
+    /// Bytes arrived at `now`: handles every whole PDU in `rbuf` and leaves
+    /// a partial one there for the next call. Responses are queued in the
+    /// [`outbox`](Self::outbox). An error means the stream cannot go on
+    /// (header digest error, oversized data segment): close it.
+    pub fn receive(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<After, Fatal> {
+        self.last_rx = now;
+        loop {
+            match framing::decode(&self.frame_cfg, rbuf) {
+                Ok(Some(frame)) => {
+                    if self.handle(frame)? == After::Close {
+                        return Ok(After::Close);
+                    }
+                }
+                Ok(None) => return Ok(After::Continue),
+                Err(FrameError::DataDigest { frame, .. }) => self.data_digest_error(&frame),
+                Err(FrameError::HeaderDigest { bhs, .. }) => {
+                    // The stream cannot be resynchronised (§7.8): drop.
+                    return Err(Fatal::Protocol(format!("header digest error on {bhs:?}")));
+                }
+                Err(FrameError::DataSegmentTooLong { bhs, len, max }) => {
+                    self.reject(RejectReason::PROTOCOL_ERROR, &bhs);
+                    return Err(Fatal::Protocol(format!(
+                        "data segment of {len} bytes exceeds {max}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work: the end
+    /// of the silence after which we ping, or of the wait for the ping's
+    /// answer. `None` without keep-alive. The deadline only ever moves
+    /// later, so a driver may arm a timer once and re-arm it when it fires.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let k = self.keepalive?;
+        Some(match (self.ping, self.ping_sent) {
+            (Some(_), Some(sent)) => sent + k.timeout,
+            _ => self.last_rx + k.interval,
+        })
+    }
+
+    /// The keep-alive clock at `now`: queues a NOP-In ping after
+    /// `interval` of silence; [`After::Close`] when a ping went unanswered
+    /// for `timeout` (the initiator is gone).
+    pub fn handle_timeout(&mut self, now: Instant) -> After {
+        let Some(k) = self.keepalive else {
+            return After::Continue;
+        };
+        if self.ping.is_none() {
+            self.ping_sent = None;
+        }
+        match self.ping_sent {
+            Some(sent) if now.saturating_duration_since(sent) >= k.timeout => {
+                tracing::info!(
+                    initiator = %self.nexus.initiator_name,
+                    "no answer to NOP-In within {:?}: dropping the connection",
+                    k.timeout
+                );
+                After::Close
+            }
+            None if now.saturating_duration_since(self.last_rx) >= k.interval => {
+                self.ping();
+                self.ping_sent = Some(now);
+                After::Continue
+            }
+            _ => After::Continue,
+        }
+    }
+
+    /// The target stops: fails every write task still waiting for data
+    /// (NOT READY, LOGICAL UNIT NOT READY, OFFLINE: 04h/12h) and announces the drop of the connection with an Asynchronous Message
+    /// (§11.9.1, AsyncEvent 2, Parameter2 Time2Wait = 2 s).
+    pub fn shutdown(&mut self) {
+        self.abort_pending(&Sense::new(SenseKey::NOT_READY, Asc(0x0412)));
+        self.async_message(pdu::AsyncEvent::CONNECTION_DROP, 2, 0);
     }
 
     fn max_cmd_sn(&self) -> u32 {
@@ -440,7 +590,7 @@ impl FullFeature {
             } else {
                 0
             };
-            self.complete(cmd.itt, cmd.lun, edtl, cmd.read, wanted, completion);
+            self.complete(cmd.itt, cmd.lun, edtl, cmd.read, wanted, 0, completion);
         }
     }
 
@@ -459,7 +609,15 @@ impl FullFeature {
                 self.luns
                     .execute(&self.nexus, task.lun, &task.cdb, &task.buf, task.edtl);
             let wanted = task.spdtl;
-            self.complete(itt, task.lun, task.edtl, false, wanted, completion);
+            self.complete(
+                itt,
+                task.lun,
+                task.edtl,
+                false,
+                wanted,
+                task.next_r2t_sn,
+                completion,
+            );
             return;
         }
         let max_burst = self.params.max_burst_length;
@@ -588,10 +746,13 @@ impl FullFeature {
     }
 
     fn fail_task(&mut self, itt: u32, lun: Lun, sense: &Sense) {
-        self.complete(itt, lun, 0, false, 0, Completion::check_condition(sense));
+        self.complete(itt, lun, 0, false, 0, 0, Completion::check_condition(sense));
     }
 
-    /// Sends a command's data and status.
+    /// Sends a command's data and status. `r2ts` is how many R2Ts the
+    /// command's data took: with the Data-Ins sent here, its ExpDataSN
+    /// (§11.4.8).
+    #[allow(clippy::too_many_arguments)]
     fn complete(
         &mut self,
         itt: u32,
@@ -599,6 +760,7 @@ impl FullFeature {
         edtl: u32,
         read: bool,
         wanted_out: u32,
+        r2ts: u32,
         c: Completion,
     ) {
         let data_len = c.data.len() as u32;
@@ -662,7 +824,7 @@ impl FullFeature {
             stat_sn: self.next_stat_sn(),
             exp_cmd_sn: self.exp_cmd_sn,
             max_cmd_sn: self.max_cmd_sn(),
-            exp_data_sn: data_sn,
+            exp_data_sn: data_sn + r2ts,
         };
         let data = c
             .sense
@@ -703,7 +865,7 @@ impl FullFeature {
 
     /// Queues a NOP-In ping asking for an answer; returns false if the
     /// previous ping is still unanswered (the peer is gone).
-    pub fn ping(&mut self) -> bool {
+    fn ping(&mut self) -> bool {
         if self.ping.is_some() {
             return false;
         }
@@ -889,8 +1051,11 @@ impl FullFeature {
             self.send_targets(&kv.value, &mut out);
         }
         text::encode(&reply.answers, &mut out);
-        // MaxRecvDataSegmentLength may be re-declared in full feature phase.
-        self.params.initiator_mrdsl = self.neg.params().initiator_mrdsl;
+        // MaxRecvDataSegmentLength may be re-declared in full feature phase;
+        // only a declaration changes it.
+        if pairs.iter().any(|kv| kv.key == "MaxRecvDataSegmentLength") {
+            self.params.initiator_mrdsl = self.neg.params().initiator_mrdsl;
+        }
         Ok(Bytes::from(out))
     }
 
@@ -1027,3 +1192,6 @@ impl FullFeature {
         self.out.push(Pdu::AsyncMessage(msg).encode(), Bytes::new());
     }
 }
+
+#[cfg(test)]
+mod transcripts;

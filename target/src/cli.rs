@@ -1,0 +1,357 @@
+//! The `iesp-target` command line, in the library so that tests, man pages
+//! and shell completions reach the same definition the binary parses
+//! ([`command`], [`Args`]).
+//!
+//! It follows the conventions of docs/cli.md, shared with `iesp-test`
+//! through `iesp_cli`:
+//!
+//! - every size (`--lun ram:SIZE`, `size=`, `bs=`, `--block-size`,
+//!   `--max-recv-data-segment-length`) takes the size grammar of
+//!   [`iesp_cli::units`] (`512`, `512B`, `4k`, `4KiB`, `1.5G`, `1T`), every
+//!   duration (`--nop-interval`, `--nop-timeout`, `--login-timeout`) the
+//!   duration grammar (`500ms`, `3`, `1s`, `2m`, `1h30m`); the TOML file
+//!   ([`crate::config_file`]) takes the same;
+//! - logging: `IESP_LOG` (a `tracing` filter) wins over `--log`, which wins
+//!   over `-v/-vv/-q`; the default is `info`; no ANSI colour unless stderr
+//!   is a terminal and `NO_COLOR` is unset ([`iesp_cli::log`]);
+//! - exit status: 0 after a clean shutdown (including one asked for by
+//!   SIGINT or SIGTERM: that is how a server is stopped), 2 for a bad
+//!   command line or configuration (one line on stderr), 3 when a portal
+//!   cannot be bound or a LUN's backing cannot be opened ([`EXIT_HELP`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use iesp_cli::log::Verbosity;
+use iesp_cli::units;
+
+use crate::config::{self, ChapAuth, ChapCredentials, LunSpec, TargetConfig, TargetDef};
+use crate::config_file;
+
+/// The target's exit codes, for `--help` (a server's variant of
+/// [`iesp_cli::exit::HELP`]: a signal is the normal way to stop it).
+pub const EXIT_HELP: &str = "\
+Exit status:
+  0    clean shutdown, also after SIGINT or SIGTERM (the way to stop a server)
+  2    usage error (command line, configuration file, LUN specification)
+  3    I/O error (a portal cannot be bound, a LUN's backing cannot be opened)
+
+Sizes take 512, 512B, 4k, 4KiB, 1.5G, 1T (binary units); durations take
+500ms, 3 (seconds), 1s, 2m, 1h30m. Logging: IESP_LOG (e.g. debug,
+iesp_target=trace) overrides --log and -v/-q; colour only on a terminal,
+never with NO_COLOR.";
+
+/// The iesp reference iSCSI target.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "iesp-target", version, about, long_about = None, after_help = EXIT_HELP)]
+pub struct Args {
+    /// Configuration file (TOML) describing targets, LUNs, ACLs, CHAP and
+    /// limits; see iesp-target.sample.toml. Excludes the target flags below.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (IPv4 or [IPv6]:port); repeatable. Default
+    /// 127.0.0.1:3260, or the configuration file's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Target name (IQN).
+    #[arg(long, default_value = config::DEFAULT_IQN, conflicts_with = "config")]
+    pub iqn: String,
+
+    /// A LUN, repeatable; LUN numbers follow the order given.
+    /// `ram:SIZE`, `file:PATH[,size=SIZE]` (created sparse when missing),
+    /// `dev:PATH` or `/dev/…`, `nbd:HOST:PORT[/EXPORT]` (an NBD export);
+    /// append `,bs=4k` or `,ro` per LUN. Default: ram:64M.
+    #[arg(long = "lun", value_name = "SPEC", value_parser = check_lun, conflicts_with = "config")]
+    pub luns: Vec<String>,
+
+    /// Logical block size for LUNs that do not say `bs=`: 512 or 4k.
+    #[arg(long, value_name = "SIZE", default_value = "512", value_parser = units::parse_block_size, conflicts_with = "config")]
+    pub block_size: u32,
+
+    /// Serve every LUN read-only (write-protected).
+    #[arg(long, conflicts_with = "config")]
+    pub read_only: bool,
+
+    /// MaxRecvDataSegmentLength this target declares (512 to 16M - 1).
+    #[arg(long, value_name = "SIZE", value_parser = parse_segment_length, conflicts_with = "config")]
+    pub max_recv_data_segment_length: Option<u32>,
+
+    /// Commands a session may have queued (the CmdSN window). Default 128.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "config")]
+    pub command_window: Option<u32>,
+
+    /// Refuse ImmediateData=Yes.
+    #[arg(long, conflicts_with = "config")]
+    pub no_immediate_data: bool,
+
+    /// Require InitialR2T=Yes.
+    #[arg(long, conflicts_with = "config")]
+    pub initial_r2t: bool,
+
+    /// Refuse CRC32C header and data digests.
+    #[arg(long, conflicts_with = "config")]
+    pub no_digests: bool,
+
+    /// Silence before a NOP-In ping asks the initiator for an answer; 0
+    /// disables keep-alive. Default 20s.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "config")]
+    pub nop_interval: Option<Duration>,
+
+    /// How long a ping may stay unanswered before the connection is
+    /// dropped. Default 20s.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_nonzero, conflicts_with = "config")]
+    pub nop_timeout: Option<Duration>,
+
+    /// How long a login may wait for the initiator's next PDU. Default 30s.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_nonzero, conflicts_with = "config")]
+    pub login_timeout: Option<Duration>,
+
+    /// Allow only this initiator name (repeatable); without it every
+    /// initiator may log in.
+    #[arg(long = "acl", value_name = "INITIATOR_IQN", conflicts_with = "config")]
+    pub acl: Vec<String>,
+
+    /// Require CHAP: the user name initiators must send.
+    #[arg(long, requires = "chap_secret", conflicts_with = "config")]
+    pub chap_user: Option<String>,
+
+    /// Require CHAP: the secret initiators must prove. Prefer a
+    /// configuration file: command lines are visible to other users.
+    #[arg(long, requires = "chap_user", conflicts_with = "config")]
+    pub chap_secret: Option<String>,
+
+    /// Mutual CHAP: the user name this target answers with.
+    #[arg(long, requires_all = ["mutual_chap_secret", "chap_user"], conflicts_with = "config")]
+    pub mutual_chap_user: Option<String>,
+
+    /// Mutual CHAP: the secret this target proves.
+    #[arg(long, requires = "mutual_chap_user", conflicts_with = "config")]
+    pub mutual_chap_secret: Option<String>,
+
+    /// Log filter, e.g. `info`, `debug`, `iesp_target=trace`; IESP_LOG
+    /// overrides it. Default: info, or what -v/-q ask for.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+/// The binary's clap command: for man pages and shell completions.
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+/// Checks a `--lun` value while parsing (so a bad one is a usage error
+/// naming the flag); [`Args::flags_config`] applies `--block-size` to specs
+/// without `bs=`.
+fn check_lun(s: &str) -> Result<String, String> {
+    s.parse::<LunSpec>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_segment_length(s: &str) -> Result<u32, String> {
+    let n = units::parse_size(s)?;
+    match u32::try_from(n) {
+        Ok(n) if (512..=16_777_215).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is outside 512 to 16777215 bytes")),
+    }
+}
+
+/// A configuration that cannot be used: exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: config_file::ConfigError,
+    },
+    #[error("--lun {0}")]
+    Lun(#[from] config::LunSpecError),
+}
+
+impl Args {
+    /// The log filter to install when `IESP_LOG` is not set.
+    pub fn log_filter(&self) -> String {
+        match &self.log {
+            Some(f) => f.clone(),
+            None => self.verbosity.filter("info"),
+        }
+    }
+
+    /// The targets and portals to serve: from `--config`, or the one
+    /// target the flags describe. `--listen` overrides the file's portals;
+    /// with neither, 127.0.0.1:3260.
+    pub fn load(&self) -> Result<(TargetConfig, Vec<SocketAddr>), UsageError> {
+        let (cfg, mut listen) = match &self.config {
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| UsageError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                let loaded = config_file::parse(&text).map_err(|source| UsageError::File {
+                    path: shown,
+                    source,
+                })?;
+                (loaded.config, loaded.listen)
+            }
+            None => (self.flags_config()?, Vec::new()),
+        };
+        if !self.listen.is_empty() {
+            listen = self.listen.clone();
+        }
+        if listen.is_empty() {
+            listen.push(SocketAddr::from(([127, 0, 0, 1], config::DEFAULT_PORT)));
+        }
+        Ok((cfg, listen))
+    }
+
+    /// The configuration the flags describe: one target.
+    pub fn flags_config(&self) -> Result<TargetConfig, UsageError> {
+        let mut luns = Vec::new();
+        for spec in &self.luns {
+            let mut lun: LunSpec = spec.parse()?;
+            if !spec.split(',').any(|o| o.starts_with("bs=")) {
+                lun.block_size = self.block_size;
+            }
+            luns.push(lun);
+        }
+        if luns.is_empty() {
+            luns.push(LunSpec {
+                block_size: self.block_size,
+                ..LunSpec::default()
+            });
+        }
+        for lun in &mut luns {
+            lun.read_only |= self.read_only;
+        }
+        let chap = match (&self.chap_user, &self.chap_secret) {
+            (Some(user), Some(secret)) => Some(ChapAuth {
+                initiator: ChapCredentials::new(user.clone(), secret.as_bytes().to_vec()),
+                target: match (&self.mutual_chap_user, &self.mutual_chap_secret) {
+                    (Some(u), Some(s)) => {
+                        Some(ChapCredentials::new(u.clone(), s.as_bytes().to_vec()))
+                    }
+                    _ => None,
+                },
+            }),
+            _ => None,
+        };
+        let mut cfg = TargetConfig {
+            targets: vec![TargetDef {
+                iqn: self.iqn.clone(),
+                alias: Some("iesp-target".into()),
+                luns,
+                acl: self.acl.clone(),
+                chap,
+            }],
+            ..TargetConfig::default()
+        };
+        let l = &mut cfg.limits;
+        if let Some(v) = self.max_recv_data_segment_length {
+            l.max_recv_data_segment_length = v;
+        }
+        if let Some(v) = self.command_window {
+            l.command_window = v;
+        }
+        l.immediate_data = !self.no_immediate_data;
+        l.initial_r2t = self.initial_r2t;
+        l.digests = !self.no_digests;
+        if let Some(d) = self.nop_interval {
+            l.nop_interval = (!d.is_zero()).then_some(d);
+        }
+        if let Some(d) = self.nop_timeout {
+            l.nop_timeout = d;
+        }
+        if let Some(d) = self.login_timeout {
+            l.login_timeout = d;
+        }
+        Ok(cfg)
+    }
+}
+
+/// A clap error as one line for stderr: `error: ` and the usage/tip
+/// paragraphs dropped.
+pub fn one_line(e: &clap::Error) -> String {
+    // The first paragraph is the message; a list (missing arguments) is
+    // indented below its first line and joins it.
+    let text = e.to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = first.join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    if first.is_empty() {
+        return "invalid arguments (see --help)".into();
+    }
+    format!("{first} (see --help)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("iesp-target").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn a_lun_without_bs_takes_block_size_and_one_with_bs_keeps_it() {
+        let a = parse(&[
+            "--lun",
+            "ram:1M",
+            "--lun",
+            "ram:1M,bs=512",
+            "--block-size",
+            "4k",
+        ])
+        .expect("parse");
+        let cfg = a.flags_config().expect("config");
+        let sizes: Vec<u32> = cfg.targets[0].luns.iter().map(|l| l.block_size).collect();
+        assert_eq!(sizes, vec![4096, 512]);
+    }
+
+    #[test]
+    fn log_filter_precedence_below_iesp_log() {
+        assert_eq!(parse(&[]).unwrap().log_filter(), "info");
+        assert_eq!(parse(&["-v"]).unwrap().log_filter(), "debug");
+        assert_eq!(parse(&["-q"]).unwrap().log_filter(), "error");
+        assert_eq!(
+            parse(&["-v", "--log", "iesp_target=trace"])
+                .unwrap()
+                .log_filter(),
+            "iesp_target=trace"
+        );
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let e = parse(&["--block-size", "1000"]).unwrap_err();
+        let line = one_line(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("--block-size"), "{line}");
+        let e = parse(&["--chap-user", "x"]).unwrap_err();
+        let line = one_line(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("--chap-secret"), "{line}");
+    }
+}

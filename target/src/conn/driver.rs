@@ -1,0 +1,252 @@
+//! The tokio socket driver of one connection, around the sans-IO login
+//! ([`super::login`]) and full feature phase ([`super::ffp`]) cores.
+//!
+//! The driver reads into one large buffer, lets the core frame and handle
+//! every complete PDU in it ([`FullFeature::receive`]), and then writes
+//! everything queued with one vectored write. A burst of pipelined
+//! commands thus costs one `read` and one `writev`, and no lock is held
+//! across any socket I/O. Nagle is off: responses leave as soon as a batch
+//! is done. SCSI commands run in the connection's task; on LUs whose
+//! backend may block, inside `block_in_place`.
+//!
+//! Time reaches the core only as the `now` the driver passes: one timer,
+//! armed at [`FullFeature::poll_timeout`] and re-armed when it fires (the
+//! deadline never moves earlier, so a read does not have to touch it).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use iesp_proto::framing::{self, Frame, FrameConfig};
+use iesp_proto::outbox::{self, Outbox};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+use super::ffp::{After, FfpSetup, FullFeature, KeepAlive};
+use super::login::{self, Login, LoginStep};
+use crate::scsi::NexusEnd;
+use crate::server::Target;
+
+/// Read buffer size: room for several large PDUs per read.
+const READ_BUF: usize = 512 * 1024;
+
+/// A timer far enough away to mean "never" when keep-alive is off.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// Runs one connection to completion.
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    portal: SocketAddr,
+    target: Arc<Target>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut rbuf = BytesMut::with_capacity(READ_BUF);
+
+    // ---- Login phase: no digests yet; login PDUs are small.
+    let login_cfg = FrameConfig {
+        header_digest: false,
+        data_digest: false,
+        max_data_segment: login::MAX_LOGIN_SEGMENT,
+    };
+    let mut out = Outbox::new(login_cfg);
+    let mut login = Login::new(target.clone(), portal);
+    let outcome = loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout(target.limits.login_timeout, next_frame(&mut rd, &mut rbuf, &login_cfg)) => match f {
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "login timed out")),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let step = login.handle(frame, &mut out);
+        flush(&mut wr, &mut out).await?;
+        match step {
+            LoginStep::Continue => {}
+            LoginStep::Failed => return Ok(()),
+            LoginStep::Done(outcome) => break outcome,
+        }
+    };
+
+    // ---- Full feature phase.
+    tracing::info!(%peer, initiator = %outcome.nexus.initiator_name, target = %outcome.nexus.target_name,
+        kind = ?outcome.kind, "login complete");
+    let login::LoginOutcome {
+        kind,
+        neg,
+        params,
+        header_digest,
+        data_digest,
+        nexus,
+        luns,
+        discovery,
+        cid,
+        stat_sn,
+        exp_cmd_sn,
+        session,
+    } = *outcome;
+    let frame = FrameConfig {
+        header_digest,
+        data_digest,
+        max_data_segment: params.target_mrdsl,
+    };
+    let limits = &target.limits;
+    let setup = FfpSetup {
+        params,
+        neg,
+        kind,
+        nexus,
+        luns,
+        discovery,
+        cid,
+        frame,
+        stat_sn,
+        exp_cmd_sn,
+        command_window: limits.command_window,
+        keepalive: limits.nop_interval.map(|interval| KeepAlive {
+            interval,
+            timeout: limits.nop_timeout,
+        }),
+    };
+    let mut ffp = FullFeature::new(setup, Instant::now());
+    let kill = session.as_ref().map(|s| s.kill.clone());
+    let killed = async {
+        match &kill {
+            Some(k) => k.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(killed);
+    // Commands run in this task. On LUs whose backend may wait (NBD, block
+    // devices) that wait must not stall the other connections this worker
+    // thread serves: `block_in_place` hands them to another thread first.
+    // It needs the multi-thread runtime; embedded targets on a current-thread
+    // runtime run inline.
+    let may_block = ffp.may_block()
+        && tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+    let deadline = |ffp: &FullFeature| {
+        let at = ffp.poll_timeout().unwrap_or_else(|| Instant::now() + FAR);
+        tokio::time::Instant::from_std(at)
+    };
+    let timer = tokio::time::sleep_until(deadline(&ffp));
+    tokio::pin!(timer);
+    let result = async {
+        loop {
+            if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
+                rbuf.reserve(READ_BUF);
+            }
+            let after = tokio::select! {
+                n = rd.read_buf(&mut rbuf) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                    receive(&mut ffp, &mut rbuf, may_block)
+                }
+                () = &mut killed => {
+                    tracing::info!(%peer, "session reinstated by a new login: closing the old connection");
+                    return Ok(());
+                }
+                _ = stop.changed() => {
+                    // Finish what already arrived, fail what is still
+                    // waiting for data, tell the initiator, flush.
+                    let _ = receive(&mut ffp, &mut rbuf, may_block);
+                    ffp.shutdown();
+                    flush(&mut wr, ffp.outbox()).await?;
+                    return Ok(());
+                }
+                () = &mut timer => {
+                    let after = ffp.handle_timeout(Instant::now());
+                    timer.as_mut().reset(deadline(&ffp));
+                    Ok(after)
+                }
+            };
+            flush(&mut wr, ffp.outbox()).await?;
+            match after {
+                Ok(After::Continue) => {}
+                Ok(After::Close) => return Ok(()),
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            }
+        }
+    }
+    .await;
+    let _ = wr.shutdown().await;
+    tracing::debug!(%peer, logged_out = ffp.logged_out(), result = ?result, "connection closed");
+    ffp.end_of_nexus(if ffp.logged_out() {
+        NexusEnd::Logout
+    } else {
+        NexusEnd::Lost
+    });
+    drop(session);
+    result
+}
+
+/// [`FullFeature::receive`], in a blocking section when the backend may
+/// block.
+fn receive(
+    ffp: &mut FullFeature,
+    rbuf: &mut BytesMut,
+    may_block: bool,
+) -> Result<After, super::ffp::Fatal> {
+    if may_block {
+        tokio::task::block_in_place(|| ffp.receive(rbuf, Instant::now()))
+    } else {
+        ffp.receive(rbuf, Instant::now())
+    }
+}
+
+/// Reads until one whole frame is buffered; `None` on a clean EOF.
+async fn next_frame(
+    rd: &mut OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    cfg: &FrameConfig,
+) -> io::Result<Option<Frame>> {
+    loop {
+        match framing::decode(cfg, rbuf) {
+            Ok(Some(frame)) => return Ok(Some(frame)),
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(READ_BUF);
+        }
+        if rd.read_buf(rbuf).await? == 0 {
+            return if rbuf.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a PDU",
+                ))
+            };
+        }
+    }
+}
+
+/// Writes everything queued, with as few syscalls as the kernel allows.
+async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<()> {
+    let mut chunks: VecDeque<Bytes> = out.take();
+    while !chunks.is_empty() {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let mut used = 0;
+        for (slot, c) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(c);
+            used += 1;
+        }
+        let n = wr.write_vectored(&slices[..used]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        outbox::consume(&mut chunks, n);
+    }
+    Ok(())
+}
