@@ -388,13 +388,12 @@ impl MemDevice {
             }
             match r.fault {
                 Fault::DropWrite => dropped.push(r.span(lba, blocks)),
-                Fault::Misdirect { to_lba } => {
+                Fault::Misdirect { to_lba }
                     if to_lba
                         .checked_add(blocks)
-                        .is_some_and(|e| e <= self.info.blocks)
-                    {
-                        target = to_lba;
-                    }
+                        .is_some_and(|e| e <= self.info.blocks) =>
+                {
+                    target = to_lba;
                 }
                 Fault::FlipOnStore { bit } => flips.push((r.span(lba, blocks).start, bit)),
                 _ => {}
