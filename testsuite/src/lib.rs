@@ -10,7 +10,8 @@
 //! - [`proxy`] — a deliberately wrong peer: a rewriting proxy that breaks
 //!   one protocol rule per mode, to show that every conformance case can fail.
 //! - [`workload`] — seeded write/read-back data-integrity passes through
-//!   our initiator.
+//!   our initiator, on the shared block-I/O layer ([`iesp_blockio`]: its
+//!   pattern generator and load engine).
 
 pub mod conformance;
 pub mod peers;

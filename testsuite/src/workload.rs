@@ -1,35 +1,29 @@
 //! Data-integrity workloads run through our initiator: write seeded data
 //! over a range with N commands in flight, read it back, compare.
 //!
-//! The data for each command is a function of (seed, offset), so no copy of
-//! what was written is kept and a mismatch names the byte that differs.
+//! The data is [`iesp_blockio::pattern`]'s, a function of (seed, byte
+//! offset) — the generator verify uses — so no copy of what was written is
+//! kept and a mismatch names the byte that differs. The N commands in
+//! flight are the shared load engine's ([`iesp_blockio::engine`]) over any
+//! [`Device`]; [`write_read_verify`] runs it on a LUN of a session the
+//! caller holds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
-use bytes::Bytes;
+use anyhow::{Context, ensure};
+use iesp_blockio::engine::{self, Completion, Op, Workload};
+use iesp_blockio::iscsi::IscsiDevice;
+use iesp_blockio::{AlignedBuf, Device, pattern};
 use iesp_initiator::LogicalUnit;
-use rand_xoshiro::Xoshiro256PlusPlus;
-use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
 /// What a pass did.
 #[derive(Clone, Copy, Debug)]
 pub struct PassTimes {
     pub write: Duration,
     pub read: Duration,
-}
-
-/// Seeded bytes for one command: a fresh generator per (seed, offset).
-pub fn seeded_bytes(seed: u64, offset: u64, len: usize) -> Vec<u8> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ offset.rotate_left(17) ^ 0x5eed);
-    let mut v = vec![0u8; len];
-    for chunk in v.chunks_mut(8) {
-        let w = rng.next_u64().to_le_bytes();
-        chunk.copy_from_slice(&w[..chunk.len()]);
-    }
-    v
 }
 
 /// Writes `bytes` of seeded data from LBA 0 with `depth` commands of
@@ -42,9 +36,22 @@ pub async fn write_read_verify(
     io_size: u32,
     seed: u64,
 ) -> anyhow::Result<PassTimes> {
-    let bs = lu.block_size();
+    let dev = Arc::new(IscsiDevice::from_logical_unit(LogicalUnit::clone(lu)).await);
+    write_read_verify_on(&dev, bytes, depth, io_size, seed).await
+}
+
+/// [`write_read_verify`] on any device.
+pub async fn write_read_verify_on<D: Device + 'static>(
+    dev: &Arc<D>,
+    bytes: u64,
+    depth: usize,
+    io_size: u32,
+    seed: u64,
+) -> anyhow::Result<PassTimes> {
+    let info = dev.info();
+    let bs = info.block_size;
     ensure!(
-        io_size % bs == 0,
+        io_size % bs == 0 && io_size > 0,
         "io size {io_size} is not a multiple of the block size {bs}"
     );
     ensure!(
@@ -52,88 +59,167 @@ pub async fn write_read_verify(
         "{bytes} is not a multiple of the io size {io_size}"
     );
     ensure!(
-        bytes <= lu.capacity(),
-        "{bytes} bytes do not fit in the LUN ({} bytes)",
-        lu.capacity()
+        bytes <= info.capacity(),
+        "{bytes} bytes do not fit in the device ({} bytes)",
+        info.capacity()
     );
     let t = Instant::now();
-    run(lu, bytes, depth, io_size, seed, true).await?;
+    pass(dev, bytes, depth, io_size, seed, true).await?;
     let write = t.elapsed();
     let t = Instant::now();
-    run(lu, bytes, depth, io_size, seed, false).await?;
+    pass(dev, bytes, depth, io_size, seed, false).await?;
     Ok(PassTimes {
         write,
         read: t.elapsed(),
     })
 }
 
-async fn run(
-    lu: &Arc<LogicalUnit>,
+/// One sweep as a load-engine workload.
+struct Sweep {
+    seed: u64,
+    io: u32,
+    bs: u32,
+    align: usize,
+    chunks: u64,
+    write: bool,
+    next: AtomicU64,
+    stop: AtomicBool,
+    error: Mutex<Option<anyhow::Error>>,
+}
+
+impl Sweep {
+    fn fail(&self, e: anyhow::Error) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+}
+
+impl Workload for Sweep {
+    type Slot = Option<AlignedBuf>;
+
+    fn slot(&self, _: usize) -> Self::Slot {
+        Some(AlignedBuf::new(self.io as usize, self.align))
+    }
+
+    fn next(&self, slot: &mut Self::Slot) -> Option<Op> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let chunk = self.next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= self.chunks {
+            return None;
+        }
+        let offset = chunk * u64::from(self.io);
+        let lba = offset / u64::from(self.bs);
+        let mut buf = slot
+            .take()
+            .unwrap_or_else(|| AlignedBuf::new(self.io as usize, self.align));
+        buf.set_len(self.io as usize);
+        Some(if self.write {
+            pattern::fill(self.seed, offset, &mut buf);
+            Op::Write {
+                lba,
+                buf,
+                fua: false,
+            }
+        } else {
+            Op::Read { lba, buf }
+        })
+    }
+
+    fn complete(&self, slot: &mut Self::Slot, done: Completion) {
+        let lba = done.lba;
+        let verb = if self.write { "WRITE" } else { "READ" };
+        match done.result {
+            Err(e) => self.fail(anyhow::Error::new(e).context(format!("{verb} at LBA {lba}"))),
+            Ok(()) if !self.write => {
+                let offset = lba * u64::from(self.bs);
+                let data = &done.buf[..];
+                // Compared word by word against the generator, never stored.
+                if !pattern::equals_outside_headers(self.seed, offset, data, self.io as usize, 0)
+                    && let Some(at) = pattern::first_mismatch(self.seed, offset, data)
+                {
+                    let i = (at - offset) as usize;
+                    let want = pattern::generate(self.seed, at, 1);
+                    self.fail(anyhow::anyhow!(
+                        "mismatch at byte {at} (LBA {}): read {:#04x}, wrote {:#04x}",
+                        at / u64::from(self.bs),
+                        data[i],
+                        want[0]
+                    ));
+                }
+            }
+            Ok(()) => {}
+        }
+        *slot = Some(done.buf);
+    }
+}
+
+async fn pass<D: Device + 'static>(
+    dev: &Arc<D>,
     bytes: u64,
     depth: usize,
     io: u32,
     seed: u64,
     write: bool,
 ) -> anyhow::Result<()> {
-    let chunks = bytes / u64::from(io);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..depth.max(1) {
-        let (lu, next) = (lu.clone(), next.clone());
-        workers.spawn(async move {
-            let bs = lu.block_size();
-            loop {
-                let chunk = next.fetch_add(1, Ordering::Relaxed);
-                if chunk >= chunks {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let offset = chunk * u64::from(io);
-                let lba = offset / u64::from(bs);
-                let expect = seeded_bytes(seed, offset, io as usize);
-                if write {
-                    lu.write(lba, Bytes::from(expect))
-                        .await
-                        .with_context(|| format!("WRITE at LBA {lba}"))?;
-                } else {
-                    let got = lu
-                        .read(lba, io / bs)
-                        .await
-                        .with_context(|| format!("READ at LBA {lba}"))?;
-                    ensure!(
-                        got.len() == expect.len(),
-                        "READ at LBA {lba} returned {} bytes, wanted {}",
-                        got.len(),
-                        io
-                    );
-                    if let Some(i) = got.iter().zip(&expect).position(|(a, b)| a != b) {
-                        bail!(
-                            "mismatch at byte {} (LBA {}): read {:#04x}, wrote {:#04x}",
-                            offset + i as u64,
-                            (offset + i as u64) / u64::from(bs),
-                            got[i],
-                            expect[i]
-                        );
-                    }
-                }
-            }
-        });
+    let info = dev.info();
+    let work = Arc::new(Sweep {
+        seed,
+        io,
+        bs: info.block_size,
+        align: info.align,
+        chunks: bytes / u64::from(io),
+        write,
+        next: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        error: Mutex::new(None),
+    });
+    let summary = engine::run(dev.clone(), work.clone(), depth.max(1)).await;
+    if let Some(p) = summary.panics.first() {
+        anyhow::bail!("worker task panicked: {p}");
     }
-    while let Some(r) = workers.join_next().await {
-        r.context("worker task panicked")??;
+    let error = work.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iesp_blockio::mem::{Fault, FaultRule, MemDevice};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    }
 
     #[test]
-    fn seeded_bytes_depend_on_seed_and_offset() {
-        assert_eq!(seeded_bytes(1, 0, 100), seeded_bytes(1, 0, 100));
-        assert_ne!(seeded_bytes(1, 0, 100), seeded_bytes(2, 0, 100));
-        assert_ne!(seeded_bytes(1, 0, 100), seeded_bytes(1, 65536, 100));
-        assert_eq!(seeded_bytes(1, 0, 13).len(), 13);
+    fn passes_on_a_good_device_and_names_the_bad_byte() {
+        rt().block_on(async {
+            let dev = Arc::new(MemDevice::new(1024, 512));
+            write_read_verify_on(&dev, 512 * 1024, 8, 16384, 3)
+                .await
+                .unwrap();
+            let bad = MemDevice::new(1024, 512);
+            bad.inject(FaultRule::new(Fault::FlipOnStore { bit: 8 * 5 }).lbas(100..101));
+            let e = write_read_verify_on(&Arc::new(bad), 512 * 1024, 8, 16384, 3)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("mismatch at byte 51205 (LBA 100)"), "{e}");
+            let short = Arc::new(MemDevice::new(8, 512));
+            assert!(
+                write_read_verify_on(&short, 8192, 1, 4096, 1)
+                    .await
+                    .is_err()
+            );
+        });
     }
 }
 

@@ -111,11 +111,8 @@ async fn many_sessions_on_several_luns() {
                 let region = lu.capacity() / SESSIONS;
                 let blocks = (region / u64::from(lu.block_size())) as u32;
                 let lba = s * u64::from(blocks);
-                let data = iesp_testsuite::workload::seeded_bytes(
-                    s * 10 + u64::from(n),
-                    0,
-                    region as usize,
-                );
+                let data =
+                    iesp_blockio::pattern::generate(s * 10 + u64::from(n), 0, region as usize);
                 lu.write(lba, bytes::Bytes::from(data.clone()))
                     .await
                     .expect("write region");
@@ -139,8 +136,7 @@ async fn many_sessions_on_several_luns() {
         let blocks = (region / u64::from(lu.block_size())) as u32;
         for s in 0..SESSIONS {
             let back = lu.read(s * u64::from(blocks), blocks).await.expect("read");
-            let want =
-                iesp_testsuite::workload::seeded_bytes(s * 10 + u64::from(n), 0, region as usize);
+            let want = iesp_blockio::pattern::generate(s * 10 + u64::from(n), 0, region as usize);
             assert!(
                 back == want,
                 "LUN {n} region {s} overwritten by another session"

@@ -1,22 +1,9 @@
 //! `iesp-test`: iSCSI conformance and test toolkit.
 //!
-//! ## Layout
-//!
-//! - [`selftest`] — the whole stack against the embedded reference target.
-//! - [`verify`] — write/read-verify of files, block devices and LUNs.
-//! - [`device`] — one block-device abstraction: file, block device, LUN.
-//! - [`block`] — the self-describing block format and mismatch classes.
-//! - [`conformance`] — the protocol-level conformance suite against any target.
-//! - [`pattern`] — seeded, position-addressed test data shared by the tools.
-//! - [`output`] — progress, human-readable figures, JSON files.
+//! The command line only; what each subcommand does is in the library,
+//! [`iesp_tools`] (see its Layout).
 
-mod block;
-mod conformance;
-mod device;
-mod output;
-mod pattern;
-mod selftest;
-mod verify;
+use iesp_tools::{conformance, exit, selftest, verify};
 
 use std::process::ExitCode;
 
@@ -38,9 +25,6 @@ enum Command {
     /// Write/read-verify a file, block device or iSCSI LUN: does it give
     /// back exactly what was written?
     Verify(Box<verify::cli::VerifyArgs>),
-    /// Benchmark verify's sequential pass against fio on a file and beside
-    /// iscsi-perf on our target.
-    BenchVerify(verify::bench::BenchArgs),
     /// Run the protocol-level conformance suite against a target:
     /// `iesp-test conformance iscsi://host/iqn/lun` (see --list).
     Conformance(Box<conformance::ConformanceArgs>),
@@ -78,27 +62,6 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
     iesp_target::config::parse_block_size(s)
 }
 
-/// Exit codes shared by the tools.
-pub mod exit {
-    /// The check ran and found a problem (mismatch, protocol error).
-    pub const FAILED: u8 = 1;
-    /// Bad command line (clap uses 2 as well).
-    pub const USAGE: u8 = 2;
-
-    /// An error that carries the process exit code.
-    #[derive(Debug, thiserror::Error)]
-    #[error("{error:#}")]
-    pub struct Coded {
-        pub code: u8,
-        pub error: anyhow::Error,
-    }
-
-    /// The exit code for an error: its own if it has one, else [`FAILED`].
-    pub fn code_of(e: &anyhow::Error) -> u8 {
-        e.downcast_ref::<Coded>().map_or(FAILED, |c| c.code)
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -128,7 +91,6 @@ fn main() -> ExitCode {
                 selftest::run(&opts).await.map(|_| ())
             }
             Command::Verify(a) => verify::cli::run(*a).await,
-            Command::BenchVerify(a) => verify::bench::run(a).await,
             Command::Conformance(a) => conformance::run(*a).await,
         }
     });

@@ -9,14 +9,10 @@
 //! …) adds its pass here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
-use bytes::Bytes;
-use iesp_initiator::{LogicalUnit, LoginOptions, Session, discover};
+use iesp_initiator::{LoginOptions, Session, discover};
 
-use crate::pattern;
 use iesp_target::embedded::EmbeddedTarget;
 
 /// What to run.
@@ -97,12 +93,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Vec<Pass>> {
         // A different pattern per pass, so a pass cannot succeed on the
         // previous pass's data.
         let seed = opts.seed.wrapping_add(i as u64);
-        let t = Instant::now();
-        transfer(&lu, qd, opts, seed, true).await?;
-        let w = t.elapsed();
-        let t = Instant::now();
-        transfer(&lu, qd, opts, seed, false).await?;
-        let r = t.elapsed();
+        // The suite's workload: the shared load engine and pattern.
+        let times =
+            iesp_testsuite::workload::write_read_verify(&lu, opts.size, qd, opts.io_size, seed)
+                .await?;
+        let (w, r) = (times.write, times.read);
         let mib = opts.size as f64 / (1 << 20) as f64;
         let pass = Pass {
             queue_depth: qd,
@@ -237,44 +232,4 @@ async fn conformance(target: &EmbeddedTarget) -> anyhow::Result<()> {
 
 fn yes(b: bool) -> &'static str {
     if b { "Yes" } else { "No" }
-}
-
-/// Writes (or reads and compares) the whole LUN with `qd` commands in flight.
-async fn transfer(
-    lu: &Arc<LogicalUnit>,
-    qd: usize,
-    opts: &Options,
-    seed: u64,
-    write: bool,
-) -> anyhow::Result<()> {
-    let next = Arc::new(AtomicU64::new(0));
-    let chunks = opts.size / u64::from(opts.io_size);
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..qd.max(1) {
-        let (lu, next) = (lu.clone(), next.clone());
-        let (io, bs) = (opts.io_size, opts.block_size);
-        workers.spawn(async move {
-            loop {
-                let chunk = next.fetch_add(1, Ordering::Relaxed);
-                if chunk >= chunks {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let offset = chunk * u64::from(io);
-                let lba = offset / u64::from(bs);
-                if write {
-                    let data = Bytes::from(pattern::generate(seed, offset, io as usize));
-                    lu.write(lba, data).await.with_context(|| format!("WRITE at LBA {lba}"))?;
-                } else {
-                    let data = lu.read(lba, io / bs).await.with_context(|| format!("READ at LBA {lba}"))?;
-                    if let Some(at) = pattern::first_mismatch(seed, offset, &data) {
-                        bail!("data mismatch at byte {at} (LBA {}): read back differs from what was written", at / u64::from(bs));
-                    }
-                }
-            }
-        });
-    }
-    while let Some(r) = workers.join_next().await {
-        r.context("worker panicked")??;
-    }
-    Ok(())
 }

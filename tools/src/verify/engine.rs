@@ -1,18 +1,20 @@
 //! The machinery every verify mode shares: the run context (device, stamp,
 //! counters, limits, stop flags), comparing a range read back against what
 //! it should hold, and the striped sweep that writes or reads a range with
-//! `workers × queue depth` commands in flight.
+//! `workers × queue depth` commands in flight — a [`Workload`] of the
+//! shared load engine, [`iesp_blockio::engine`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::block::{self, Expected, Stamp};
-use crate::device::{AlignedBuf, Device, DeviceError};
 use crate::verify::report::{
     IoErrorRecord, MAX_IO_ERROR_RECORDS, MAX_MISMATCH_RECORDS, MismatchRecord, Report, Stats,
 };
 use crate::verify::state::{BlockState, StateKind, StateTable};
+use iesp_blockio::block::{self, Expected, Stamp};
+use iesp_blockio::engine::{self, Completion, Op, Workload};
+use iesp_blockio::{AlignedBuf, AnyDevice, Device, DeviceError};
 
 /// When to stop.
 #[derive(Clone, Debug, Default)]
@@ -27,7 +29,8 @@ pub struct Limits {
 
 /// Everything a worker needs, shared.
 pub struct Ctx {
-    pub dev: Device,
+    /// Shared with the engine's slot tasks.
+    pub dev: Arc<AnyDevice>,
     pub stamp: Stamp,
     pub first_lba: u64,
     pub blocks: u64,
@@ -97,7 +100,7 @@ impl Expect {
 impl Ctx {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        dev: Device,
+        dev: AnyDevice,
         stamp: Stamp,
         first_lba: u64,
         blocks: u64,
@@ -116,7 +119,7 @@ impl Ctx {
             .collect();
         let trim_zeroes = dev.info().trim.zeroes;
         Ctx {
-            dev,
+            dev: Arc::new(dev),
             stamp,
             first_lba,
             blocks,
@@ -241,12 +244,8 @@ impl Ctx {
         {
             let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
             if r.io_errors.len() < MAX_IO_ERROR_RECORDS {
-                let op = match e {
-                    DeviceError::Io { op, .. } => (*op).to_owned(),
-                    _ => "open".to_owned(),
-                };
                 r.io_errors.push(IoErrorRecord {
-                    op,
+                    op: e.op().to_owned(),
                     message: e.to_string(),
                 });
             }
@@ -400,115 +399,149 @@ pub struct SweepResult {
     pub failed: Vec<(u64, u64)>,
 }
 
-/// Runs `op` over `stripes` with `queue_depth` tasks per stripe. Chunks
-/// listed in `skip` are left out (they failed to write).
+/// Runs `op` over `stripes` with `queue_depth` commands in flight per
+/// stripe, on the load engine. Chunks listed in `skip` are left out (they
+/// failed to write).
 pub async fn sweep(
     ctx: &Arc<Ctx>,
     op: SweepOp,
     stripes: &[Stripe],
     skip: &[(u64, u64)],
 ) -> SweepResult {
-    let chunk = u64::from(ctx.io_blocks);
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let skip: Arc<Vec<(u64, u64)>> = Arc::new(skip.to_vec());
-    let mut counters = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for s in stripes.iter().copied() {
-        let next = Arc::new(AtomicU64::new(0));
-        counters.push((next.clone(), s));
-        let n_chunks = s.blocks.div_ceil(chunk);
-        for _ in 0..ctx.queue_depth {
-            let (ctx, next, op, failed, skip) = (
-                ctx.clone(),
-                next.clone(),
-                op.clone(),
-                failed.clone(),
-                skip.clone(),
-            );
-            tasks.spawn(async move {
-                let mut buf = ctx.buffer();
-                let mut expected = match op {
-                    SweepOp::Verify { .. } => Some(ctx.buffer()),
-                    SweepOp::Write { .. } => None,
-                };
-                loop {
-                    let go = match &op {
-                        SweepOp::Write { .. } => ctx.keep_going(&ctx.stats.bytes_written),
-                        SweepOp::Verify { limited: true, .. } => {
-                            ctx.keep_going(&ctx.stats.bytes_read)
-                        }
-                        SweepOp::Verify { limited: false, .. } => !ctx.aborted(),
-                    };
-                    if !go {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n_chunks {
-                        break;
-                    }
-                    let lba = s.first + i * chunk;
-                    let n = chunk.min(s.blocks - i * chunk);
-                    if skip.iter().any(|&(l, _)| l == lba) {
-                        continue;
-                    }
-                    let bytes = n as usize * ctx.bs();
-                    buf.set_len(bytes);
-                    let result;
-                    match &op {
-                        SweepOp::Write { generation } => {
-                            block::render_unique(&ctx.stamp, lba, *generation, &mut buf);
-                            let (b, r) = ctx.dev.write(lba, buf).await;
-                            buf = b;
-                            if r.is_ok() {
-                                Stats::add(&ctx.stats.bytes_written, bytes as u64);
-                                Stats::add(&ctx.stats.writes_unique, n);
-                            }
-                            result = r;
-                        }
-                        SweepOp::Verify {
-                            expect,
-                            count_distinct,
-                            ..
-                        } => {
-                            let (b, r) = ctx.dev.read(lba, buf).await;
-                            buf = b;
-                            if r.is_ok() {
-                                Stats::add(&ctx.stats.bytes_read, bytes as u64);
-                                let e = expected.get_or_insert_with(|| ctx.buffer());
-                                e.set_len(bytes);
-                                let mut matched = 0;
-                                ctx.compare(lba, &buf, e, expect, |_| matched += 1);
-                                if *count_distinct {
-                                    Stats::add(&ctx.stats.distinct_verified, matched);
-                                }
-                            }
-                            result = r;
-                        }
-                    }
-                    if let Err(e) = result {
-                        ctx.io_error(&e);
-                        failed
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((lba, n));
-                    }
-                }
-            });
-        }
+    let work = Arc::new(Sweep {
+        ctx: ctx.clone(),
+        chunk: u64::from(ctx.io_blocks),
+        op,
+        stripes: stripes.to_vec(),
+        next: stripes.iter().map(|_| AtomicU64::new(0)).collect(),
+        skip: skip.to_vec(),
+        failed: Mutex::new(Vec::new()),
+    });
+    let slots = stripes.len() * ctx.queue_depth;
+    let summary = engine::run(ctx.dev.clone(), work.clone(), slots).await;
+    if let Some(p) = summary.panics.first() {
+        ctx.abort(format!("a worker failed: {p}"));
     }
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r {
-            ctx.abort(format!("a worker failed: {e}"));
-        }
-    }
-    let done_blocks = counters
+    let done_blocks = work
+        .next
         .iter()
-        .map(|(c, s)| (c.load(Ordering::Relaxed) * chunk).min(s.blocks))
+        .zip(&work.stripes)
+        .map(|(c, s)| (c.load(Ordering::Relaxed) * work.chunk).min(s.blocks))
         .collect();
-    let failed = std::mem::take(&mut *failed.lock().unwrap_or_else(|p| p.into_inner()));
+    let failed = std::mem::take(&mut *work.failed.lock().unwrap_or_else(|p| p.into_inner()));
     SweepResult {
         done_blocks,
         failed,
+    }
+}
+
+/// A sweep as a workload: `queue_depth` slots per stripe share the
+/// stripe's chunk counter.
+struct Sweep {
+    ctx: Arc<Ctx>,
+    chunk: u64,
+    op: SweepOp,
+    stripes: Vec<Stripe>,
+    /// Next chunk of each stripe.
+    next: Vec<AtomicU64>,
+    skip: Vec<(u64, u64)>,
+    failed: Mutex<Vec<(u64, u64)>>,
+}
+
+/// One slot of a sweep.
+struct SweepSlot {
+    stripe: usize,
+    /// The command buffer, while not lent to the device.
+    buf: Option<AlignedBuf>,
+    /// What a read should have found (verify sweeps).
+    expected: Option<AlignedBuf>,
+}
+
+impl Workload for Sweep {
+    type Slot = SweepSlot;
+
+    fn slot(&self, index: usize) -> SweepSlot {
+        SweepSlot {
+            stripe: index / self.ctx.queue_depth,
+            buf: Some(self.ctx.buffer()),
+            expected: None,
+        }
+    }
+
+    fn next(&self, slot: &mut SweepSlot) -> Option<Op> {
+        let ctx = &self.ctx;
+        let s = self.stripes.get(slot.stripe).copied()?;
+        let counter = self.next.get(slot.stripe)?;
+        let n_chunks = s.blocks.div_ceil(self.chunk);
+        loop {
+            let go = match &self.op {
+                SweepOp::Write { .. } => ctx.keep_going(&ctx.stats.bytes_written),
+                SweepOp::Verify { limited: true, .. } => ctx.keep_going(&ctx.stats.bytes_read),
+                SweepOp::Verify { limited: false, .. } => !ctx.aborted(),
+            };
+            if !go {
+                return None;
+            }
+            let i = counter.fetch_add(1, Ordering::Relaxed);
+            if i >= n_chunks {
+                return None;
+            }
+            let lba = s.first + i * self.chunk;
+            let n = self.chunk.min(s.blocks - i * self.chunk);
+            if self.skip.iter().any(|&(l, _)| l == lba) {
+                continue;
+            }
+            let mut buf = slot.buf.take().unwrap_or_else(|| ctx.buffer());
+            buf.set_len(n as usize * ctx.bs());
+            return Some(match &self.op {
+                SweepOp::Write { generation } => {
+                    block::render_unique(&ctx.stamp, lba, *generation, &mut buf);
+                    Op::Write {
+                        lba,
+                        buf,
+                        fua: false,
+                    }
+                }
+                SweepOp::Verify { .. } => Op::Read { lba, buf },
+            });
+        }
+    }
+
+    fn complete(&self, slot: &mut SweepSlot, done: Completion) {
+        let ctx = &self.ctx;
+        let bytes = done.buf.len();
+        let (lba, n) = (done.lba, done.blocks);
+        match (&self.op, &done.result) {
+            (SweepOp::Write { .. }, Ok(())) => {
+                Stats::add(&ctx.stats.bytes_written, bytes as u64);
+                Stats::add(&ctx.stats.writes_unique, n);
+            }
+            (
+                SweepOp::Verify {
+                    expect,
+                    count_distinct,
+                    ..
+                },
+                Ok(()),
+            ) => {
+                Stats::add(&ctx.stats.bytes_read, bytes as u64);
+                let e = slot.expected.get_or_insert_with(|| ctx.buffer());
+                e.set_len(bytes);
+                let mut matched = 0;
+                ctx.compare(lba, &done.buf, e, expect, |_| matched += 1);
+                if *count_distinct {
+                    Stats::add(&ctx.stats.distinct_verified, matched);
+                }
+            }
+            (_, Err(e)) => {
+                ctx.io_error(e);
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((lba, n));
+            }
+        }
+        slot.buf = Some(done.buf);
     }
 }
 

@@ -15,7 +15,10 @@
 //! - [`random`] — reserved random ranges with a unique/duplicate/trim mix.
 //! - [`state`] — per-block expectations and the state file.
 //! - [`report`] — counters, records, summary, JSON report.
-//! - [`bench`] — verify's throughput beside fio and iscsi-perf.
+//!
+//! The device layer, block format and load engine are
+//! [`iesp_blockio`]'s; verify's benchmark against fio is the package's
+//! `verify_vs_fio` bench.
 //!
 //! ## Modes
 //!
@@ -29,7 +32,6 @@
 //!   first block header when not given), or the `--state` file a previous
 //!   run saved. Proves persistence, e.g. after a target restart.
 
-pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod random;
@@ -42,10 +44,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::block::{self, Class, Flags, Header, Stamp};
-use crate::device::{AlignedBuf, Device, DeviceError, OpenOptions};
 use crate::output::{self, Progress, ProgressMode};
 use engine::{Ctx, Expect, Limits};
+use iesp_blockio::block::{self, Class, Flags, Header, Stamp};
+use iesp_blockio::{AlignedBuf, AnyDevice, Device, DeviceError, OpenOptions};
 use random::Mix;
 use report::{Outcome, REPORT_FORMAT, REPORT_VERSION, Stats, Summary};
 use state::{BlockState, STATE_FORMAT, STATE_VERSION, StateFile, StateKind, StateTable};
@@ -223,7 +225,18 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
     {
         open.file_block_size = Some(s.block_size);
     }
-    let dev = Device::open(&opts.target, &open).await?;
+    let dev = AnyDevice::open(&opts.target, &open).await?;
+    run_on(dev, opts, state_in).await
+}
+
+/// Runs verify as `opts` says on a device already open (`opts.target` and
+/// `opts.open` are not used), e.g. an in-memory one; `state_in` is the
+/// loaded `--state-in` file of a check.
+pub async fn run_on(
+    dev: AnyDevice,
+    opts: &Options,
+    state_in: Option<StateFile>,
+) -> Result<Summary, Failure> {
     let info = dev.info().clone();
     let bs = u64::from(info.block_size);
     if info.block_size < block::MIN_BLOCK_SIZE {
@@ -490,7 +503,8 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
     }
     // Close the session (logout) once nobody else holds the context.
     if let Ok(ctx) = Arc::try_unwrap(ctx)
-        && let Err(e) = ctx.dev.close().await
+        && let Ok(dev) = Arc::try_unwrap(ctx.dev)
+        && let Err(e) = dev.close().await
     {
         tracing::warn!("closing the target: {e}");
     }
@@ -500,7 +514,7 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
 /// Finds the seed and generation to check against: given, or from the
 /// first valid block header in the first blocks of the range.
 async fn probe(
-    dev: &Device,
+    dev: &AnyDevice,
     first_lba: u64,
     blocks: u64,
     seed: Option<u64>,
@@ -678,7 +692,7 @@ fn summarize(
         tool_version: env!("CARGO_PKG_VERSION"),
         trim_skip_reason: ctx
             .dev
-            .trim_skip_reason()
+            .unmap_skip_reason()
             .filter(|_| opts.mode == Mode::Random),
         trim: info.trim.clone(),
         target: info,
@@ -713,5 +727,164 @@ fn summarize(
         outcome,
         exit_code,
         check_command,
+    }
+}
+
+/// verify against the in-memory device: no socket, no file. Each fault
+/// the device can inject must be found and named.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iesp_blockio::Sense;
+    use iesp_blockio::mem::{Failure as Fail, Fault, FaultRule, MemDevice};
+    use iesp_proto::scsi::Asc;
+
+    const BLOCKS: u64 = 256;
+
+    fn opts(mode: Mode, passes: Option<u64>, queue_depth: usize) -> Options {
+        Options {
+            target: "memory".into(),
+            mode,
+            passes,
+            workers: 1,
+            queue_depth,
+            io_size: 4096,
+            seed: Some(7),
+            progress: ProgressMode::Quiet,
+            print_header: false,
+            ..Options::default()
+        }
+    }
+
+    fn device() -> MemDevice {
+        MemDevice::new(BLOCKS, 512)
+    }
+
+    fn run_mem(dev: MemDevice, o: &Options) -> Summary {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_on(AnyDevice::Memory(dev), o, None))
+            .unwrap_or_else(|f| panic!("verify could not run: {f}"))
+    }
+
+    fn class(s: &Summary, name: &str) -> u64 {
+        s.mismatches_by_class.get(name).copied().unwrap_or(0)
+    }
+
+    fn assert_only(s: &Summary, name: &str, n: u64) {
+        assert_eq!(s.outcome, Outcome::Mismatch, "{}", s.render(5));
+        assert_eq!(s.exit_code, exit::MISMATCH);
+        assert_eq!(class(s, name), n, "{:?}", s.mismatches_by_class);
+        assert_eq!(s.mismatch_count, n, "{:?}", s.mismatches_by_class);
+        assert!(
+            s.mismatches.iter().all(|m| m.class.name() == name),
+            "{}",
+            s.render(5)
+        );
+    }
+
+    #[test]
+    fn clean_sequential_and_random_runs_pass() {
+        let s = run_mem(device(), &opts(Mode::Sequential, Some(2), 4));
+        assert_eq!(s.outcome, Outcome::Pass, "{}", s.render(5));
+        assert_eq!(s.exit_code, exit::PASS);
+        assert_eq!(s.blocks_verified, 2 * BLOCKS);
+        assert_eq!(s.bytes_written, 2 * BLOCKS * 512);
+        let s = run_mem(device(), &opts(Mode::Random, None, 4));
+        assert_eq!(s.outcome, Outcome::Pass, "{}", s.render(5));
+        assert!(s.verified_percent >= 100.0, "{}", s.verified_percent);
+        assert!(s.trims > 0 && s.writes_duplicate > 0, "{}", s.render(5));
+    }
+
+    #[test]
+    fn a_dropped_write_reads_back_stale() {
+        let d = device();
+        // The second write over LBA 10 (pass 2) is acknowledged, not stored.
+        d.inject(FaultRule::new(Fault::DropWrite).lbas(10..11).nth(2));
+        let s = run_mem(d, &opts(Mode::Sequential, Some(2), 4));
+        assert_only(&s, "stale", 1);
+        assert_eq!(s.mismatches[0].lba, 10);
+    }
+
+    #[test]
+    fn stale_data_is_stale() {
+        let d = device();
+        d.inject(FaultRule::new(Fault::StaleRead).lbas(20..22).nth(2));
+        let s = run_mem(d, &opts(Mode::Sequential, Some(2), 4));
+        assert_only(&s, "stale", 2);
+    }
+
+    #[test]
+    fn a_flipped_bit_is_torn_on_store_and_on_read() {
+        let d = device();
+        d.inject(FaultRule::new(Fault::FlipOnStore { bit: 8 * 300 + 3 }).lbas(30..31));
+        assert_only(&run_mem(d, &opts(Mode::Sequential, None, 4)), "torn", 1);
+        let d = device();
+        d.inject(FaultRule::new(Fault::FlipOnRead { bit: 8 * 100 }).lbas(77..78));
+        let s = run_mem(d, &opts(Mode::Sequential, None, 4));
+        assert_only(&s, "torn", 1);
+        assert_eq!(s.mismatches[0].lba, 77);
+    }
+
+    #[test]
+    fn a_misdirected_write_is_misdirected() {
+        let d = device();
+        // Queue depth 1: LBA 16..24 is written first, then the write of
+        // 40..48 lands on it; 40..48 stays zeros.
+        d.inject(FaultRule::new(Fault::Misdirect { to_lba: 16 }).lbas(40..41));
+        let s = run_mem(d, &opts(Mode::Sequential, None, 1));
+        assert_eq!(s.outcome, Outcome::Mismatch);
+        assert_eq!(class(&s, "misdirected"), 8, "{:?}", s.mismatches_by_class);
+        assert_eq!(class(&s, "zeros"), 8, "{:?}", s.mismatches_by_class);
+    }
+
+    #[test]
+    fn failed_commands_are_io_errors() {
+        let d = device();
+        d.inject(
+            FaultRule::new(Fault::Fail(Fail::Io("link down".into())))
+                .lbas(50..51)
+                .on(iesp_blockio::mem::OpClass::Read),
+        );
+        let s = run_mem(d, &opts(Mode::Sequential, None, 4));
+        assert_eq!(s.outcome, Outcome::IoError, "{}", s.render(5));
+        assert_eq!(s.exit_code, exit::IO_ERROR);
+        assert_eq!((s.io_error_count, s.mismatch_count), (1, 0));
+        assert_eq!(s.io_errors[0].op, "READ");
+        assert!(s.io_errors[0].message.contains("link down"));
+
+        // A write refused with CHECK CONDITION: an I/O error, and the
+        // chunk it did not write is not compared.
+        let d = device();
+        let sense = Sense::medium_error(Asc(0x0c00), 60);
+        d.inject(FaultRule::new(Fault::Fail(Fail::Check(sense))).lbas(60..61));
+        let s = run_mem(d, &opts(Mode::Sequential, None, 4));
+        assert_eq!(s.outcome, Outcome::IoError, "{}", s.render(5));
+        assert_eq!((s.io_error_count, s.mismatch_count), (1, 0));
+        assert_eq!(s.io_errors[0].op, "WRITE");
+        assert!(
+            s.io_errors[0].message.contains("CHECK CONDITION"),
+            "{}",
+            s.io_errors[0].message
+        );
+        assert_eq!(s.blocks_verified, BLOCKS - 8);
+
+        // Enough of them stop the run.
+        let d = device();
+        d.inject(FaultRule::new(Fault::Fail(Fail::Io("gone".into()))));
+        let mut o = opts(Mode::Sequential, None, 4);
+        o.limits.max_io_errors = 3;
+        let s = run_mem(d, &o);
+        assert_eq!(s.outcome, Outcome::IoError);
+        assert!(
+            s.stopped_by
+                .as_deref()
+                .is_some_and(|r| r.contains("I/O errors")),
+            "{:?}",
+            s.stopped_by
+        );
     }
 }

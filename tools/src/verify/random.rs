@@ -18,9 +18,8 @@ use std::sync::{Arc, Mutex};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
-use crate::block;
-use crate::device::{AlignedBuf, DeviceError};
-use crate::pattern;
+use iesp_blockio::{AlignedBuf, Device, DeviceError, LbaRange, block, pattern};
+
 use crate::verify::engine::{Counter, Ctx, Expect};
 use crate::verify::report::Stats;
 use crate::verify::state::{BlockState, StateKind, StateTable};
@@ -264,7 +263,7 @@ async fn process(
         let (lba, count) = (start + a as u64, (b - a) as u64);
         let mut write_as_unique = false;
         if trim {
-            match ctx.dev.trim(lba, count).await {
+            match ctx.dev.unmap(&[LbaRange::new(lba, count)]).await {
                 Ok(()) => {
                     Stats::add(&ctx.stats.trims, 1);
                     Stats::add(&ctx.stats.blocks_trimmed, count);
@@ -276,7 +275,7 @@ async fn process(
                         );
                     }
                 }
-                Err(DeviceError::TrimUnsupported(_)) => {
+                Err(DeviceError::Unsupported { .. }) => {
                     Stats::add(&ctx.stats.trims_skipped, 1);
                     write_as_unique = true;
                 }
@@ -293,14 +292,14 @@ async fn process(
             // The unique content for these blocks is already rendered.
             let r = if a == 0 && b == n {
                 let buf = std::mem::take(&mut bufs.main);
-                let (buf, r) = ctx.dev.write(lba, buf).await;
+                let (buf, r) = ctx.dev.write(lba, buf, false).await;
                 bufs.main = buf;
                 r
             } else {
                 bufs.other.set_len((b - a) * bs);
                 bufs.other.copy_from_slice(&bufs.main[a * bs..b * bs]);
                 let buf = std::mem::take(&mut bufs.other);
-                let (buf, r) = ctx.dev.write(lba, buf).await;
+                let (buf, r) = ctx.dev.write(lba, buf, false).await;
                 bufs.other = buf;
                 r
             };

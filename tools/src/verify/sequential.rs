@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use iesp_blockio::Device;
+
 use crate::verify::engine::{Counter, Ctx, Expect, Stripe, SweepOp, stripes, sweep};
 use crate::verify::state::{BlockState, Extent, StateKind};
 

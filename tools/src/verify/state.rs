@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::block::{self, Expected};
+use iesp_blockio::block::{self, Expected};
 
 /// `format` field of a state file.
 pub const STATE_FORMAT: &str = "iesp-test/verify-state";

@@ -4,7 +4,7 @@
 //!   is **active swap**, or is **held** by another block device (device
 //!   mapper, MD RAID: `/sys/dev/block/M:m/holders`) — from
 //!   `/proc/self/mountinfo`, `/proc/swaps` and sysfs; the exclusive open in
-//!   [`super::local`] catches the rest (another program holding it `O_EXCL`);
+//!   [`crate::local`] catches the rest (another program holding it `O_EXCL`);
 //! - any target (file, device, LUN) whose first 128 KiB carry a **partition
 //!   table or file system signature** — the well-known magic numbers below,
 //!   checked the way blkid(8) finds them. Blocks that carry a valid header of
@@ -16,8 +16,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{AlignedBuf, Device, DeviceError};
 use crate::block;
+use crate::{AlignedBuf, Device, DeviceError};
 
 /// Bytes read from the start of a device to look for signatures (btrfs'
 /// superblock sits at 64 KiB).
@@ -160,7 +160,7 @@ fn unescape_octal(s: &str) -> String {
 }
 
 /// Reads the start of `dev` and looks for signatures.
-pub async fn signatures_on(dev: &Device) -> Result<Vec<String>, DeviceError> {
+pub async fn signatures_on<D: Device>(dev: &D) -> Result<Vec<String>, DeviceError> {
     let info = dev.info();
     let bs = u64::from(info.block_size);
     let len = SCAN_BYTES.min(info.capacity()) / bs * bs;

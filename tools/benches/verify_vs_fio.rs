@@ -1,4 +1,14 @@
-//! `iesp-test bench-verify`: is verify the bottleneck of what it tests?
+//! Is verify the bottleneck of what it tests? (Formerly the
+//! `iesp-test bench-verify` subcommand: a benchmark, not a user tool, so it
+//! lives here and the command links no peer-management code.)
+//!
+//! `cargo bench --profile release -p iesp-tools --bench verify_vs_fio`.
+//! Knobs (environment): `IESP_BENCH_SIZE` (file size, default 1G),
+//! `IESP_BENCH_IO_SIZE` (1M), `IESP_BENCH_QD` (8), `IESP_BENCH_ROUNDS` (3),
+//! `IESP_BENCH_LUN_SIZE` (256M), `IESP_BENCH_SECONDS` (iscsi-perf seconds
+//! per run, 5), `IESP_BENCH_DIR` (directory of the file), `IESP_BENCH_NO_ISCSI=1`,
+//! `IESP_BENCH_JSON` (write the results there, `-` for stdout). A short run:
+//! `IESP_BENCH_SIZE=64M IESP_BENCH_ROUNDS=1 IESP_BENCH_SECONDS=1`.
 //!
 //! Two comparisons, each measured side by side in one run (the machine is
 //! shared and noisy: only ratios mean something):
@@ -16,60 +26,78 @@
 //!    (sequential READ(16), same command size and queue depth): verify's
 //!    read MiB/s over iscsi-perf's.
 //!
-//! `.ci/run` runs a short version (tools/tests/bench_verify.rs) that checks
-//! the command works and its JSON is complete, never the timings.
+//! Timings are reported, never asserted: the machine is shared and noisy.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
 use serde::Serialize;
 
-use crate::device::OpenOptions;
-use crate::output::{self, ProgressMode};
-use crate::verify::{self, Mode, report::Outcome};
+use iesp_tools::device::OpenOptions;
+use iesp_tools::output::{self, ProgressMode};
+use iesp_tools::verify::{self, Mode, report::Outcome};
 
 /// `format` of the JSON output.
 pub const BENCH_FORMAT: &str = "iesp-test/bench-verify";
 /// `format_version` of the JSON output.
 pub const BENCH_VERSION: u32 = 1;
 
-/// Arguments of `iesp-test bench-verify`.
-#[derive(Args, Debug, Clone)]
+/// What to measure.
+#[derive(Debug, Clone)]
 pub struct BenchArgs {
     /// Size of the benchmark file.
-    #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub size: u64,
     /// Bytes per command (fio's --bs, iscsi-perf's -b in blocks).
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub io_size: u64,
     /// Commands in flight (fio's --iodepth, iscsi-perf's -m).
-    #[arg(short, long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub queue_depth: u32,
-    /// Directory for the file (a file system with O_DIRECT; default: the
-    /// system temporary directory).
-    #[arg(long)]
+    /// Directory for the file (a file system with O_DIRECT).
     pub dir: Option<PathBuf>,
     /// Rounds per comparison; medians are reported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
     /// Size of the RAM LUN for the iSCSI comparison.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub lun_size: u64,
     /// Seconds per iscsi-perf run.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub seconds: u32,
     /// Skip the iSCSI comparison.
-    #[arg(long)]
     pub no_iscsi: bool,
-    /// Write the results as JSON to FILE (- for stdout).
-    #[arg(long, value_name = "FILE")]
+    /// Write the results as JSON there (- for stdout).
     pub json: Option<PathBuf>,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    iesp_target::config::parse_size(s)
+impl BenchArgs {
+    /// From the `IESP_BENCH_*` environment.
+    fn from_env() -> anyhow::Result<BenchArgs> {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.is_empty())
+        }
+        let size = |name: &str, default: &str| -> anyhow::Result<u64> {
+            let v = var(name).unwrap_or_else(|| default.to_owned());
+            iesp_target::config::parse_size(&v).map_err(|e| anyhow::anyhow!("{name}={v}: {e}"))
+        };
+        let num = |name: &str, default: u32| -> anyhow::Result<u32> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| anyhow::anyhow!("{name}={v}: not a positive number")),
+            }
+        };
+        Ok(BenchArgs {
+            size: size("IESP_BENCH_SIZE", "1G")?,
+            io_size: size("IESP_BENCH_IO_SIZE", "1M")?,
+            queue_depth: num("IESP_BENCH_QD", 8)?,
+            dir: var("IESP_BENCH_DIR").map(PathBuf::from),
+            rounds: num("IESP_BENCH_ROUNDS", 3)?,
+            lun_size: size("IESP_BENCH_LUN_SIZE", "256M")?,
+            seconds: num("IESP_BENCH_SECONDS", 5)?,
+            no_iscsi: var("IESP_BENCH_NO_ISCSI").is_some_and(|v| v != "0"),
+            json: var("IESP_BENCH_JSON").map(PathBuf::from),
+        })
+    }
 }
 
 /// Write and read throughput of one side, MiB/s.
@@ -277,7 +305,7 @@ async fn iscsi_comparison(a: &BenchArgs) -> anyhow::Result<IscsiResult> {
     use iesp_testsuite::peers::libiscsi::{PerfOptions, iscsi_perf};
     const BS: u32 = 512;
     if a.io_size % u64::from(BS) != 0 {
-        bail!("--io-size must be a multiple of 512 for the iSCSI comparison");
+        bail!("IESP_BENCH_IO_SIZE must be a multiple of 512 for the iSCSI comparison");
     }
     // The target gets its own runtime and threads, as a separate process
     // would have: on the shared one it would compete with verify's tasks
@@ -286,7 +314,7 @@ async fn iscsi_comparison(a: &BenchArgs) -> anyhow::Result<IscsiResult> {
     let url = target.url.clone();
     let perf = PerfOptions {
         queue_depth: a.queue_depth,
-        blocks: u32::try_from(a.io_size / u64::from(BS)).context("--io-size too large")?,
+        blocks: u32::try_from(a.io_size / u64::from(BS)).context("IESP_BENCH_IO_SIZE too large")?,
         seconds: a.seconds,
         random: false,
         initiator_name: Some("iqn.2026-11.org.iesp-test:bench-perf".into()),
@@ -399,17 +427,30 @@ impl Drop for SeparateTarget {
     }
 }
 
-/// Runs the benchmark and prints the table.
-pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    if a.io_size == 0 || a.size < a.io_size || a.size % a.io_size != 0 {
-        return Err(crate::exit::Coded {
-            code: crate::exit::USAGE,
-            error: anyhow::anyhow!("--size must be a non-zero multiple of --io-size"),
+fn main() -> std::process::ExitCode {
+    // `cargo bench` passes --bench (and maybe a filter); nothing to parse.
+    let result = BenchArgs::from_env().and_then(|a| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(a))
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("verify_vs_fio: {e:#}");
+            std::process::ExitCode::FAILURE
         }
-        .into());
+    }
+}
+
+/// Runs the benchmark and prints the table.
+async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.io_size == 0 || a.size < a.io_size || a.size % a.io_size != 0 {
+        bail!("IESP_BENCH_SIZE must be a non-zero multiple of IESP_BENCH_IO_SIZE");
     }
     println!(
-        "bench-verify: {} file, {} per command, queue depth {}, {} round(s)",
+        "verify_vs_fio: {} file, {} per command, queue depth {}, {} round(s)",
         output::bytes(a.size),
         output::bytes(a.io_size),
         a.queue_depth,
@@ -464,24 +505,4 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         output::write_json(path, &result).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throughput_and_medians() {
-        let t = Throughput::new(100.0, 300.0);
-        assert!((t.write_read_mib_s - 150.0).abs() < 1e-9);
-        assert_eq!(Throughput::new(0.0, 5.0).write_read_mib_s, 0.0);
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![]), 0.0);
-        let m = median_of(&[
-            Throughput::new(1.0, 10.0),
-            Throughput::new(3.0, 30.0),
-            Throughput::new(2.0, 20.0),
-        ]);
-        assert_eq!((m.write_mib_s, m.read_mib_s), (2.0, 20.0));
-    }
 }

@@ -1,9 +1,9 @@
-//! The three block-device ioctls verify needs, behind safe functions.
+//! The block-device ioctls the local device needs, behind safe functions.
 //!
 //! From `<linux/fs.h>`: `BLKSSZGET` (`_IO(0x12, 104)`, logical block size
-//! as an `int`), `BLKGETSIZE64` (`_IOR(0x12, 114, size_t)`, size in bytes)
-//! and `BLKDISCARD` (`_IO(0x12, 119)`, a `uint64_t[2]` of byte offset and
-//! length). This is the only module of the crate with `unsafe`: each call
+//! as an `int`), `BLKGETSIZE64` (`_IOR(0x12, 114, size_t)`, size in bytes),
+//! `BLKDISCARD` (`_IO(0x12, 119)`) and `BLKZEROOUT` (`_IO(0x12, 127)`), the
+//! last two taking a `uint64_t[2]` of byte offset and length. This is the only module of the crate with `unsafe`: each call
 //! passes a pointer to a live, correctly typed local for the duration of the
 //! call, which is all these ioctls read or write.
 #![allow(unsafe_code)]
@@ -15,6 +15,7 @@ use nix::libc::c_int;
 nix::ioctl_read_bad!(blksszget, 0x1268, c_int);
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 nix::ioctl_write_ptr_bad!(blkdiscard, 0x1277, [u64; 2]);
+nix::ioctl_write_ptr_bad!(blkzeroout, 0x127f, [u64; 2]);
 
 /// `BLKSSZGET`: the logical block size.
 pub fn logical_block_size(fd: BorrowedFd<'_>) -> nix::Result<u32> {
@@ -41,6 +42,15 @@ pub fn discard(fd: BorrowedFd<'_>, offset: u64, len: u64) -> nix::Result<()> {
     Ok(())
 }
 
+/// `BLKZEROOUT` of `len` bytes at `offset`: the range reads back as zeros
+/// (the kernel may deallocate it or write zeros).
+pub fn zero_out(fd: BorrowedFd<'_>, offset: u64, len: u64) -> nix::Result<()> {
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: `range` is a valid [u64; 2] the kernel only reads.
+    unsafe { blkzeroout(fd.as_raw_fd(), &range) }?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +62,6 @@ mod tests {
         assert_eq!(logical_block_size(f.as_fd()), Err(nix::Error::ENOTTY));
         assert_eq!(size_bytes(f.as_fd()), Err(nix::Error::ENOTTY));
         assert_eq!(discard(f.as_fd(), 0, 512), Err(nix::Error::ENOTTY));
+        assert_eq!(zero_out(f.as_fd(), 0, 512), Err(nix::Error::ENOTTY));
     }
 }

@@ -13,6 +13,16 @@
 //! chose (default [`DEFAULT_FILE_BLOCK_SIZE`]) and its length, whole blocks
 //! only. Each call runs on tokio's blocking pool: N calls in flight are N
 //! system calls in flight, a real queue depth.
+//!
+//! Commands: READ and WRITE are `pread`/`pwrite`; FUA is the write then
+//! `fdatasync`; UNMAP is `fallocate(PUNCH_HOLE)` on a file (reads zeros)
+//! and `BLKDISCARD` on a block device (no promise of zeros); WRITE SAME of
+//! zeros is `fallocate(PUNCH_HOLE)` (with UNMAP) or `fallocate(ZERO_RANGE)`
+//! on a file and `BLKZEROOUT` on a block device, any other pattern is
+//! written out in chunks; COMPARE AND WRITE is a read, a compare and a
+//! write under a lock — atomic only against other compare and writes
+//! through the same handle ([`Capabilities::compare_and_write_atomic`] is
+//! false).
 
 use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::io;
@@ -21,11 +31,13 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
+use iesp_proto::scsi::Sense;
 use nix::fcntl::{FallocateFlags, OFlag, PosixFadviseAdvice, fallocate, posix_fadvise};
 
-use super::{
-    AlignedBuf, DeviceError, DeviceInfo, Kind, OpenOptions, TrimGate, TrimMethod, TrimSupport,
-    errno, ioctl, safety,
+use crate::{
+    AlignedBuf, Capabilities, Device, DeviceError, DeviceInfo, IoResult, Kind, LbaRange, Limits,
+    OpenOptions, TrimGate, TrimMethod, TrimSupport, check_compare_and_write, check_write_same,
+    errno, first_difference, ioctl, safety,
 };
 
 /// Block size of a regular file unless given: the page size, and the block
@@ -35,12 +47,20 @@ pub const DEFAULT_FILE_BLOCK_SIZE: u32 = 4096;
 /// Largest transfer per call; the kernel splits it for the device.
 const MAX_IO_BYTES: u32 = 64 << 20;
 
+/// Largest emulated COMPARE AND WRITE, in blocks (SCSI's field is a byte).
+const MAX_COMPARE_AND_WRITE_BLOCKS: u32 = 255;
+
+/// Bytes per write of an emulated WRITE SAME.
+const WRITE_SAME_CHUNK: usize = 1 << 20;
+
 /// A regular file or block device.
 #[derive(Debug)]
 pub struct LocalDevice {
     file: Arc<File>,
     info: DeviceInfo,
     trim: TrimGate,
+    /// Serialises emulated COMPARE AND WRITEs.
+    caw: tokio::sync::Mutex<()>,
 }
 
 fn open_error(path: &Path, e: impl std::fmt::Display) -> DeviceError {
@@ -174,7 +194,23 @@ impl LocalDevice {
                 reason: "fallocate(PUNCH_HOLE): a hole reads back as zeros".into(),
             },
         };
-        let align = (block_size as usize).max(super::buf::DEFAULT_ALIGN);
+        let align = (block_size as usize).max(crate::buf::DEFAULT_ALIGN);
+        let caps = Capabilities {
+            fua: false,
+            unmap: true,
+            unmap_zeroes: trim.zeroes,
+            write_same: kind == Kind::BlockDevice,
+            write_same_unmap: true,
+            compare_and_write: true,
+            compare_and_write_atomic: false,
+        };
+        let limits = Limits {
+            max_transfer_bytes: MAX_IO_BYTES.max(block_size),
+            max_unmap_blocks: 0,
+            max_unmap_descriptors: u32::MAX,
+            max_write_same_blocks: 0,
+            max_compare_and_write_blocks: MAX_COMPARE_AND_WRITE_BLOCKS,
+        };
         let mut dev = LocalDevice {
             file: Arc::new(file),
             info: DeviceInfo {
@@ -187,8 +223,11 @@ impl LocalDevice {
                 align,
                 trim,
                 notes,
+                limits,
+                caps,
             },
             trim: TrimGate::default(),
+            caw: tokio::sync::Mutex::new(()),
         };
         if direct {
             dev.probe_direct(path, opts, exclusive)?;
@@ -219,76 +258,29 @@ impl LocalDevice {
         }
     }
 
-    pub fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
     fn offset(&self, lba: u64) -> u64 {
         lba.saturating_mul(u64::from(self.info.block_size))
     }
 
-    fn check_range(&self, op: &'static str, lba: u64, len: usize) -> Result<u64, DeviceError> {
-        let bs = self.info.block_size as usize;
-        let blocks = (len / bs) as u64;
-        if len % bs != 0
-            || lba
-                .checked_add(blocks)
-                .is_none_or(|end| end > self.info.blocks)
-        {
-            return Err(DeviceError::io(
-                op,
-                lba,
-                blocks,
-                format!("{len} bytes is not a whole number of blocks inside the device"),
-            ));
-        }
-        Ok(blocks)
+    /// Runs a blocking system call on the pool; `what` names it in errors.
+    async fn sys<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        lba: u64,
+        blocks: u64,
+        f: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, DeviceError> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || f(&file))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| DeviceError::io(op, lba, blocks, e))
     }
 
-    pub async fn read(&self, lba: u64, buf: AlignedBuf) -> (AlignedBuf, Result<(), DeviceError>) {
-        let blocks = match self.check_range("read", lba, buf.len()) {
-            Ok(b) => b,
-            Err(e) => return (buf, Err(e)),
-        };
-        let (file, off) = (self.file.clone(), self.offset(lba));
-        let (buf, r) = blocking(buf, self.info.align, move |buf| {
-            file.read_exact_at(buf, off)
-        })
-        .await;
-        (buf, r.map_err(|e| DeviceError::io("read", lba, blocks, e)))
-    }
-
-    pub async fn write(&self, lba: u64, buf: AlignedBuf) -> (AlignedBuf, Result<(), DeviceError>) {
-        let blocks = match self.check_range("write", lba, buf.len()) {
-            Ok(b) => b,
-            Err(e) => return (buf, Err(e)),
-        };
-        let (file, off) = (self.file.clone(), self.offset(lba));
-        let (buf, r) = blocking(buf, self.info.align, move |buf| file.write_all_at(buf, off)).await;
-        (buf, r.map_err(|e| DeviceError::io("write", lba, blocks, e)))
-    }
-
-    pub fn trim_skip_reason(&self) -> Option<String> {
-        self.trim.reason()
-    }
-
-    pub async fn trim(&self, lba: u64, blocks: u64) -> Result<(), DeviceError> {
-        if !self.trim.open() {
-            return Err(DeviceError::TrimUnsupported(
-                self.trim.reason().unwrap_or_default(),
-            ));
-        }
-        if lba
-            .checked_add(blocks)
-            .is_none_or(|end| end > self.info.blocks)
-        {
-            return Err(DeviceError::io(
-                "trim",
-                lba,
-                blocks,
-                "beyond the end of the device",
-            ));
-        }
+    /// Punches a hole (file) or discards (block device); `Ok(false)` when
+    /// the system does not support it here.
+    async fn deallocate(&self, lba: u64, blocks: u64) -> Result<bool, DeviceError> {
         let (file, off) = (self.file.clone(), self.offset(lba));
         let len = blocks.saturating_mul(u64::from(self.info.block_size));
         let kind = self.info.kind;
@@ -302,46 +294,185 @@ impl LocalDevice {
             ),
         })
         .await
-        .map_err(|e| DeviceError::io("trim", lba, blocks, e))?;
+        .map_err(|e| DeviceError::io("UNMAP", lba, blocks, e))?;
         match r {
-            Ok(()) => Ok(()),
-            Err(e @ (nix::Error::EOPNOTSUPP | nix::Error::ENOTTY | nix::Error::EINVAL)) => {
-                let what = if kind == Kind::BlockDevice {
+            Ok(()) => Ok(true),
+            Err(nix::Error::EOPNOTSUPP | nix::Error::ENOTTY | nix::Error::EINVAL) => Ok(false),
+            Err(e) => Err(DeviceError::io("UNMAP", lba, blocks, errno(e))),
+        }
+    }
+
+    /// Zeroes a range without writing data: `BLKZEROOUT`, or
+    /// `fallocate(ZERO_RANGE)` / `PUNCH_HOLE`; `Ok(false)` when the system
+    /// cannot, and the caller writes zeros.
+    async fn zero_range(&self, lba: u64, blocks: u64, unmap: bool) -> Result<bool, DeviceError> {
+        let (file, off) = (self.file.clone(), self.offset(lba));
+        let len = blocks.saturating_mul(u64::from(self.info.block_size));
+        let kind = self.info.kind;
+        let r = tokio::task::spawn_blocking(move || match kind {
+            Kind::BlockDevice => ioctl::zero_out(file.as_fd(), off, len),
+            _ => fallocate(
+                file.as_fd(),
+                if unmap {
+                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+                } else {
+                    FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+                },
+                i64::try_from(off).unwrap_or(i64::MAX),
+                i64::try_from(len).unwrap_or(i64::MAX),
+            ),
+        })
+        .await
+        .map_err(|e| DeviceError::io("WRITE SAME", lba, blocks, e))?;
+        match r {
+            Ok(()) => Ok(true),
+            Err(nix::Error::EOPNOTSUPP | nix::Error::ENOTTY | nix::Error::EINVAL) => Ok(false),
+            Err(e) => Err(DeviceError::io("WRITE SAME", lba, blocks, errno(e))),
+        }
+    }
+}
+
+impl Device for LocalDevice {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    async fn read(&self, lba: u64, buf: AlignedBuf) -> IoResult {
+        let blocks = match self.info.blocks_in("read", lba, buf.len()) {
+            Ok(b) => b,
+            Err(e) => return (buf, Err(e)),
+        };
+        let (file, off) = (self.file.clone(), self.offset(lba));
+        let (buf, r) = blocking(buf, self.info.align, move |buf| {
+            file.read_exact_at(buf, off)
+        })
+        .await;
+        (buf, r.map_err(|e| DeviceError::io("read", lba, blocks, e)))
+    }
+
+    async fn write(&self, lba: u64, buf: AlignedBuf, fua: bool) -> IoResult {
+        let op = if fua { "write (FUA)" } else { "write" };
+        let blocks = match self.info.blocks_in(op, lba, buf.len()) {
+            Ok(b) => b,
+            Err(e) => return (buf, Err(e)),
+        };
+        let (file, off) = (self.file.clone(), self.offset(lba));
+        let (buf, r) = blocking(buf, self.info.align, move |buf| {
+            file.write_all_at(buf, off)?;
+            if fua { file.sync_data() } else { Ok(()) }
+        })
+        .await;
+        (buf, r.map_err(|e| DeviceError::io(op, lba, blocks, e)))
+    }
+
+    async fn flush(&self) -> Result<(), DeviceError> {
+        self.sys("fdatasync", 0, 0, |f| f.sync_data()).await
+    }
+
+    fn unmap_skip_reason(&self) -> Option<String> {
+        self.trim.reason()
+    }
+
+    async fn unmap(&self, ranges: &[LbaRange]) -> Result<(), DeviceError> {
+        if !self.trim.open() {
+            return Err(self.trim.refusal());
+        }
+        for r in ranges {
+            self.info.check_range("UNMAP", r.lba, r.blocks)?;
+        }
+        for r in ranges.iter().filter(|r| r.blocks > 0) {
+            if !self.deallocate(r.lba, r.blocks).await? {
+                let what = if self.info.kind == Kind::BlockDevice {
                     "BLKDISCARD"
                 } else {
                     "fallocate(PUNCH_HOLE)"
                 };
-                Err(self
-                    .trim
-                    .close(format!("{what} is not supported here ({})", errno(e))))
+                return Err(self.trim.close(format!("{what} is not supported here")));
             }
-            Err(e) => Err(DeviceError::io("trim", lba, blocks, errno(e))),
         }
+        Ok(())
     }
 
-    pub async fn flush(&self) -> Result<(), DeviceError> {
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| DeviceError::io("fdatasync", 0, 0, e))
+    async fn write_same(&self, lba: u64, blocks: u64, block: AlignedBuf, unmap: bool) -> IoResult {
+        if let Err(e) = check_write_same(&self.info, lba, blocks, &block) {
+            return (block, Err(e));
+        }
+        if blocks == 0 {
+            return (block, Ok(()));
+        }
+        if block.iter().all(|&b| b == 0) {
+            match self.zero_range(lba, blocks, unmap).await {
+                Ok(true) => return (block, Ok(())),
+                Ok(false) => {}
+                Err(e) => return (block, Err(e)),
+            }
+        }
+        // Written out: the block repeated over a chunk, chunk after chunk.
+        let bs = self.info.block_size as usize;
+        let per = (WRITE_SAME_CHUNK / bs).max(1) as u64;
+        let mut chunk = AlignedBuf::new((per.min(blocks) as usize) * bs, self.info.align);
+        for b in chunk.chunks_exact_mut(bs) {
+            b.copy_from_slice(&block);
+        }
+        let mut at = lba;
+        while at < lba + blocks {
+            let n = per.min(lba + blocks - at);
+            chunk.set_len(n as usize * bs);
+            let (c, r) = self.write(at, chunk, false).await;
+            chunk = c;
+            if let Err(e) = r {
+                return (block, Err(e));
+            }
+            at += n;
+        }
+        (block, Ok(()))
     }
 
-    pub async fn drop_cache(&self) -> Result<(), DeviceError> {
+    async fn compare_and_write(&self, lba: u64, buf: AlignedBuf, fua: bool) -> IoResult {
+        let n = match check_compare_and_write(&self.info, lba, buf.len()) {
+            Ok(n) => n,
+            Err(e) => return (buf, Err(e)),
+        };
+        let _one_at_a_time = self.caw.lock().await;
+        let half = buf.len() / 2;
+        let (file, off) = (self.file.clone(), self.offset(lba));
+        let align = self.info.align;
+        let (buf, r) = blocking(buf, align, move |buf| {
+            let mut current = AlignedBuf::new(half, align);
+            file.read_exact_at(&mut current, off)?;
+            if let Some(i) = first_difference(&current, &buf[..half]) {
+                return Ok(Some(i));
+            }
+            file.write_all_at(&buf[half..], off)?;
+            if fua {
+                file.sync_data()?;
+            }
+            Ok(None)
+        })
+        .await;
+        let r = match r {
+            Ok(None) => Ok(()),
+            Ok(Some(i)) => Err(DeviceError::Check {
+                op: "COMPARE AND WRITE",
+                lba,
+                blocks: n,
+                sense: Sense::miscompare(i as u64),
+            }),
+            Err(e) => Err(DeviceError::io("COMPARE AND WRITE", lba, n, e)),
+        };
+        (buf, r)
+    }
+
+    async fn drop_cache(&self) -> Result<(), DeviceError> {
         if self.info.direct_io {
             return Ok(());
         }
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
+        self.sys("posix_fadvise(DONTNEED)", 0, 0, |file| {
             file.sync_data()?;
             posix_fadvise(file.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
                 .map_err(errno)
         })
         .await
-        .map_err(io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| DeviceError::io("posix_fadvise(DONTNEED)", 0, 0, e))
     }
 }
 
@@ -362,11 +493,11 @@ fn open_file(path: &Path, write: bool, direct: bool, exclusive: bool) -> io::Res
 }
 
 /// Runs `f` on the blocking pool with the buffer, and hands the buffer back.
-async fn blocking(
+async fn blocking<T: Send + 'static>(
     buf: AlignedBuf,
     align: usize,
-    f: impl FnOnce(&mut AlignedBuf) -> io::Result<()> + Send + 'static,
-) -> (AlignedBuf, io::Result<()>) {
+    f: impl FnOnce(&mut AlignedBuf) -> io::Result<T> + Send + 'static,
+) -> (AlignedBuf, io::Result<T>) {
     // The buffer travels with the closure; if the task is lost (runtime
     // shutting down) a fresh one of the same shape goes back instead.
     let (len, cap) = (buf.len(), buf.capacity());
