@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use bytes::Bytes;
 use iesp_initiator::{LogicalUnit, LoginOptions, Session, discover};
 
@@ -45,14 +45,14 @@ pub struct Pass {
 
 /// Runs the selftest, printing as it goes; fails on the first problem.
 pub async fn run(opts: &Options) -> anyhow::Result<Vec<Pass>> {
-    ensure!(
-        opts.io_size % opts.block_size == 0,
-        "--io-size must be a multiple of the block size"
-    );
-    ensure!(
-        opts.size % u64::from(opts.io_size) == 0,
-        "--size must be a multiple of --io-size"
-    );
+    if opts.io_size == 0 || opts.io_size % opts.block_size != 0 {
+        return Err(crate::exit::usage(
+            "--io-size must be a multiple of the block size",
+        ));
+    }
+    if opts.size % u64::from(opts.io_size) != 0 {
+        return Err(crate::exit::usage("--size must be a multiple of --io-size"));
+    }
     println!("selftest: seed {}", opts.seed);
     let target = EmbeddedTarget::start_ram(opts.size, opts.block_size).await?;
     println!(
@@ -192,7 +192,10 @@ async fn verify_passes(target: &EmbeddedTarget, opts: &Options) -> anyhow::Resul
             s.mismatch_count
         );
         if s.outcome != Outcome::Pass {
-            bail!("verify {name}: {}", s.render(5));
+            return Err(crate::exit::failed(anyhow::anyhow!(
+                "verify {name}: {}",
+                s.render(5)
+            )));
         }
     }
     Ok(())
@@ -227,11 +230,12 @@ async fn conformance(target: &EmbeddedTarget) -> anyhow::Result<()> {
         report.duration.as_secs_f64(),
         cmp.unexpected().count()
     );
-    ensure!(
-        cmp.ok(),
-        "conformance run differs from the reference baseline:\n{}",
-        cmp.describe()
-    );
+    if !cmp.ok() {
+        return Err(crate::exit::failed(anyhow::anyhow!(
+            "conformance run differs from the reference baseline:\n{}",
+            cmp.describe()
+        )));
+    }
     Ok(())
 }
 
@@ -267,7 +271,7 @@ async fn transfer(
                 } else {
                     let data = lu.read(lba, io / bs).await.with_context(|| format!("READ at LBA {lba}"))?;
                     if let Some(at) = pattern::first_mismatch(seed, offset, &data) {
-                        bail!("data mismatch at byte {at} (LBA {}): read back differs from what was written", at / u64::from(bs));
+                        return Err(crate::exit::failed(anyhow::anyhow!("data mismatch at byte {at} (LBA {}): read back differs from what was written", at / u64::from(bs))));
                     }
                 }
             }

@@ -244,6 +244,9 @@ pub struct RunReport {
     pub duration: Duration,
     /// `iqn… at 127.0.0.1:3260 LUN 1`.
     pub target: String,
+    /// SIGINT/SIGTERM stopped the run: `results` holds the cases that
+    /// finished before it. Every report says so.
+    pub interrupted: bool,
 }
 
 impl RunReport {
@@ -282,6 +285,7 @@ pub async fn run(
         started,
         duration: t0.elapsed(),
         target: describe_target(&opts.target),
+        interrupted: false,
     }
 }
 

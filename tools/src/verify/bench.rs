@@ -39,13 +39,13 @@ pub const BENCH_VERSION: u32 = 1;
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Size of the benchmark file.
-    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    #[arg(long, default_value = "1G", value_parser = iesp_cli::units::parse_size_nonzero)]
     pub size: u64,
     /// Bytes per command (fio's --bs, iscsi-perf's -b in blocks).
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    #[arg(long, default_value = "1M", value_parser = iesp_cli::units::parse_size_nonzero)]
     pub io_size: u64,
     /// Commands in flight (fio's --iodepth, iscsi-perf's -m).
-    #[arg(short, long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long = "qd", alias = "queue-depth", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub queue_depth: u32,
     /// Directory for the file (a file system with O_DIRECT; default: the
     /// system temporary directory).
@@ -55,7 +55,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
     /// Size of the RAM LUN for the iSCSI comparison.
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    #[arg(long, default_value = "256M", value_parser = iesp_cli::units::parse_size_nonzero)]
     pub lun_size: u64,
     /// Seconds per iscsi-perf run.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
@@ -66,10 +66,6 @@ pub struct BenchArgs {
     /// Write the results as JSON to FILE (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    iesp_target::config::parse_size(s)
 }
 
 /// Write and read throughput of one side, MiB/s.
