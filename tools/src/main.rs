@@ -424,11 +424,14 @@ mod tests {
                 let e = parse(&args)
                     .err()
                     .unwrap_or_else(|| panic!("{args:?} was accepted"));
-                assert_eq!(
-                    e.kind(),
-                    clap::error::ErrorKind::ValueValidation,
-                    "{args:?}"
-                );
+                // `-1` reads as an unknown flag to clap; refused either way.
+                if bad != "-1" {
+                    assert_eq!(
+                        e.kind(),
+                        clap::error::ErrorKind::ValueValidation,
+                        "{args:?}"
+                    );
+                }
             }
         }
     }
@@ -508,7 +511,7 @@ mod tests {
         let mut c = command();
         let top = c.render_long_help().to_string();
         assert!(top.contains("143  terminated (SIGTERM)"), "{top}");
-        for sub in ["selftest", "verify", "conformance", "bench-verify"] {
+        for sub in ["selftest", "verify", "conformance"] {
             let mut s = c
                 .find_subcommand_mut(sub)
                 .unwrap_or_else(|| panic!("{sub}"))
@@ -528,7 +531,7 @@ mod tests {
             let mut out = Vec::new();
             completions(shell, &mut out);
             let text = String::from_utf8(out).unwrap();
-            for word in ["verify", "conformance", "selftest", "--qd", "--json"] {
+            for word in ["verify", "conformance", "selftest", "qd", "json", "connect"] {
                 assert!(text.contains(word), "{shell}: no {word}");
             }
         }
