@@ -110,7 +110,7 @@ pub async fn discover_with(
 ) -> Result<Vec<DiscoveredTarget>, DiscoveryError> {
     let mut opts = opts.clone();
     opts.target_name = None;
-    let mut conn = RawConnection::connect(addr).await?;
+    let mut conn = login::connect(addr, &opts).await?;
     let outcome = login::login(&mut conn, &opts).await?;
     let mut seq = Sequence::from(&outcome);
     let targets = send_targets(&mut conn, &mut seq, "All", opts.timeout).await?;

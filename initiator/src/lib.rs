@@ -17,8 +17,10 @@
 //! - [`mod@login`] — the login phase on a raw connection, driving the
 //!   negotiation engine: [`LoginOptions`] in, [`LoginOutcome`] out.
 //! - [`session`] — [`Session`]: CmdSN window, ITTs, immediate/unsolicited/
-//!   solicited write data, Data-In reassembly, NOP, task management, text,
-//!   logout; one reader and one writer task per connection.
+//!   solicited write data, Data-In reassembly, NOP and keep-alive, task
+//!   management, text, logout. A sans-IO core ([`session::SessionCore`]),
+//!   a tokio driver (one reader and one writer task per connection) and
+//!   the handle.
 //! - [`lun`] — [`LogicalUnit`]: capacity, block read/write, FUA, flush,
 //!   INQUIRY, with readable sense in errors.
 //! - [`discovery`] — SendTargets discovery over a discovery session.
@@ -48,8 +50,13 @@ pub mod url;
 
 pub use chap::ChapCredentials;
 pub use discovery::{DiscoveredTarget, TargetAddress, discover};
-pub use login::{LoginError, LoginOptions, LoginOutcome, login};
+pub use login::{
+    DEFAULT_CONNECT_TIMEOUT, LoginError, LoginOptions, LoginOutcome, NegotiationPolicy,
+    NegotiationWarning, login,
+};
 pub use lun::{LogicalUnit, LunError};
 pub use raw::{RawConnection, Received, Trace};
-pub use session::{CommandError, CommandHandle, ScsiResult, Session, SessionEvent};
+pub use session::{
+    CommandError, CommandHandle, KeepAlive, ScsiResult, Session, SessionEvent, SessionStats,
+};
 pub use url::IscsiUrl;

@@ -21,22 +21,88 @@
 //! missing TSIH, an unanswered offer) are collected in
 //! [`LoginOutcome::warnings`] for the caller to judge.
 //!
+//! Answers outside the legal range (above a Min offer, a boolean that
+//! breaks OR/AND, …) end the login with [`LoginError::OutOfRange`] naming
+//! every such key and value of the response under
+//! [`NegotiationPolicy::Strict`] (the default,
+//! what a conformance test wants). Under [`NegotiationPolicy::Lenient`]
+//! (what a load tool wants: iESP, for one, answers FirstBurstLength =
+//! MaxBurstLength = 268435456 whatever is offered) the answer is clamped to
+//! the legal value, logged with `tracing::warn!` and recorded in
+//! [`LoginOutcome::negotiation_warnings`], and the login goes on.
+//!
+//! TCP connects ([`connect`]) give up after [`LoginOptions::connect_timeout`]
+//! ([`DEFAULT_CONNECT_TIMEOUT`]) with [`LoginError::ConnectTimeout`].
+//!
 //! On success the connection switches to the negotiated digests and to our
 //! MaxRecvDataSegmentLength as its receive limit.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use iesp_proto::framing::{FrameConfig, MAX_DATA_SEGMENT};
 use iesp_proto::negotiation::{
-    self, Digest, Limits, NegotiationError, Negotiator, Phase, Role, SessionParams, SessionType,
+    self, ClampedAnswer, Digest, Limits, NegotiationError, Negotiator, Phase, Role, SessionParams,
+    SessionType,
 };
 use iesp_proto::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Pdu, Stage};
 use iesp_proto::text::{self, KeyValue, TextAccumulator};
 
 use crate::chap::{ChapCredentials, ChapError, ChapInitiator};
+pub use crate::raw::DEFAULT_CONNECT_TIMEOUT;
 use crate::raw::{RawConnection, Received};
+use crate::session::KeepAlive;
 use crate::url::IscsiUrl;
+
+/// What to do with an answer outside the legal range of our offer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NegotiationPolicy {
+    /// End the login with an error naming the key and the value.
+    #[default]
+    Strict,
+    /// Use the legal value, warn and record it
+    /// ([`LoginOutcome::negotiation_warnings`]).
+    Lenient,
+}
+
+/// An answer the lenient policy replaced with the legal value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NegotiationWarning {
+    /// The key.
+    pub key: String,
+    /// What we offered.
+    pub offered: String,
+    /// What the target answered.
+    pub answered: String,
+    /// The value in force instead.
+    pub used: String,
+    /// The rule the answer broke.
+    pub reason: String,
+}
+
+impl From<&ClampedAnswer> for NegotiationWarning {
+    fn from(c: &ClampedAnswer) -> NegotiationWarning {
+        NegotiationWarning {
+            key: c.key.clone(),
+            offered: c.offered.clone(),
+            answered: c.answered.clone(),
+            used: c.used.clone(),
+            reason: c.reason.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for NegotiationWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the target answered {}={} to our offer {}: {}; using {}",
+            self.key, self.answered, self.offered, self.reason, self.used
+        )
+    }
+}
 
 /// The MaxRecvDataSegmentLength assumed for the target during login
 /// (§13.12: the default until declared).
@@ -95,6 +161,13 @@ pub struct LoginOptions {
     pub skip_security: bool,
     /// How long to wait for each Login Response.
     pub timeout: Duration,
+    /// How long a TCP connect may take ([`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// Answers outside the legal range: an error (the default) or clamped.
+    pub negotiation: NegotiationPolicy,
+    /// The session's keep-alive pings ([`crate::Session::login`]); none by
+    /// default.
+    pub keep_alive: Option<KeepAlive>,
 }
 
 impl LoginOptions {
@@ -125,7 +198,17 @@ impl LoginOptions {
             extra_keys: Vec::new(),
             skip_security: false,
             timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            negotiation: NegotiationPolicy::Strict,
+            keep_alive: None,
         }
+    }
+
+    /// Clamps out-of-range answers instead of failing
+    /// ([`NegotiationPolicy::Lenient`]).
+    pub fn lenient(mut self) -> LoginOptions {
+        self.negotiation = NegotiationPolicy::Lenient;
+        self
     }
 
     /// A discovery session (SessionType=Discovery, §13.21).
@@ -208,8 +291,11 @@ pub struct LoginOutcome {
     pub declared: Vec<KeyValue>,
     /// The AuthMethod in force.
     pub auth_method: String,
-    /// Deviations from RFC 7143 that did not stop the login.
+    /// Deviations from RFC 7143 that did not stop the login (the
+    /// negotiation warnings among them, as text).
     pub warnings: Vec<String>,
+    /// Answers clamped under [`NegotiationPolicy::Lenient`], in order.
+    pub negotiation_warnings: Vec<NegotiationWarning>,
     /// Login Request/Response exchanges it took.
     pub exchanges: usize,
 }
@@ -230,6 +316,11 @@ pub enum LoginError {
     /// The target broke a rule of the login phase.
     #[error("login protocol error: {0}")]
     Protocol(String),
+    /// The target answered keys outside the legal range of our offers
+    /// (§6.2.1, §6.2.2), under [`NegotiationPolicy::Strict`]; each entry
+    /// names the key, the answer and the value a lenient login would use.
+    #[error("answers outside the legal range (RFC 7143 §6.2): {}", join_answers(.0))]
+    OutOfRange(Vec<NegotiationWarning>),
     /// The negotiation hit a protocol error (§6.2, §6.3).
     #[error("negotiation error: {0}")]
     Negotiation(#[from] NegotiationError),
@@ -238,12 +329,41 @@ pub enum LoginError {
     Chap(#[from] ChapError),
     #[error("I/O error during login: {0}")]
     Io(#[from] std::io::Error),
+    /// The TCP connect did not complete in time (a portal that drops SYNs,
+    /// a host that is down).
+    #[error("TCP connect to {addr} timed out after {after:?}")]
+    ConnectTimeout { addr: SocketAddr, after: Duration },
     /// No Login Response in time.
     #[error("no Login Response within {0:?}")]
     Timeout(Duration),
     /// The target closed the connection.
     #[error("the target closed the connection during login")]
     Closed,
+}
+
+fn join_answers(answers: &[NegotiationWarning]) -> String {
+    let parts: Vec<String> = answers
+        .iter()
+        .map(|w| {
+            format!(
+                "{}={} to our offer {} ({})",
+                w.key, w.answered, w.offered, w.reason
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// Opens the TCP connection for a login within `opts.connect_timeout`.
+pub async fn connect(addr: SocketAddr, opts: &LoginOptions) -> Result<RawConnection, LoginError> {
+    match RawConnection::connect_timeout(addr, opts.connect_timeout).await {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(LoginError::ConnectTimeout {
+            addr,
+            after: opts.connect_timeout,
+        }),
+        Err(e) => Err(LoginError::Io(e)),
+    }
 }
 
 /// Logs in on `conn` (fresh, no digests) and switches it to the
@@ -253,6 +373,9 @@ pub async fn login(
     opts: &LoginOptions,
 ) -> Result<LoginOutcome, LoginError> {
     let mut neg = Negotiator::new(Role::Initiator, opts.limits());
+    // Clamping always, so that a strict login can name every answer out
+    // of range in the response, not only the first (see `check_strict`).
+    neg.set_lenient(true);
     let session_type = opts.session_type();
     neg.set_session_type(session_type);
     neg.declare("InitiatorName", &opts.initiator_name);
@@ -289,6 +412,17 @@ pub async fn login(
     }
     d.operational_stage(&mut neg, leftover).await?;
 
+    let negotiation_warnings: Vec<NegotiationWarning> =
+        neg.clamped().iter().map(NegotiationWarning::from).collect();
+    for w in &negotiation_warnings {
+        tracing::warn!(
+            key = %w.key,
+            answered = %w.answered,
+            used = %w.used,
+            "lenient login: {w}"
+        );
+        d.warnings.push(w.to_string());
+    }
     let params = neg.params();
     d.conn.set_frame_config(FrameConfig {
         header_digest: params.header_digest == Digest::Crc32c,
@@ -313,6 +447,7 @@ pub async fn login(
         declared: d.declared,
         auth_method: neg.auth_method().unwrap_or(negotiation::NONE).to_owned(),
         warnings: d.warnings,
+        negotiation_warnings,
         exchanges: d.exchanges,
     })
 }
@@ -365,6 +500,7 @@ impl Driver<'_> {
                 .exchange(Stage::SECURITY, Stage::OPERATIONAL, transit, &out)
                 .await?;
             let reply = neg.receive(&pairs)?;
+            self.check_strict(neg)?;
             out = reply.answers;
             match (auth, chap.as_deref_mut()) {
                 (Auth::AwaitMethod, Some(c)) => match neg.auth_method() {
@@ -431,6 +567,7 @@ impl Driver<'_> {
                 .exchange(Stage::OPERATIONAL, Stage::FULL_FEATURE, true, &out)
                 .await?;
             let reply = neg.receive(&pairs)?;
+            self.check_strict(neg)?;
             if let Some(kv) = reply.delegated.first() {
                 return Err(LoginError::Protocol(format!(
                     "authentication key {kv} in the operational stage"
@@ -458,6 +595,17 @@ impl Driver<'_> {
         Err(LoginError::Protocol(format!(
             "the operational stage did not end within {MAX_ROUNDS} exchanges"
         )))
+    }
+
+    /// Under [`NegotiationPolicy::Strict`], the answers the engine had to
+    /// clamp end the login, all named.
+    fn check_strict(&self, neg: &Negotiator) -> Result<(), LoginError> {
+        if self.opts.negotiation == NegotiationPolicy::Strict && !neg.clamped().is_empty() {
+            return Err(LoginError::OutOfRange(
+                neg.clamped().iter().map(NegotiationWarning::from).collect(),
+            ));
+        }
+        Ok(())
     }
 
     fn request(&self, csg: Stage, nsg: Stage, transit: bool, cont: bool) -> Pdu {

@@ -38,6 +38,11 @@ pub const TRACE_DATA_PREFIX: usize = 32;
 /// Initial read buffer size: a few large PDUs.
 const READ_BUF: usize = 256 * 1024;
 
+/// How long a TCP connect may take unless told otherwise: a portal that
+/// drops SYNs would otherwise hold the caller for the kernel's retries
+/// (over two minutes on Linux).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What [`RawConnection::recv`] found.
 #[derive(Debug)]
 pub enum Received {
@@ -270,9 +275,24 @@ impl fmt::Debug for RawConnection {
 
 impl RawConnection {
     /// Connects with TCP_NODELAY on (small PDUs must not wait for Nagle)
-    /// and the default [`FrameConfig`] (no digests, any segment size).
+    /// and the default [`FrameConfig`] (no digests, any segment size),
+    /// within [`DEFAULT_CONNECT_TIMEOUT`].
     pub async fn connect(addr: SocketAddr) -> io::Result<RawConnection> {
-        let stream = TcpStream::connect(addr).await?;
+        RawConnection::connect_timeout(addr, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// [`RawConnection::connect`] within `timeout`: a connect that does not
+    /// complete in time fails with [`io::ErrorKind::TimedOut`].
+    pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<RawConnection> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("TCP connect to {addr} timed out after {timeout:?}"),
+                ));
+            }
+        };
         RawConnection::from_stream(stream)
     }
 

@@ -31,6 +31,8 @@ struct Fake {
     exp_cmd_sn: u32,
     /// MaxCmdSN − ExpCmdSN + 1 announced in every response.
     window: u32,
+    /// Answers given whatever was offered (iESP's FirstBurstLength, …).
+    overrides: Vec<KeyValue>,
 }
 
 impl Fake {
@@ -58,7 +60,10 @@ impl Fake {
                 let negotiated = negotiation::key_def(&kv.key)
                     .is_some_and(|d| matches!(d.kind, KeyKind::Negotiated(_)));
                 if negotiated {
-                    let v = kv.value.split(',').next().unwrap_or_default().to_owned();
+                    let v = match self.overrides.iter().find(|o| o.key == kv.key) {
+                        Some(o) => o.value.clone(),
+                        None => kv.value.split(',').next().unwrap_or_default().to_owned(),
+                    };
                     answers.push(KeyValue::new(kv.key, v));
                 }
             }
@@ -140,6 +145,25 @@ where
     F: FnOnce(Fake) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    let (s, server) = setup_with(o, window, Vec::new(), script).await;
+    (s.unwrap(), server)
+}
+
+/// [`setup`] with a fake that answers `overrides` whatever is offered, and
+/// the login's result as it is.
+async fn setup_with<F, Fut>(
+    o: iesp_initiator::LoginOptions,
+    window: u32,
+    overrides: Vec<KeyValue>,
+    script: F,
+) -> (
+    Result<Session, iesp_initiator::LoginError>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    F: FnOnce(Fake) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -149,12 +173,12 @@ where
             stat_sn: 10,
             exp_cmd_sn: 0,
             window,
+            overrides,
         };
         fake.login().await;
         script(fake).await;
     });
-    let session = Session::login(addr, o).await.unwrap();
-    (session, server)
+    (Session::login(addr, o).await, server)
 }
 
 fn read_cdb(blocks: u32) -> Vec<u8> {
@@ -471,5 +495,196 @@ async fn text_continuations_both_ways() {
     let answer = s.text(&keys).await.unwrap();
     let names: Vec<&str> = answer.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(names, ["X-test-0", "X-test-1", "X-test-2", "X-test-3"]);
+    server.await.unwrap();
+}
+
+/// iESP's answer whatever is offered.
+fn iesp_bursts() -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("FirstBurstLength", "268435456"),
+        KeyValue::new("MaxBurstLength", "268435456"),
+    ]
+}
+
+#[tokio::test]
+async fn strict_login_fails_on_an_out_of_range_answer_naming_the_key() {
+    let (s, server) = setup_with(opts(), 64, iesp_bursts(), |_| async {}).await;
+    let err = s.expect_err("a strict login accepted FirstBurstLength=268435456");
+    let msg = err.to_string();
+    let iesp_initiator::LoginError::OutOfRange(answers) = &err else {
+        panic!("expected OutOfRange, got {err:?}");
+    };
+    let keys: Vec<&str> = answers.iter().map(|w| w.key.as_str()).collect();
+    assert!(keys.contains(&"FirstBurstLength"), "{keys:?}");
+    assert!(
+        msg.contains("FirstBurstLength=268435456") && msg.contains("MaxBurstLength=268435456"),
+        "{msg}"
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn lenient_login_clamps_warns_and_the_session_uses_the_clamped_burst() {
+    const FBL: usize = 4096;
+    const WRITE: usize = 16384;
+    let mut o = opts().lenient();
+    o.first_burst_length = FBL as u32;
+    let payload = Bytes::from((0..WRITE).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+    let expected = payload.clone();
+    let (s, server) = setup_with(o, 64, iesp_bursts(), move |mut f| async move {
+        // WRITE: immediate data and unsolicited Data-Out stop at the
+        // clamped FirstBurstLength, not at the target's 268435456.
+        let cmd = f.recv().await;
+        let Pdu::ScsiCommand(c) = cmd.pdu() else {
+            panic!("expected a SCSI Command, got {:?}", cmd.bhs.opcode());
+        };
+        f.exp_cmd_sn = c.cmd_sn.wrapping_add(1);
+        let mut got = cmd.data.to_vec();
+        let mut last = c.final_bit;
+        while !last {
+            let d = f.recv().await;
+            let Pdu::DataOut(h) = d.pdu() else {
+                panic!("expected a Data-Out, got {:?}", d.bhs.opcode());
+            };
+            assert_eq!(h.ttt, RESERVED_TAG, "unsolicited");
+            assert_eq!(h.buffer_offset as usize, got.len());
+            got.extend_from_slice(&d.data);
+            last = h.final_bit;
+        }
+        assert_eq!(
+            got.len(),
+            FBL,
+            "unsolicited data beyond the clamped FirstBurstLength"
+        );
+        let r2t = R2t {
+            lun: Lun(0),
+            itt: c.itt,
+            ttt: 0x77,
+            stat_sn: f.stat_sn,
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+            r2t_sn: 0,
+            buffer_offset: FBL as u32,
+            desired_data_transfer_length: (WRITE - FBL) as u32,
+        };
+        f.send(Pdu::R2t(r2t), Bytes::new()).await;
+        while got.len() < WRITE {
+            let d = f.recv().await;
+            let Pdu::DataOut(h) = d.pdu() else {
+                panic!("expected a Data-Out, got {:?}", d.bhs.opcode());
+            };
+            assert_eq!((h.ttt, h.buffer_offset as usize), (0x77, got.len()));
+            got.extend_from_slice(&d.data);
+        }
+        assert_eq!(&got[..], &expected[..]);
+        f.respond(c.itt, ScsiStatus::GOOD, Residual::None).await;
+        // READ it back.
+        let c = f.recv_command().await;
+        assert_eq!(c.expected_data_transfer_length as usize, WRITE);
+        let d = DataIn {
+            final_bit: true,
+            status: Some(ScsiStatus::GOOD.0),
+            itt: c.itt,
+            ttt: RESERVED_TAG,
+            stat_sn: f.next_stat_sn(),
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+            ..DataIn::default()
+        };
+        f.send(Pdu::DataIn(d), Bytes::from(got)).await;
+    })
+    .await;
+    let s = s.expect("a lenient login");
+    let w = &s.login_outcome().negotiation_warnings;
+    let fbl = w
+        .iter()
+        .find(|w| w.key == "FirstBurstLength")
+        .expect("a FirstBurstLength warning");
+    assert_eq!(
+        (fbl.answered.as_str(), fbl.used.as_str()),
+        ("268435456", "4096")
+    );
+    assert!(
+        fbl.to_string().contains("FirstBurstLength=268435456"),
+        "{fbl}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.key == "MaxBurstLength" && w.answered == "268435456")
+    );
+    assert_eq!(s.params().first_burst_length as usize, FBL);
+    assert!(
+        s.login_outcome()
+            .warnings
+            .iter()
+            .any(|t| t.contains("FirstBurstLength")),
+        "{:?}",
+        s.login_outcome().warnings
+    );
+    let write = Cdb::write(CdbSize::Ten, 0, (WRITE / 512) as u32, false).encode();
+    let r = s.command(Lun(0), &write, payload.clone(), 0).await.unwrap();
+    assert!(r.is_good(), "{r:?}");
+    let r = s
+        .command(
+            Lun(0),
+            &read_cdb((WRITE / 512) as u32),
+            Bytes::new(),
+            WRITE as u32,
+        )
+        .await
+        .unwrap();
+    assert!(r.is_good());
+    assert_eq!(r.data, payload);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn keep_alive_pings_an_idle_target_and_closes_when_it_stays_silent() {
+    let mut o = opts();
+    o.keep_alive = Some(iesp_initiator::KeepAlive {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(300),
+    });
+    let (answered_tx, answered_rx) = tokio::sync::oneshot::channel::<()>();
+    let (s, server) = setup(o, 64, |mut f| async move {
+        // The first ping is answered, the second is not.
+        let t0 = Instant::now();
+        let p = f.recv().await;
+        let Pdu::NopOut(n) = p.pdu() else {
+            panic!("expected a NOP-Out ping, got {:?}", p.bhs.opcode());
+        };
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "pinged too early"
+        );
+        assert!(n.immediate && n.itt != RESERVED_TAG && n.ttt == RESERVED_TAG);
+        let pong = NopIn {
+            lun: Lun(0),
+            itt: n.itt,
+            ttt: RESERVED_TAG,
+            stat_sn: f.next_stat_sn(),
+            exp_cmd_sn: f.exp_cmd_sn,
+            max_cmd_sn: f.max_cmd_sn(),
+        };
+        f.send(Pdu::NopIn(pong), p.data.clone()).await;
+        answered_tx.send(()).unwrap();
+        let p = f.recv().await;
+        assert!(matches!(p.pdu(), Pdu::NopOut(_)), "{:?}", p.bhs.opcode());
+        // Stay silent with the connection open until the initiator drops it.
+        let _ = f.conn.recv(T).await;
+    })
+    .await;
+    answered_rx.await.unwrap();
+    assert!(!s.is_closed(), "closed after an answered ping");
+    let t0 = Instant::now();
+    while !s.is_closed() {
+        assert!(t0.elapsed() < T, "the session outlived an unanswered ping");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reason = s.close_reason().unwrap();
+    assert!(reason.contains("keep-alive"), "{reason}");
+    let r = s.command(Lun(0), &read_cdb(1), Bytes::new(), 512).await;
+    assert!(matches!(r, Err(CommandError::Closed(_))), "{r:?}");
+    drop(s);
     server.await.unwrap();
 }

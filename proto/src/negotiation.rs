@@ -29,6 +29,13 @@
 //!   reserved constant offered as a value (§6.2), an answer the result function
 //!   does not admit (§6.2.1, §6.2.2), `NotUnderstood` for a standard key (§6.2).
 //!   After an error the negotiator's state is unspecified; the login is over.
+//! - Leniency ([`Negotiator::set_lenient`], off by default): an inadmissible
+//!   answer that has an obvious legal value — a number above a Min offer or
+//!   below a Max offer, or outside the key's range; a boolean that breaks the
+//!   OR/AND rule — is replaced by that value (the offer, or the range bound)
+//!   instead of ending the negotiation, and recorded as a [`ClampedAnswer`]
+//!   ([`Negotiator::clamped`]). Malformed values and list answers outside the
+//!   offer stay errors: no value is obviously the one the peer meant.
 //! - [`Negotiator::params`] gives the typed outcome, RFC defaults for keys
 //!   never negotiated, with the integrity rules applied: FirstBurstLength ≤
 //!   MaxBurstLength (§13.14) and MaxOutstandingR2T = 1 when
@@ -640,6 +647,32 @@ pub enum NegotiationError {
     },
 }
 
+/// An inadmissible answer replaced by the legal value under
+/// [`Negotiator::set_lenient`] (a peer defect tolerated, not forgotten).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClampedAnswer {
+    /// The key.
+    pub key: String,
+    /// What we offered.
+    pub offered: String,
+    /// What the peer answered.
+    pub answered: String,
+    /// The value in force instead.
+    pub used: String,
+    /// Which rule the answer broke.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for ClampedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={} answered to our offer {}: {}; using {}",
+            self.key, self.answered, self.offered, self.reason, self.used
+        )
+    }
+}
+
 /// What became of one received key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
@@ -712,6 +745,10 @@ pub struct Negotiator {
     queued: Vec<KeyValue>,
     own_mrdsl: Option<u32>,
     peer_mrdsl: Option<u32>,
+    /// Clamp inadmissible answers instead of failing (see the module docs).
+    lenient: bool,
+    /// Answers clamped so far, in order.
+    clamped: Vec<ClampedAnswer>,
 }
 
 /// How one received offer is to be answered.
@@ -741,7 +778,22 @@ impl Negotiator {
             queued: Vec::new(),
             own_mrdsl: None,
             peer_mrdsl: None,
+            lenient: false,
+            clamped: Vec::new(),
         }
+    }
+
+    /// Whether inadmissible answers to our offers are clamped to the legal
+    /// value (recorded in [`Negotiator::clamped`]) instead of ending the
+    /// negotiation with [`NegotiationError::InadmissibleAnswer`].
+    pub fn set_lenient(&mut self, lenient: bool) {
+        self.lenient = lenient;
+    }
+
+    /// The answers clamped under [`Negotiator::set_lenient`], in the order
+    /// received.
+    pub fn clamped(&self) -> &[ClampedAnswer] {
+        &self.clamped
     }
 
     /// The role this negotiator speaks for.
@@ -1231,14 +1283,32 @@ impl Negotiator {
                 let Negotiated(rf) = def.kind else {
                     return Ok(());
                 };
-                let canonical = check_answer(def, rf, &offered, answered).map_err(|reason| {
-                    NegotiationError::InadmissibleAnswer {
-                        key: kv.key.clone(),
-                        offered: offered.clone(),
-                        answered: answered.to_owned(),
-                        reason,
+                let canonical = match check_answer(def, rf, &offered, answered) {
+                    Ok(c) => c,
+                    Err(reason) => {
+                        let clamp = if self.lenient {
+                            clamp_answer(def, rf, &offered, answered)
+                        } else {
+                            None
+                        };
+                        let Some(used) = clamp else {
+                            return Err(NegotiationError::InadmissibleAnswer {
+                                key: kv.key.clone(),
+                                offered,
+                                answered: answered.to_owned(),
+                                reason,
+                            });
+                        };
+                        self.clamped.push(ClampedAnswer {
+                            key: kv.key.clone(),
+                            offered,
+                            answered: answered.to_owned(),
+                            used: used.clone(),
+                            reason,
+                        });
+                        used
                     }
-                })?;
+                };
                 self.results.insert(def.name, canonical);
                 Ok(())
             }
@@ -1505,6 +1575,30 @@ fn check_answer(
             Ok(answered.to_owned())
         }
         _ => Ok(answered.to_owned()),
+    }
+}
+
+/// The legal value for an answer [`check_answer`] refused, when there is an
+/// obvious one: a number forced into the key's range and then onto the
+/// offer's side of the result function; for a boolean that breaks OR/AND,
+/// the offer. `None` for malformed values and lists.
+fn clamp_answer(def: &KeyDef, rf: ResultFn, offered: &str, answered: &str) -> Option<String> {
+    match def.value {
+        ValueType::Numeric { min, max } => {
+            let a = text::decode_numerical(answered)?.clamp(min, max);
+            let a = match (rf, text::decode_numerical(offered)) {
+                (ResultFn::Min, Some(o)) => a.min(o),
+                (ResultFn::Max, Some(o)) => a.max(o),
+                _ => a,
+            };
+            Some(a.to_string())
+        }
+        ValueType::Boolean => {
+            parse_bool(answered)?;
+            let o = parse_bool(offered)?;
+            Some(yes_no(o).to_owned())
+        }
+        _ => None,
     }
 }
 
@@ -2266,6 +2360,80 @@ mod tests {
                 (e, g) => panic!("{key} {offered} -> {answered}: expected {e:?}, got {g:?}"),
             }
         }
+    }
+
+    #[test]
+    fn lenient_originator_clamps_inadmissible_answers() {
+        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+            // iESP's answer whatever is offered.
+            ("FirstBurstLength", "262144", "268435456", Some("262144")),
+            ("MaxBurstLength", "65536", "131072", Some("65536")),
+            // Outside the range (512..=16777215) and above the offer.
+            ("MaxBurstLength", "65536", "100", Some("512")),
+            ("DefaultTime2Wait", "2", "1", Some("2")),
+            ("InitialR2T", "Yes", "No", Some("Yes")),
+            ("ImmediateData", "No", "Yes", Some("No")),
+            // No obvious legal value: still errors.
+            ("MaxBurstLength", "65536", "lots", None),
+            ("HeaderDigest", "CRC32C", "None", None),
+            ("ImmediateData", "No", "Maybe", None),
+        ];
+        for &(key, offered, answered, used) in cases {
+            let mut i = Negotiator::new(Role::Initiator, Limits::default());
+            i.set_lenient(true);
+            i.set_phase(Phase::Operational);
+            i.propose(key, offered);
+            i.offers();
+            let got = i.receive(&[kv(key, answered)]);
+            match (used, got) {
+                (Some(used), Ok(_)) => {
+                    assert_eq!(i.result(key), Some(used), "{key}={answered}");
+                    let c = &i.clamped()[0];
+                    assert_eq!(
+                        (c.key.as_str(), c.offered.as_str(), c.answered.as_str()),
+                        (key, offered, answered)
+                    );
+                    assert_eq!(c.used, used);
+                    assert!(c.to_string().contains(key), "{c}");
+                }
+                (None, Err(NegotiationError::InadmissibleAnswer { .. })) => {
+                    assert!(i.clamped().is_empty());
+                }
+                (u, g) => panic!("{key} {offered} -> {answered}: expected {u:?}, got {g:?}"),
+            }
+        }
+        // The integrity rule still holds on clamped values.
+        let mut i = Negotiator::new(Role::Initiator, Limits::default());
+        i.set_lenient(true);
+        i.set_phase(Phase::Operational);
+        i.propose("MaxBurstLength", "65536");
+        i.propose("FirstBurstLength", "65536");
+        i.offers();
+        i.receive(&[
+            kv("MaxBurstLength", "268435456"),
+            kv("FirstBurstLength", "268435456"),
+        ])
+        .unwrap();
+        let p = i.params();
+        assert_eq!((p.max_burst_length, p.first_burst_length), (65536, 65536));
+        assert_eq!(i.clamped().len(), 2);
+    }
+
+    #[test]
+    fn strict_originator_names_the_key() {
+        let mut i = Negotiator::new(Role::Initiator, Limits::default());
+        i.set_phase(Phase::Operational);
+        i.propose("FirstBurstLength", "262144");
+        i.offers();
+        let e = i
+            .receive(&[kv("FirstBurstLength", "268435456")])
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("FirstBurstLength") && msg.contains("268435456"),
+            "{msg}"
+        );
+        assert!(i.clamped().is_empty());
     }
 
     #[test]

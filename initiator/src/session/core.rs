@@ -1,670 +1,97 @@
-//! A full feature phase session that keeps many commands in flight
-//! (RFC 7143 §3.2, §4.2, §11), error recovery level 0.
+//! The session's protocol core, sans-IO (RFC 7143 §3.2, §4.2, §11, error
+//! recovery level 0): no sockets, no tasks, no channels, no clock.
 //!
-//! [`Session`] is a cheap handle (`Clone`); its `&self` methods may be
-//! called from many tasks at once. Behind it, two tasks own the socket: a
-//! reader that frames and handles everything the target sends, and a
-//! writer that sends whatever is queued with one vectored write per batch.
-//! The protocol state — CmdSN window, tasks by ITT, sequence numbers,
-//! queued output — is a plain struct (`Core`) behind a mutex that neither
-//! task holds across I/O.
+//! [`SessionCore`] is driven from outside, in quinn-proto's shape:
 //!
-//! What the session does for each command:
+//! - requests in: [`SessionCore::submit_scsi`], [`SessionCore::submit_nop`],
+//!   [`SessionCore::submit_tmf`], [`SessionCore::submit_text`],
+//!   [`SessionCore::submit_logout`]; each takes a caller token `T` (the
+//!   driver's reply channel, a test's marker) that comes back with the
+//!   request's completion;
+//! - frames in: [`SessionCore::handle_frame`] (decoded by
+//!   [`iesp_proto::framing`]) and [`SessionCore::handle_data_digest_error`];
+//! - bytes out: [`SessionCore::poll_transmit`] gives the queued PDUs as
+//!   chunks for one vectored write (data segments are slices of the
+//!   caller's buffers, never copies); what the socket did not take goes
+//!   back with [`SessionCore::requeue_transmit`];
+//! - completions out: [`SessionCore::poll_event`] yields
+//!   [`Event::Completed`] with the token and the [`Completion`], and
+//!   [`Event::Closed`] once when the session ends;
+//! - time in: every input that needs the time takes `now`; the core never
+//!   reads a clock. [`SessionCore::poll_timeout`] says when
+//!   [`SessionCore::handle_timeout`] must be called next (the keep-alive
+//!   clock, [`KeepAlive`]).
 //!
-//! - **Ordering**: CmdSN from the login's, advanced per non-immediate
-//!   request; a request whose CmdSN would pass MaxCmdSN waits in a local
-//!   queue until a response opens the window. ExpCmdSN/MaxCmdSN are taken
-//!   from every response that carries them, in serial arithmetic, and
-//!   ignored when MaxCmdSN < ExpCmdSN − 1 (§4.2.2.1). ExpStatSN acknowledges
-//!   every StatSN-consuming response (§4.2.2.2).
-//! - **ITTs**: never 0xffffffff, never one still in use (§11.2.1.8).
-//! - **Write data** (§4.2.3, §11.7): immediate data up to
-//!   min(FirstBurstLength, the target's MaxRecvDataSegmentLength, EDTL) when
-//!   ImmediateData=Yes; with InitialR2T=No, unsolicited Data-Out (TTT
-//!   0xffffffff) up to FirstBurstLength, F on the last; then Data-Out for
-//!   each R2T: segments ≤ the target's MaxRecvDataSegmentLength, DataSN from
-//!   0 per R2T, F on the last, TTT echoed. Data segments are not copied:
-//!   they go to the socket as slices of the caller's buffer.
-//! - **Read data** (§11.7.4): Data-In placed by BufferOffset; a single
-//!   Data-In covering the transfer is handed over without copying; status
-//!   may arrive in the last Data-In (S bit) or in a SCSI Response, with
-//!   residuals (§11.4.5) and sense data (§11.4.7).
-//! - **Target pings**: a NOP-In with a TTT gets a NOP-Out echo (§11.19).
-//! - **Failure**: when the connection drops, every outstanding and queued
-//!   request fails at once with [`CommandError::Closed`]. A target that
-//!   breaks a rule for one task (a DataSN out of order, an R2T beyond the
-//!   write data) fails that task with [`CommandError::Protocol`]; its ITT
-//!   stays reserved until the target finishes it.
-//!
-//! Task management ([`Session::task_management`]) completes the tasks it
-//! aborts with [`CommandError::Aborted`], since the target sends no status
-//! for them (SAM-5 §7.1.1).
+//! What the core owns: the CmdSN window (§4.2.2.1), ExpStatSN (§4.2.2.2),
+//! ITT allocation (§11.2.1.8), immediate/unsolicited/solicited write data
+//! (§4.2.3, §11.7, §11.8), Data-In reassembly (§11.7.4), target pings and
+//! keep-alive pings (§11.18, §11.19), task management scope (§11.5),
+//! text continuations (§11.10) and logout (§11.14). The rules are listed in
+//! the [`crate::session`] module docs.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, IoSlice};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use iesp_proto::bhs::{Bhs, Lun, Opcode, RESERVED_TAG};
-use iesp_proto::framing::{self, Frame, FrameConfig, FrameError};
-use iesp_proto::negotiation::SessionParams;
+use iesp_proto::framing::{Frame, FrameConfig};
 use iesp_proto::outbox;
 use iesp_proto::pdu::ahs::{self, AhsType};
 use iesp_proto::pdu::{
-    self, AsyncMessage, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse, NopIn,
-    NopOut, Pdu, R2t, Reject, RejectReason, Residual, ScsiCommand, ScsiResponse, ScsiResponseCode,
-    TaskAttr, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction,
-    TmfResponse,
+    self, DataIn, DataOut, LogoutReason, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, R2t,
+    Reject, Residual, ScsiCommand, ScsiResponse, ScsiResponseCode, TaskAttr, TaskMgmtRequest,
+    TaskMgmtResponse, TextRequest, TextResponse, TmfFunction, TmfResponse,
 };
 use iesp_proto::scsi::{ScsiStatus, Sense};
 use iesp_proto::serial;
-use iesp_proto::text::{self, KeyValue};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, oneshot};
-use tokio::task::AbortHandle;
+use iesp_proto::text;
 
-use crate::login::{self, LoginError, LoginOptions, LoginOutcome};
-use crate::raw::{Direction, RawConnection, Trace, TraceEvent};
-use crate::url::IscsiUrl;
+use super::{CommandError, ScsiResult, SessionEvent, SessionStats};
+use crate::login::LoginOutcome;
+use crate::raw::{Direction, Trace, TraceEvent};
 
-/// Read buffer: room for several large PDUs per read.
-const READ_BUF: usize = 512 * 1024;
-
-/// The longest CDB a SCSI Command can carry: 16 bytes in the BHS plus an
-/// Extended CDB AHS (AHSLength is 16 bits, §11.2.2.3).
-pub const MAX_CDB_LEN: usize = 16 + 65_531;
-
-/// Asynchronous messages and rejects kept for [`Session::events`].
+/// Asynchronous messages and rejects kept for [`SessionCore::take_session_events`].
 const EVENT_LIMIT: usize = 256;
 
-/// The outcome of a SCSI command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScsiResult {
-    /// The SCSI status (SAM-5 §5.3.1).
-    pub status: ScsiStatus,
-    /// The iSCSI Response field: whether the target completed the command
-    /// (§11.4.3).
-    pub response: ScsiResponseCode,
-    /// Data-In, as placed by BufferOffset, up to the highest byte received.
-    pub data: Bytes,
-    /// Sense data of a CHECK CONDITION, decoded when it decodes.
-    pub sense: Option<Sense>,
-    /// The sense bytes as received (empty when there were none).
-    pub sense_data: Bytes,
-    /// The residual (§11.4.5).
-    pub residual: Residual,
-}
-
-impl ScsiResult {
-    /// Status GOOD and the command completed at the target.
-    pub fn is_good(&self) -> bool {
-        self.status == ScsiStatus::GOOD && self.response == ScsiResponseCode::COMMAND_COMPLETED
-    }
-}
-
-/// Why a request did not get its answer.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    /// The session ended (connection dropped, logged out, handle dropped).
-    #[error("session closed: {0}")]
-    Closed(String),
-    /// No answer within the timeout. The task stays outstanding at the target.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// A task management function ended the task.
-    #[error("aborted by {0}")]
-    Aborted(TmfFunction),
-    /// The target rejected the request PDU (§11.17).
-    #[error("rejected by the target: {0}")]
-    Rejected(RejectReason),
-    /// The target broke a rule of the protocol for this task.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    /// The request cannot be sent as asked.
-    #[error("invalid request: {0}")]
-    Invalid(String),
-}
-
-/// Something the target sent that belongs to no request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SessionEvent {
-    /// An Asynchronous Message (§11.9) and its data segment.
-    Async(AsyncMessage, Bytes),
-    /// A Reject (§11.17) of a PDU that is not a request (e.g. a Data-Out),
-    /// with the rejected header when it was carried.
-    Reject(Reject, Option<Bhs>),
-}
-
-/// Sequence numbers and queue depths at one instant.
+/// The keep-alive clock: a NOP-Out ping (§11.18) after `interval` with
+/// nothing received, and the session closes when its NOP-In does not come
+/// within `timeout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionStats {
-    /// CmdSN of the next non-immediate request.
-    pub cmd_sn: u32,
-    pub exp_cmd_sn: u32,
-    pub max_cmd_sn: u32,
-    pub exp_stat_sn: u32,
-    /// Requests sent and not yet answered.
-    pub in_flight: usize,
-    /// Requests waiting for the CmdSN window.
-    pub queued: usize,
+pub struct KeepAlive {
+    /// Silence from the target before a ping.
+    pub interval: Duration,
+    /// How long the ping's answer may take.
+    pub timeout: Duration,
 }
 
-/// A handle on a logged-in session; clones share the session.
-#[derive(Clone)]
-pub struct Session {
-    handle: Arc<Handle>,
+/// The answer to one request, by kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// A SCSI command.
+    Scsi(Result<ScsiResult, CommandError>),
+    /// A NOP-Out ping (the echoed data) or a Text Request (the whole text).
+    Bytes(Result<Bytes, CommandError>),
+    /// A task management function.
+    Tmf(Result<TmfResponse, CommandError>),
+    /// A logout.
+    Logout(Result<LogoutResponse, CommandError>),
 }
 
-/// Owns the two socket tasks; dropping the last [`Session`] stops them.
-struct Handle {
-    shared: Arc<Shared>,
-    outcome: LoginOutcome,
-    peer: SocketAddr,
-    reader: AbortHandle,
-    writer: AbortHandle,
-    /// Default per-request timeout in nanoseconds; 0 = none.
-    timeout_ns: AtomicU64,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.shared
-            .fail_all("the session handle was dropped".to_owned());
-        self.reader.abort();
-        self.writer.abort();
-    }
-}
-
-struct Shared {
-    core: Mutex<Core>,
-    /// The sending half. Whoever holds the send token ([`Sending`]) writes
-    /// to it, without blocking; the writer task waits for room when the
-    /// socket is full.
-    wr: OwnedWriteHalf,
-    /// Hands the send token to the writer task, or tells it the session
-    /// closed.
-    wake_writer: Notify,
-}
-
-/// Who may write to the socket now: nobody, a task that queued output
-/// (non-blocking writes from its own context, the fast path), or the
-/// writer task (the socket was full).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sending {
-    Idle,
-    Direct,
-    Writer,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        // The core is consistent between statements (no await, no panic
-        // paths on peer input), so a poisoned lock is still usable.
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn fail_all(&self, reason: String) {
-        let done = {
-            let mut core = self.lock();
-            core.close(reason);
-            std::mem::take(&mut core.done)
-        };
-        deliver(done);
-        self.wake_writer.notify_one();
-    }
-
-    /// Sends the queued output now unless someone else is sending: the
-    /// caller takes the token and writes without blocking, picking up what
-    /// others queue meanwhile (one syscall per batch); what the socket does
-    /// not take at once goes to the writer task with the token.
-    fn flush(&self, mut core: MutexGuard<'_, Core>) {
-        if core.sending != Sending::Idle || !core.out.has_output() {
-            return;
-        }
-        core.sending = Sending::Direct;
-        let mut chunks = core.out.take();
-        drop(core);
-        loop {
-            if let Err(e) = try_write_chunks(&self.wr, &mut chunks) {
-                self.lock().sending = Sending::Idle;
-                self.fail_all(format!("write error: {e}"));
-                return;
-            }
-            let mut core = self.lock();
-            if !chunks.is_empty() {
-                core.out.requeue_front(chunks);
-                core.sending = Sending::Writer;
-                drop(core);
-                self.wake_writer.notify_one();
-                return;
-            }
-            if !core.out.has_output() {
-                core.sending = Sending::Idle;
-                return;
-            }
-            chunks = core.out.take();
-        }
-    }
-}
-
-/// Writes `chunks` without blocking until they are all written or the
-/// socket is full; what is left stays in `chunks`.
-fn try_write_chunks(wr: &OwnedWriteHalf, chunks: &mut VecDeque<Bytes>) -> io::Result<()> {
-    while !chunks.is_empty() {
-        let mut slices = [IoSlice::new(&[]); 64];
-        let mut n = 0;
-        for (slot, c) in slices.iter_mut().zip(chunks.iter()) {
-            *slot = IoSlice::new(c);
-            n += 1;
-        }
-        let written = match wr.try_write_vectored(&slices[..n]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(w) => w,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        outbox::consume(chunks, written);
-    }
-    Ok(())
-}
-
-impl fmt::Debug for Session {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session")
-            .field("peer", &self.handle.peer)
-            .field("tsih", &self.handle.outcome.tsih)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A command on its way: the ITT is known at once, the answer later.
+/// What the core hands to its driver.
 #[derive(Debug)]
-pub struct CommandHandle {
-    itt: u32,
-    rx: oneshot::Receiver<Result<ScsiResult, CommandError>>,
+pub enum Event<T> {
+    /// A request finished: its ITT, the token it was submitted with, and
+    /// the answer (of the kind the request asked for).
+    Completed {
+        itt: u32,
+        token: T,
+        result: Completion,
+    },
+    /// The session ended; every request failed (their completions come
+    /// before this event). Sent once.
+    Closed { reason: String },
 }
-
-impl CommandHandle {
-    /// The Initiator Task Tag, for ABORT TASK.
-    pub fn itt(&self) -> u32 {
-        self.itt
-    }
-
-    /// Waits for the outcome.
-    pub async fn wait(self) -> Result<ScsiResult, CommandError> {
-        await_reply(self.rx).await
-    }
-
-    /// Waits at most `timeout`.
-    pub async fn wait_timeout(self, timeout: Duration) -> Result<ScsiResult, CommandError> {
-        match tokio::time::timeout(timeout, self.wait()).await {
-            Ok(r) => r,
-            Err(_) => Err(CommandError::Timeout(timeout)),
-        }
-    }
-}
-
-async fn await_reply<T>(rx: oneshot::Receiver<Result<T, CommandError>>) -> Result<T, CommandError> {
-    rx.await.unwrap_or_else(|_| {
-        Err(CommandError::Closed(
-            "the session ended before the answer".to_owned(),
-        ))
-    })
-}
-
-impl Session {
-    /// Connects to `addr`, logs in and starts the session.
-    pub async fn login(addr: SocketAddr, opts: LoginOptions) -> Result<Session, LoginError> {
-        let mut conn = RawConnection::connect(addr).await?;
-        let outcome = login::login(&mut conn, &opts).await?;
-        Ok(Session::from_login(conn, outcome))
-    }
-
-    /// Logs in to the target a URL names, with its credentials.
-    pub async fn login_url(url: &IscsiUrl, initiator_name: &str) -> Result<Session, LoginError> {
-        if url.target.is_none() {
-            return Err(LoginError::Protocol(format!(
-                "{url} names no target (a discovery URL)"
-            )));
-        }
-        let addr = url.resolve().await?;
-        Session::login(addr, LoginOptions::from_url(url, initiator_name)).await
-    }
-
-    /// Takes over a connection logged in by hand with [`login::login`].
-    /// Must be called inside a tokio runtime.
-    pub fn from_login(conn: RawConnection, outcome: LoginOutcome) -> Session {
-        let peer = conn.peer_addr();
-        let (stream, rbuf, cfg, trace) = conn.into_parts();
-        let (rd, wr) = stream.into_split();
-        let core = Core::new(&outcome, cfg, trace);
-        let shared = Arc::new(Shared {
-            core: Mutex::new(core),
-            wr,
-            wake_writer: Notify::new(),
-        });
-        let reader = tokio::spawn(run_reader(shared.clone(), rd, rbuf, cfg)).abort_handle();
-        let writer = tokio::spawn(run_writer(shared.clone())).abort_handle();
-        Session {
-            handle: Arc::new(Handle {
-                shared,
-                outcome,
-                peer,
-                reader,
-                writer,
-                timeout_ns: AtomicU64::new(0),
-            }),
-        }
-    }
-
-    /// What the login established.
-    pub fn login_outcome(&self) -> &LoginOutcome {
-        &self.handle.outcome
-    }
-
-    /// The negotiated parameters.
-    pub fn params(&self) -> &SessionParams {
-        &self.handle.outcome.params
-    }
-
-    /// The target's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.handle.peer
-    }
-
-    /// A default timeout for every request of this session (`None`: wait
-    /// for ever, the default).
-    pub fn set_default_timeout(&self, timeout: Option<Duration>) {
-        let ns = timeout.map_or(0, |t| {
-            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
-        });
-        self.handle.timeout_ns.store(ns, Ordering::Relaxed);
-    }
-
-    fn default_timeout(&self) -> Option<Duration> {
-        match self.handle.timeout_ns.load(Ordering::Relaxed) {
-            0 => None,
-            ns => Some(Duration::from_nanos(ns)),
-        }
-    }
-
-    async fn wait<T>(
-        &self,
-        rx: oneshot::Receiver<Result<T, CommandError>>,
-    ) -> Result<T, CommandError> {
-        match self.default_timeout() {
-            None => await_reply(rx).await,
-            Some(t) => match tokio::time::timeout(t, await_reply(rx)).await {
-                Ok(r) => r,
-                Err(_) => Err(CommandError::Timeout(t)),
-            },
-        }
-    }
-
-    fn submit_task(
-        &self,
-        f: impl FnOnce(&mut Core) -> Result<(), CommandError>,
-    ) -> Result<(), CommandError> {
-        let shared = &self.handle.shared;
-        let mut core = shared.lock();
-        f(&mut core)?;
-        shared.flush(core);
-        Ok(())
-    }
-
-    /// Sends a SCSI command and returns at once with its handle.
-    ///
-    /// `data_out` is the write data (W bit, ExpectedDataTransferLength);
-    /// `expected_in` the read buffer size (R bit). With both, the command
-    /// is bidirectional and the read length goes in an AHS (§11.2.2.4).
-    pub fn submit(
-        &self,
-        lun: Lun,
-        cdb: &[u8],
-        data_out: Bytes,
-        expected_in: u32,
-    ) -> Result<CommandHandle, CommandError> {
-        if cdb.is_empty() || cdb.len() > MAX_CDB_LEN {
-            return Err(CommandError::Invalid(format!(
-                "a CDB of {} bytes (1 to {MAX_CDB_LEN} allowed)",
-                cdb.len()
-            )));
-        }
-        if u32::try_from(data_out.len()).is_err() {
-            return Err(CommandError::Invalid(format!(
-                "{} bytes of write data exceed ExpectedDataTransferLength's 32 bits",
-                data_out.len()
-            )));
-        }
-        let (tx, rx) = oneshot::channel();
-        let mut itt = 0;
-        self.submit_task(|core| {
-            itt = core.submit_scsi(lun, cdb, data_out, expected_in, tx)?;
-            Ok(())
-        })?;
-        Ok(CommandHandle { itt, rx })
-    }
-
-    /// Sends a SCSI command and waits for its outcome.
-    pub async fn command(
-        &self,
-        lun: Lun,
-        cdb: &[u8],
-        data_out: Bytes,
-        expected_in: u32,
-    ) -> Result<ScsiResult, CommandError> {
-        let h = self.submit(lun, cdb, data_out, expected_in)?;
-        self.wait(h.rx).await
-    }
-
-    /// [`Session::command`] with its own timeout.
-    pub async fn command_timeout(
-        &self,
-        lun: Lun,
-        cdb: &[u8],
-        data_out: Bytes,
-        expected_in: u32,
-        timeout: Duration,
-    ) -> Result<ScsiResult, CommandError> {
-        self.submit(lun, cdb, data_out, expected_in)?
-            .wait_timeout(timeout)
-            .await
-    }
-
-    /// Pings the target (immediate NOP-Out, §11.18) and returns the echoed data.
-    pub async fn nop(&self, data: Bytes) -> Result<Bytes, CommandError> {
-        let (tx, rx) = oneshot::channel();
-        self.submit_task(|core| core.submit_nop(data, tx))?;
-        self.wait(rx).await
-    }
-
-    /// Sends a task management function (immediate, §11.5). ABORT TASK and
-    /// QUERY TASK take the ITT of the task they refer to.
-    pub async fn task_management(
-        &self,
-        function: TmfFunction,
-        lun: Lun,
-        referenced_itt: Option<u32>,
-    ) -> Result<TmfResponse, CommandError> {
-        let (tx, rx) = oneshot::channel();
-        self.submit_task(|core| core.submit_tmf(function, lun, referenced_itt, tx))?;
-        self.wait(rx).await
-    }
-
-    /// A Text Request exchange in full feature phase (§11.10): sends
-    /// `pairs`, follows the target's continuations (C bit, TTT) and returns
-    /// the whole answer.
-    pub async fn text(&self, pairs: &[KeyValue]) -> Result<Vec<KeyValue>, CommandError> {
-        let payload = Bytes::from(text::encode_to_vec(pairs));
-        let (tx, rx) = oneshot::channel();
-        self.submit_task(|core| core.submit_text(payload, tx))?;
-        let whole = self.wait(rx).await?;
-        text::decode(&whole).map_err(|e| CommandError::Protocol(format!("Text Response: {e}")))
-    }
-
-    /// Logs the session out (reason "close the session", §11.14) after the
-    /// requests already queued, and closes the connection.
-    pub async fn logout(self) -> Result<LogoutResponse, CommandError> {
-        let (tx, rx) = oneshot::channel();
-        self.submit_task(|core| core.submit_logout(LogoutReason::CLOSE_SESSION, tx))?;
-        let r = self.wait(rx).await;
-        self.handle.shared.fail_all("logged out".to_owned());
-        r
-    }
-
-    /// Whether the session has ended.
-    pub fn is_closed(&self) -> bool {
-        self.handle.shared.lock().closed.is_some()
-    }
-
-    /// Why the session ended, if it has.
-    pub fn close_reason(&self) -> Option<String> {
-        self.handle.shared.lock().closed.clone()
-    }
-
-    /// Sequence numbers and queue depths now.
-    pub fn stats(&self) -> SessionStats {
-        let core = self.handle.shared.lock();
-        SessionStats {
-            cmd_sn: core.cmd_sn,
-            exp_cmd_sn: core.exp_cmd_sn,
-            max_cmd_sn: core.max_cmd_sn,
-            exp_stat_sn: core.exp_stat_sn,
-            in_flight: core.tasks.len().saturating_sub(core.waiting.len()),
-            queued: core.waiting.len(),
-        }
-    }
-
-    /// Asynchronous messages and rejects received since the last call.
-    pub fn events(&self) -> Vec<SessionEvent> {
-        self.handle.shared.lock().events.drain(..).collect()
-    }
-
-    /// The last PDUs sent and received (a copy).
-    pub fn trace(&self) -> Trace {
-        self.handle.shared.lock().out.trace.clone()
-    }
-
-    /// How many PDUs the trace keeps (0 turns tracing off).
-    pub fn set_trace_capacity(&self, capacity: usize) {
-        self.handle.shared.lock().out.trace.set_capacity(capacity);
-    }
-}
-
-/// Delivers completions outside the lock.
-fn deliver(done: Vec<Done>) {
-    for d in done {
-        d.deliver();
-    }
-}
-
-async fn run_reader(
-    shared: Arc<Shared>,
-    mut rd: OwnedReadHalf,
-    mut rbuf: BytesMut,
-    cfg: FrameConfig,
-) {
-    let reason = loop {
-        let (done, fatal) = {
-            let mut core = shared.lock();
-            let mut fatal = None;
-            loop {
-                match framing::decode(&cfg, &mut rbuf) {
-                    Ok(Some(frame)) => core.on_frame(frame),
-                    Ok(None) => break,
-                    Err(FrameError::DataDigest { frame, .. }) => core.on_data_digest_error(&frame),
-                    Err(e) => {
-                        // A bad header digest or an oversized segment: the
-                        // stream cannot be trusted any further (§7.8).
-                        fatal = Some(format!("unusable stream from the target: {e}"));
-                        break;
-                    }
-                }
-                if core.closed.is_some() {
-                    break;
-                }
-            }
-            let done = std::mem::take(&mut core.done);
-            let fatal = fatal.or_else(|| core.closed.clone());
-            // Data-Out for R2Ts and ping answers leave before the
-            // completions wake anyone.
-            shared.flush(core);
-            (done, fatal)
-        };
-        deliver(done);
-        if let Some(reason) = fatal {
-            break reason;
-        }
-        if rbuf.capacity() - rbuf.len() < 16 * 1024 {
-            rbuf.reserve(READ_BUF);
-        }
-        match rd.read_buf(&mut rbuf).await {
-            Ok(0) if rbuf.is_empty() => break "the target closed the connection".to_owned(),
-            Ok(0) => {
-                break format!(
-                    "the target closed the connection inside a PDU ({} bytes buffered)",
-                    rbuf.len()
-                );
-            }
-            Ok(_) => {}
-            Err(e) => break format!("read error: {e}"),
-        }
-    };
-    {
-        let mut core = shared.lock();
-        core.out.trace.record(
-            Direction::Received,
-            TraceEvent::Closed {
-                partial: rbuf.len(),
-                error: Some(reason.clone()),
-            },
-        );
-    }
-    shared.fail_all(reason);
-}
-
-/// Finishes writes the socket could not take at once (see [`Shared::flush`]).
-async fn run_writer(shared: Arc<Shared>) {
-    loop {
-        shared.wake_writer.notified().await;
-        loop {
-            let mut chunks = {
-                let mut core = shared.lock();
-                if core.sending != Sending::Writer {
-                    break;
-                }
-                if !core.out.has_output() {
-                    core.sending = Sending::Idle;
-                    break;
-                }
-                core.out.take()
-            };
-            while !chunks.is_empty() {
-                let r = match shared.wr.writable().await {
-                    Ok(()) => try_write_chunks(&shared.wr, &mut chunks),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = r {
-                    shared.lock().sending = Sending::Idle;
-                    shared.fail_all(format!("write error: {e}"));
-                    return;
-                }
-            }
-        }
-        let core = shared.lock();
-        if core.closed.is_some() && core.sending != Sending::Writer {
-            return;
-        }
-    }
-}
-
-// ---- the protocol core ------------------------------------------------------
 
 /// Hashes ITTs (sequential u32s) by Fibonacci multiplication, which spreads
 /// them over the high bits the hash table probes with.
@@ -687,39 +114,7 @@ impl Hasher for TagHasher {
     }
 }
 
-type TaskMap = HashMap<u32, Task, BuildHasherDefault<TagHasher>>;
-
-/// A finished request, delivered after the lock is released.
-enum Done {
-    Scsi(
-        oneshot::Sender<Result<ScsiResult, CommandError>>,
-        Result<ScsiResult, CommandError>,
-    ),
-    Bytes(
-        oneshot::Sender<Result<Bytes, CommandError>>,
-        Result<Bytes, CommandError>,
-    ),
-    Tmf(
-        oneshot::Sender<Result<TmfResponse, CommandError>>,
-        Result<TmfResponse, CommandError>,
-    ),
-    Logout(
-        oneshot::Sender<Result<LogoutResponse, CommandError>>,
-        Result<LogoutResponse, CommandError>,
-    ),
-}
-
-impl Done {
-    fn deliver(self) {
-        // A dropped receiver (the caller timed out or went away) is fine.
-        match self {
-            Done::Scsi(tx, r) => drop(tx.send(r)),
-            Done::Bytes(tx, r) => drop(tx.send(r)),
-            Done::Tmf(tx, r) => drop(tx.send(r)),
-            Done::Logout(tx, r) => drop(tx.send(r)),
-        }
-    }
-}
+type TaskMap<T> = HashMap<u32, Task<T>, BuildHasherDefault<TagHasher>>;
 
 /// Data-In collected so far.
 enum ReadBuf {
@@ -798,10 +193,10 @@ impl CdbBuf {
     }
 }
 
-struct ScsiTask {
+struct ScsiTask<T> {
     /// `None` once the outcome was delivered early (protocol error); the
     /// task then only waits for the target to finish it.
-    tx: Option<oneshot::Sender<Result<ScsiResult, CommandError>>>,
+    token: Option<T>,
     lun: Lun,
     cdb: CdbBuf,
     data_out: Bytes,
@@ -812,42 +207,44 @@ struct ScsiTask {
     next_data_sn: u32,
 }
 
-enum Task {
-    Scsi(ScsiTask),
+enum Task<T> {
+    Scsi(ScsiTask<T>),
     Nop {
-        tx: oneshot::Sender<Result<Bytes, CommandError>>,
+        token: T,
     },
+    /// The keep-alive ping: nobody waits for it but the clock.
+    KeepAlive,
     Tmf {
-        tx: oneshot::Sender<Result<TmfResponse, CommandError>>,
+        token: T,
         function: TmfFunction,
         lun: Lun,
         referenced: u32,
     },
     Text {
-        tx: oneshot::Sender<Result<Bytes, CommandError>>,
+        token: T,
         acc: BytesMut,
         /// Parts of our request not sent yet.
         unsent: VecDeque<Bytes>,
     },
     Logout {
-        tx: oneshot::Sender<Result<LogoutResponse, CommandError>>,
+        token: T,
         reason: LogoutReason,
         sent: bool,
     },
 }
 
-impl Task {
-    fn fail(self, err: CommandError, done: &mut Vec<Done>) {
-        match self {
-            Task::Scsi(t) => {
-                if let Some(tx) = t.tx {
-                    done.push(Done::Scsi(tx, Err(err)));
-                }
-            }
-            Task::Nop { tx } | Task::Text { tx, .. } => done.push(Done::Bytes(tx, Err(err))),
-            Task::Tmf { tx, .. } => done.push(Done::Tmf(tx, Err(err))),
-            Task::Logout { tx, .. } => done.push(Done::Logout(tx, Err(err))),
-        }
+impl<T> Task<T> {
+    /// The completion event for this task failing with `err`; `None` for a
+    /// task nobody waits for.
+    fn failed(self, itt: u32, err: CommandError) -> Option<Event<T>> {
+        let (token, result) = match self {
+            Task::Scsi(t) => (t.token?, Completion::Scsi(Err(err))),
+            Task::KeepAlive => return None,
+            Task::Nop { token } | Task::Text { token, .. } => (token, Completion::Bytes(Err(err))),
+            Task::Tmf { token, .. } => (token, Completion::Tmf(Err(err))),
+            Task::Logout { token, .. } => (token, Completion::Logout(Err(err))),
+        };
+        Some(Event::Completed { itt, token, result })
     }
 }
 
@@ -864,31 +261,20 @@ impl Outbox {
         self.trace
             .record_pdu(Direction::Sent, &sent, ahs.len(), &data);
     }
-
-    fn has_output(&self) -> bool {
-        !self.queue.is_empty()
-    }
-
-    fn requeue_front(&mut self, rest: VecDeque<Bytes>) {
-        self.queue.requeue_front(rest);
-    }
-
-    fn take(&mut self) -> VecDeque<Bytes> {
-        self.queue.take()
-    }
 }
 
-/// The session's protocol state (sans-IO): requests in, PDUs out, frames
-/// in, completions out.
-struct Core {
+/// The session's protocol state, sans-IO: requests and frames in, PDU
+/// bytes and completions out (see the module docs). `T` is the caller's
+/// per-request token, handed back in [`Event::Completed`].
+pub struct SessionCore<T> {
     out: Outbox,
-    tasks: TaskMap,
+    tasks: TaskMap<T>,
     /// ITTs of non-immediate requests waiting for the CmdSN window, in order.
     waiting: VecDeque<u32>,
-    done: Vec<Done>,
+    /// Completions and the close, for [`SessionCore::poll_event`].
+    done: VecDeque<Event<T>>,
     events: VecDeque<SessionEvent>,
     closed: Option<String>,
-    sending: Sending,
 
     cmd_sn: u32,
     exp_cmd_sn: u32,
@@ -902,22 +288,36 @@ struct Core {
     first_burst_length: u32,
     /// The most we may send in one data segment.
     target_mrdsl: u32,
+
+    keep_alive: Option<KeepAlive>,
+    /// When the target was last heard from (or the session started).
+    last_heard: Instant,
+    /// The keep-alive ping in flight: its ITT and the answer's deadline.
+    ping: Option<(u32, Instant)>,
 }
 
-impl Core {
-    fn new(outcome: &LoginOutcome, cfg: FrameConfig, trace: Trace) -> Core {
+impl<T> SessionCore<T> {
+    /// The core of a session the login `outcome` established; `cfg` is
+    /// the connection's frame config (digests), `trace` its PDU trace.
+    /// `now` starts the keep-alive clock.
+    pub fn new(
+        outcome: &LoginOutcome,
+        cfg: FrameConfig,
+        trace: Trace,
+        keep_alive: Option<KeepAlive>,
+        now: Instant,
+    ) -> SessionCore<T> {
         let p = &outcome.params;
-        Core {
+        SessionCore {
             out: Outbox {
                 queue: outbox::Outbox::new(cfg),
                 trace,
             },
             tasks: TaskMap::default(),
             waiting: VecDeque::new(),
-            done: Vec::new(),
+            done: VecDeque::new(),
             events: VecDeque::new(),
             closed: None,
-            sending: Sending::Idle,
             cmd_sn: outcome.cmd_sn,
             exp_cmd_sn: outcome.exp_cmd_sn,
             max_cmd_sn: outcome.max_cmd_sn,
@@ -928,7 +328,115 @@ impl Core {
             initial_r2t: p.initial_r2t,
             first_burst_length: p.first_burst_length,
             target_mrdsl: p.target_mrdsl.max(1),
+            keep_alive,
+            last_heard: now,
+            ping: None,
         }
+    }
+
+    // ---- output and state ----
+
+    /// The PDUs queued since the last call, as chunks for one vectored
+    /// write; `None` when there is nothing to send.
+    pub fn poll_transmit(&mut self) -> Option<VecDeque<Bytes>> {
+        if self.out.queue.is_empty() {
+            None
+        } else {
+            Some(self.out.queue.take())
+        }
+    }
+
+    /// Whether [`SessionCore::poll_transmit`] has something.
+    pub fn has_transmit(&self) -> bool {
+        !self.out.queue.is_empty()
+    }
+
+    /// Puts back the chunks a write did not take, ahead of newer output.
+    pub fn requeue_transmit(&mut self, rest: VecDeque<Bytes>) {
+        self.out.queue.requeue_front(rest);
+    }
+
+    /// The next completion or the close.
+    pub fn poll_event(&mut self) -> Option<Event<T>> {
+        self.done.pop_front()
+    }
+
+    /// Moves every pending event to `into` (one lock hold, one pass).
+    pub fn drain_events(&mut self, into: &mut Vec<Event<T>>) {
+        into.extend(self.done.drain(..));
+    }
+
+    /// When [`SessionCore::handle_timeout`] is due: the keep-alive ping or
+    /// its deadline. `None` with no keep-alive or once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ka = self.keep_alive?;
+        if self.closed.is_some() {
+            return None;
+        }
+        Some(match self.ping {
+            Some((_, deadline)) => deadline,
+            None => self.last_heard + ka.interval,
+        })
+    }
+
+    /// Runs the keep-alive clock: pings the target after the idle interval
+    /// (an immediate NOP-Out with an ITT, §11.18), and closes the session
+    /// when the ping's answer is late.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(ka) = self.keep_alive else { return };
+        if self.closed.is_some() {
+            return;
+        }
+        match self.ping {
+            Some((itt, deadline)) => {
+                if now >= deadline {
+                    self.close(format!(
+                        "no answer to the keep-alive NOP-Out (ITT {itt:#x}) within {:?}",
+                        ka.timeout
+                    ));
+                }
+            }
+            None => {
+                if now >= self.last_heard + ka.interval {
+                    let itt = self.alloc_itt();
+                    self.push_nop_out(itt, Bytes::new());
+                    self.tasks.insert(itt, Task::KeepAlive);
+                    self.ping = Some((itt, now + ka.timeout));
+                }
+            }
+        }
+    }
+
+    /// Why the session ended, once it has.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.closed.as_deref()
+    }
+
+    /// Sequence numbers and queue depths now.
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            cmd_sn: self.cmd_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            in_flight: self.tasks.len().saturating_sub(self.waiting.len()),
+            queued: self.waiting.len(),
+        }
+    }
+
+    /// Asynchronous messages and rejects received since the last call.
+    pub fn take_session_events(&mut self) -> Vec<SessionEvent> {
+        self.events.drain(..).collect()
+    }
+
+    /// The PDU trace.
+    pub fn trace(&self) -> &Trace {
+        &self.out.trace
+    }
+
+    /// The PDU trace, to resize or clear.
+    pub fn trace_mut(&mut self) -> &mut Trace {
+        &mut self.out.trace
     }
 
     fn check_open(&self) -> Result<(), CommandError> {
@@ -953,20 +461,34 @@ impl Core {
         serial::le(self.cmd_sn, self.max_cmd_sn)
     }
 
+    fn complete(&mut self, itt: u32, token: T, result: Completion) {
+        self.done.push_back(Event::Completed { itt, token, result });
+    }
+
+    fn fail_task(&mut self, itt: u32, task: Task<T>, err: CommandError) {
+        if let Some(e) = task.failed(itt, err) {
+            self.done.push_back(e);
+        }
+    }
+
     // ---- requests ----
 
-    fn submit_scsi(
+    /// Queues a SCSI command (sent at once when the CmdSN window allows)
+    /// and returns its ITT. `data_out` is the write data, `expected_in`
+    /// the read length; the caller has checked the CDB length (1 to
+    /// [`super::MAX_CDB_LEN`]) and that `data_out` fits 32 bits.
+    pub fn submit_scsi(
         &mut self,
         lun: Lun,
         cdb: &[u8],
         data_out: Bytes,
         expected_in: u32,
-        tx: oneshot::Sender<Result<ScsiResult, CommandError>>,
+        token: T,
     ) -> Result<u32, CommandError> {
         self.check_open()?;
         let itt = self.alloc_itt();
         let task = ScsiTask {
-            tx: Some(tx),
+            token: Some(token),
             lun,
             cdb: CdbBuf::new(cdb),
             data_out,
@@ -981,11 +503,9 @@ impl Core {
         Ok(itt)
     }
 
-    fn submit_nop(
-        &mut self,
-        data: Bytes,
-        tx: oneshot::Sender<Result<Bytes, CommandError>>,
-    ) -> Result<(), CommandError> {
+    /// Pings the target: an immediate NOP-Out with an ITT (§11.18); the
+    /// echoed data completes it ([`Completion::Bytes`]).
+    pub fn submit_nop(&mut self, data: Bytes, token: T) -> Result<u32, CommandError> {
         self.check_open()?;
         if data.len() > self.target_mrdsl as usize {
             return Err(CommandError::Invalid(format!(
@@ -995,6 +515,12 @@ impl Core {
             )));
         }
         let itt = self.alloc_itt();
+        self.push_nop_out(itt, data);
+        self.tasks.insert(itt, Task::Nop { token });
+        Ok(itt)
+    }
+
+    fn push_nop_out(&mut self, itt: u32, data: Bytes) {
         let nop = NopOut {
             immediate: true,
             lun: Lun(0),
@@ -1004,17 +530,17 @@ impl Core {
             exp_stat_sn: self.exp_stat_sn,
         };
         self.out.push(Pdu::NopOut(nop).encode(), &[], data);
-        self.tasks.insert(itt, Task::Nop { tx });
-        Ok(())
     }
 
-    fn submit_tmf(
+    /// Sends a task management function (immediate, §11.5); ABORT TASK and
+    /// QUERY TASK name the task by `referenced_itt`.
+    pub fn submit_tmf(
         &mut self,
         function: TmfFunction,
         lun: Lun,
         referenced_itt: Option<u32>,
-        tx: oneshot::Sender<Result<TmfResponse, CommandError>>,
-    ) -> Result<(), CommandError> {
+        token: T,
+    ) -> Result<u32, CommandError> {
         self.check_open()?;
         let referenced = referenced_itt.unwrap_or(RESERVED_TAG);
         // RefCmdSN: the referenced task's CmdSN when known (§11.5.5).
@@ -1039,20 +565,19 @@ impl Core {
         self.tasks.insert(
             itt,
             Task::Tmf {
-                tx,
+                token,
                 function,
                 lun,
                 referenced,
             },
         );
-        Ok(())
+        Ok(itt)
     }
 
-    fn submit_text(
-        &mut self,
-        payload: Bytes,
-        tx: oneshot::Sender<Result<Bytes, CommandError>>,
-    ) -> Result<(), CommandError> {
+    /// Sends a Text Request (immediate, §11.10) with the encoded `payload`,
+    /// in parts when it exceeds the target's MaxRecvDataSegmentLength; the
+    /// whole answer completes it ([`Completion::Bytes`]).
+    pub fn submit_text(&mut self, payload: Bytes, token: T) -> Result<u32, CommandError> {
         self.check_open()?;
         let itt = self.alloc_itt();
         // Immediate: text needs no CmdSN slot, and continuations follow
@@ -1069,12 +594,12 @@ impl Core {
         self.tasks.insert(
             itt,
             Task::Text {
-                tx,
+                token,
                 acc: BytesMut::new(),
                 unsent,
             },
         );
-        Ok(())
+        Ok(itt)
     }
 
     fn send_text_request(&mut self, itt: u32, ttt: u32, cont: bool, data: Bytes) {
@@ -1091,24 +616,22 @@ impl Core {
         self.out.push(Pdu::TextRequest(req).encode(), &[], data);
     }
 
-    fn submit_logout(
-        &mut self,
-        reason: LogoutReason,
-        tx: oneshot::Sender<Result<LogoutResponse, CommandError>>,
-    ) -> Result<(), CommandError> {
+    /// Queues a Logout Request (non-immediate, §11.14) behind the requests
+    /// already queued.
+    pub fn submit_logout(&mut self, reason: LogoutReason, token: T) -> Result<u32, CommandError> {
         self.check_open()?;
         let itt = self.alloc_itt();
         self.tasks.insert(
             itt,
             Task::Logout {
-                tx,
+                token,
                 reason,
                 sent: false,
             },
         );
         self.waiting.push_back(itt);
         self.drain_waiting();
-        Ok(())
+        Ok(itt)
     }
 
     /// Sends queued non-immediate requests while the window allows.
@@ -1266,7 +789,13 @@ impl Core {
         self.events.push_back(e);
     }
 
-    fn on_frame(&mut self, frame: Frame) {
+    /// Handles one frame from the target (decoded by
+    /// [`iesp_proto::framing::decode`] with the connection's config).
+    pub fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        self.last_heard = now;
+        if self.closed.is_some() {
+            return;
+        }
         self.out.trace.record_pdu(
             Direction::Received,
             &frame.bhs,
@@ -1307,10 +836,10 @@ impl Core {
             Pdu::LogoutResponse(r) => {
                 self.update_window(r.exp_cmd_sn, r.max_cmd_sn);
                 self.ack_stat_sn(r.stat_sn);
-                if let Some(Task::Logout { tx, .. }) =
+                if let Some(Task::Logout { token, .. }) =
                     self.take_task(r.itt, Opcode::LOGOUT_RESPONSE)
                 {
-                    self.done.push(Done::Logout(tx, Ok(r)));
+                    self.complete(r.itt, token, Completion::Logout(Ok(r)));
                 }
             }
             Pdu::AsyncMessage(m) => {
@@ -1338,10 +867,10 @@ impl Core {
 
     /// Removes the task `itt` when it is of the kind `op` answers; tasks of
     /// another kind stay (the response is misaddressed and ignored).
-    fn take_task(&mut self, itt: u32, op: Opcode) -> Option<Task> {
+    fn take_task(&mut self, itt: u32, op: Opcode) -> Option<Task<T>> {
         let matches = match self.tasks.get(&itt) {
             Some(Task::Scsi(_)) => matches!(op, Opcode::SCSI_RESPONSE | Opcode::DATA_IN),
-            Some(Task::Nop { .. }) => op == Opcode::NOP_IN,
+            Some(Task::Nop { .. } | Task::KeepAlive) => op == Opcode::NOP_IN,
             Some(Task::Tmf { .. }) => op == Opcode::TASK_MGMT_RESPONSE,
             Some(Task::Text { .. }) => op == Opcode::TEXT_RESPONSE,
             Some(Task::Logout { .. }) => op == Opcode::LOGOUT_RESPONSE,
@@ -1359,9 +888,12 @@ impl Core {
     /// reserved) until the target finishes it.
     fn fail_scsi_early(&mut self, itt: u32, msg: String) {
         if let Some(Task::Scsi(t)) = self.tasks.get_mut(&itt) {
-            if let Some(tx) = t.tx.take() {
-                self.done
-                    .push(Done::Scsi(tx, Err(CommandError::Protocol(msg))));
+            if let Some(token) = t.token.take() {
+                self.complete(
+                    itt,
+                    token,
+                    Completion::Scsi(Err(CommandError::Protocol(msg))),
+                );
             }
         }
     }
@@ -1372,7 +904,7 @@ impl Core {
             return;
         };
         let mut problem = None;
-        if t.tx.is_some() {
+        if t.token.is_some() {
             let end = u64::from(d.buffer_offset) + data.len() as u64;
             if d.data_sn != t.next_data_sn {
                 problem = Some(format!(
@@ -1423,15 +955,15 @@ impl Core {
         let Some(Task::Scsi(t)) = self.take_task(itt, Opcode::SCSI_RESPONSE) else {
             return;
         };
-        let Some(tx) = t.tx else {
+        let Some(token) = t.token else {
             return;
         };
         let sense_data = match pdu::scsi::decode_sense_segment(&segment) {
             Ok(Some(s)) => segment.slice_ref(s),
             Ok(None) => Bytes::new(),
             Err(e) => {
-                self.done
-                    .push(Done::Scsi(tx, Err(CommandError::Protocol(e.to_string()))));
+                let err = CommandError::Protocol(e.to_string());
+                self.complete(itt, token, Completion::Scsi(Err(err)));
                 return;
             }
         };
@@ -1448,7 +980,7 @@ impl Core {
             sense_data,
             residual,
         };
-        self.done.push(Done::Scsi(tx, Ok(result)));
+        self.complete(itt, token, Completion::Scsi(Ok(result)));
     }
 
     fn on_r2t(&mut self, r: R2t) {
@@ -1456,7 +988,7 @@ impl Core {
             tracing::debug!(itt = r.itt, "R2T for no SCSI task: ignored");
             return;
         };
-        if t.tx.is_none() {
+        if t.token.is_none() {
             return;
         }
         let total = t.data_out.len() as u64;
@@ -1485,8 +1017,16 @@ impl Core {
         if n.itt != RESERVED_TAG {
             // The answer to our ping; it consumes a StatSN.
             self.ack_stat_sn(n.stat_sn);
-            if let Some(Task::Nop { tx }) = self.take_task(n.itt, Opcode::NOP_IN) {
-                self.done.push(Done::Bytes(tx, Ok(data)));
+            match self.take_task(n.itt, Opcode::NOP_IN) {
+                Some(Task::Nop { token }) => {
+                    self.complete(n.itt, token, Completion::Bytes(Ok(data)));
+                }
+                Some(Task::KeepAlive) => {
+                    if self.ping.is_some_and(|(itt, _)| itt == n.itt) {
+                        self.ping = None;
+                    }
+                }
+                _ => {}
             }
             return;
         }
@@ -1509,7 +1049,7 @@ impl Core {
 
     fn on_tmf_response(&mut self, r: TaskMgmtResponse) {
         let Some(Task::Tmf {
-            tx,
+            token,
             function,
             lun,
             referenced,
@@ -1520,7 +1060,7 @@ impl Core {
         if r.response == TmfResponse::FUNCTION_COMPLETE {
             // The target sends nothing more for the tasks it aborted;
             // whatever is still outstanding in scope was aborted.
-            let in_scope = |t: &ScsiTask| -> bool {
+            let in_scope = |t: &ScsiTask<T>| -> bool {
                 t.cmd_sn.is_some()
                     && match function {
                         TmfFunction::ABORT_TASK_SET
@@ -1547,11 +1087,11 @@ impl Core {
             }
             for itt in aborted {
                 if let Some(task) = self.tasks.remove(&itt) {
-                    task.fail(CommandError::Aborted(function), &mut self.done);
+                    self.fail_task(itt, task, CommandError::Aborted(function));
                 }
             }
         }
-        self.done.push(Done::Tmf(tx, Ok(r.response)));
+        self.complete(r.itt, token, Completion::Tmf(Ok(r.response)));
     }
 
     fn on_text_response(&mut self, r: TextResponse, data: Bytes) {
@@ -1579,13 +1119,15 @@ impl Core {
         };
         if let Some(msg) = problem {
             if let Some(task) = self.tasks.remove(&r.itt) {
-                task.fail(CommandError::Protocol(msg), &mut self.done);
+                self.fail_task(r.itt, task, CommandError::Protocol(msg));
             }
             return;
         }
         if r.final_bit {
-            if let Some(Task::Text { tx, acc, .. }) = self.take_task(r.itt, Opcode::TEXT_RESPONSE) {
-                self.done.push(Done::Bytes(tx, Ok(acc.freeze())));
+            if let Some(Task::Text { token, acc, .. }) =
+                self.take_task(r.itt, Opcode::TEXT_RESPONSE)
+            {
+                self.complete(r.itt, token, Completion::Bytes(Ok(acc.freeze())));
             }
             return;
         }
@@ -1605,15 +1147,17 @@ impl Core {
                     | Opcode::LOGOUT_REQUEST
             ) && h.itt() != RESERVED_TAG
         });
-        match request.and_then(|h| self.tasks.remove(&h.itt())) {
-            Some(task) => task.fail(CommandError::Rejected(r.reason), &mut self.done),
+        let itt = request.map_or(RESERVED_TAG, |h| h.itt());
+        match self.tasks.remove(&itt) {
+            Some(task) => self.fail_task(itt, task, CommandError::Rejected(r.reason)),
             None => self.push_event(SessionEvent::Reject(r, header)),
         }
     }
 
     /// A PDU whose data digest failed (§7.8): at error recovery level 0
     /// its data is lost, so the task it belongs to fails.
-    fn on_data_digest_error(&mut self, frame: &Frame) {
+    pub fn handle_data_digest_error(&mut self, now: Instant, frame: &Frame) {
+        self.last_heard = now;
         self.out.trace.record(
             Direction::Received,
             TraceEvent::Malformed("data digest error".to_owned()),
@@ -1626,36 +1170,39 @@ impl Core {
             ),
             Some(_) => {
                 if let Some(task) = self.tasks.remove(&itt) {
-                    task.fail(
-                        CommandError::Protocol(format!(
-                            "data digest error on {:?}",
-                            frame.bhs.opcode()
-                        )),
-                        &mut self.done,
-                    );
+                    let msg = format!("data digest error on {:?}", frame.bhs.opcode());
+                    self.fail_task(itt, task, CommandError::Protocol(msg));
                 }
             }
             None => {}
         }
     }
 
-    /// Ends the session: every request fails with `reason`.
-    fn close(&mut self, reason: String) {
-        if self.closed.is_none() {
-            self.closed = Some(reason.clone());
+    /// Ends the session (the connection is gone or unusable): every
+    /// request fails with `reason`, then [`Event::Closed`]. Later calls
+    /// keep the first reason.
+    pub fn close(&mut self, reason: String) {
+        if self.closed.is_some() {
+            return;
         }
-        let reason = self.closed.clone().unwrap_or(reason);
         self.waiting.clear();
-        for (_, task) in self.tasks.drain() {
-            task.fail(CommandError::Closed(reason.clone()), &mut self.done);
+        self.ping = None;
+        let tasks: Vec<(u32, Task<T>)> = self.tasks.drain().collect();
+        for (itt, task) in tasks {
+            self.fail_task(itt, task, CommandError::Closed(reason.clone()));
         }
+        self.closed = Some(reason.clone());
+        self.done.push_back(Event::Closed { reason });
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! The core alone, in memory: requests in, frames out, frames in.
+    //! Transcripts of the core alone: requests and PDUs in, PDUs and
+    //! completions out; no socket, no runtime, time passed in by hand.
     use super::*;
+    use iesp_proto::framing;
+    use iesp_proto::negotiation::SessionParams;
     use iesp_proto::pdu::Isid;
     use pretty_assertions::assert_eq;
 
@@ -1674,19 +1221,31 @@ mod tests {
             declared: Vec::new(),
             auth_method: "None".to_owned(),
             warnings: Vec::new(),
+            negotiation_warnings: Vec::new(),
             exchanges: 1,
         }
     }
 
-    fn core(params: SessionParams, window: u32) -> Core {
+    /// A core with CmdSN 10 and a window of `window` commands; tokens are
+    /// numbers the tests pick.
+    fn core_at(
+        params: SessionParams,
+        window: u32,
+        ka: Option<KeepAlive>,
+        now: Instant,
+    ) -> SessionCore<u32> {
         let o = outcome(params, 10, 10 + window - 1);
-        Core::new(&o, FrameConfig::default(), Trace::new(16))
+        SessionCore::new(&o, FrameConfig::default(), Trace::new(16), ka, now)
+    }
+
+    fn core(params: SessionParams, window: u32) -> SessionCore<u32> {
+        core_at(params, window, None, Instant::now())
     }
 
     /// Everything the core queued, framed again.
-    fn sent(core: &mut Core) -> Vec<Frame> {
+    fn sent(core: &mut SessionCore<u32>) -> Vec<Frame> {
         let mut wire = BytesMut::new();
-        for c in core.out.take() {
+        for c in core.poll_transmit().unwrap_or_default() {
             wire.put_slice(&c);
         }
         let mut frames = Vec::new();
@@ -1697,6 +1256,25 @@ mod tests {
         frames
     }
 
+    fn events(core: &mut SessionCore<u32>) -> Vec<Event<u32>> {
+        std::iter::from_fn(|| core.poll_event()).collect()
+    }
+
+    /// The SCSI completions, as (ITT, token, result).
+    fn scsi_done(core: &mut SessionCore<u32>) -> Vec<(u32, u32, Result<ScsiResult, CommandError>)> {
+        events(core)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Completed {
+                    itt,
+                    token,
+                    result: Completion::Scsi(r),
+                } => Some((itt, token, r)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn data_out(f: &Frame) -> (DataOut, usize) {
         match f.pdu() {
             Pdu::DataOut(d) => (d, f.data.len()),
@@ -1704,8 +1282,90 @@ mod tests {
         }
     }
 
+    fn command(f: &Frame) -> ScsiCommand {
+        match f.pdu() {
+            Pdu::ScsiCommand(c) => c,
+            other => panic!("expected a SCSI Command, got {other:?}"),
+        }
+    }
+
+    fn nop_in(itt: u32, ttt: u32, exp: u32, max: u32) -> NopIn {
+        NopIn {
+            lun: Lun(0),
+            itt,
+            ttt,
+            stat_sn: 100,
+            exp_cmd_sn: exp,
+            max_cmd_sn: max,
+        }
+    }
+
+    fn good(itt: u32, stat_sn: u32) -> Frame {
+        Frame::new(&Pdu::ScsiResponse(ScsiResponse {
+            itt,
+            stat_sn,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 30,
+            ..ScsiResponse::default()
+        }))
+    }
+
+    #[test]
+    fn command_in_scsi_command_out_with_cmd_sn_and_itt() {
+        let now = Instant::now();
+        let mut c = core(SessionParams::default(), 8);
+        let a = c
+            .submit_scsi(Lun::from_index(2), &[0x28; 10], Bytes::new(), 4096, 7)
+            .unwrap();
+        let b = c
+            .submit_scsi(Lun(0), &[0x00; 6], Bytes::new(), 0, 8)
+            .unwrap();
+        assert_ne!(a, b);
+        let frames = sent(&mut c);
+        let got: Vec<(u32, u32, u32, bool, bool, bool, u32)> = frames
+            .iter()
+            .map(command)
+            .map(|c| {
+                (
+                    c.itt,
+                    c.cmd_sn,
+                    c.exp_stat_sn,
+                    c.read,
+                    c.write,
+                    c.final_bit,
+                    c.expected_data_transfer_length,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (a, 10, 100, true, false, true, 4096),
+                (b, 11, 100, false, false, true, 0)
+            ]
+        );
+        assert_eq!(command(&frames[0]).lun, Lun::from_index(2));
+        assert_eq!(c.stats().cmd_sn, 12);
+        assert_eq!(c.stats().in_flight, 2);
+        // Status for the second: its token comes back, ExpStatSN advances,
+        // and the next command carries it.
+        c.handle_frame(now, good(b, 100));
+        let done = scsi_done(&mut c);
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].0, done[0].1), (b, 8));
+        assert!(done[0].2.as_ref().unwrap().is_good());
+        c.submit_scsi(Lun(0), &[0x00; 6], Bytes::new(), 0, 9)
+            .unwrap();
+        let f = sent(&mut c);
+        assert_eq!(
+            (command(&f[0]).cmd_sn, command(&f[0]).exp_stat_sn),
+            (12, 101)
+        );
+    }
+
     #[test]
     fn write_data_immediate_unsolicited_then_solicited() {
+        let now = Instant::now();
         let params = SessionParams {
             immediate_data: true,
             initial_r2t: false,
@@ -1715,15 +1375,12 @@ mod tests {
         };
         let mut c = core(params, 8);
         let data = Bytes::from((0..20_000u32).map(|i| i as u8).collect::<Vec<u8>>());
-        let (tx, _rx) = oneshot::channel();
         let itt = c
-            .submit_scsi(Lun(0), &[0x2a; 10], data.clone(), 0, tx)
+            .submit_scsi(Lun(0), &[0x2a; 10], data.clone(), 0, 1)
             .unwrap();
         let frames = sent(&mut c);
         assert_eq!(frames.len(), 2);
-        let Pdu::ScsiCommand(cmd) = frames[0].pdu() else {
-            panic!("not a command")
-        };
+        let cmd = command(&frames[0]);
         // Immediate data: min(FirstBurstLength, MRDSL, EDTL) = 4096; F=0
         // because unsolicited Data-Out follows up to FirstBurstLength.
         assert_eq!((cmd.write, cmd.read, cmd.final_bit), (true, false, false));
@@ -1736,7 +1393,7 @@ mod tests {
             (d.ttt, d.data_sn, d.buffer_offset, d.final_bit, len),
             (RESERVED_TAG, 0, 4096, true, 4096)
         );
-        // An R2T for the rest: two segments of at most MRDSL, DataSN from 0.
+        // An R2T for the rest: segments of at most MRDSL, DataSN from 0.
         let r2t = R2t {
             lun: Lun(0),
             itt,
@@ -1748,7 +1405,7 @@ mod tests {
             buffer_offset: 8192,
             desired_data_transfer_length: 11_808,
         };
-        c.on_frame(Frame::new(&Pdu::R2t(r2t)));
+        c.handle_frame(now, Frame::new(&Pdu::R2t(r2t)));
         let frames = sent(&mut c);
         let got: Vec<(u32, u32, u32, bool, usize)> = frames
             .iter()
@@ -1766,7 +1423,78 @@ mod tests {
             ]
         );
         assert_eq!(frames[2].data, data.slice(16384..));
-        assert_eq!(c.max_cmd_sn, 20, "the R2T's MaxCmdSN counts");
+        assert_eq!(c.stats().max_cmd_sn, 20, "the R2T's MaxCmdSN counts");
+        assert!(events(&mut c).is_empty(), "nothing completes on an R2T");
+    }
+
+    #[test]
+    fn r2ts_honour_the_burst_the_target_asks_for() {
+        let now = Instant::now();
+        // No unsolicited data at all: every byte is solicited, one burst
+        // per R2T (the target keeps each within MaxBurstLength).
+        let params = SessionParams {
+            immediate_data: false,
+            initial_r2t: true,
+            max_burst_length: 8192,
+            target_mrdsl: 3000,
+            ..SessionParams::default()
+        };
+        let mut c = core(params, 8);
+        let data = Bytes::from(vec![5u8; 16384]);
+        let itt = c.submit_scsi(Lun(0), &[0x2a; 10], data, 0, 1).unwrap();
+        let frames = sent(&mut c);
+        assert_eq!(frames.len(), 1);
+        assert!(command(&frames[0]).final_bit && frames[0].data.is_empty());
+        for (sn, offset) in [(0u32, 0u32), (1, 8192)] {
+            let r2t = R2t {
+                lun: Lun(0),
+                itt,
+                ttt: 0x100 + sn,
+                stat_sn: 100,
+                exp_cmd_sn: 11,
+                max_cmd_sn: 20,
+                r2t_sn: sn,
+                buffer_offset: offset,
+                desired_data_transfer_length: 8192,
+            };
+            c.handle_frame(now, Frame::new(&Pdu::R2t(r2t)));
+            let got: Vec<(u32, u32, u32, bool, usize)> = sent(&mut c)
+                .iter()
+                .map(|f| {
+                    let (d, len) = data_out(f);
+                    (d.ttt, d.data_sn, d.buffer_offset, d.final_bit, len)
+                })
+                .collect();
+            let t = 0x100 + sn;
+            assert_eq!(
+                got,
+                vec![
+                    (t, 0, offset, false, 3000),
+                    (t, 1, offset + 3000, false, 3000),
+                    (t, 2, offset + 6000, true, 2192),
+                ],
+                "R2T {sn}"
+            );
+        }
+        // An R2T beyond the write data fails the command, nothing is sent.
+        let bad = R2t {
+            lun: Lun(0),
+            itt,
+            ttt: 0x200,
+            stat_sn: 100,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 20,
+            r2t_sn: 2,
+            buffer_offset: 16000,
+            desired_data_transfer_length: 1000,
+        };
+        c.handle_frame(now, Frame::new(&Pdu::R2t(bad)));
+        assert!(sent(&mut c).is_empty());
+        let done = scsi_done(&mut c);
+        assert!(
+            matches!(&done[..], [(i, 1, Err(CommandError::Protocol(m)))] if *i == itt && m.contains("§11.8.4")),
+            "{done:?}"
+        );
     }
 
     #[test]
@@ -1777,14 +1505,11 @@ mod tests {
             ..SessionParams::default()
         };
         let mut c = core(params, 8);
-        let (tx, _rx) = oneshot::channel();
-        c.submit_scsi(Lun(0), &[0x2a; 10], Bytes::from(vec![1u8; 512]), 0, tx)
+        c.submit_scsi(Lun(0), &[0x2a; 10], Bytes::from(vec![1u8; 512]), 0, 1)
             .unwrap();
         let frames = sent(&mut c);
         assert_eq!(frames.len(), 1);
-        let Pdu::ScsiCommand(cmd) = frames[0].pdu() else {
-            panic!()
-        };
+        let cmd = command(&frames[0]);
         assert!(cmd.final_bit && frames[0].data.is_empty());
     }
 
@@ -1796,24 +1521,25 @@ mod tests {
         };
         let mut c = core(params, 8);
         let data = Bytes::from(vec![7u8; 32768]);
-        let (tx, _rx) = oneshot::channel();
-        c.submit_scsi(Lun(0), &[0x2a; 10], data.clone(), 0, tx)
+        c.submit_scsi(Lun(0), &[0x2a; 10], data.clone(), 0, 1)
             .unwrap();
-        let chunks = c.out.take();
+        let chunks = c.poll_transmit().unwrap();
         assert!(
             chunks
                 .iter()
                 .any(|ch| ch.as_ptr() == data.as_ptr() && ch.len() == data.len()),
             "the immediate data went out as a copy"
         );
+        assert!(c.poll_transmit().is_none());
     }
 
     #[test]
-    fn single_data_in_is_handed_over_without_a_copy() {
+    fn data_in_and_status_complete_the_command() {
+        let now = Instant::now();
         let mut c = core(SessionParams::default(), 8);
-        let (tx, mut rx) = oneshot::channel();
+        // One Data-In with status: handed over without a copy.
         let itt = c
-            .submit_scsi(Lun(0), &[0x28; 10], Bytes::new(), 4096, tx)
+            .submit_scsi(Lun(0), &[0x28; 10], Bytes::new(), 4096, 1)
             .unwrap();
         sent(&mut c);
         let payload = Bytes::from(vec![9u8; 4096]);
@@ -1827,89 +1553,279 @@ mod tests {
             max_cmd_sn: 20,
             ..DataIn::default()
         };
-        c.on_frame(Frame::with_data(&Pdu::DataIn(d), payload.clone()));
-        assert_eq!(c.exp_stat_sn, 101);
-        deliver(std::mem::take(&mut c.done));
-        let r = rx.try_recv().unwrap().unwrap();
+        c.handle_frame(now, Frame::with_data(&Pdu::DataIn(d), payload.clone()));
+        assert_eq!(c.stats().exp_stat_sn, 101);
+        let done = scsi_done(&mut c);
+        let r = done[0].2.as_ref().unwrap();
         assert!(r.is_good());
         assert_eq!(r.data.as_ptr(), payload.as_ptr());
-        assert!(c.tasks.is_empty());
+        assert_eq!(c.stats().in_flight, 0);
+        // Two Data-In out of order by offset, then a SCSI Response with a
+        // residual: placed by BufferOffset.
+        let itt = c
+            .submit_scsi(Lun(0), &[0x28; 10], Bytes::new(), 8, 2)
+            .unwrap();
+        sent(&mut c);
+        for (sn, off, bytes) in [(0u32, 4u32, b"efgh"), (1, 0, b"abcd")] {
+            let d = DataIn {
+                itt,
+                ttt: RESERVED_TAG,
+                data_sn: sn,
+                buffer_offset: off,
+                exp_cmd_sn: 12,
+                max_cmd_sn: 20,
+                ..DataIn::default()
+            };
+            c.handle_frame(
+                now,
+                Frame::with_data(&Pdu::DataIn(d), Bytes::from_static(bytes)),
+            );
+        }
+        assert!(events(&mut c).is_empty());
+        c.handle_frame(now, good(itt, 101));
+        let done = scsi_done(&mut c);
+        assert_eq!(done[0].1, 2);
+        assert_eq!(&done[0].2.as_ref().unwrap().data[..], b"abcdefgh");
+        assert_eq!(c.stats().exp_stat_sn, 102);
     }
 
     #[test]
-    fn cmd_sn_window_queues_and_drains() {
+    fn a_data_sn_gap_fails_the_command_early_and_keeps_its_itt() {
+        let now = Instant::now();
+        let mut c = core(SessionParams::default(), 8);
+        let itt = c
+            .submit_scsi(Lun(0), &[0x28; 10], Bytes::new(), 1024, 1)
+            .unwrap();
+        sent(&mut c);
+        let d = DataIn {
+            itt,
+            ttt: RESERVED_TAG,
+            data_sn: 1,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 20,
+            ..DataIn::default()
+        };
+        c.handle_frame(
+            now,
+            Frame::with_data(&Pdu::DataIn(d), Bytes::from(vec![0; 512])),
+        );
+        let done = scsi_done(&mut c);
+        assert!(
+            matches!(&done[..], [(_, 1, Err(CommandError::Protocol(m)))] if m.contains("DataSN"))
+        );
+        assert_eq!(c.stats().in_flight, 1, "the ITT stays reserved");
+        c.handle_frame(now, good(itt, 100));
+        assert!(events(&mut c).is_empty(), "no second completion");
+        assert_eq!(c.stats().in_flight, 0);
+    }
+
+    #[test]
+    fn closed_cmd_sn_window_holds_commands_until_max_cmd_sn_advances() {
+        let now = Instant::now();
         let mut c = core(SessionParams::default(), 1);
-        let mut rxs = Vec::new();
-        for _ in 0..3 {
-            let (tx, rx) = oneshot::channel();
-            c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, tx).unwrap();
-            rxs.push(rx);
+        for t in 0..3 {
+            c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, t).unwrap();
         }
         let frames = sent(&mut c);
         assert_eq!(frames.len(), 1, "a window of one command");
-        assert_eq!(c.waiting.len(), 2);
+        assert_eq!(c.stats().queued, 2);
         // MaxCmdSN < ExpCmdSN - 1: both ignored (§4.2.2.1).
-        let nop = |exp: u32, max: u32| NopIn {
-            lun: Lun(0),
-            itt: RESERVED_TAG,
-            ttt: RESERVED_TAG,
-            stat_sn: 100,
-            exp_cmd_sn: exp,
-            max_cmd_sn: max,
-        };
-        c.on_frame(Frame::new(&Pdu::NopIn(nop(11, 5))));
-        assert_eq!((c.exp_cmd_sn, c.max_cmd_sn), (10, 10));
+        c.handle_frame(
+            now,
+            Frame::new(&Pdu::NopIn(nop_in(RESERVED_TAG, RESERVED_TAG, 11, 5))),
+        );
+        let s = c.stats();
+        assert_eq!((s.exp_cmd_sn, s.max_cmd_sn), (10, 10));
         assert!(sent(&mut c).is_empty());
-        // A stale (smaller) MaxCmdSN does not shrink the window either.
-        c.on_frame(Frame::new(&Pdu::NopIn(nop(11, 12))));
-        let frames = sent(&mut c);
-        let sns: Vec<u32> = frames.iter().map(|f| f.bhs.u32_at(24)).collect();
+        // The window opens by two: both queued commands go, in order.
+        c.handle_frame(
+            now,
+            Frame::new(&Pdu::NopIn(nop_in(RESERVED_TAG, RESERVED_TAG, 11, 12))),
+        );
+        let sns: Vec<u32> = sent(&mut c).iter().map(|f| command(f).cmd_sn).collect();
         assert_eq!(sns, vec![11, 12]);
-        c.on_frame(Frame::new(&Pdu::NopIn(nop(11, 11))));
-        assert_eq!(c.max_cmd_sn, 12);
-        assert_eq!(c.cmd_sn, 13);
+        // A stale (smaller) MaxCmdSN does not shrink the window.
+        c.handle_frame(
+            now,
+            Frame::new(&Pdu::NopIn(nop_in(RESERVED_TAG, RESERVED_TAG, 11, 11))),
+        );
+        assert_eq!((c.stats().max_cmd_sn, c.stats().cmd_sn), (12, 13));
         // A ping-less NOP-In is not answered and consumes no StatSN.
         assert!(sent(&mut c).is_empty());
-        assert_eq!(c.exp_stat_sn, 100);
+        assert_eq!(c.stats().exp_stat_sn, 100);
+    }
+
+    #[test]
+    fn target_nop_in_with_a_ttt_gets_a_nop_out_echo() {
+        let now = Instant::now();
+        let mut c = core(SessionParams::default(), 8);
+        let ping = NopIn {
+            lun: Lun::from_index(3),
+            ..nop_in(RESERVED_TAG, 0xabc, 10, 17)
+        };
+        c.handle_frame(
+            now,
+            Frame::with_data(&Pdu::NopIn(ping), Bytes::from_static(b"hello")),
+        );
+        let frames = sent(&mut c);
+        assert_eq!(frames.len(), 1);
+        let Pdu::NopOut(n) = frames[0].pdu() else {
+            panic!("expected a NOP-Out, got {:?}", frames[0].bhs.opcode())
+        };
+        assert_eq!(
+            (n.immediate, n.itt, n.ttt, n.lun, n.cmd_sn, n.exp_stat_sn),
+            (true, RESERVED_TAG, 0xabc, Lun::from_index(3), 10, 100)
+        );
+        assert_eq!(&frames[0].data[..], b"hello");
+        assert!(events(&mut c).is_empty());
+    }
+
+    #[test]
+    fn our_ping_completes_with_the_echo() {
+        let now = Instant::now();
+        let mut c = core(SessionParams::default(), 8);
+        let itt = c.submit_nop(Bytes::from_static(b"abc"), 4).unwrap();
+        let f = sent(&mut c);
+        let Pdu::NopOut(n) = f[0].pdu() else { panic!() };
+        assert_eq!((n.itt, n.ttt, n.immediate), (itt, RESERVED_TAG, true));
+        c.handle_frame(
+            now,
+            Frame::with_data(
+                &Pdu::NopIn(nop_in(itt, RESERVED_TAG, 10, 17)),
+                Bytes::from_static(b"abc"),
+            ),
+        );
+        let e = events(&mut c);
+        assert!(
+            matches!(&e[..], [Event::Completed { itt: i, token: 4, result: Completion::Bytes(Ok(b)) }] if *i == itt && &b[..] == b"abc"),
+            "{e:?}"
+        );
+        assert_eq!(c.stats().exp_stat_sn, 101, "the answer consumes a StatSN");
+    }
+
+    #[test]
+    fn keep_alive_pings_after_the_idle_interval_and_closes_on_silence() {
+        let t0 = Instant::now();
+        let ka = KeepAlive {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        };
+        let mut c = core_at(SessionParams::default(), 8, Some(ka), t0);
+        assert_eq!(c.poll_timeout(), Some(t0 + ka.interval));
+        // Early: nothing.
+        c.handle_timeout(t0 + Duration::from_secs(4));
+        assert!(sent(&mut c).is_empty());
+        // Traffic from the target restarts the idle clock.
+        let t1 = t0 + Duration::from_secs(3);
+        c.handle_frame(
+            t1,
+            Frame::new(&Pdu::NopIn(nop_in(RESERVED_TAG, RESERVED_TAG, 10, 17))),
+        );
+        assert_eq!(c.poll_timeout(), Some(t1 + ka.interval));
+        c.handle_timeout(t0 + ka.interval);
+        assert!(sent(&mut c).is_empty());
+        // Idle for the interval: a NOP-Out ping with an ITT.
+        let t2 = t1 + ka.interval;
+        c.handle_timeout(t2);
+        let f = sent(&mut c);
+        assert_eq!(f.len(), 1);
+        let Pdu::NopOut(ping) = f[0].pdu() else {
+            panic!()
+        };
+        assert!(ping.immediate && ping.itt != RESERVED_TAG && ping.ttt == RESERVED_TAG);
+        assert_eq!(c.poll_timeout(), Some(t2 + ka.timeout));
+        // Answered: back to the idle clock, no completion for anyone.
+        let t3 = t2 + Duration::from_secs(1);
+        c.handle_frame(
+            t3,
+            Frame::new(&Pdu::NopIn(nop_in(ping.itt, RESERVED_TAG, 10, 17))),
+        );
+        assert!(events(&mut c).is_empty());
+        assert_eq!(c.poll_timeout(), Some(t3 + ka.interval));
+        assert_eq!(c.stats().in_flight, 0);
+        // The next ping goes unanswered: the session closes with a reason
+        // and the command in flight fails with it.
+        c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, 9).unwrap();
+        sent(&mut c);
+        let t4 = t3 + ka.interval;
+        c.handle_timeout(t4);
+        assert_eq!(sent(&mut c).len(), 1);
+        c.handle_timeout(t4 + ka.timeout - Duration::from_millis(1));
+        assert!(c.close_reason().is_none());
+        c.handle_timeout(t4 + ka.timeout);
+        let reason = c.close_reason().expect("closed").to_owned();
+        assert!(reason.contains("keep-alive"), "{reason}");
+        let e = events(&mut c);
+        assert!(
+            matches!(&e[..], [Event::Completed { token: 9, result: Completion::Scsi(Err(CommandError::Closed(r))), .. }, Event::Closed { reason: r2 }] if *r == reason && *r2 == reason),
+            "{e:?}"
+        );
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn no_keep_alive_no_timeout() {
+        let mut c = core(SessionParams::default(), 8);
+        assert_eq!(c.poll_timeout(), None);
+        c.handle_timeout(Instant::now() + Duration::from_secs(3600));
+        assert!(c.poll_transmit().is_none());
     }
 
     #[test]
     fn itts_skip_the_reserved_tag_and_tags_in_use() {
         let mut c = core(SessionParams::default(), 8);
         c.next_itt = RESERVED_TAG - 1;
-        let (tx, _rx1) = oneshot::channel();
-        let a = c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, tx).unwrap();
-        let (tx, _rx2) = oneshot::channel();
-        let b = c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, tx).unwrap();
+        let a = c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, 1).unwrap();
+        let b = c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, 2).unwrap();
         assert_eq!((a, b), (RESERVED_TAG - 1, 0));
         c.next_itt = RESERVED_TAG - 1;
-        let (tx, _rx3) = oneshot::channel();
-        let d = c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, tx).unwrap();
+        let d = c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, 3).unwrap();
         assert_eq!(d, 1, "tags in use are skipped");
     }
 
     #[test]
     fn close_fails_everything_and_refuses_new_work() {
         let mut c = core(SessionParams::default(), 1);
-        let mut rxs = Vec::new();
-        for _ in 0..3 {
-            let (tx, rx) = oneshot::channel();
-            c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, tx).unwrap();
-            rxs.push(rx);
+        for t in 0..3 {
+            c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, t).unwrap();
         }
         c.close("gone".to_owned());
-        deliver(std::mem::take(&mut c.done));
-        for mut rx in rxs {
-            assert_eq!(
-                rx.try_recv().unwrap(),
-                Err(CommandError::Closed("gone".to_owned()))
-            );
-        }
-        let (tx, _rx) = oneshot::channel();
+        c.close("again".to_owned());
+        let e = events(&mut c);
+        let mut tokens: Vec<u32> = e
+            .iter()
+            .filter_map(|e| match e {
+                Event::Completed {
+                    token,
+                    result: Completion::Scsi(Err(CommandError::Closed(r))),
+                    ..
+                } if r == "gone" => Some(*token),
+                _ => None,
+            })
+            .collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, vec![0, 1, 2]);
+        assert!(matches!(e.last(), Some(Event::Closed { reason }) if reason == "gone"));
+        assert_eq!(e.len(), 4, "one Closed event");
         assert!(matches!(
-            c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, tx),
+            c.submit_scsi(Lun(0), &[0; 6], Bytes::new(), 0, 9),
             Err(CommandError::Closed(_))
         ));
+    }
+
+    #[test]
+    fn an_initiator_opcode_from_the_target_closes_the_session() {
+        let mut c = core(SessionParams::default(), 8);
+        let nop = NopOut {
+            immediate: true,
+            lun: Lun(0),
+            itt: 1,
+            ttt: RESERVED_TAG,
+            cmd_sn: 0,
+            exp_stat_sn: 0,
+        };
+        c.handle_frame(Instant::now(), Frame::new(&Pdu::NopOut(nop)));
+        assert!(c.close_reason().is_some_and(|r| r.contains("unexpected")));
     }
 
     #[test]

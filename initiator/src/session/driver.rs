@@ -1,0 +1,352 @@
+//! The tokio driver of a [`SessionCore`]: it owns the socket, feeds the
+//! core and resolves the callers' oneshots from the core's completions.
+//!
+//! - The **reader task** frames what the target sends
+//!   ([`iesp_proto::framing`]), hands each frame to the core with the time
+//!   of the read, sends the output the frames produced (Data-Out for R2Ts,
+//!   ping echoes) before it wakes anyone, then delivers the completions.
+//!   Between reads it sleeps until [`SessionCore::poll_timeout`] and calls
+//!   [`SessionCore::handle_timeout`] (the keep-alive clock); with no
+//!   keep-alive it only reads.
+//! - **Writes**: whoever queued output (a caller submitting, the reader)
+//!   takes the send token and writes without blocking, picking up what
+//!   others queue meanwhile (one vectored write per batch); what the socket
+//!   does not take at once goes to the **writer task** with the token.
+//! - The core and the send token sit behind one mutex that nobody holds
+//!   across I/O or while delivering completions.
+//! - When the connection ends (EOF, an error, an unusable stream, the
+//!   handle dropped) the core is closed and every outstanding request
+//!   fails at once.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use iesp_proto::framing::{self, FrameConfig, FrameError};
+use iesp_proto::outbox;
+use iesp_proto::pdu::{LogoutResponse, TmfResponse};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::AbortHandle;
+
+use super::core::{Completion, Event, KeepAlive, SessionCore};
+use super::{CommandError, ScsiResult};
+use crate::login::LoginOutcome;
+use crate::raw::{Direction, RawConnection, TraceEvent};
+
+/// Read buffer: room for several large PDUs per read.
+const READ_BUF: usize = 512 * 1024;
+
+/// The token the driver gives the core with each request: where its
+/// answer goes.
+pub(super) enum Reply {
+    Scsi(oneshot::Sender<Result<ScsiResult, CommandError>>),
+    Bytes(oneshot::Sender<Result<Bytes, CommandError>>),
+    Tmf(oneshot::Sender<Result<TmfResponse, CommandError>>),
+    Logout(oneshot::Sender<Result<LogoutResponse, CommandError>>),
+}
+
+pub(super) type Core = SessionCore<Reply>;
+
+/// Who may write to the socket now: nobody, a task that queued output
+/// (non-blocking writes from its own context, the fast path), or the
+/// writer task (the socket was full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sending {
+    Idle,
+    Direct,
+    Writer,
+}
+
+/// What the mutex guards.
+pub(super) struct State {
+    pub(super) core: Core,
+    sending: Sending,
+}
+
+/// Shared by the handle and the two tasks.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    /// The sending half. Whoever holds the send token writes to it,
+    /// without blocking; the writer task waits for room when it is full.
+    wr: OwnedWriteHalf,
+    /// Hands the send token to the writer task, or tells it the session
+    /// closed.
+    wake_writer: Notify,
+}
+
+/// The running driver of one session.
+pub(super) struct Running {
+    pub(super) shared: Arc<Shared>,
+    pub(super) reader: AbortHandle,
+    pub(super) writer: AbortHandle,
+}
+
+/// Takes over a logged-in connection and starts its tasks (inside a tokio
+/// runtime).
+pub(super) fn start(
+    conn: RawConnection,
+    outcome: &LoginOutcome,
+    keep_alive: Option<KeepAlive>,
+) -> Running {
+    let (stream, rbuf, cfg, trace) = conn.into_parts();
+    let (rd, wr) = stream.into_split();
+    let core = SessionCore::new(outcome, cfg, trace, keep_alive, Instant::now());
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            core,
+            sending: Sending::Idle,
+        }),
+        wr,
+        wake_writer: Notify::new(),
+    });
+    let reader = tokio::spawn(run_reader(shared.clone(), rd, rbuf, cfg)).abort_handle();
+    let writer = tokio::spawn(run_writer(shared.clone())).abort_handle();
+    Running {
+        shared,
+        reader,
+        writer,
+    }
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // The core is consistent between statements (no await, no panic
+        // paths on peer input), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a request on the core, sends what it queued and delivers any
+    /// completion it produced.
+    pub(super) fn submit<R>(
+        &self,
+        f: impl FnOnce(&mut Core) -> Result<R, CommandError>,
+    ) -> Result<R, CommandError> {
+        let mut st = self.lock();
+        let r = f(&mut st.core)?;
+        let mut events = Vec::new();
+        st.core.drain_events(&mut events);
+        self.flush(st);
+        deliver(&mut events);
+        Ok(r)
+    }
+
+    /// Closes the session: every request fails with `reason`.
+    pub(super) fn fail_all(&self, reason: String) {
+        let mut events = Vec::new();
+        {
+            let mut st = self.lock();
+            st.core.close(reason);
+            st.core.drain_events(&mut events);
+        }
+        deliver(&mut events);
+        self.wake_writer.notify_one();
+    }
+
+    /// Sends the queued output now unless someone else is sending (see the
+    /// module docs).
+    fn flush(&self, mut st: MutexGuard<'_, State>) {
+        if st.sending != Sending::Idle {
+            return;
+        }
+        let Some(mut chunks) = st.core.poll_transmit() else {
+            return;
+        };
+        st.sending = Sending::Direct;
+        drop(st);
+        loop {
+            if let Err(e) = try_write_chunks(&self.wr, &mut chunks) {
+                self.lock().sending = Sending::Idle;
+                self.fail_all(format!("write error: {e}"));
+                return;
+            }
+            let mut st = self.lock();
+            if !chunks.is_empty() {
+                st.core.requeue_transmit(chunks);
+                st.sending = Sending::Writer;
+                drop(st);
+                self.wake_writer.notify_one();
+                return;
+            }
+            match st.core.poll_transmit() {
+                Some(more) => chunks = more,
+                None => {
+                    st.sending = Sending::Idle;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves the callers' oneshots (outside the lock). A dropped receiver
+/// (the caller timed out or went away) is fine.
+fn deliver(events: &mut Vec<Event<Reply>>) {
+    for e in events.drain(..) {
+        let Event::Completed { token, result, .. } = e else {
+            continue;
+        };
+        // The core answers each request with the kind it was submitted
+        // as; a mismatch cannot happen, and would drop the sender (the
+        // caller then sees the session end).
+        match (token, result) {
+            (Reply::Scsi(tx), Completion::Scsi(r)) => drop(tx.send(r)),
+            (Reply::Bytes(tx), Completion::Bytes(r)) => drop(tx.send(r)),
+            (Reply::Tmf(tx), Completion::Tmf(r)) => drop(tx.send(r)),
+            (Reply::Logout(tx), Completion::Logout(r)) => drop(tx.send(r)),
+            _ => {}
+        }
+    }
+}
+
+/// Writes `chunks` without blocking until they are all written or the
+/// socket is full; what is left stays in `chunks`.
+fn try_write_chunks(wr: &OwnedWriteHalf, chunks: &mut VecDeque<Bytes>) -> io::Result<()> {
+    while !chunks.is_empty() {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let mut n = 0;
+        for (slot, c) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(c);
+            n += 1;
+        }
+        let written = match wr.try_write_vectored(&slices[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(w) => w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        outbox::consume(chunks, written);
+    }
+    Ok(())
+}
+
+async fn run_reader(
+    shared: Arc<Shared>,
+    mut rd: OwnedReadHalf,
+    mut rbuf: BytesMut,
+    cfg: FrameConfig,
+) {
+    // Reused for every batch: no allocation per read.
+    let mut events = Vec::new();
+    let reason = loop {
+        let (fatal, deadline) = {
+            let mut st = shared.lock();
+            let now = Instant::now();
+            let mut fatal = None;
+            loop {
+                match framing::decode(&cfg, &mut rbuf) {
+                    Ok(Some(frame)) => st.core.handle_frame(now, frame),
+                    Ok(None) => break,
+                    Err(FrameError::DataDigest { frame, .. }) => {
+                        st.core.handle_data_digest_error(now, &frame);
+                    }
+                    Err(e) => {
+                        // A bad header digest or an oversized segment: the
+                        // stream cannot be trusted any further (§7.8).
+                        fatal = Some(format!("unusable stream from the target: {e}"));
+                        break;
+                    }
+                }
+                if st.core.close_reason().is_some() {
+                    break;
+                }
+            }
+            st.core.drain_events(&mut events);
+            let fatal = fatal.or_else(|| st.core.close_reason().map(str::to_owned));
+            let deadline = st.core.poll_timeout();
+            // Data-Out for R2Ts and ping answers leave before the
+            // completions wake anyone.
+            shared.flush(st);
+            (fatal, deadline)
+        };
+        deliver(&mut events);
+        if let Some(reason) = fatal {
+            break reason;
+        }
+        if rbuf.capacity() - rbuf.len() < 16 * 1024 {
+            rbuf.reserve(READ_BUF);
+        }
+        let read = match deadline {
+            None => rd.read_buf(&mut rbuf).await,
+            Some(at) => {
+                tokio::select! {
+                    r = rd.read_buf(&mut rbuf) => r,
+                    () = tokio::time::sleep_until(at.into()) => {
+                        let closed = {
+                            let mut st = shared.lock();
+                            st.core.handle_timeout(Instant::now());
+                            st.core.drain_events(&mut events);
+                            let closed = st.core.close_reason().map(str::to_owned);
+                            shared.flush(st);
+                            closed
+                        };
+                        deliver(&mut events);
+                        match closed {
+                            Some(reason) => break reason,
+                            None => continue,
+                        }
+                    }
+                }
+            }
+        };
+        match read {
+            Ok(0) if rbuf.is_empty() => break "the target closed the connection".to_owned(),
+            Ok(0) => {
+                break format!(
+                    "the target closed the connection inside a PDU ({} bytes buffered)",
+                    rbuf.len()
+                );
+            }
+            Ok(_) => {}
+            Err(e) => break format!("read error: {e}"),
+        }
+    };
+    shared.lock().core.trace_mut().record(
+        Direction::Received,
+        TraceEvent::Closed {
+            partial: rbuf.len(),
+            error: Some(reason.clone()),
+        },
+    );
+    shared.fail_all(reason);
+}
+
+/// Finishes writes the socket could not take at once (see [`Shared::flush`]).
+async fn run_writer(shared: Arc<Shared>) {
+    loop {
+        shared.wake_writer.notified().await;
+        loop {
+            let mut chunks = {
+                let mut st = shared.lock();
+                if st.sending != Sending::Writer {
+                    break;
+                }
+                match st.core.poll_transmit() {
+                    Some(c) => c,
+                    None => {
+                        st.sending = Sending::Idle;
+                        break;
+                    }
+                }
+            };
+            while !chunks.is_empty() {
+                let r = match shared.wr.writable().await {
+                    Ok(()) => try_write_chunks(&shared.wr, &mut chunks),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    shared.lock().sending = Sending::Idle;
+                    shared.fail_all(format!("write error: {e}"));
+                    return;
+                }
+            }
+        }
+        let st = shared.lock();
+        if st.core.close_reason().is_some() && st.sending != Sending::Writer {
+            return;
+        }
+    }
+}
