@@ -69,6 +69,9 @@ pub struct ConformanceArgs {
     /// How long "nothing arrives" must last.
     #[arg(long, default_value = "300ms", value_parser = units::parse_duration_nonzero)]
     pub silence: Duration,
+    /// How long a TCP connect to the target may take.
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration_nonzero)]
+    pub connect_timeout: Duration,
     /// The time limit of one case.
     #[arg(long, default_value = "60s", value_parser = units::parse_duration_nonzero)]
     pub case_timeout: Duration,
@@ -300,6 +303,7 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     opts.timing.response = a.timeout;
     opts.timing.silence = a.silence;
     opts.timing.disconnect = a.timeout;
+    opts.timing.connect = a.connect_timeout;
     opts.case_timeout = a.case_timeout;
     opts.dataloss = a.dataloss || a.embedded;
     opts.declared = a.capabilities.iter().cloned().collect::<BTreeSet<_>>();

@@ -75,6 +75,8 @@ pub struct Timing {
     pub silence: Duration,
     /// How long to wait for the target to close a connection.
     pub disconnect: Duration,
+    /// How long a TCP connect may take.
+    pub connect: Duration,
 }
 
 impl Default for Timing {
@@ -83,6 +85,7 @@ impl Default for Timing {
             response: Duration::from_secs(3),
             silence: Duration::from_millis(300),
             disconnect: Duration::from_secs(3),
+            connect: iesp_initiator::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -613,7 +616,7 @@ impl Ctx {
     /// Opens a connection that will log in with `isid` (session
     /// reinstatement, more connections of a session).
     pub async fn connect_with_isid(&mut self, name: &str, isid: Isid) -> Result<(), Fail> {
-        let raw = RawConnection::connect(self.target.addr)
+        let raw = RawConnection::connect_timeout(self.target.addr, self.timing.connect)
             .await
             .map_err(|e| Fail::error(format!("cannot connect to {}: {e}", self.target.addr)))?;
         let mut conn = Conn::new(name, raw, isid);

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use iesp_initiator::{IscsiUrl, LogicalUnit, LunError, Session};
+use iesp_initiator::{IscsiUrl, LogicalUnit, LoginOptions, LunError, NegotiationPolicy, Session};
 use iesp_proto::scsi::inquiry::VpdPageCode;
 use iesp_proto::scsi::unmap::UnmapDescriptor;
 use iesp_proto::scsi::{Cdb, ReadCapacity16Data, SenseKey, UnmapParameters, Vpd, VpdPage};
@@ -71,9 +71,28 @@ impl IscsiDevice {
                 reason: "a discovery URL: add /target-iqn/lun".into(),
             });
         };
-        let session = Session::login_url(&url, &opts.initiator_name)
+        let mut login = LoginOptions::from_url(&url, &opts.initiator_name);
+        login.connect_timeout = opts.connect_timeout;
+        login.negotiation = if opts.strict_negotiation {
+            NegotiationPolicy::Strict
+        } else {
+            NegotiationPolicy::Lenient
+        };
+        let session = Session::login_url_with(&url, login)
             .await
             .map_err(|e| open_err(format!("login: {e}")))?;
+        let negotiation_warnings: Vec<super::NegotiationWarning> = session
+            .login_outcome()
+            .negotiation_warnings
+            .iter()
+            .map(|w| super::NegotiationWarning {
+                key: w.key.clone(),
+                offered: w.offered.clone(),
+                answered: w.answered.clone(),
+                used: w.used.clone(),
+                reason: w.reason.clone(),
+            })
+            .collect();
         session.set_default_timeout(Some(COMMAND_TIMEOUT));
         let lu = session
             .logical_unit(lun)
@@ -152,6 +171,7 @@ impl IscsiDevice {
                 align: super::buf::DEFAULT_ALIGN,
                 trim,
                 notes,
+                negotiation_warnings,
             },
             session,
             lu,

@@ -187,6 +187,7 @@ impl LocalDevice {
                 align,
                 trim,
                 notes,
+                negotiation_warnings: Vec::new(),
             },
             trim: TrimGate::default(),
         };

@@ -125,6 +125,14 @@ pub struct VerifyArgs {
     /// Use the page cache instead of O_DIRECT for local targets.
     #[arg(long)]
     pub buffered: bool,
+    /// iSCSI: how long a TCP connect may take (a portal that never answers
+    /// fails with exit 3 after this).
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration_nonzero)]
+    pub connect_timeout: Duration,
+    /// iSCSI: fail (exit 3) when the target answers a login key outside
+    /// the legal range, instead of clamping it with a warning.
+    #[arg(long)]
+    pub strict: bool,
     /// iSCSI initiator name.
     #[arg(long, default_value = crate::device::DEFAULT_INITIATOR)]
     pub initiator_name: String,
@@ -173,6 +181,8 @@ impl VerifyArgs {
                 create_size: self.size,
                 direct: !self.buffered,
                 initiator_name: self.initiator_name.clone(),
+                connect_timeout: self.connect_timeout,
+                strict_negotiation: self.strict,
             },
             offset: self.offset,
             length: self.length,

@@ -227,6 +227,9 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
     }
     let dev = Device::open(&opts.target, &open).await?;
     let info = dev.info().clone();
+    for w in &info.negotiation_warnings {
+        eprintln!("verify: warning: {w} (--strict makes this an error)");
+    }
     let bs = u64::from(info.block_size);
     if info.block_size < block::MIN_BLOCK_SIZE {
         return Err(Failure::usage(format!(
@@ -729,6 +732,7 @@ fn summarize(
         io_error_count,
         io_errors: report.io_errors,
         interrupted: signal.is_some(),
+        negotiation_warnings: ctx.dev.info().negotiation_warnings.clone(),
         outcome,
         exit_code,
         check_command,

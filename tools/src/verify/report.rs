@@ -191,6 +191,9 @@ pub struct Summary {
     /// SIGINT or SIGTERM stopped the run (`stopped_by` says which); the
     /// figures cover what was done until then.
     pub interrupted: bool,
+    /// Login answers outside the legal range, clamped (lenient login;
+    /// `--strict` fails instead).
+    pub negotiation_warnings: Vec<crate::device::NegotiationWarning>,
     pub outcome: Outcome,
     pub exit_code: u8,
     /// A command that checks this run's data later, when there is one.
