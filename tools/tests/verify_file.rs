@@ -292,11 +292,12 @@ fn exit_codes() {
     let help = iesp_test(&["verify", "--help"]);
     assert_eq!(help.code, 0);
     for line in [
-        "0  every block compared matched",
-        "1  mismatch",
-        "2  usage error",
-        "3  I/O error",
-        "4  refused",
+        "0    every block compared matched",
+        "1    mismatch",
+        "2    usage error",
+        "3    I/O or connection error",
+        "130  interrupted (SIGINT)",
+        "143  terminated (SIGTERM)",
     ] {
         assert!(
             help.stdout.contains(line),
