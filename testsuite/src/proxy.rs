@@ -111,6 +111,11 @@ pub enum Fault {
     SkewMaxOutstandingR2T,
     /// The same for MaxBurstLength (262144 upstream).
     SkewMaxBurstLength,
+    /// Login Responses answer FirstBurstLength and MaxBurstLength with
+    /// 268435456 whatever was offered, as iESP does: an answer above the
+    /// offer, which RFC 7143 §13.13/§13.14 (min) rules out. Tools test
+    /// their lenient login against it.
+    OversizeBurstAnswers,
     /// The initiator's MaxRecvDataSegmentLength reaches the target as
     /// 262144 (also when not declared, and in full feature phase).
     SkewMaxRecvDataSegmentLength,
@@ -143,6 +148,9 @@ pub enum Fault {
     /// "target" accepts no more connections.
     CrashOnMalformed,
 }
+
+/// What [`Fault::OversizeBurstAnswers`] answers: 256 MiB.
+pub const OVERSIZE_BURST: u32 = 268_435_456;
 
 /// Shared across the proxy's connections.
 #[derive(Default)]
@@ -597,6 +605,7 @@ impl Conn {
                 | Fault::EchoDeclarations
                 | Fault::SkewMaxOutstandingR2T
                 | Fault::SkewMaxBurstLength
+                | Fault::OversizeBurstAnswers
                     if matches!(op, Opcode::LOGIN_RESPONSE | Opcode::TEXT_RESPONSE) =>
                 {
                     if let Some(d) = self.rewrite_answers(fault, op, &f.data) {
@@ -817,6 +826,19 @@ impl Conn {
                     "InitiatorName",
                     "iqn.2026-11.invalid.iesp-test:echo",
                 ));
+            }
+            Fault::OversizeBurstAnswers if op == Opcode::LOGIN_RESPONSE => {
+                let mut found = false;
+                for kv in pairs
+                    .iter_mut()
+                    .filter(|kv| kv.key == "FirstBurstLength" || kv.key == "MaxBurstLength")
+                {
+                    kv.value = OVERSIZE_BURST.to_string();
+                    found = true;
+                }
+                if !found {
+                    return None;
+                }
             }
             Fault::SkewMaxOutstandingR2T | Fault::SkewMaxBurstLength => {
                 for kv in &mut pairs {

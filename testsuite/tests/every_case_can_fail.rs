@@ -341,6 +341,11 @@ const BREACHES: &[Breach] = &[
         &[SkewMaxOutstandingR2T],
         "small-mrdsl",
     ),
+    // iESP's burst answers (above the offer): the login case names it.
+    b(
+        &["iSCSI.Negotiation.FirstBurstLengthIsMinimum"],
+        &[OversizeBurstAnswers],
+    ),
     // Data-In.
     b(&["iSCSI.DataIn.DataSnSequence"], &[DataSnWrong]),
     b(&["iSCSI.DataIn.BufferOffsetsInOrder"], &[DataInOffsetShift]),
