@@ -12,6 +12,17 @@
 //! Streams: live progress and the summary go to stdout, unless an output
 //! flag is `-`: then stdout holds only that report and the rest goes to
 //! stderr.
+//!
+//! Before the first case the target's portal is tried once (a TCP connect
+//! within `--connect-timeout`): an unreachable target is one line and exit
+//! 3, not a suite of erroring cases.
+//!
+//! Negotiation is strict: a login answer outside the legal range (RFC 7143
+//! §6.2) fails the cases that log in, and the run ends with one line naming
+//! the answer. `--tolerate-negotiation` clamps such answers
+//! ([`iesp_initiator::NegotiationPolicy::Lenient`]) so the rest of the suite
+//! runs; the cases that check the answers still fail by name, each affected
+//! case notes the answer, and a warning on stderr names it.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -21,7 +32,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use iesp_cli::log::Verbosity;
 use iesp_cli::units;
-use iesp_initiator::{ChapCredentials, IscsiUrl};
+use iesp_initiator::{ChapCredentials, IscsiUrl, NegotiationPolicy};
 use iesp_target::embedded::EmbeddedTarget;
 use iesp_testsuite::conformance::baseline::{self, Baseline};
 use iesp_testsuite::conformance::report::{jsonl, junit, tap, terminal, traceability};
@@ -75,6 +86,11 @@ pub struct ConformanceArgs {
     /// The time limit of one case.
     #[arg(long, default_value = "60s", value_parser = units::parse_duration_nonzero)]
     pub case_timeout: Duration,
+    /// Clamp login answers outside the legal range (RFC 7143 §6.2, e.g.
+    /// FirstBurstLength above the offer) and run the suite on that session;
+    /// the cases checking those answers still fail.
+    #[arg(long)]
+    pub tolerate_negotiation: bool,
     /// CHAP credentials the target accepts (USER:SECRET); enables the CHAP cases.
     #[arg(long, value_name = "USER:SECRET")]
     pub chap: Option<String>,
@@ -123,6 +139,9 @@ const AFTER_HELP: &str = "\
 Reports: --junit, --tap and --jsonl take a file or - (stdout; then stdout holds
 only that report and progress goes to stderr). On SIGINT/SIGTERM the run stops
 after the case in progress and writes every report marked interrupted.
+
+Negotiation is strict: a login answer outside the legal range (RFC 7143 6.2)
+fails the cases that log in. --tolerate-negotiation clamps it and runs the rest.
 
 Exit status:
   0    every case passed (or, with --baseline, the run matches it)
@@ -308,6 +327,19 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     opts.dataloss = a.dataloss || a.embedded;
     opts.declared = a.capabilities.iter().cloned().collect::<BTreeSet<_>>();
     opts.seed = seed;
+    opts.negotiation = if a.tolerate_negotiation {
+        NegotiationPolicy::Lenient
+    } else {
+        NegotiationPolicy::Strict
+    };
+    if let Err(e) = preflight(&opts).await {
+        if let Some(t) = embedded
+            && let Err(e) = t.shutdown().await
+        {
+            tracing::warn!("stopping the embedded target: {e:#}");
+        }
+        return Err(exit::io(e));
+    }
     let format = if verbosity.quiet {
         "quiet"
     } else {
@@ -362,6 +394,7 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     if format != "tap" {
         output::say_str(&terminal::summary(&report));
     }
+    negotiation_summary(&report, opts.negotiation);
     if let Some(s) = crate::signal::received() {
         return Err(anyhow!(
             "conformance: interrupted by {s} after {} of {} case instances; reports written",
@@ -370,6 +403,47 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
         ));
     }
     finish(&a, &report, previous.as_ref())
+}
+
+/// One TCP connect to the portal within the connect timeout: an
+/// unreachable target is one line (exit 3), not hundreds of errors.
+async fn preflight(opts: &RunOptions) -> anyhow::Result<()> {
+    let addr = opts.target.addr;
+    match iesp_initiator::raw::RawConnection::connect_timeout(addr, opts.timing.connect).await {
+        Ok(c) => {
+            drop(c);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(anyhow!(
+            "conformance: TCP connect to {addr} timed out after {:?} (--connect-timeout)",
+            opts.timing.connect
+        )),
+        Err(e) => Err(anyhow!("conformance: cannot connect to {addr}: {e}")),
+    }
+}
+
+/// Names the out-of-range login answers of the run once, on stderr: the
+/// one cause of the cases they failed (strict), or what was tolerated.
+fn negotiation_summary(report: &RunReport, policy: NegotiationPolicy) {
+    let defects = runner::negotiation_defects(&report.results);
+    if defects.is_empty() {
+        return;
+    }
+    match policy {
+        NegotiationPolicy::Strict => {
+            let n = runner::failed_by_negotiation(&report.results);
+            eprintln!(
+                "conformance: {n} case instance(s) failed at login on answers outside the legal range; \
+                 --tolerate-negotiation runs them on the clamped session:"
+            );
+        }
+        NegotiationPolicy::Lenient => {
+            eprintln!("conformance: warning: tolerated login answers (--tolerate-negotiation):");
+        }
+    }
+    for d in defects {
+        eprintln!("  {d}");
+    }
 }
 
 fn write_reports(a: &ConformanceArgs, report: &RunReport) -> anyhow::Result<()> {
