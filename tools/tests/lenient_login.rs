@@ -308,7 +308,7 @@ fn sigint_during_conformance_writes_interrupted_reports_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("r.xml");
     let jsonl = dir.path().join("r.jsonl");
-    let child = Command::new(env!("CARGO_BIN_EXE_iesp-test"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iesp-test"))
         .args([
             "conformance",
             "--embedded",
@@ -324,14 +324,23 @@ fn sigint_during_conformance_writes_interrupted_reports_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until cases are running (progress lines on stdout), then SIGINT.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Wait until cases are finishing (progress lines on stdout), then SIGINT.
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stdout = String::new();
+    let mut progress = 0;
+    while progress < 10 {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(n > 0, "the run ended before the signal:\n{stdout}");
+        progress += usize::from(line.starts_with('['));
+        stdout.push_str(&line);
+    }
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let t0 = Instant::now();
+    std::io::Read::read_to_string(&mut reader, &mut stdout).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(20), "slow to stop");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let all = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
     assert_eq!(out.status.code(), Some(130), "{all}");
@@ -348,7 +357,7 @@ fn sigint_during_conformance_writes_interrupted_reports_and_exits_130() {
     assert_eq!(lines[0]["interrupted"], true, "{}", lines[0]);
     assert_eq!(summary(&lines)["interrupted"], true);
     let run = summary(&lines)["cases"].as_u64().unwrap();
-    assert!(run > 0, "no case finished before the signal");
+    assert!(run >= 10, "{run} cases in the report, 10 seen finishing");
     assert!(run < 400, "the run was not cut short ({run} cases)");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
