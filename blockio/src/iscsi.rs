@@ -25,7 +25,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use iesp_initiator::{CommandError, IscsiUrl, LogicalUnit, LunError, ScsiResult, Session};
+use iesp_initiator::{
+    CommandError, IscsiUrl, LogicalUnit, LoginOptions, LunError, NegotiationPolicy, ScsiResult,
+    Session,
+};
 use iesp_proto::scsi::inquiry::{BlockLimits, VpdPageCode};
 use iesp_proto::scsi::unmap::UnmapDescriptor;
 use iesp_proto::scsi::{
@@ -85,15 +88,35 @@ impl IscsiDevice {
                 reason: "a discovery URL: add /target-iqn/lun".into(),
             });
         };
-        let session = Session::login_url(&url, &opts.initiator_name)
+        let mut login = LoginOptions::from_url(&url, &opts.initiator_name);
+        login.connect_timeout = opts.connect_timeout;
+        login.negotiation = if opts.strict_negotiation {
+            NegotiationPolicy::Strict
+        } else {
+            NegotiationPolicy::Lenient
+        };
+        let session = Session::login_url_with(&url, login)
             .await
             .map_err(|e| open_err(format!("login: {e}")))?;
+        let negotiation_warnings: Vec<crate::NegotiationWarning> = session
+            .login_outcome()
+            .negotiation_warnings
+            .iter()
+            .map(|w| crate::NegotiationWarning {
+                key: w.key.clone(),
+                offered: w.offered.clone(),
+                answered: w.answered.clone(),
+                used: w.used.clone(),
+                reason: w.reason.clone(),
+            })
+            .collect();
         session.set_default_timeout(Some(COMMAND_TIMEOUT));
         let lu = session
             .logical_unit(lun)
             .await
             .map_err(|e| open_err(format!("LUN {lun}: {e}")))?;
         let mut dev = IscsiDevice::probe(name, lu).await;
+        dev.info.negotiation_warnings = negotiation_warnings;
         dev.session = Some(session);
         Ok(dev)
     }
@@ -212,6 +235,7 @@ impl IscsiDevice {
                 notes,
                 limits,
                 caps,
+                negotiation_warnings: Vec::new(),
             },
             session: None,
             lu,

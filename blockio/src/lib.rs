@@ -185,6 +185,31 @@ pub struct DeviceInfo {
     /// What is native (not in the reports either).
     #[serde(skip)]
     pub caps: Capabilities,
+    /// Login answers outside the legal range that were clamped (lenient
+    /// login, iSCSI LUNs only).
+    pub negotiation_warnings: Vec<NegotiationWarning>,
+}
+
+/// A login key the target answered outside the legal range (RFC 7143
+/// §6.2), and the value used instead: the initiator's
+/// [`iesp_initiator::NegotiationWarning`] in a form the reports serialise.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NegotiationWarning {
+    pub key: String,
+    pub offered: String,
+    pub answered: String,
+    pub used: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for NegotiationWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the target answered {}={} to our offer {}: {}; using {}",
+            self.key, self.answered, self.offered, self.reason, self.used
+        )
+    }
 }
 
 impl DeviceInfo {
@@ -257,6 +282,11 @@ pub struct OpenOptions {
     pub direct: bool,
     /// iSCSI initiator name.
     pub initiator_name: String,
+    /// iSCSI: how long the TCP connect may take.
+    pub connect_timeout: std::time::Duration,
+    /// iSCSI: fail the login on an answer outside the legal range instead
+    /// of clamping it with a warning.
+    pub strict_negotiation: bool,
 }
 
 impl Default for OpenOptions {
@@ -268,6 +298,8 @@ impl Default for OpenOptions {
             create_size: None,
             direct: true,
             initiator_name: DEFAULT_INITIATOR.to_owned(),
+            connect_timeout: iesp_initiator::DEFAULT_CONNECT_TIMEOUT,
+            strict_negotiation: false,
         }
     }
 }

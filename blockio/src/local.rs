@@ -225,6 +225,7 @@ impl LocalDevice {
                 notes,
                 limits,
                 caps,
+                negotiation_warnings: Vec::new(),
             },
             trim: TrimGate::default(),
             caw: tokio::sync::Mutex::new(()),

@@ -270,6 +270,7 @@ impl MemDevice {
                     compare_and_write: o.max_compare_and_write_blocks > 0,
                     compare_and_write_atomic: true,
                 },
+                negotiation_warnings: Vec::new(),
             },
             state: Mutex::new(State {
                 data: vec![0; bytes],

@@ -17,7 +17,10 @@
 //! - [`log`] — one log environment variable ([`log::ENV`]), `-v/-vv/-q`,
 //!   colour only on a terminal and never with `NO_COLOR`.
 //! - [`exit`] — the documented exit codes.
+//! - [`seed`] — a run's seed when none is given: from the OS with a
+//!   bounded wait, never a hang.
 
 pub mod exit;
 pub mod log;
+pub mod seed;
 pub mod units;

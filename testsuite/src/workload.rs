@@ -142,18 +142,29 @@ impl Workload for Sweep {
                 {
                     let i = (at - offset) as usize;
                     let want = pattern::generate(self.seed, at, 1);
-                    self.fail(anyhow::anyhow!(
-                        "mismatch at byte {at} (LBA {}): read {:#04x}, wrote {:#04x}",
-                        at / u64::from(self.bs),
-                        data[i],
-                        want[0]
-                    ));
+                    self.fail(anyhow::Error::new(Mismatch {
+                        byte: at,
+                        lba: at / u64::from(self.bs),
+                        read: data[i],
+                        wrote: want[0],
+                    }));
                 }
             }
             Ok(()) => {}
         }
         *slot = Some(done.buf);
     }
+}
+
+/// Data read back differs from what was written: the check's verdict,
+/// as opposed to an I/O or connection error (callers map it to exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("mismatch at byte {byte} (LBA {lba}): read {read:#04x}, wrote {wrote:#04x}")]
+pub struct Mismatch {
+    pub byte: u64,
+    pub lba: u64,
+    pub read: u8,
+    pub wrote: u8,
 }
 
 async fn pass<D: Device + 'static>(
@@ -210,8 +221,9 @@ mod tests {
             bad.inject(FaultRule::new(Fault::FlipOnStore { bit: 8 * 5 }).lbas(100..101));
             let e = write_read_verify_on(&Arc::new(bad), 512 * 1024, 8, 16384, 3)
                 .await
-                .unwrap_err()
-                .to_string();
+                .unwrap_err();
+            assert!(e.downcast_ref::<Mismatch>().is_some(), "{e:#}");
+            let e = e.to_string();
             assert!(e.starts_with("mismatch at byte 51205 (LBA 100)"), "{e}");
             let short = Arc::new(MemDevice::new(8, 512));
             assert!(

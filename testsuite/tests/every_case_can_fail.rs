@@ -421,6 +421,7 @@ fn timing() -> Timing {
         response: Duration::from_millis(1500),
         silence: Duration::from_millis(200),
         disconnect: Duration::from_millis(1500),
+        ..Timing::default()
     }
 }
 

@@ -1,29 +1,53 @@
 //! `iesp-test conformance URL`: the protocol-level conformance suite
 //! against any target (the suite itself is `iesp_testsuite::conformance`).
 //!
-//! Exit status: 0 when the run has no fail and no error — or, with
-//! `--baseline`, when it matches the baseline (see
+//! Exit status ([`iesp_cli::exit`]): 0 when the run has no fail and no
+//! error — or, with `--baseline`, when it matches the baseline (see
 //! [`iesp_testsuite::conformance::baseline`]); 1 otherwise; 2 for a
-//! command-line mistake.
+//! command-line mistake (including a bad output path, checked before the
+//! first connection); 3 when the target cannot be reached; 130/143 on
+//! SIGINT/SIGTERM, after the reports of the cases run so far are written
+//! marked interrupted.
+//!
+//! Streams: live progress and the summary go to stdout, unless an output
+//! flag is `-`: then stdout holds only that report and the rest goes to
+//! stderr.
+//!
+//! Before the first case the target's portal is tried once (a TCP connect
+//! within `--connect-timeout`): an unreachable target is one line and exit
+//! 3, not a suite of erroring cases.
+//!
+//! Negotiation is strict: a login answer outside the legal range (RFC 7143
+//! §6.2) fails the cases that log in, and the run ends with one line naming
+//! the answer. `--tolerate-negotiation` clamps such answers
+//! ([`iesp_initiator::NegotiationPolicy::Lenient`]) so the rest of the suite
+//! runs; the cases that check the answers still fail by name, each affected
+//! case notes the answer, and a warning on stderr names it.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use iesp_initiator::{ChapCredentials, IscsiUrl};
+use anyhow::{Context, anyhow};
+use iesp_cli::log::Verbosity;
+use iesp_cli::units;
+use iesp_initiator::{ChapCredentials, IscsiUrl, NegotiationPolicy};
 use iesp_target::embedded::EmbeddedTarget;
 use iesp_testsuite::conformance::baseline::{self, Baseline};
 use iesp_testsuite::conformance::report::{jsonl, junit, tap, terminal, traceability};
 use iesp_testsuite::conformance::runner::{self, Listener, Quiet, RunOptions};
-use iesp_testsuite::conformance::{OutcomeKind, RunReport, Suite, TargetSpec, value};
+use iesp_testsuite::conformance::{CaseResult, OutcomeKind, RunReport, Suite, TargetSpec};
+
+use crate::exit;
+use crate::output;
 
 /// The initiator name the suite logs in with unless told otherwise.
 pub const INITIATOR: &str = "iqn.2026-11.org.iesp-test:conformance";
 
 /// Options of `iesp-test conformance`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = AFTER_HELP)]
 pub struct ConformanceArgs {
     /// The target: iscsi://[user[%secret]@]host[:port]/target-iqn/lun (the
     /// LUN is the disk SCSI cases use).
@@ -51,14 +75,22 @@ pub struct ConformanceArgs {
     #[arg(long = "scripts", value_name = "DIR")]
     pub scripts: Vec<PathBuf>,
     /// How long to wait for an expected PDU.
-    #[arg(long, default_value = "3s", value_parser = value::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = units::parse_duration_nonzero)]
     pub timeout: Duration,
     /// How long "nothing arrives" must last.
-    #[arg(long, default_value = "300ms", value_parser = value::parse_duration)]
+    #[arg(long, default_value = "300ms", value_parser = units::parse_duration_nonzero)]
     pub silence: Duration,
+    /// How long a TCP connect to the target may take.
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration_nonzero)]
+    pub connect_timeout: Duration,
     /// The time limit of one case.
-    #[arg(long, default_value = "60s", value_parser = value::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = units::parse_duration_nonzero)]
     pub case_timeout: Duration,
+    /// Clamp login answers outside the legal range (RFC 7143 §6.2, e.g.
+    /// FirstBurstLength above the offer) and run the suite on that session;
+    /// the cases checking those answers still fail.
+    #[arg(long)]
+    pub tolerate_negotiation: bool,
     /// CHAP credentials the target accepts (USER:SECRET); enables the CHAP cases.
     #[arg(long, value_name = "USER:SECRET")]
     pub chap: Option<String>,
@@ -71,21 +103,19 @@ pub struct ConformanceArgs {
     /// Declare a target capability cases can require (declared:NAME gates).
     #[arg(long = "capability", value_name = "NAME")]
     pub capabilities: Vec<String>,
-    /// Write a JUnit XML report.
+    /// Write a JUnit XML report (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Write a TAP 14 report.
+    /// Write a TAP 14 report (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub tap: Option<PathBuf>,
-    /// Write a JSON lines report.
+    /// Write a JSON lines report (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub jsonl: Option<PathBuf>,
-    /// What to print while running: terminal, tap or quiet.
+    /// What to print while running: terminal, tap or quiet (-q: quiet;
+    /// -v: failure details as they happen).
     #[arg(long, default_value = "terminal", value_parser = ["terminal", "tap", "quiet"])]
     pub format: String,
-    /// Print failure details as they happen.
-    #[arg(short, long)]
-    pub verbose: bool,
     /// Compare the outcomes with this baseline; only unexpected ones fail the run.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
@@ -95,19 +125,42 @@ pub struct ConformanceArgs {
     /// A description of the target, recorded in a baseline written with --update-baseline.
     #[arg(long)]
     pub target_label: Option<String>,
-    /// Write the traceability table (spec section → cases) to FILE and exit.
+    /// Write the traceability table (spec section → cases) to FILE (- for
+    /// stdout) and exit.
     #[arg(long, value_name = "FILE")]
     pub traceability: Option<PathBuf>,
-    /// Seed of the ISIDs the run uses (random when not given; printed first).
+    /// Seed of the ISIDs the run uses (from the OS when not given; printed
+    /// first).
     #[arg(long)]
     pub seed: Option<u32>,
 }
+
+const AFTER_HELP: &str = "\
+Reports: --junit, --tap and --jsonl take a file or - (stdout; then stdout holds
+only that report and progress goes to stderr). On SIGINT/SIGTERM the run stops
+after the case in progress and writes every report marked interrupted.
+
+Negotiation is strict: a login answer outside the legal range (RFC 7143 6.2)
+fails the cases that log in. --tolerate-negotiation clamps it and runs the rest.
+
+Exit status:
+  0    every case passed (or, with --baseline, the run matches it)
+  1    a case failed or errored (or an outcome differs from the baseline)
+  2    usage error (command line, scripts, baseline, output path)
+  3    I/O or connection error (the target cannot be reached)
+  130  interrupted (SIGINT)
+  143  terminated (SIGTERM)
+
+Examples:
+  iesp-test conformance --embedded
+  iesp-test conformance --jsonl - iscsi://127.0.0.1/iqn.2026-11.org.iesp-test:target0/0 | jq .
+  iesp-test conformance --list -t 'iSCSI.Login.*'";
 
 fn creds(s: &str, what: &str) -> anyhow::Result<ChapCredentials> {
     let (u, p) = s
         .split_once(':')
         .filter(|(u, p)| !u.is_empty() && !p.is_empty())
-        .with_context(|| format!("{what} takes USER:SECRET"))?;
+        .ok_or_else(|| exit::usage(format!("{what} takes USER:SECRET")))?;
     Ok(ChapCredentials::new(u, p.as_bytes().to_vec()))
 }
 
@@ -120,27 +173,68 @@ pub fn suite(scripts: &[PathBuf]) -> anyhow::Result<Suite> {
     Ok(s)
 }
 
+/// Forwards to the live listener and keeps every result, so that the
+/// reports can still be written when a signal cuts the run short.
+struct Collect<'a> {
+    inner: &'a mut dyn Listener,
+    results: Vec<CaseResult>,
+}
+
+impl Listener for Collect<'_> {
+    fn started(&mut self, plan: &[runner::Planned], suite: &Suite) {
+        self.inner.started(plan, suite);
+    }
+    fn finished(&mut self, result: &CaseResult) {
+        self.inner.finished(result);
+        self.results.push(result.clone());
+    }
+}
+
 /// Runs the command.
-pub async fn run(a: ConformanceArgs) -> anyhow::Result<()> {
-    let suite = suite(&a.scripts)?;
+pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()> {
+    // Every output path, before anything else happens.
+    output::check_outputs(&[
+        ("--junit", a.junit.as_deref()),
+        ("--tap", a.tap.as_deref()),
+        ("--jsonl", a.jsonl.as_deref()),
+        ("--traceability", a.traceability.as_deref()),
+    ])
+    .map_err(exit::usage)?;
+    if a.update_baseline
+        && let Some(b) = &a.baseline
+    {
+        if b.as_os_str() == "-" {
+            return Err(exit::usage(
+                "--baseline - cannot be updated: give a file to --update-baseline",
+            ));
+        }
+        output::check_outputs(&[("--baseline", Some(b.as_path()))]).map_err(exit::usage)?;
+    }
+    let suite = suite(&a.scripts).map_err(|e| exit::usage(format!("{e:#}")))?;
     if let Some(path) = &a.traceability {
-        std::fs::write(path, traceability::render(&suite))
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {} ({} cases)", path.display(), suite.cases.len());
+        output::write_text(path, &traceability::render(&suite))
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(exit::io)?;
+        if path.as_os_str() != "-" {
+            println!("wrote {} ({} cases)", path.display(), suite.cases.len());
+        }
         return Ok(());
     }
     let profiles = (!a.profiles.is_empty()).then_some(a.profiles.as_slice());
-    let plan = runner::plan(&suite, &a.select, &a.exclude, profiles).map_err(anyhow::Error::msg)?;
+    let plan = runner::plan(&suite, &a.select, &a.exclude, profiles).map_err(exit::usage)?;
     if a.list {
+        let mut out = output::human_writer();
         for p in &plan {
             let m = &suite.cases[p.case].meta;
             let flags = if m.destructive { " [destructive]" } else { "" };
-            println!(
+            let _ = writeln!(
+                out,
                 "{:<58} {:<6} {:<28} {}{flags}",
                 p.instance, m.level, m.section, m.summary
             );
         }
-        println!(
+        let _ = writeln!(
+            out,
             "{} case instances ({} cases)",
             plan.len(),
             suite.cases.len()
@@ -148,16 +242,52 @@ pub async fn run(a: ConformanceArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if plan.is_empty() {
-        bail!("no case matches the selection");
+        return Err(exit::usage("no case matches the selection"));
     }
-    let seed = a.seed.unwrap_or_else(rand::random);
+    let previous = match &a.baseline {
+        Some(p) if p.exists() || !a.update_baseline => {
+            let src = std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map_err(|e| exit::usage(format!("{e:#}")))?;
+            Some(
+                Baseline::parse(&p.display().to_string(), &src)
+                    .map_err(|e| exit::usage(format!("{e:#}")))?,
+            )
+        }
+        _ => None,
+    };
+    let chap = a.chap.as_deref().map(|c| creds(c, "--chap")).transpose()?;
+    let mutual = a
+        .mutual_chap
+        .as_deref()
+        .map(|c| creds(c, "--mutual-chap"))
+        .transpose()?;
+    let url = match (&a.url, a.embedded) {
+        (Some(u), false) => {
+            let url: IscsiUrl = u
+                .parse()
+                .map_err(|e| exit::usage(format!("`{u}` is not an iscsi:// URL: {e}")))?;
+            if url.target_name().is_none() {
+                return Err(exit::usage(
+                    "the URL names no target (iscsi://host/target-iqn/lun)",
+                ));
+            }
+            Some(url)
+        }
+        _ => None,
+    };
+    let seed = iesp_cli::seed::resolve(a.seed.map(u64::from), "iesp-test conformance") as u32;
     let embedded = if a.embedded {
-        Some(EmbeddedTarget::start_ram(64 << 20, 512).await?)
+        Some(
+            EmbeddedTarget::start_ram(64 << 20, 512)
+                .await
+                .map_err(|e| exit::io(anyhow!("starting the embedded target: {e:#}")))?,
+        )
     } else {
         None
     };
-    let mut spec = match &embedded {
-        Some(t) => TargetSpec {
+    let mut spec = match (&embedded, &url) {
+        (Some(t), _) => TargetSpec {
             addr: t.addr,
             target_name: t.iqn.clone(),
             lun: Some(0),
@@ -165,49 +295,58 @@ pub async fn run(a: ConformanceArgs) -> anyhow::Result<()> {
             chap: None,
             mutual_chap: None,
         },
-        None => {
-            let url: IscsiUrl = a.url.as_deref().unwrap_or_default().parse()?;
+        (None, Some(url)) => {
             let addr = url
                 .resolve()
                 .await
-                .with_context(|| format!("resolving {}", url.host))?;
+                .with_context(|| format!("resolving {}", url.host))
+                .map_err(exit::io)?;
             TargetSpec {
                 addr,
-                target_name: url
-                    .target_name()
-                    .context("the URL names no target (iscsi://host/target-iqn/lun)")?
-                    .to_owned(),
+                target_name: url.target_name().unwrap_or_default().to_owned(),
                 lun: url.lun(),
                 initiator_name: a.initiator_name.clone(),
                 chap: url.chap(),
                 mutual_chap: url.mutual_chap(),
             }
         }
+        (None, None) => return Err(exit::usage("give a target URL or --embedded")),
     };
-    if let Some(c) = &a.chap {
-        spec.chap = Some(creds(c, "--chap")?);
+    if chap.is_some() {
+        spec.chap = chap;
     }
-    if let Some(c) = &a.mutual_chap {
-        spec.mutual_chap = Some(creds(c, "--mutual-chap")?);
+    if mutual.is_some() {
+        spec.mutual_chap = mutual;
     }
-    let previous = match &a.baseline {
-        Some(p) if p.exists() || !a.update_baseline => {
-            let src =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Some(Baseline::parse(&p.display().to_string(), &src)?)
-        }
-        _ => None,
-    };
     let mut opts = RunOptions::new(spec);
     opts.timing.response = a.timeout;
     opts.timing.silence = a.silence;
     opts.timing.disconnect = a.timeout;
+    opts.timing.connect = a.connect_timeout;
     opts.case_timeout = a.case_timeout;
     opts.dataloss = a.dataloss || a.embedded;
     opts.declared = a.capabilities.iter().cloned().collect::<BTreeSet<_>>();
     opts.seed = seed;
-    if a.format != "tap" {
-        println!(
+    opts.negotiation = if a.tolerate_negotiation {
+        NegotiationPolicy::Lenient
+    } else {
+        NegotiationPolicy::Strict
+    };
+    if let Err(e) = preflight(&opts).await {
+        if let Some(t) = embedded
+            && let Err(e) = t.shutdown().await
+        {
+            tracing::warn!("stopping the embedded target: {e:#}");
+        }
+        return Err(exit::io(e));
+    }
+    let format = if verbosity.quiet {
+        "quiet"
+    } else {
+        a.format.as_str()
+    };
+    if format != "tap" {
+        output::say(format_args!(
             "conformance: seed {seed}, {} case instances against {}{}",
             plan.len(),
             opts.target.target_name,
@@ -216,30 +355,102 @@ pub async fn run(a: ConformanceArgs) -> anyhow::Result<()> {
             } else {
                 ""
             }
-        );
+        ));
     }
     let report = {
-        let stdout = std::io::stdout();
-        let mut listener: Box<dyn Listener> = match a.format.as_str() {
-            "tap" => Box::new(tap::TapStream::new(stdout)),
+        let live = output::human_writer();
+        let mut listener: Box<dyn Listener> = match format {
+            "tap" => Box::new(tap::TapStream::new(live)),
             "quiet" => Box::new(Quiet),
-            _ => Box::new(terminal::Progress::new(stdout, a.verbose)),
+            _ => Box::new(terminal::Progress::new(live, verbosity.verbose > 0)),
         };
-        runner::run(&suite, &plan, &opts, listener.as_mut()).await
+        let mut collect = Collect {
+            inner: listener.as_mut(),
+            results: Vec::with_capacity(plan.len()),
+        };
+        let started = std::time::SystemTime::now();
+        let t0 = std::time::Instant::now();
+        let finished = tokio::select! {
+            r = runner::run(&suite, &plan, &opts, &mut collect) => Some(r),
+            _ = crate::signal::wait() => None,
+        };
+        match finished {
+            Some(r) => r,
+            None => RunReport {
+                results: std::mem::take(&mut collect.results),
+                started,
+                duration: t0.elapsed(),
+                target: format!("{} at {}", opts.target.target_name, opts.target.addr),
+                interrupted: true,
+            },
+        }
     };
-    if let Some(t) = embedded {
-        t.shutdown().await?;
+    if let Some(t) = embedded
+        && let Err(e) = t.shutdown().await
+    {
+        tracing::warn!("stopping the embedded target: {e:#}");
     }
     write_reports(&a, &report)?;
-    if a.format != "tap" {
-        print!("{}", terminal::summary(&report));
+    if format != "tap" {
+        output::say_str(&terminal::summary(&report));
+    }
+    negotiation_summary(&report, opts.negotiation);
+    if let Some(s) = crate::signal::received() {
+        return Err(anyhow!(
+            "conformance: interrupted by {s} after {} of {} case instances; reports written",
+            report.results.len(),
+            plan.len()
+        ));
     }
     finish(&a, &report, previous.as_ref())
 }
 
+/// One TCP connect to the portal within the connect timeout: an
+/// unreachable target is one line (exit 3), not hundreds of errors.
+async fn preflight(opts: &RunOptions) -> anyhow::Result<()> {
+    let addr = opts.target.addr;
+    match iesp_initiator::raw::RawConnection::connect_timeout(addr, opts.timing.connect).await {
+        Ok(c) => {
+            drop(c);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(anyhow!(
+            "conformance: TCP connect to {addr} timed out after {:?} (--connect-timeout)",
+            opts.timing.connect
+        )),
+        Err(e) => Err(anyhow!("conformance: cannot connect to {addr}: {e}")),
+    }
+}
+
+/// Names the out-of-range login answers of the run once, on stderr: the
+/// one cause of the cases they failed (strict), or what was tolerated.
+fn negotiation_summary(report: &RunReport, policy: NegotiationPolicy) {
+    let defects = runner::negotiation_defects(&report.results);
+    if defects.is_empty() {
+        return;
+    }
+    match policy {
+        NegotiationPolicy::Strict => {
+            let n = runner::failed_by_negotiation(&report.results);
+            eprintln!(
+                "conformance: {n} case instance(s) failed at login on answers outside the legal range; \
+                 --tolerate-negotiation runs them on the clamped session:"
+            );
+        }
+        NegotiationPolicy::Lenient => {
+            eprintln!("conformance: warning: tolerated login answers (--tolerate-negotiation):");
+        }
+    }
+    for d in defects {
+        eprintln!("  {d}");
+    }
+}
+
 fn write_reports(a: &ConformanceArgs, report: &RunReport) -> anyhow::Result<()> {
     let write = |p: &PathBuf, s: String| {
-        std::fs::write(p, s).with_context(|| format!("writing {}", p.display()))
+        output::write_text(p, &s)
+            .with_context(|| format!("writing {}", p.display()))
+            .map_err(exit::io)
     };
     if let Some(p) = &a.junit {
         write(p, junit::render(report))?;
@@ -261,34 +472,37 @@ fn finish(
 ) -> anyhow::Result<()> {
     if a.update_baseline {
         let Some(path) = &a.baseline else {
-            bail!("--update-baseline needs --baseline FILE")
+            return Err(exit::usage("--update-baseline needs --baseline FILE"));
         };
         let b = Baseline::from_run(&report.results, previous, a.target_label.clone());
-        std::fs::write(path, b.to_toml()).with_context(|| format!("writing {}", path.display()))?;
-        println!(
+        output::write_text(path, &b.to_toml())
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(exit::io)?;
+        output::say(format_args!(
             "baseline {} updated ({} entries)",
             path.display(),
             b.cases.len()
-        );
+        ));
         return Ok(());
     }
     if let Some(b) = previous {
         let cmp = baseline::compare(&report.results, b);
-        let mut out = std::io::stdout();
-        let _ = write!(out, "{}", cmp.describe());
+        output::say_str(&cmp.describe());
         let n = cmp.unexpected().count();
         if n > 0 {
-            bail!("{n} unexpected outcome(s) against the baseline");
+            return Err(exit::failed(anyhow!(
+                "{n} unexpected outcome(s) against the baseline"
+            )));
         }
         return Ok(());
     }
     let bad = report.count(OutcomeKind::Fail) + report.count(OutcomeKind::Error);
     if bad > 0 {
-        bail!(
+        return Err(exit::failed(anyhow!(
             "{} failed, {} errors",
             report.count(OutcomeKind::Fail),
             report.count(OutcomeKind::Error)
-        );
+        )));
     }
     Ok(())
 }

@@ -7,8 +7,9 @@
 //! - [`selftest`] — the whole stack against the embedded reference target.
 //! - [`verify`] — write/read-verify of files, block devices and LUNs.
 //! - [`conformance`] — the protocol-level conformance suite against any target.
-//! - [`output`] — progress, human-readable figures, JSON files.
-//! - [`exit`] — exit codes and the error that carries one.
+//! - [`output`] — progress, human-readable figures, output paths, JSON files.
+//! - [`exit`] — exit codes (docs/cli.md) and the error that carries one.
+//! - [`signal`] — SIGINT/SIGTERM as a stop request.
 //! - [`device`], [`block`], [`pattern`] — re-exports of the shared
 //!   block-I/O layer, [`iesp_blockio`]: the [`device::Device`] trait and its
 //!   file, block device, iSCSI and in-memory implementations, the
@@ -25,14 +26,12 @@ pub use iesp_blockio::{block, pattern};
 pub mod conformance;
 pub mod output;
 pub mod selftest;
+pub mod signal;
 pub mod verify;
 
-/// Exit codes shared by the tools.
+/// Exit codes and the error that carries one.
 pub mod exit {
-    /// The check ran and found a problem (mismatch, protocol error).
-    pub const FAILED: u8 = 1;
-    /// Bad command line (clap uses 2 as well).
-    pub const USAGE: u8 = 2;
+    pub use iesp_cli::exit::{FAILED, IO, PASS, SIGINT, SIGTERM, USAGE};
 
     /// An error that carries the process exit code.
     #[derive(Debug, thiserror::Error)]
@@ -42,8 +41,32 @@ pub mod exit {
         pub error: anyhow::Error,
     }
 
-    /// The exit code for an error: its own if it has one, else [`FAILED`].
+    /// A usage error (exit 2): a one-line message.
+    pub fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
+        Coded {
+            code: USAGE,
+            error: anyhow::anyhow!("{msg}"),
+        }
+        .into()
+    }
+
+    /// A data or conformance failure (exit 1).
+    pub fn failed(error: anyhow::Error) -> anyhow::Error {
+        Coded {
+            code: FAILED,
+            error,
+        }
+        .into()
+    }
+
+    /// An I/O or connection error (exit 3).
+    pub fn io(error: anyhow::Error) -> anyhow::Error {
+        Coded { code: IO, error }.into()
+    }
+
+    /// The exit code for an error: its own if it has one, else [`IO`]
+    /// (the check could not run to a verdict).
     pub fn code_of(e: &anyhow::Error) -> u8 {
-        e.downcast_ref::<Coded>().map_or(FAILED, |c| c.code)
+        e.downcast_ref::<Coded>().map_or(IO, |c| c.code)
     }
 }

@@ -4,10 +4,24 @@
 //!
 //! Progress goes to stderr — a bar when stderr is a terminal, a plain line
 //! every few seconds otherwise (logs, CI) — so stdout carries only results.
+//!
+//! ## Streams (docs/cli.md)
+//!
+//! - The human-readable results (a command's header and summary) go to
+//!   stdout through [`say`] — unless an output flag is `-`, in which case
+//!   stdout holds only that document and [`say`] writes to stderr
+//!   ([`set_stdout_taken`]). At most one output flag may be `-`
+//!   ([`check_outputs`]).
+//! - Every output path is checked before any I/O starts
+//!   ([`check_outputs`]): its directory must exist and be writable, and the
+//!   path must not be a directory. A bad path is a usage error (exit 2).
+//! - Files are written whole ([`write_text`], [`write_json`]): a temporary
+//!   file in the same directory, renamed into place.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -101,6 +115,113 @@ impl Progress {
     }
 }
 
+static STDOUT_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Marks stdout as holding a machine-readable document (an output flag was
+/// `-`): from now on [`say`] writes to stderr.
+pub fn set_stdout_taken(taken: bool) {
+    STDOUT_TAKEN.store(taken, Ordering::Relaxed);
+}
+
+/// Whether an output flag is `-` (see [`set_stdout_taken`]).
+pub fn stdout_taken() -> bool {
+    STDOUT_TAKEN.load(Ordering::Relaxed)
+}
+
+/// Prints a line of human-readable results: stdout, or stderr when stdout
+/// holds a document.
+pub fn say(args: std::fmt::Arguments<'_>) {
+    if stdout_taken() {
+        eprintln!("{args}");
+    } else {
+        println!("{args}");
+    }
+}
+
+/// Prints human-readable text as is (see [`say`]).
+pub fn say_str(text: &str) {
+    if stdout_taken() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+/// The writer for human-readable results (see [`say`]).
+pub fn human_writer() -> Box<dyn Write + Send> {
+    if stdout_taken() {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    }
+}
+
+/// Checks the output flags of a command before it starts: `(flag, path)`
+/// for each one given. Fails with a one-line message naming the flag when
+/// a path cannot be written, or when more than one flag is `-`. Returns
+/// whether one is `-` (stdout), and marks stdout taken if so.
+pub fn check_outputs(outputs: &[(&str, Option<&Path>)]) -> Result<bool, String> {
+    let mut to_stdout: Option<&str> = None;
+    for &(flag, path) in outputs {
+        let Some(path) = path else { continue };
+        if path == Path::new("-") {
+            if let Some(other) = to_stdout {
+                return Err(format!(
+                    "{other} and {flag} are both `-`: only one document can go to stdout"
+                ));
+            }
+            to_stdout = Some(flag);
+            continue;
+        }
+        check_output(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    }
+    if to_stdout.is_some() {
+        set_stdout_taken(true);
+    }
+    Ok(to_stdout.is_some())
+}
+
+/// Whether a file can be written at `path` (not `-`).
+fn check_output(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("empty path".into());
+    }
+    if path.is_dir() {
+        return Err("is a directory".into());
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", dir.display())),
+        Err(e) => return Err(format!("directory {}: {e}", dir.display())),
+    }
+    // The file is written as a temporary file renamed into place: the
+    // directory must take a new file.
+    tempfile::NamedTempFile::new_in(dir)
+        .map(drop)
+        .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))
+}
+
+/// Writes `text` to `path` (`-` is stdout), files atomically.
+pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    if path == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        return out.flush();
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// `123.4 MiB`-style size.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -138,21 +259,9 @@ pub fn hex_line(offset: usize, data: &[u8]) -> String {
 /// Writes `value` as pretty JSON to `path` (`-` is stdout), atomically for
 /// files (a temporary file renamed into place).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    if path == Path::new("-") {
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        return out.write_all(b"\n");
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.write_all(b"\n")?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write_text(path, &text)
 }
 
 #[cfg(test)]
@@ -178,5 +287,31 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v, serde_json::json!({"b": 2}));
+    }
+
+    #[test]
+    fn output_paths_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("r.json");
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let under_file = file.join("r.json");
+        let missing = dir.path().join("no/such/r.json");
+        let check = |p: &Path| check_outputs(&[("--json", Some(p))]);
+        assert_eq!(check(&ok), Ok(false));
+        for bad in [dir.path(), &under_file, &missing, Path::new("")] {
+            let e = check(bad).unwrap_err();
+            assert!(e.starts_with("--json "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = check_outputs(&[
+            ("--junit", Some(Path::new("-"))),
+            ("--json", None),
+            ("--tap", Some(Path::new("-"))),
+        ])
+        .unwrap_err();
+        assert!(e.contains("--junit and --tap"), "{e}");
+        // Nothing was left behind by the checks.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use iesp_initiator::{LoginOptions, Session, discover};
 
 use iesp_target::embedded::EmbeddedTarget;
@@ -41,14 +41,14 @@ pub struct Pass {
 
 /// Runs the selftest, printing as it goes; fails on the first problem.
 pub async fn run(opts: &Options) -> anyhow::Result<Vec<Pass>> {
-    ensure!(
-        opts.io_size % opts.block_size == 0,
-        "--io-size must be a multiple of the block size"
-    );
-    ensure!(
-        opts.size % u64::from(opts.io_size) == 0,
-        "--size must be a multiple of --io-size"
-    );
+    if opts.io_size == 0 || opts.io_size % opts.block_size != 0 {
+        return Err(crate::exit::usage(
+            "--io-size must be a multiple of the block size",
+        ));
+    }
+    if opts.size % u64::from(opts.io_size) != 0 {
+        return Err(crate::exit::usage("--size must be a multiple of --io-size"));
+    }
     println!("selftest: seed {}", opts.seed);
     let target = EmbeddedTarget::start_ram(opts.size, opts.block_size).await?;
     println!(
@@ -96,7 +96,16 @@ pub async fn run(opts: &Options) -> anyhow::Result<Vec<Pass>> {
         // The suite's workload: the shared load engine and pattern.
         let times =
             iesp_testsuite::workload::write_read_verify(&lu, opts.size, qd, opts.io_size, seed)
-                .await?;
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<iesp_testsuite::workload::Mismatch>()
+                        .is_some()
+                    {
+                        crate::exit::failed(e)
+                    } else {
+                        crate::exit::io(e)
+                    }
+                })?;
         let (w, r) = (times.write, times.read);
         let mib = opts.size as f64 / (1 << 20) as f64;
         let pass = Pass {
@@ -187,7 +196,10 @@ async fn verify_passes(target: &EmbeddedTarget, opts: &Options) -> anyhow::Resul
             s.mismatch_count
         );
         if s.outcome != Outcome::Pass {
-            bail!("verify {name}: {}", s.render(5));
+            return Err(crate::exit::failed(anyhow::anyhow!(
+                "verify {name}: {}",
+                s.render(5)
+            )));
         }
     }
     Ok(())
@@ -222,11 +234,12 @@ async fn conformance(target: &EmbeddedTarget) -> anyhow::Result<()> {
         report.duration.as_secs_f64(),
         cmp.unexpected().count()
     );
-    ensure!(
-        cmp.ok(),
-        "conformance run differs from the reference baseline:\n{}",
-        cmp.describe()
-    );
+    if !cmp.ok() {
+        return Err(crate::exit::failed(anyhow::anyhow!(
+            "conformance run differs from the reference baseline:\n{}",
+            cmp.describe()
+        )));
+    }
     Ok(())
 }
 

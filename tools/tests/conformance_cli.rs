@@ -178,7 +178,7 @@ fn mistakes_get_one_line_messages() {
     ] {
         let out = iesp_test(&args);
         let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }

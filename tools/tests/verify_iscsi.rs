@@ -43,7 +43,9 @@ fn our_target_passes_persists_and_shows_damage() {
     let target = rt.block_on(EmbeddedTarget::start(cfg.clone())).unwrap();
     let url = target.url(0);
     let (run, r) = verify(
-        &["--write", "--seed", "9", "--length", "4M", "-q", "16", &url],
+        &[
+            "--write", "--seed", "9", "--length", "4M", "--qd", "16", &url,
+        ],
         &json,
     );
     assert_eq!(run.code, 0, "{}", run.text());
@@ -77,7 +79,7 @@ fn our_target_passes_persists_and_shows_damage() {
         "4M",
         "-w",
         "2",
-        "-q",
+        "--qd",
         "4",
         "--verified-percent",
         "50",
@@ -126,7 +128,7 @@ fn tgt_passes() {
             "--write",
             "--seed",
             "4",
-            "-q",
+            "--qd",
             "8",
             "--io-size",
             "256K",
@@ -144,7 +146,7 @@ fn tgt_passes() {
         "2M",
         "-w",
         "2",
-        "-q",
+        "--qd",
         "4",
         "--verified-percent",
         "60",
@@ -163,15 +165,7 @@ fn tgt_passes() {
 
 #[test]
 fn selftest_runs_verify() {
-    let run = iesp_test(&[
-        "selftest",
-        "--size",
-        "16M",
-        "--queue-depths",
-        "1,8",
-        "--seed",
-        "3",
-    ]);
+    let run = iesp_test(&["selftest", "--size", "16M", "--qd", "1,8", "--seed", "3"]);
     assert_eq!(run.code, 0, "{}", run.text());
     for line in [
         "verify:    sequential",
@@ -249,7 +243,7 @@ fn tgt_thin_provisioned_gets_unmap() {
         "1M",
         "-w",
         "2",
-        "-q",
+        "--qd",
         "2",
         "--mix",
         "unique=60,duplicate=10,trim=30",

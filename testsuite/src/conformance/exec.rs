@@ -29,6 +29,19 @@
 //! the case meaningless returns [`Fail::Skip`]; a problem of the harness
 //! itself (cannot connect, a script refers to an unknown variable) returns
 //! [`Fail::Error`].
+//!
+//! ## Out-of-range login answers (RFC 7143 §6.2)
+//!
+//! Logins through the initiator ([`Ctx::login_with`], the runner's setup)
+//! follow [`Ctx::negotiation`]. Strict (the default): an answer outside the
+//! legal range of our offer (iESP answers FirstBurstLength =
+//! MaxBurstLength = 268435456 whatever is offered) fails the login, and the
+//! case with it, naming the key and the value. Lenient (`conformance
+//! --tolerate-negotiation`): the initiator's clamp (the proto negotiator's,
+//! not a second one here) puts the legal value in force, the case goes on,
+//! and a note starting with [`NEGOTIATION_NOTE`] records the answer. Either
+//! way every such answer is kept in [`Ctx::negotiation_defects`], so that
+//! the run can name the one cause of many setup failures.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -38,7 +51,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use iesp_initiator::raw::{RawConnection, Received};
-use iesp_initiator::{ChapCredentials, LoginError, LoginOptions, LoginOutcome, login};
+use iesp_initiator::{
+    ChapCredentials, LoginError, LoginOptions, LoginOutcome, NegotiationPolicy, NegotiationWarning,
+    login,
+};
 use iesp_proto::bhs::{Bhs, Lun, Opcode, RESERVED_TAG};
 use iesp_proto::framing::{self, Frame, FrameConfig, FrameError};
 use iesp_proto::negotiation::{Digest, Negotiator, Phase, Role, SessionParams, SessionType};
@@ -75,6 +91,8 @@ pub struct Timing {
     pub silence: Duration,
     /// How long to wait for the target to close a connection.
     pub disconnect: Duration,
+    /// How long a TCP connect may take.
+    pub connect: Duration,
 }
 
 impl Default for Timing {
@@ -83,6 +101,7 @@ impl Default for Timing {
             response: Duration::from_secs(3),
             silence: Duration::from_millis(300),
             disconnect: Duration::from_secs(3),
+            connect: iesp_initiator::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -554,6 +573,35 @@ pub struct Ctx {
     pub blocks: u64,
     /// Notes for the report (what a case saw that is worth knowing).
     pub notes: Vec<String>,
+    /// What initiator logins do with an answer outside the legal range
+    /// (strict unless the run tolerates it).
+    pub negotiation: NegotiationPolicy,
+    /// The out-of-range answers initiator logins met, one per key (the
+    /// first seen): those that failed a strict login and those a lenient
+    /// one clamped.
+    pub negotiation_defects: Vec<NegotiationWarning>,
+}
+
+/// The start of the note a case gets for each out-of-range login answer
+/// (strict or tolerated); [`super::runner::negotiation_defects`] collects
+/// them across a run.
+pub const NEGOTIATION_NOTE: &str = "negotiation: ";
+
+/// What such a note says when the (strict) login failed on the answer.
+pub const NEGOTIATION_LOGIN_FAILED: &str = "the login failed";
+
+/// `FirstBurstLength=268435456 to our offer 262144 (…); MaxBurstLength=…`.
+pub fn describe_answers(ws: &[NegotiationWarning]) -> String {
+    let parts: Vec<String> = ws
+        .iter()
+        .map(|w| {
+            format!(
+                "{}={} to our offer {} ({}; a lenient login uses {})",
+                w.key, w.answered, w.offered, w.reason, w.used
+            )
+        })
+        .collect();
+    parts.join("; ")
 }
 
 impl Ctx {
@@ -584,6 +632,30 @@ impl Ctx {
             block_size: 512,
             blocks: 0,
             notes: Vec::new(),
+            negotiation: NegotiationPolicy::Strict,
+            negotiation_defects: Vec::new(),
+        }
+    }
+
+    /// Keeps the out-of-range answers of a login, once per key, each with
+    /// a note for the report.
+    fn record_defects(&mut self, ws: &[NegotiationWarning]) {
+        for w in ws {
+            if self.negotiation_defects.iter().any(|d| d.key == w.key) {
+                continue;
+            }
+            let then = match self.negotiation {
+                NegotiationPolicy::Strict => {
+                    format!("{NEGOTIATION_LOGIN_FAILED} (--tolerate-negotiation clamps it)")
+                }
+                NegotiationPolicy::Lenient => format!("tolerated, {}={} in force", w.key, w.used),
+            };
+            self.notes.push(format!(
+                "{NEGOTIATION_NOTE}the target answered {}={} to our offer {} \
+                 ({}, RFC 7143 §6.2): {then}",
+                w.key, w.answered, w.offered, w.reason
+            ));
+            self.negotiation_defects.push(w.clone());
         }
     }
 
@@ -613,7 +685,7 @@ impl Ctx {
     /// Opens a connection that will log in with `isid` (session
     /// reinstatement, more connections of a session).
     pub async fn connect_with_isid(&mut self, name: &str, isid: Isid) -> Result<(), Fail> {
-        let raw = RawConnection::connect(self.target.addr)
+        let raw = RawConnection::connect_timeout(self.target.addr, self.timing.connect)
             .await
             .map_err(|e| Fail::error(format!("cannot connect to {}: {e}", self.target.addr)))?;
         let mut conn = Conn::new(name, raw, isid);
@@ -700,6 +772,8 @@ impl Ctx {
         o.cmd_sn = c.cmd_sn;
         o.itt = c.login_itt;
         o.timeout = self.timing.response;
+        o.connect_timeout = self.timing.connect;
+        o.negotiation = self.negotiation;
         self.profile.apply(&mut o);
         if discovery {
             // Discovery sessions keep the profile's digests but not its
@@ -745,6 +819,11 @@ impl Ctx {
             Err(LoginError::Closed) => c.closed = true,
             Err(_) => {}
         }
+        match &r {
+            Ok(out) => self.record_defects(&out.negotiation_warnings),
+            Err(LoginError::OutOfRange(ws)) => self.record_defects(ws),
+            Err(_) => {}
+        }
         r
     }
 
@@ -754,6 +833,13 @@ impl Ctx {
         let opts = self.login_options(discovery)?;
         let out = self.login_with(&opts).await.map_err(|e| match e {
             LoginError::Io(e) => Fail::error(format!("login: {e}")),
+            LoginError::OutOfRange(ws) => Fail::check(format!(
+                "{} login with profile {}: the target answered outside the legal range \
+                 (RFC 7143 §6.2): {}; --tolerate-negotiation runs the case on the clamped session",
+                if discovery { "discovery" } else { "normal" },
+                self.profile.name,
+                describe_answers(&ws)
+            )),
             e => Fail::check(format!(
                 "{} login with profile {} failed: {e}",
                 if discovery { "discovery" } else { "normal" },

@@ -12,16 +12,28 @@
 //!
 //! A case instance is a case under one profile; its id is the case id, with
 //! `@profile` appended for profiles other than the default.
+//!
+//! Login answers outside the legal range (RFC 7143 §6.2) follow
+//! [`RunOptions::negotiation`]: strict by default, so a target that answers
+//! FirstBurstLength above the offer fails every case that logs in through
+//! the initiator (and the negotiation case that checks it, by name);
+//! lenient (`--tolerate-negotiation`) clamps the answer and runs the rest
+//! of the suite on that session. Each case notes the answers it met
+//! ([`super::exec::NEGOTIATION_NOTE`]); [`negotiation_defects`] gives the
+//! run's distinct ones, so a report can name the one cause.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use iesp_initiator::NegotiationPolicy;
 use iesp_proto::scsi::SenseKey;
 
 use super::Suite;
 use super::case::{Body, Case, CaseId, CmpOp, Gate, Level, LoginMode};
-use super::exec::{Ctx, Fail, Failure, TargetSpec, Timing};
+use super::exec::{
+    Ctx, Fail, Failure, NEGOTIATION_LOGIN_FAILED, NEGOTIATION_NOTE, TargetSpec, Timing,
+};
 use super::profile::{self, Profile};
 use super::script;
 use super::transfer::{End, ScsiRequest};
@@ -144,6 +156,12 @@ pub struct RunOptions {
     pub declared: BTreeSet<String>,
     /// Seed of the run's ISIDs (printed by the CLI).
     pub seed: u32,
+    /// What the suite's initiator logins (setup, script `login` steps) do
+    /// with an out-of-range answer: [`NegotiationPolicy::Strict`] (the
+    /// default) fails them; [`NegotiationPolicy::Lenient`]
+    /// (`--tolerate-negotiation`) clamps and notes it. Cases that check
+    /// the answers themselves with raw Login PDUs are not affected.
+    pub negotiation: NegotiationPolicy,
 }
 
 impl RunOptions {
@@ -158,6 +176,7 @@ impl RunOptions {
             profiles: None,
             declared: BTreeSet::new(),
             seed: 0x1e5b,
+            negotiation: NegotiationPolicy::Strict,
         }
     }
 }
@@ -244,6 +263,9 @@ pub struct RunReport {
     pub duration: Duration,
     /// `iqn… at 127.0.0.1:3260 LUN 1`.
     pub target: String,
+    /// SIGINT/SIGTERM stopped the run: `results` holds the cases that
+    /// finished before it. Every report says so.
+    pub interrupted: bool,
 }
 
 impl RunReport {
@@ -253,6 +275,33 @@ impl RunReport {
             .filter(|r| r.outcome.kind() == k)
             .count()
     }
+}
+
+/// The distinct out-of-range login answers the cases met, in the order
+/// first seen, each as its note reads without [`NEGOTIATION_NOTE`].
+pub fn negotiation_defects(results: &[CaseResult]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    results
+        .iter()
+        .flat_map(|r| r.notes.iter())
+        .filter_map(|n| n.strip_prefix(NEGOTIATION_NOTE))
+        .filter(|n| seen.insert(*n))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// How many cases failed or errored while meeting an out-of-range login
+/// answer under the strict policy: cases the defect kept from running.
+pub fn failed_by_negotiation(results: &[CaseResult]) -> usize {
+    results
+        .iter()
+        .filter(|r| matches!(r.outcome.kind(), OutcomeKind::Fail | OutcomeKind::Error))
+        .filter(|r| {
+            r.notes
+                .iter()
+                .any(|n| n.starts_with(NEGOTIATION_NOTE) && n.contains(NEGOTIATION_LOGIN_FAILED))
+        })
+        .count()
 }
 
 /// Runs the planned instances one after the other.
@@ -282,6 +331,7 @@ pub async fn run(
         started,
         duration: t0.elapsed(),
         target: describe_target(&opts.target),
+        interrupted: false,
     }
 }
 
@@ -505,9 +555,11 @@ pub async fn run_one(
     let case = case.clone();
     let timing = opts.timing;
     let limit = opts.case_timeout;
+    let negotiation = opts.negotiation;
     // Each case runs in its own task: a panic is the case's error, not the run's.
     let task = tokio::spawn(async move {
         let mut ctx = Ctx::new(target, timing, *profile, seed);
+        ctx.negotiation = negotiation;
         let body = async {
             setup(&case, &mut ctx).await?;
             match &case.body {
@@ -577,6 +629,57 @@ mod tests {
                 ),
             ],
         }
+    }
+
+    fn result(name: &str, outcome: Outcome, notes: &[&str]) -> CaseResult {
+        CaseResult {
+            id: CaseId::new("iSCSI", "Nop", name),
+            profile: profile::DEFAULT,
+            section: "RFC 7143 §11.18".into(),
+            level: Level::Must,
+            summary: "x".into(),
+            outcome,
+            duration: Duration::ZERO,
+            trace: Vec::new(),
+            notes: notes.iter().map(|n| (*n).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn negotiation_defects_are_named_once_and_counted() {
+        let strict = format!(
+            "{NEGOTIATION_NOTE}the target answered FirstBurstLength=268435456 to our offer 262144: {NEGOTIATION_LOGIN_FAILED}"
+        );
+        let fail = || Outcome::Fail(Failure::default());
+        let rs = vec![
+            result("A", fail(), &[&strict]),
+            result("B", fail(), &["login: a StatSN skipped", &strict]),
+            result("C", Outcome::Pass, &[]),
+            result("D", fail(), &[]),
+            result("E", Outcome::Skip("x".into()), &[&strict]),
+        ];
+        let d = negotiation_defects(&rs);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].starts_with("the target answered FirstBurstLength=268435456"));
+        // A and B failed on it; D failed for its own reason, E skipped.
+        assert_eq!(failed_by_negotiation(&rs), 2);
+        let tolerated = format!("{NEGOTIATION_NOTE}… tolerated, FirstBurstLength=262144 in force");
+        let rs = vec![result("A", Outcome::Pass, &[&tolerated])];
+        assert_eq!(negotiation_defects(&rs).len(), 1);
+        assert_eq!(failed_by_negotiation(&rs), 0);
+        assert_eq!(
+            RunOptions::new(TargetSpec {
+                addr: "127.0.0.1:3260".parse().unwrap(),
+                target_name: "t".into(),
+                lun: None,
+                initiator_name: "i".into(),
+                chap: None,
+                mutual_chap: None,
+            })
+            .negotiation,
+            NegotiationPolicy::Strict,
+            "conformance is strict unless told"
+        );
     }
 
     #[test]

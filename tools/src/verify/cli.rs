@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use iesp_cli::units;
 
 use crate::device::OpenOptions;
 use crate::output::ProgressMode;
@@ -18,15 +19,22 @@ TARGET is a regular file, a local block device (/dev/sdX) or an iSCSI URL
 the target is refused if it is mounted, in use, or carries a partition table
 or file system signature, unless --force.
 
-Exit codes:
-  0  every block compared matched
-  1  mismatch: at least one block differed from what was written
-  2  usage error (bad options, or options that do not fit the target)
-  3  I/O error: an open, login, read, write or flush failed (no mismatch)
-  4  refused: the target looks in use or holds data (see --force)
+The human-readable summary goes to stdout (to stderr when --json is -),
+progress to stderr. On SIGINT or SIGTERM verify stops issuing commands, lets
+those in flight complete, and writes its summary, --json report (with
+\"interrupted\": true) and --state-out file; it never prints PASS then.
+
+Exit status:
+  0    every block compared matched
+  1    mismatch: at least one block differed from what was written
+  2    usage error: bad options, options that do not fit the target, a bad
+       output path, or a target that looks in use or holds data (--force)
+  3    I/O or connection error: an open, login, read, write or flush failed
+  130  interrupted (SIGINT)
+  143  terminated (SIGTERM)
 
 Examples:
-  iesp-test verify --write --size 1G /tmp/disk.img
+  iesp-test verify --write --size 1G --json - /tmp/disk.img | jq .outcome
   iesp-test verify --write --mode random --duration 60s --mix u=70,d=20,t=10 /dev/sdX
   iesp-test verify --check --seed 1234 iscsi://127.0.0.1/iqn.2026-11.org.iesp-test:target0/0";
 
@@ -51,18 +59,18 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub force: bool,
     /// Start of the tested range (bytes: 4096, 64M, 1G).
-    #[arg(long, default_value = "0", value_parser = parse_size)]
+    #[arg(long, default_value = "0", value_parser = units::parse_size)]
     pub offset: u64,
     /// Length of the tested range (default: to the end).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = units::parse_size)]
     pub length: Option<u64>,
-    /// Stop writing after this long (30s, 5m, 1h); what was written is
+    /// Stop writing after this long (30s, 5m, 1h30m); what was written is
     /// still verified.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = units::parse_duration_nonzero)]
     pub duration: Option<Duration>,
     /// Stop after writing this many bytes (reading, with --check); commands
     /// already in flight complete.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = units::parse_size)]
     pub bytes: Option<u64>,
     /// Stop once this percentage of the range has been verified
     /// (random mode default: 100).
@@ -76,11 +84,11 @@ pub struct VerifyArgs {
     /// random-range slots.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
-    /// Commands each worker keeps in flight.
-    #[arg(short, long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Commands each worker keeps in flight (queue depth).
+    #[arg(long = "qd", alias = "queue-depth", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub queue_depth: u32,
     /// Bytes per command.
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    #[arg(long, default_value = "1M", value_parser = units::parse_size_nonzero)]
     pub io_size: u64,
     /// Random mode: the largest range, in blocks.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -89,8 +97,8 @@ pub struct VerifyArgs {
     /// trims.
     #[arg(long, default_value = "unique=80,duplicate=10,trim=10")]
     pub mix: Mix,
-    /// Seed of the data (random when not given; printed first). The same
-    /// seed writes the same image.
+    /// Seed of the data (from the OS when not given; printed first). The
+    /// same seed writes the same image.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Sequential: generation of the first pass (default 1). Check: the
@@ -98,48 +106,48 @@ pub struct VerifyArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1 << 29) - 1))]
     pub generation: Option<u64>,
     /// Save what every block should now hold, for a later --check
-    /// --state-in.
-    #[arg(long, conflicts_with = "check")]
+    /// --state-in (- for stdout). Saved on SIGINT/SIGTERM too.
+    #[arg(long, value_name = "FILE", conflicts_with = "check")]
     pub state_out: Option<PathBuf>,
     /// With --check: expect what this state file says.
-    #[arg(long, requires = "check")]
+    #[arg(long, value_name = "FILE", requires = "check")]
     pub state_in: Option<PathBuf>,
     /// Write the report as JSON to FILE (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Block size of a regular file (default 4096); devices and LUNs
     /// report their own.
-    #[arg(long, value_parser = parse_block_size)]
+    #[arg(long, value_parser = units::parse_block_size)]
     pub block_size: Option<u32>,
     /// Create a missing regular file of this size.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = units::parse_size_nonzero)]
     pub size: Option<u64>,
     /// Use the page cache instead of O_DIRECT for local targets.
     #[arg(long)]
     pub buffered: bool,
+    /// iSCSI: how long a TCP connect may take (a portal that never answers
+    /// fails with exit 3 after this).
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration_nonzero)]
+    pub connect_timeout: Duration,
+    /// iSCSI: fail (exit 3) when the target answers a login key outside
+    /// the legal range, instead of clamping it with a warning.
+    #[arg(long)]
+    pub strict: bool,
     /// iSCSI initiator name.
     #[arg(long, default_value = crate::device::DEFAULT_INITIATOR)]
     pub initiator_name: String,
-    /// Progress display on stderr.
+    /// Progress display on stderr (-q: none).
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
-    /// Seconds between progress lines when stderr is not a terminal.
-    #[arg(long, default_value_t = 5.0)]
-    pub progress_interval: f64,
+    /// Time between progress lines when stderr is not a terminal.
+    #[arg(long, default_value = "5s", value_parser = units::parse_duration_nonzero)]
+    pub progress_interval: Duration,
     /// Mismatches shown in detail.
     #[arg(long, default_value_t = 10)]
     pub show: usize,
     /// Give up after this many I/O errors.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_io_errors: u64,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    iesp_target::config::parse_size(s)
-}
-
-fn parse_block_size(s: &str) -> Result<u32, String> {
-    iesp_target::config::parse_block_size(s)
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -152,29 +160,6 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{p} is not in (0, 100]"))
     }
-}
-
-/// `90`, `90s`, `1.5s`, `500ms`, `5m`, `2h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 5m, 1h)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit in `{s}` (ms, s, m, h)")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("`{s}` is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 impl VerifyArgs {
@@ -196,6 +181,8 @@ impl VerifyArgs {
                 create_size: self.size,
                 direct: !self.buffered,
                 initiator_name: self.initiator_name.clone(),
+                connect_timeout: self.connect_timeout,
+                strict_negotiation: self.strict,
             },
             offset: self.offset,
             length: self.length,
@@ -217,7 +204,9 @@ impl VerifyArgs {
             state_in: self.state_in.clone(),
             json: self.json.clone(),
             progress: self.progress,
-            interval: Duration::from_secs_f64(self.progress_interval.clamp(0.1, 3600.0)),
+            interval: self
+                .progress_interval
+                .clamp(Duration::from_millis(100), Duration::from_secs(3600)),
             show: self.show,
             print_header: true,
             interruptible: true,
@@ -225,22 +214,37 @@ impl VerifyArgs {
     }
 }
 
-/// Runs `iesp-test verify`: the summary on stdout, an error (with its exit
-/// code, see [`crate::exit::Coded`]) unless everything matched.
+/// Runs `iesp-test verify`: checks the output paths, resolves the seed,
+/// runs, prints the summary (stdout, or stderr when `--json -`), and
+/// returns an error with its exit code (see [`crate::exit::Coded`])
+/// unless everything matched.
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let coded = |f: crate::verify::Failure| crate::exit::Coded {
         code: f.code,
         error: f.error,
     };
-    let opts = args.options().map_err(coded)?;
+    crate::output::check_outputs(&[
+        ("--json", args.json.as_deref()),
+        ("--state-out", args.state_out.as_deref()),
+    ])
+    .map_err(crate::exit::usage)?;
+    let mut opts = args.options().map_err(coded)?;
+    if opts.mode != Mode::Check {
+        // A check takes its seed from the block headers when not given.
+        opts.seed = Some(iesp_cli::seed::resolve(opts.seed, "iesp-test verify"));
+    }
     let summary = crate::verify::run(&opts).await.map_err(coded)?;
-    print!("{}", summary.render(opts.show));
+    crate::output::say_str(&summary.render(opts.show));
     match summary.exit_code {
         exit::PASS => Ok(()),
         code => Err(crate::exit::Coded {
             code,
             error: anyhow::anyhow!(match code {
                 exit::MISMATCH => format!("verify: {} mismatching blocks", summary.mismatch_count),
+                crate::exit::SIGINT | crate::exit::SIGTERM => format!(
+                    "verify: {}",
+                    summary.stopped_by.as_deref().unwrap_or("interrupted")
+                ),
                 _ => format!("verify: {} I/O errors", summary.io_error_count),
             }),
         }
@@ -251,18 +255,6 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn percentages() {

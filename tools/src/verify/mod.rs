@@ -52,19 +52,21 @@ use random::Mix;
 use report::{Outcome, REPORT_FORMAT, REPORT_VERSION, Stats, Summary};
 use state::{BlockState, STATE_FORMAT, STATE_VERSION, StateFile, StateKind, StateTable};
 
-/// Exit codes of `verify` (documented in `--help` and the README).
+/// Exit codes of `verify` (documented in `--help` and the README); the
+/// values are [`iesp_cli::exit`]'s.
 pub mod exit {
     /// Everything written was read back intact.
-    pub const PASS: u8 = 0;
+    pub const PASS: u8 = iesp_cli::exit::PASS;
     /// At least one block differed from what was written.
-    pub const MISMATCH: u8 = 1;
+    pub const MISMATCH: u8 = iesp_cli::exit::FAILED;
     /// Bad command line or options that do not fit the target.
-    pub const USAGE: u8 = 2;
+    pub const USAGE: u8 = iesp_cli::exit::USAGE;
     /// A read, write, flush, login or open failed (and nothing mismatched).
-    pub const IO_ERROR: u8 = 3;
+    pub const IO_ERROR: u8 = iesp_cli::exit::IO;
     /// The target looks in use or holds data (mounted, partition table,
-    /// file system): nothing written. `--force` overrides.
-    pub const REFUSED: u8 = 4;
+    /// file system): nothing written; `--force` overrides. A usage error:
+    /// the command line must change.
+    pub const REFUSED: u8 = iesp_cli::exit::USAGE;
 }
 
 /// Which mode.
@@ -238,6 +240,9 @@ pub async fn run_on(
     state_in: Option<StateFile>,
 ) -> Result<Summary, Failure> {
     let info = dev.info().clone();
+    for w in &info.negotiation_warnings {
+        eprintln!("verify: warning: {w} (--strict makes this an error)");
+    }
     let bs = u64::from(info.block_size);
     if info.block_size < block::MIN_BLOCK_SIZE {
         return Err(Failure::usage(format!(
@@ -334,9 +339,13 @@ pub async fn run_on(
                 Some(CheckSource::Uniform { generation }),
             )
         }
-        (Mode::Random, _) => (opts.seed.unwrap_or_else(rand::random), Flags::RANDOM, None),
+        (Mode::Random, _) => (
+            iesp_cli::seed::resolve(opts.seed, "verify"),
+            Flags::RANDOM,
+            None,
+        ),
         (Mode::Sequential, _) => (
-            opts.seed.unwrap_or_else(rand::random),
+            iesp_cli::seed::resolve(opts.seed, "verify"),
             Flags::default(),
             None,
         ),
@@ -371,7 +380,7 @@ pub async fn run_on(
     macro_rules! say {
         ($($t:tt)*) => {
             if !quiet {
-                println!($($t)*);
+                output::say(format_args!($($t)*));
             }
         };
     }
@@ -433,14 +442,16 @@ pub async fn run_on(
     ));
     let progress = Arc::new(Progress::new(opts.progress, opts.interval));
     let ticker = spawn_ticker(ctx.clone(), progress.clone(), opts.progress, opts.interval);
-    // Ctrl-C stops the run cleanly (summary, report, state) — only from
-    // the command line: a tool that embeds verify keeps its own handling.
+    // SIGINT/SIGTERM stop the run cleanly (summary, report, state marked
+    // interrupted) — only from the command line: a tool that embeds
+    // verify keeps its own handling.
     let interrupt = {
         let ctx = ctx.clone();
         let listen = opts.interruptible;
         tokio::spawn(async move {
-            if listen && tokio::signal::ctrl_c().await.is_ok() {
-                ctx.abort("interrupted".into());
+            if listen {
+                let s = crate::signal::wait().await;
+                ctx.abort(format!("interrupted by {s}"));
             }
         })
     };
@@ -643,17 +654,27 @@ fn summarize(
     report.mismatches.sort_by_key(|m| m.lba);
     let mismatch_count = Stats::get(&s.mismatches);
     let io_error_count = Stats::get(&s.io_errors);
+    let signal = if opts.interruptible {
+        crate::signal::received()
+    } else {
+        None
+    };
     let outcome = if mismatch_count > 0 {
         Outcome::Mismatch
+    } else if signal.is_some() {
+        Outcome::Interrupted
     } else if io_error_count > 0 {
         Outcome::IoError
     } else {
         Outcome::Pass
     };
-    let exit_code = match outcome {
-        Outcome::Pass => exit::PASS,
-        Outcome::Mismatch => exit::MISMATCH,
-        Outcome::IoError => exit::IO_ERROR,
+    // A signal decides the exit code, even over a mismatch found before it
+    // (the report still says "mismatch").
+    let exit_code = match (signal, outcome) {
+        (Some(s), _) => s.exit_code(),
+        (None, Outcome::Pass) => exit::PASS,
+        (None, Outcome::Mismatch) => exit::MISMATCH,
+        (None, _) => exit::IO_ERROR,
     };
     let by_class: BTreeMap<&'static str, u64> = Class::ALL
         .iter()
@@ -724,6 +745,8 @@ fn summarize(
         mismatches: report.mismatches,
         io_error_count,
         io_errors: report.io_errors,
+        interrupted: signal.is_some(),
+        negotiation_warnings: ctx.dev.info().negotiation_warnings.clone(),
         outcome,
         exit_code,
         check_command,

@@ -143,6 +143,9 @@ pub enum Outcome {
     Mismatch,
     /// An operation failed; no mismatch.
     IoError,
+    /// SIGINT or SIGTERM stopped the run before a verdict; no mismatch in
+    /// what was compared until then.
+    Interrupted,
 }
 
 /// The whole run, as printed and as written to `--json`.
@@ -185,6 +188,12 @@ pub struct Summary {
     pub mismatches: Vec<MismatchRecord>,
     pub io_error_count: u64,
     pub io_errors: Vec<IoErrorRecord>,
+    /// SIGINT or SIGTERM stopped the run (`stopped_by` says which); the
+    /// figures cover what was done until then.
+    pub interrupted: bool,
+    /// Login answers outside the legal range, clamped (lenient login;
+    /// `--strict` fails instead).
+    pub negotiation_warnings: Vec<crate::device::NegotiationWarning>,
     pub outcome: Outcome,
     pub exit_code: u8,
     /// A command that checks this run's data later, when there is one.
@@ -309,6 +318,7 @@ impl Summary {
             Outcome::Pass => "PASS",
             Outcome::Mismatch => "FAIL: data mismatch",
             Outcome::IoError => "FAIL: I/O error",
+            Outcome::Interrupted => "INTERRUPTED before a verdict, no mismatch so far",
         };
         let _ = writeln!(s, "verify: {verdict} (exit code {})", self.exit_code);
         if let Some(c) = &self.check_command {

@@ -20,6 +20,7 @@ pub fn header(report: &RunReport) -> Value {
         "tool_version": env!("CARGO_PKG_VERSION"),
         "target": report.target,
         "started_unix_ms": report.started.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        "interrupted": report.interrupted,
     })
 }
 
@@ -64,6 +65,7 @@ pub fn render(report: &RunReport) -> String {
             "skip": report.count(OutcomeKind::Skip),
             "error": report.count(OutcomeKind::Error),
             "duration_ms": report.duration.as_secs_f64() * 1000.0,
+            "interrupted": report.interrupted,
         })
         .to_string(),
     );
@@ -103,6 +105,7 @@ mod tests {
             }],
             started: SystemTime::now(),
             duration: Duration::from_millis(3),
+            interrupted: false,
             target: "t".into(),
         };
         let text = render(&report);

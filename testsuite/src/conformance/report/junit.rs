@@ -124,6 +124,9 @@ pub fn render(report: &RunReport) -> String {
             secs(time),
             iso8601(stamp)
         );
+        if report.interrupted {
+            s.push_str("    <properties>\n      <property name=\"interrupted\" value=\"true\"/>\n    </properties>\n");
+        }
         for r in rs {
             case(&mut s, r);
         }
@@ -191,6 +194,7 @@ mod tests {
             ],
             started: UNIX_EPOCH + Duration::from_secs(1_795_269_449),
             duration: Duration::from_millis(9),
+            interrupted: false,
             target: "t".into(),
         };
         let xml = render(&report);

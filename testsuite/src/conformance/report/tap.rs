@@ -56,6 +56,10 @@ pub fn render(report: &RunReport) -> String {
     for (i, r) in report.results.iter().enumerate() {
         s.push_str(&point(i + 1, r));
     }
+    if report.interrupted {
+        // TAP's way to say the run stopped early.
+        s.push_str("Bail out! interrupted\n");
+    }
     s
 }
 
@@ -114,6 +118,7 @@ mod tests {
             ],
             started: SystemTime::now(),
             duration: Duration::ZERO,
+            interrupted: false,
             target: "t".into(),
         };
         let t = render(&report);

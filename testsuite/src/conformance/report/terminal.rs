@@ -195,6 +195,7 @@ mod tests {
             started: SystemTime::now(),
             duration: Duration::from_millis(1500),
             target: "t".into(),
+            interrupted: false,
         };
         let s = summary(&report);
         assert!(
