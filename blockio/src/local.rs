@@ -517,3 +517,76 @@ async fn blocking<T: Send + 'static>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(n: usize, v: u8) -> AlignedBuf {
+        let mut b = AlignedBuf::new(n, 4096);
+        b.fill(v);
+        b
+    }
+
+    /// Every command on a real file (O_DIRECT where the file system has it).
+    #[test]
+    fn commands_on_a_real_file() {
+        let dir =
+            tempfile::tempdir_in(std::env::var_os("TMPDIR").unwrap_or("/var/tmp".into())).unwrap();
+        let path = dir.path().join("dev.img");
+        let opts = OpenOptions {
+            write: true,
+            force: true,
+            create_size: Some(64 * 4096),
+            ..OpenOptions::default()
+        };
+        let dev = LocalDevice::open(&path, &opts).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let bs = 4096;
+            assert_eq!((dev.info().block_size, dev.info().blocks), (4096, 64));
+            dev.write(0, filled(8 * bs, 0x11), true).await.1.unwrap();
+            let (b, r) = dev.read(0, AlignedBuf::new(8 * bs, 4096)).await;
+            r.unwrap();
+            assert!(b.iter().all(|&x| x == 0x11));
+            // WRITE SAME of a pattern, then of zeros with and without UNMAP.
+            dev.write_same(8, 10, filled(bs, 0x5a), false)
+                .await
+                .1
+                .unwrap();
+            let (b, _) = dev.read(8, AlignedBuf::new(10 * bs, 4096)).await;
+            assert!(b.iter().all(|&x| x == 0x5a));
+            dev.write_same(0, 2, filled(bs, 0), true).await.1.unwrap();
+            dev.write_same(2, 2, filled(bs, 0), false).await.1.unwrap();
+            let (b, _) = dev.read(0, AlignedBuf::new(5 * bs, 4096)).await;
+            assert!(b[..4 * bs].iter().all(|&x| x == 0));
+            assert!(b[4 * bs..].iter().all(|&x| x == 0x11));
+            // UNMAP of two ranges: holes read as zeros.
+            dev.unmap(&[LbaRange::new(4, 1), LbaRange::new(9, 2)])
+                .await
+                .unwrap();
+            let (b, _) = dev.read(8, AlignedBuf::new(4 * bs, 4096)).await;
+            assert!(b[..bs].iter().all(|&x| x == 0x5a));
+            assert!(b[bs..3 * bs].iter().all(|&x| x == 0));
+            // COMPARE AND WRITE: a match writes, a mismatch names the byte.
+            let mut caw = AlignedBuf::new(2 * bs, 4096);
+            caw[..bs].fill(0x5a);
+            caw[bs..].fill(0x77);
+            dev.compare_and_write(8, caw, false).await.1.unwrap();
+            let mut caw = AlignedBuf::new(2 * bs, 4096);
+            caw[..bs].fill(0x77);
+            caw[123] = 0;
+            let (_, r) = dev.compare_and_write(8, caw, true).await;
+            assert_eq!(r.unwrap_err().miscompare_offset(), Some(123));
+            let (b, _) = dev.read(8, AlignedBuf::new(bs, 4096)).await;
+            assert!(b.iter().all(|&x| x == 0x77));
+            // Outside the device: refused before any I/O.
+            let (_, r) = dev.write(63, filled(2 * bs, 1), false).await;
+            assert!(r.is_err());
+            dev.flush().await.unwrap();
+        });
+    }
+}
