@@ -17,7 +17,11 @@
 //! - [`log`] — one log environment variable ([`log::ENV`]), `-v/-vv/-q`,
 //!   colour only on a terminal and never with `NO_COLOR`.
 //! - [`exit`] — the documented exit codes.
+//! - [`envelope`] — the versioned JSON envelope (`schema`, `tool_version`,
+//!   `started_at`, `seed`, `args`, `interrupted`) of every machine-readable
+//!   output, and writing an output to a file or to stdout (`-`).
 
+pub mod envelope;
 pub mod exit;
 pub mod log;
 pub mod units;
