@@ -33,6 +33,16 @@ use serde::Serialize;
 /// The prefix of every `schema` value.
 pub const SCHEMA_PREFIX: &str = "iesp-test";
 
+/// The envelope's keys, which a body must not repeat.
+pub const KEYS: [&str; 6] = [
+    "schema",
+    "tool_version",
+    "started_at",
+    "seed",
+    "args",
+    "interrupted",
+];
+
 /// The common head of every machine-readable output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Envelope {
@@ -116,16 +126,19 @@ impl Envelope {
         &self,
         body: &T,
     ) -> serde_json::Result<serde_json::Value> {
+        check_body(body)?;
         serde_json::to_value(self.wrap(body))
     }
 
     /// The wrapped document on one line (a JSON-lines header).
     pub fn to_line<T: Serialize + ?Sized>(&self, body: &T) -> serde_json::Result<String> {
+        check_body(body)?;
         serde_json::to_string(&self.wrap(body))
     }
 
     /// Writes the wrapped document as pretty JSON to `path`; `-` is stdout.
     pub fn write<T: Serialize + ?Sized>(&self, path: &Path, body: &T) -> std::io::Result<()> {
+        check_body(body).map_err(std::io::Error::other)?;
         let mut text =
             serde_json::to_string_pretty(&self.wrap(body)).map_err(std::io::Error::other)?;
         text.push('\n');
@@ -140,6 +153,24 @@ pub struct Wrapped<'a, T: ?Sized> {
     envelope: &'a Envelope,
     #[serde(flatten)]
     body: &'a T,
+}
+
+/// A body is a JSON object that repeats none of the envelope's [`KEYS`]:
+/// a repeated key would be written twice, and readers would disagree about
+/// which one counts. (One extra serialization per report, not per I/O.)
+fn check_body<T: Serialize + ?Sized>(body: &T) -> serde_json::Result<()> {
+    use serde::ser::Error as _;
+    match serde_json::to_value(body)? {
+        serde_json::Value::Object(m) => match KEYS.iter().find(|k| m.contains_key(**k)) {
+            Some(k) => Err(serde_json::Error::custom(format!(
+                "the report body repeats the envelope's key {k:?}"
+            ))),
+            None => Ok(()),
+        },
+        other => Err(serde_json::Error::custom(format!(
+            "a report body must be a JSON object, not {other}"
+        ))),
+    }
 }
 
 /// This process's command line, lossily as UTF-8.
@@ -223,6 +254,20 @@ mod tests {
             .unwrap();
         assert_eq!(v["seed"], serde_json::Value::Null);
         assert!(!process_args().is_empty());
+    }
+
+    #[test]
+    fn a_body_that_repeats_an_envelope_key_is_refused() {
+        let e = sample();
+        let err = e
+            .to_line(&serde_json::json!({"interrupted": true}))
+            .unwrap_err();
+        assert!(err.to_string().contains("\"interrupted\""), "{err}");
+        assert!(e.to_line(&[1, 2]).is_err(), "not an object");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        assert!(e.write(&p, &serde_json::json!({"seed": 1})).is_err());
+        assert!(!p.exists(), "nothing is written");
     }
 
     #[test]

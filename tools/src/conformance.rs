@@ -132,14 +132,7 @@ pub async fn run(a: ConformanceArgs) -> anyhow::Result<()> {
     let profiles = (!a.profiles.is_empty()).then_some(a.profiles.as_slice());
     let plan = runner::plan(&suite, &a.select, &a.exclude, profiles).map_err(anyhow::Error::msg)?;
     if a.list {
-        for p in &plan {
-            let m = &suite.cases[p.case].meta;
-            let flags = if m.destructive { " [destructive]" } else { "" };
-            println!(
-                "{:<58} {:<6} {:<28} {}{flags}",
-                p.instance, m.level, m.section, m.summary
-            );
-        }
+        println!("{}", terminal::plan_table(&suite, &plan));
         println!(
             "{} case instances ({} cases)",
             plan.len(),
@@ -218,10 +211,17 @@ pub async fn run(a: ConformanceArgs) -> anyhow::Result<()> {
             }
         );
     }
+    // The run's envelope (seed, start, command line) heads every report.
+    let envelope = iesp_testsuite::conformance::report::envelope(
+        std::time::SystemTime::now(),
+        u64::from(seed),
+        iesp_cli::envelope::process_args(),
+        false,
+    );
     let report = {
         let stdout = std::io::stdout();
         let mut listener: Box<dyn Listener> = match a.format.as_str() {
-            "tap" => Box::new(tap::TapStream::new(stdout)),
+            "tap" => Box::new(tap::TapStream::new(stdout, envelope.clone())),
             "quiet" => Box::new(Quiet),
             _ => Box::new(terminal::Progress::new(stdout, a.verbose)),
         };
@@ -230,25 +230,29 @@ pub async fn run(a: ConformanceArgs) -> anyhow::Result<()> {
     if let Some(t) = embedded {
         t.shutdown().await?;
     }
-    write_reports(&a, &report)?;
+    write_reports(&a, &report, &envelope.started_at(report.started))?;
     if a.format != "tap" {
         print!("{}", terminal::summary(&report));
     }
     finish(&a, &report, previous.as_ref())
 }
 
-fn write_reports(a: &ConformanceArgs, report: &RunReport) -> anyhow::Result<()> {
+fn write_reports(
+    a: &ConformanceArgs,
+    report: &RunReport,
+    envelope: &iesp_cli::envelope::Envelope,
+) -> anyhow::Result<()> {
     let write = |p: &PathBuf, s: String| {
         std::fs::write(p, s).with_context(|| format!("writing {}", p.display()))
     };
     if let Some(p) = &a.junit {
-        write(p, junit::render(report))?;
+        write(p, junit::render(report, envelope))?;
     }
     if let Some(p) = &a.tap {
-        write(p, tap::render(report))?;
+        write(p, tap::render(report, envelope))?;
     }
     if let Some(p) = &a.jsonl {
-        write(p, jsonl::render(report))?;
+        write(p, jsonl::render(report, envelope))?;
     }
     Ok(())
 }

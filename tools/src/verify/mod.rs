@@ -47,7 +47,7 @@ use crate::device::{AlignedBuf, Device, DeviceError, OpenOptions};
 use crate::output::{self, Progress, ProgressMode};
 use engine::{Ctx, Expect, Limits};
 use random::Mix;
-use report::{Outcome, REPORT_FORMAT, REPORT_VERSION, Stats, Summary};
+use report::{Outcome, Stats, Summary};
 use state::{BlockState, STATE_FORMAT, STATE_VERSION, StateFile, StateKind, StateTable};
 
 /// Exit codes of `verify` (documented in `--help` and the README).
@@ -485,7 +485,9 @@ pub async fn run(opts: &Options) -> Result<Summary, Failure> {
         file.save(path).map_err(Failure::io)?;
     }
     if let Some(path) = &opts.json {
-        output::write_json(path, &summary)
+        let interrupted = ctx.stop_reason().as_deref() == Some("interrupted");
+        summary
+            .write_json(path, interrupted)
             .map_err(|e| Failure::io(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     }
     // Close the session (logout) once nobody else holds the context.
@@ -673,9 +675,6 @@ fn summarize(
         _ => None,
     };
     Summary {
-        format: REPORT_FORMAT,
-        format_version: REPORT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION"),
         trim_skip_reason: ctx
             .dev
             .trim_skip_reason()
