@@ -19,7 +19,11 @@
 //! - [`exit`] — the documented exit codes.
 //! - [`seed`] — a run's seed when none is given: from the OS with a
 //!   bounded wait, never a hang.
+//! - [`envelope`] — the versioned JSON envelope (`schema`, `tool_version`,
+//!   `started_at`, `seed`, `args`, `interrupted`) of every machine-readable
+//!   output, and writing an output to a file or to stdout (`-`).
 
+pub mod envelope;
 pub mod exit;
 pub mod log;
 pub mod seed;

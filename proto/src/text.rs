@@ -33,6 +33,10 @@
 
 use std::fmt;
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
 use thiserror::Error;
 
 /// Longest key name, in bytes (RFC 7143 §6.1: a standard-label "must not
@@ -348,42 +352,38 @@ fn decode_hex(digits: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard-alphabet base64 (RFC 4648 §4) with its padding: what this
+/// side sends, and what a padded value must be.
+const PADDED: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
 
-fn base64_digit(c: u8) -> Option<u32> {
-    match c {
-        b'A'..=b'Z' => Some(u32::from(c - b'A')),
-        b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-        b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    }
-}
+/// The same alphabet without padding (§6.1 makes it optional).
+const UNPADDED: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
+/// A base64-constant's digits: padded, it must be padded completely
+/// (`Zg==`, not `Zg=`); unpadded, any length but 4k+1 (§6.1: n digits carry
+/// n*3/4 bytes). Non-zero bits after the last byte are ignored, as
+/// RFC 4648 §3.5 allows, so a sloppy peer's value still decodes.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let digits = text.trim_end_matches('=');
-    let pads = text.len() - digits.len();
-    // §6.1: n digits carry n*3/4 bytes; n = 4k+1 cannot be correct. Padding,
-    // when present, must complete the last group of four.
-    if digits.is_empty() || digits.len() % 4 == 1 || pads > 2 {
+    if text.is_empty() {
         return None;
     }
-    if pads > 0 && digits.len() % 4 + pads != 4 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for group in digits.as_bytes().chunks(4) {
-        let mut acc = 0u32;
-        for &c in group {
-            acc = (acc << 6) | base64_digit(c)?;
-        }
-        // Left-align a short group to 24 bits, then take its whole bytes.
-        acc <<= 6 * (4 - group.len() as u32);
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..group.len()]);
-    }
-    Some(out)
+    let engine = if text.ends_with('=') {
+        &PADDED
+    } else {
+        &UNPADDED
+    };
+    engine.decode(text).ok().filter(|b| !b.is_empty())
 }
 
 /// `0x` followed by two lowercase hex digits per byte.
@@ -400,19 +400,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 pub fn encode_base64(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(2 + bytes.len().div_ceil(3) * 4);
     s.push_str("0b");
-    for chunk in bytes.chunks(3) {
-        let mut buf = [0u8; 3];
-        buf[..chunk.len()].copy_from_slice(chunk);
-        let n = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let digit = (n >> (18 - 6 * i)) & 0x3f;
-                s.push(char::from(BASE64[digit as usize]));
-            } else {
-                s.push('=');
-            }
-        }
-    }
+    PADDED.encode_string(bytes, &mut s);
     s
 }
 
@@ -781,7 +769,12 @@ mod tests {
         assert!(decode_binary("0bZm9v===").is_err());
         assert!(decode_binary("0bZm*v").is_err());
         assert!(decode_binary("0b").is_err());
+        assert!(decode_binary("0b====").is_err(), "only padding");
         assert!(decode_binary("1234").is_err());
+        // Bits after the last byte are ignored (RFC 4648 §3.5 allows it):
+        // "Zh" is 'f' with one stray bit.
+        assert_eq!(decode_binary("0bZh==").unwrap(), b"f");
+        assert_eq!(decode_binary("0bZh").unwrap(), b"f");
     }
 
     #[test]

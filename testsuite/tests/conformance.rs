@@ -22,6 +22,9 @@ use iesp_testsuite::conformance::runner::{self, Quiet, RunOptions};
 use iesp_testsuite::conformance::{Outcome, OutcomeKind, RunReport, Suite, TargetSpec};
 use iesp_testsuite::peers::{self, tgt::Tgtd};
 
+#[path = "support/json_schema.rs"]
+mod json_schema;
+
 const INITIATOR: &str = "iqn.2026-11.org.iesp-test:conformance-test";
 /// The CHAP account of the tgt CHAP run, and the target's own for mutual CHAP.
 const CHAP: (&str, &str) = ("iesp-user", "iesp-secret-0123");
@@ -114,10 +117,25 @@ async fn reference_target_matches_its_baseline() {
         "iesp-target (reference target), 64 MiB RAM LUN 0",
     );
 
-    // The reports: JUnit validates, JSON lines parse, TAP has one line per case.
+    // The reports: JUnit validates, JSON lines validate against their
+    // schema, TAP has one line per case; all three carry the seed.
+    let envelope = iesp_testsuite::conformance::report::envelope(
+        report.started,
+        u64::from(opts.seed),
+        vec!["conformance-test".into()],
+        false,
+    );
     let dir = tempfile::tempdir().unwrap();
     let xml = dir.path().join("report.xml");
-    std::fs::write(&xml, junit::render(&report)).unwrap();
+    let junit_text = junit::render(&report, &envelope);
+    assert!(
+        junit_text.contains(&format!(
+            "<property name=\"seed\" value=\"{}\"/>",
+            opts.seed
+        )),
+        "JUnit properties carry the seed"
+    );
+    std::fs::write(&xml, junit_text).unwrap();
     if peers::tool_or_skip("xmllint").is_some() {
         let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/junit-10.xsd");
         let out = peers::run_tool(
@@ -137,17 +155,22 @@ async fn reference_target_matches_its_baseline() {
             out.combined()
         );
     }
-    let lines = jsonl::render(&report);
+    let lines = jsonl::render(&report, &envelope);
     let values: Vec<serde_json::Value> = lines
         .lines()
         .map(|l| serde_json::from_str(l).expect("every JSON line parses"))
         .collect();
     assert_eq!(values.len(), report.results.len() + 2);
-    assert_eq!(
-        values[0]["format_version"],
-        iesp_testsuite::conformance::report::FORMAT_VERSION
+    let schema = json_schema::validator("conformance-jsonl.schema.json");
+    for (i, v) in values.iter().enumerate() {
+        json_schema::assert_valid(&schema, &format!("JSON line {}", i + 1), v);
+    }
+    assert_eq!(values[0]["seed"], u64::from(opts.seed));
+    let t = tap::render(&report, &envelope);
+    assert!(
+        t.lines().any(|l| l == format!("# seed: {}", opts.seed)),
+        "TAP has the seed comment"
     );
-    let t = tap::render(&report);
     let points = t
         .lines()
         .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))

@@ -224,15 +224,7 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     let plan = runner::plan(&suite, &a.select, &a.exclude, profiles).map_err(exit::usage)?;
     if a.list {
         let mut out = output::human_writer();
-        for p in &plan {
-            let m = &suite.cases[p.case].meta;
-            let flags = if m.destructive { " [destructive]" } else { "" };
-            let _ = writeln!(
-                out,
-                "{:<58} {:<6} {:<28} {}{flags}",
-                p.instance, m.level, m.section, m.summary
-            );
-        }
+        let _ = writeln!(out, "{}", terminal::plan_table(&suite, &plan));
         let _ = writeln!(
             out,
             "{} case instances ({} cases)",
@@ -357,10 +349,17 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
             }
         ));
     }
+    // The run's envelope (seed, start, command line) heads every report.
+    let envelope = iesp_testsuite::conformance::report::envelope(
+        std::time::SystemTime::now(),
+        u64::from(seed),
+        iesp_cli::envelope::process_args(),
+        false,
+    );
     let report = {
         let live = output::human_writer();
         let mut listener: Box<dyn Listener> = match format {
-            "tap" => Box::new(tap::TapStream::new(live)),
+            "tap" => Box::new(tap::TapStream::new(live, envelope.clone())),
             "quiet" => Box::new(Quiet),
             _ => Box::new(terminal::Progress::new(live, verbosity.verbose > 0)),
         };
@@ -390,7 +389,13 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     {
         tracing::warn!("stopping the embedded target: {e:#}");
     }
-    write_reports(&a, &report)?;
+    write_reports(
+        &a,
+        &report,
+        &envelope
+            .started_at(report.started)
+            .interrupted(report.interrupted),
+    )?;
     if format != "tap" {
         output::say_str(&terminal::summary(&report));
     }
@@ -446,20 +451,24 @@ fn negotiation_summary(report: &RunReport, policy: NegotiationPolicy) {
     }
 }
 
-fn write_reports(a: &ConformanceArgs, report: &RunReport) -> anyhow::Result<()> {
+fn write_reports(
+    a: &ConformanceArgs,
+    report: &RunReport,
+    envelope: &iesp_cli::envelope::Envelope,
+) -> anyhow::Result<()> {
     let write = |p: &PathBuf, s: String| {
         output::write_text(p, &s)
             .with_context(|| format!("writing {}", p.display()))
             .map_err(exit::io)
     };
     if let Some(p) = &a.junit {
-        write(p, junit::render(report))?;
+        write(p, junit::render(report, envelope))?;
     }
     if let Some(p) = &a.tap {
-        write(p, tap::render(report))?;
+        write(p, tap::render(report, envelope))?;
     }
     if let Some(p) = &a.jsonl {
-        write(p, jsonl::render(report))?;
+        write(p, jsonl::render(report, envelope))?;
     }
     Ok(())
 }

@@ -34,8 +34,7 @@ fn sequential_pass_on_a_file() {
         &json,
     );
     assert_eq!(run.code, 0, "{}", run.text());
-    assert_eq!(r["format"], "iesp-test/verify");
-    assert_eq!(r["format_version"], 1);
+    assert_eq!(r["schema"], "iesp-test/verify/2");
     assert_eq!(r["outcome"], "pass");
     assert_eq!(r["seed"], 11);
     assert_eq!(r["blocks"], 2048);

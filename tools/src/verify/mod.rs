@@ -49,7 +49,7 @@ use engine::{Ctx, Expect, Limits};
 use iesp_blockio::block::{self, Class, Flags, Header, Stamp};
 use iesp_blockio::{AlignedBuf, AnyDevice, Device, DeviceError, OpenOptions};
 use random::Mix;
-use report::{Outcome, REPORT_FORMAT, REPORT_VERSION, Stats, Summary};
+use report::{Outcome, Stats, Summary};
 use state::{BlockState, STATE_FORMAT, STATE_VERSION, StateFile, StateKind, StateTable};
 
 /// Exit codes of `verify` (documented in `--help` and the README); the
@@ -509,7 +509,9 @@ pub async fn run_on(
         file.save(path).map_err(Failure::io)?;
     }
     if let Some(path) = &opts.json {
-        output::write_json(path, &summary)
+        let interrupted = ctx.stop_reason().as_deref() == Some("interrupted");
+        summary
+            .write_json(path, interrupted)
             .map_err(|e| Failure::io(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     }
     // Close the session (logout) once nobody else holds the context.
@@ -708,9 +710,6 @@ fn summarize(
         _ => None,
     };
     Summary {
-        format: REPORT_FORMAT,
-        format_version: REPORT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION"),
         trim_skip_reason: ctx
             .dev
             .unmap_skip_reason()

@@ -1,22 +1,29 @@
 //! Counters, mismatch and I/O error records, the final summary and its JSON
 //! form.
 //!
-//! The JSON report (`--json FILE`) has `"format": "iesp-test/verify"` and a
-//! `format_version` ([`REPORT_VERSION`]); fields are only ever added within
-//! a version.
+//! The JSON report (`--json FILE`, `-` for stdout) is the common envelope
+//! ([`iesp_cli::envelope`]: `schema` `iesp-test/verify/2`, `tool_version`,
+//! `started_at`, `seed`, `args`, `interrupted`) followed by the
+//! [`Summary`]; fields are only ever added within a schema version.
+//! `docs/schemas/verify.schema.json` describes it and a test validates real
+//! output against it.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
+use iesp_cli::envelope::Envelope;
 use serde::Serialize;
 
 use crate::block::{self, Class, Expected, Header, Verdict};
 use crate::device::{DeviceInfo, TrimSupport};
 use crate::output;
 
-/// `format` of the JSON report.
-pub const REPORT_FORMAT: &str = "iesp-test/verify";
-/// `format_version` of the JSON report.
-pub const REPORT_VERSION: u32 = 1;
+/// The output name in the JSON report's `schema` (`iesp-test/verify/N`).
+pub const REPORT_OUTPUT: &str = "verify";
+/// The JSON report's schema version. 2: the common envelope replaced
+/// `format`, `format_version` and `tool_version` (version 1).
+pub const REPORT_VERSION: u32 = 2;
 
 /// Mismatches kept with full detail (all are counted).
 pub const MAX_MISMATCH_RECORDS: usize = 10_000;
@@ -148,14 +155,13 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// The whole run, as printed and as written to `--json`.
+/// The whole run, as printed and, inside the envelope, written to `--json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
-    pub format: &'static str,
-    pub format_version: u32,
-    pub tool_version: &'static str,
     pub target: DeviceInfo,
     pub mode: &'static str,
+    /// In the envelope, not repeated in the body.
+    #[serde(skip)]
     pub seed: u64,
     /// The generation a sequential run wrote last / a check expected.
     pub generation: Option<u64>,
@@ -206,6 +212,25 @@ fn percent(p: f64) -> String {
 }
 
 impl Summary {
+    /// The envelope of this run's JSON report: its seed, `args`, a start
+    /// time `elapsed_s` before now.
+    pub fn envelope(&self, args: Vec<String>, interrupted: bool) -> Envelope {
+        let started = Duration::try_from_secs_f64(self.elapsed_s)
+            .ok()
+            .and_then(|d| SystemTime::now().checked_sub(d))
+            .unwrap_or_else(SystemTime::now);
+        Envelope::new(REPORT_OUTPUT, REPORT_VERSION, Some(self.seed), args)
+            .started_at(started)
+            .interrupted(interrupted)
+    }
+
+    /// Writes the JSON report to `path` (`-` is stdout) with this process's
+    /// command line; `interrupted` when a signal stopped the run.
+    pub fn write_json(&self, path: &Path, interrupted: bool) -> std::io::Result<()> {
+        self.envelope(iesp_cli::envelope::process_args(), interrupted)
+            .write(path, self)
+    }
+
     /// The human-readable summary; `show` mismatches in detail.
     pub fn render(&self, show: usize) -> String {
         use std::fmt::Write;

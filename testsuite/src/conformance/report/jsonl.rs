@@ -1,27 +1,27 @@
-//! JSON lines: one object per line. The first is the run header
-//! (`"type": "run"`, `"format_version"`), then one `"type": "case"` per case
-//! instance, then a `"type": "summary"`. Field names are stable within a
-//! format version.
+//! JSON lines: one object per line. The first is the run header: the
+//! common envelope (`schema` `iesp-test/conformance-jsonl/2`,
+//! `tool_version`, `started_at`, `seed`, `args`, `interrupted`, see
+//! [`iesp_cli::envelope`]) followed by `"type": "run"` and the target;
+//! then one `"type": "case"` per case instance, then a `"type": "summary"`.
+//! Field names are stable within a schema version; every line validates
+//! against `docs/schemas/conformance-jsonl.schema.json`.
 
-use std::time::UNIX_EPOCH;
-
+use iesp_cli::envelope::Envelope;
 use serde_json::{Value, json};
 
 use super::super::runner::{OutcomeKind, RunReport};
 use super::super::{CaseResult, Outcome};
-use super::FORMAT_VERSION;
 
-/// The header line.
-pub fn header(report: &RunReport) -> Value {
-    json!({
-        "type": "run",
-        "format_version": FORMAT_VERSION,
-        "tool": "iesp-test conformance",
-        "tool_version": env!("CARGO_PKG_VERSION"),
-        "target": report.target,
-        "started_unix_ms": report.started.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-        "interrupted": report.interrupted,
-    })
+/// The header line: the envelope, then the run.
+pub fn header(report: &RunReport, envelope: &Envelope) -> String {
+    envelope
+        .to_line(&json!({
+            "type": "run",
+            "tool": "iesp-test conformance",
+            "target": report.target,
+        }))
+        // A map of strings and numbers always serializes.
+        .unwrap_or_default()
 }
 
 /// One case line.
@@ -53,8 +53,8 @@ pub fn case(r: &CaseResult) -> Value {
 }
 
 /// The whole report, newline-terminated lines.
-pub fn render(report: &RunReport) -> String {
-    let mut lines = vec![header(report).to_string()];
+pub fn render(report: &RunReport, envelope: &Envelope) -> String {
+    let mut lines = vec![header(report, envelope)];
     lines.extend(report.results.iter().map(|r| case(r).to_string()));
     lines.push(
         json!({
@@ -65,7 +65,7 @@ pub fn render(report: &RunReport) -> String {
             "skip": report.count(OutcomeKind::Skip),
             "error": report.count(OutcomeKind::Error),
             "duration_ms": report.duration.as_secs_f64() * 1000.0,
-            "interrupted": report.interrupted,
+            "interrupted": envelope.interrupted,
         })
         .to_string(),
     );
@@ -83,7 +83,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     #[test]
-    fn every_line_parses_and_carries_the_version() {
+    fn every_line_parses_and_the_header_is_the_envelope() {
         let report = RunReport {
             results: vec![CaseResult {
                 id: CaseId::new("iSCSI", "StatSN", "Increments"),
@@ -108,14 +108,24 @@ mod tests {
             interrupted: false,
             target: "t".into(),
         };
-        let text = render(&report);
+        let env = crate::conformance::report::envelope(
+            report.started,
+            7,
+            vec!["iesp-test".into(), "conformance".into()],
+            false,
+        );
+        let text = render(&report, &env);
         let values: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(values.len(), 3);
         assert_eq!(values[0]["type"], "run");
-        assert_eq!(values[0]["format_version"], FORMAT_VERSION);
+        assert_eq!(values[0]["schema"], "iesp-test/conformance-jsonl/2");
+        assert_eq!(values[0]["seed"], 7);
+        assert_eq!(values[0]["args"][1], "conformance");
+        assert_eq!(values[0]["interrupted"], false);
+        assert!(text.starts_with("{\"schema\":"), "the envelope comes first");
         assert_eq!(values[1]["instance"], "iSCSI.StatSN.Increments@digests");
         assert_eq!(values[1]["mismatches"][0]["actual"], "6");
         assert_eq!(values[1]["duration_ms"], 1.5);

@@ -5,84 +5,83 @@
 //! suite, `<failure>` / `<error>` with the first line as `message` and the
 //! details and PDU trace as text, `<skipped message>` with the reason. The
 //! spec section and level go to the case's `<system-out>` (the schema
-//! allows no properties on a test case).
+//! allows no properties on a test case). Each `<testsuite>` carries the
+//! run's envelope as `<properties>`: `seed`, `schema`, `tool_version`,
+//! `started_at`, `args`, `interrupted` and `target`.
 //!
-//! Written here rather than with `quick-junit`, which always adds a
-//! `disabled` attribute to `<testsuite>` that `junit-10.xsd` does not
-//! allow. `testsuite/schemas/junit-10.xsd` restates the schema's rules; a
-//! test validates the output against it with `xmllint`.
+//! The document model and XML escaping are `quick-junit`'s (it also drops
+//! characters XML 1.0 cannot carry and ANSI escapes). One adjustment:
+//! quick-junit always writes a `skipped` count on the root `<testsuites>`,
+//! an attribute `junit-10.xsd` does not define there (skips are counted
+//! per `<testsuite>`), so it is taken off the root tag.
+//! `testsuite/schemas/junit-10.xsd` restates the schema's rules; a test
+//! validates the output against it with `xmllint`.
 
-use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::super::runner::{OutcomeKind, RunReport};
+use iesp_cli::envelope::Envelope;
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
+use super::super::runner::RunReport;
 use super::super::{CaseResult, Outcome};
 use super::terminal::detail;
 
-/// Escapes text for an XML attribute or element, dropping characters XML
-/// 1.0 cannot carry (control characters other than tab, CR and LF).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
-            c => out.push(c),
-        }
-    }
-    out
+/// The name of the root element.
+const REPORT_NAME: &str = "iesp-test conformance";
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
 }
 
-fn secs(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
-}
-
-fn case(s: &mut String, r: &CaseResult) {
-    let _ = writeln!(
-        s,
-        "    <testcase name=\"{}\" classname=\"{}\" time=\"{}\">",
-        escape(&r.id.name),
-        escape(&r.suite()),
-        secs(r.duration)
-    );
-    match &r.outcome {
-        Outcome::Pass => {}
+fn case(r: &CaseResult) -> TestCase {
+    let status = match &r.outcome {
+        Outcome::Pass => TestCaseStatus::success(),
         Outcome::Skip(why) => {
-            let _ = writeln!(s, "      <skipped message=\"{}\"/>", escape(why));
+            let mut st = TestCaseStatus::skipped();
+            st.set_message(why.as_str());
+            st
         }
         Outcome::Fail(f) => {
-            let _ = writeln!(
-                s,
-                "      <failure message=\"{}\" type=\"{}\">{}</failure>",
-                escape(f.message.lines().next().unwrap_or("")),
-                escape(&format!("{} {}", r.level, r.section)),
-                escape(&detail(r))
-            );
+            let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            st.set_message(first_line(&f.message))
+                .set_type(format!("{} {}", r.level, r.section))
+                .set_description(detail(r));
+            st
         }
         Outcome::Error(e) => {
-            let _ = writeln!(
-                s,
-                "      <error message=\"{}\" type=\"harness error\">{}</error>",
-                escape(e.lines().next().unwrap_or("")),
-                escape(&detail(r))
-            );
+            let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
+            st.set_message(first_line(e))
+                .set_type("harness error")
+                .set_description(detail(r));
+            st
         }
-    }
-    let _ = writeln!(
-        s,
-        "      <system-out>{}</system-out>",
-        escape(&format!("{} {}: {}", r.level, r.section, r.summary))
-    );
-    s.push_str("    </testcase>\n");
+    };
+    let mut tc = TestCase::new(r.id.name.as_str(), status);
+    tc.set_classname(r.suite())
+        .set_time(r.duration)
+        .set_system_out(format!("{} {}: {}", r.level, r.section, r.summary));
+    tc
 }
 
-/// The report as XML.
-pub fn render(report: &RunReport) -> String {
+/// The envelope as JUnit properties.
+fn properties(report: &RunReport, envelope: &Envelope) -> Vec<Property> {
+    let mut p = Vec::with_capacity(7);
+    if let Some(seed) = envelope.seed {
+        p.push(Property::new("seed", seed.to_string()));
+    }
+    p.extend([
+        Property::new("schema", envelope.schema.as_str()),
+        Property::new("tool_version", envelope.tool_version.as_str()),
+        Property::new("started_at", envelope.started_at_string()),
+        Property::new("args", envelope.args.join(" ")),
+        Property::new("interrupted", envelope.interrupted.to_string()),
+        Property::new("target", report.target.as_str()),
+    ]);
+    p
+}
+
+/// The report as a quick-junit document.
+pub fn document(report: &RunReport, envelope: &Envelope) -> Report {
     let mut order: Vec<String> = Vec::new();
     for r in &report.results {
         let name = r.suite();
@@ -90,73 +89,48 @@ pub fn render(report: &RunReport) -> String {
             order.push(name);
         }
     }
-    let n = |k: OutcomeKind| report.count(k);
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        s,
-        "<testsuites name=\"iesp-test conformance\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{}\">",
-        report.results.len(),
-        n(OutcomeKind::Fail),
-        n(OutcomeKind::Error),
-        secs(report.duration)
-    );
-    let stamp = report
-        .started
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let props = properties(report, envelope);
+    let stamp = chrono::DateTime::<chrono::Utc>::from(report.started);
+    let mut doc = Report::new(REPORT_NAME);
+    doc.set_time(report.duration);
     for name in order {
-        let rs: Vec<&CaseResult> = report
-            .results
-            .iter()
-            .filter(|r| r.suite() == name)
-            .collect();
-        let count = |k: OutcomeKind| rs.iter().filter(|r| r.outcome.kind() == k).count();
-        let time: Duration = rs.iter().map(|r| r.duration).sum();
-        let _ = writeln!(
-            s,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\" timestamp=\"{}\">",
-            escape(&name),
-            rs.len(),
-            count(OutcomeKind::Fail),
-            count(OutcomeKind::Error),
-            count(OutcomeKind::Skip),
-            secs(time),
-            iso8601(stamp)
-        );
-        if report.interrupted {
-            s.push_str("    <properties>\n      <property name=\"interrupted\" value=\"true\"/>\n    </properties>\n");
+        let mut suite = TestSuite::new(name.as_str());
+        suite
+            .set_timestamp(stamp)
+            .add_properties(props.iter().cloned());
+        let mut time = Duration::ZERO;
+        for r in report.results.iter().filter(|r| r.suite() == name) {
+            time += r.duration;
+            suite.add_test_case(case(r));
         }
-        for r in rs {
-            case(&mut s, r);
-        }
-        s.push_str("  </testsuite>\n");
+        suite.set_time(time);
+        doc.add_test_suite(suite);
     }
-    s.push_str("</testsuites>\n");
-    s
+    doc
 }
 
-/// `2026-11-21T13:57:29` (UTC) from Unix seconds, without a date crate.
-fn iso8601(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// The report as XML.
+pub fn render(report: &RunReport, envelope: &Envelope) -> String {
+    // Serializing a document built from strings into memory cannot fail;
+    // an empty report would be caught by the schema tests.
+    let xml = document(report, envelope).to_string().unwrap_or_default();
+    strip_root_skipped(xml)
+}
+
+/// Removes the `skipped="N"` attribute of the root `<testsuites>` start tag.
+fn strip_root_skipped(mut xml: String) -> String {
+    let Some(start) = xml.find("<testsuites") else {
+        return xml;
+    };
+    let end = xml[start..].find('>').map_or(xml.len(), |e| start + e);
+    if let Some(at) = xml[start..end].find(" skipped=\"") {
+        let at = start + at;
+        let value = at + " skipped=\"".len();
+        if let Some(close) = xml[value..end].find('"') {
+            xml.replace_range(at..value + close + 1, "");
+        }
+    }
+    xml
 }
 
 #[cfg(test)]
@@ -164,6 +138,7 @@ mod tests {
     use super::*;
     use crate::conformance::case::{CaseId, Level};
     use crate::conformance::exec::Failure;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn suites_cases_and_statuses() {
@@ -197,14 +172,36 @@ mod tests {
             interrupted: false,
             target: "t".into(),
         };
-        let xml = render(&report);
+        let env = crate::conformance::report::envelope(
+            report.started,
+            4242,
+            vec![
+                "iesp-test".into(),
+                "conformance".into(),
+                "--embedded".into(),
+            ],
+            false,
+        );
+        let xml = render(&report, &env);
         assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"iesp-test conformance\" tests=\"4\" failures=\"1\" errors=\"1\" time=\"0.009\">"), "{xml}");
         assert!(
-            xml.contains("<testsuite name=\"iSCSI.Nop\" tests=\"3\" failures=\"0\" errors=\"1\" skipped=\"1\" time=\"0.006\" timestamp=\"2026-11-21T13:57:29\">"),
+            xml.contains("<testsuite name=\"iSCSI.Nop\" tests=\"3\" skipped=\"1\" errors=\"1\" failures=\"0\" timestamp=\"2026-11-21T13:57:29.000+00:00\" time=\"0.006\">"),
             "{xml}"
         );
         assert!(
-            xml.contains("<testsuite name=\"iSCSI.Nop@digests\" tests=\"1\" failures=\"1\""),
+            xml.contains("<property name=\"seed\" value=\"4242\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<property name=\"args\" value=\"iesp-test conformance --embedded\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<property name=\"schema\" value=\"iesp-test/conformance-jsonl/2\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<testsuite name=\"iSCSI.Nop@digests\" tests=\"1\" skipped=\"0\" errors=\"0\" failures=\"1\""),
             "{xml}"
         );
         assert!(xml.contains("<skipped message=\"needs CHAP\"/>"), "{xml}");
@@ -225,9 +222,11 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00");
-        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00");
-        assert_eq!(iso8601(1_795_269_449), "2026-11-21T13:57:29");
+    fn only_the_root_skipped_count_goes() {
+        let xml = "<?xml?>\n<testsuites name=\"a\" tests=\"1\" skipped=\"12\" failures=\"0\">\n  <testsuite skipped=\"3\">".to_owned();
+        assert_eq!(
+            strip_root_skipped(xml),
+            "<?xml?>\n<testsuites name=\"a\" tests=\"1\" failures=\"0\">\n  <testsuite skipped=\"3\">"
+        );
     }
 }

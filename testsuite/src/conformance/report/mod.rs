@@ -3,9 +3,17 @@
 //! suite alone, the traceability table from spec section to case ids
 //! ([`traceability`]).
 //!
-//! Machine-readable outputs carry a format version ([`FORMAT_VERSION`] in
-//! JSON lines, the TAP version line, the JUnit dialect of the Jenkins xUnit
-//! `junit-10.xsd`), so tools reading them can tell when they change.
+//! Machine-readable outputs carry the run's envelope
+//! ([`iesp_cli::envelope::Envelope`]: schema and tool version, start time,
+//! seed, command line, whether the run was interrupted): JSON lines as the
+//! header line ([`JSONL_OUTPUT`] at [`JSONL_VERSION`], schema
+//! `docs/schemas/conformance-jsonl.schema.json`), JUnit as `<properties>`
+//! of each `<testsuite>`, TAP as `# seed: N` and `# started_at: …`
+//! comments after the plan. So every report says how to repeat its run.
+
+use std::time::SystemTime;
+
+use iesp_cli::envelope::Envelope;
 
 pub mod jsonl;
 pub mod junit;
@@ -13,8 +21,18 @@ pub mod tap;
 pub mod terminal;
 pub mod traceability;
 
+/// The output name in the JSON lines' `schema` (`iesp-test/conformance-jsonl/N`).
+pub const JSONL_OUTPUT: &str = "conformance-jsonl";
 /// The version of the JSON lines format (bump on incompatible changes).
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the header line is the common envelope (was `format_version` 1).
+pub const JSONL_VERSION: u32 = 2;
+
+/// The envelope of a conformance run's reports (the JSON lines schema).
+pub fn envelope(started: SystemTime, seed: u64, args: Vec<String>, interrupted: bool) -> Envelope {
+    Envelope::new(JSONL_OUTPUT, JSONL_VERSION, Some(seed), args)
+        .started_at(started)
+        .interrupted(interrupted)
+}
 
 /// Per-suite counts, in the order suites first appear.
 pub fn suite_counts(results: &[super::CaseResult]) -> Vec<(String, [usize; 4])> {

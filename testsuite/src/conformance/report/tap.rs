@@ -1,10 +1,14 @@
 //! TAP version 14 (testanything.org), streamed as cases finish: `ok N - id`
 //! for a pass, `ok N - id # SKIP reason` for a skip, `not ok N - id` for a
 //! fail or an error with a YAML diagnostic block (outcome, section, level,
-//! message, PDU trace).
+//! message, PDU trace). The run's seed and start time follow the plan as
+//! comments (`# seed: N`, `# started_at: …`), so a TAP log says how to
+//! repeat its run; an interrupted run ends with `# interrupted: true`.
 
 use std::fmt::Write as _;
 use std::io::Write;
+
+use iesp_cli::envelope::Envelope;
 
 use super::super::runner::{Listener, Planned, RunReport};
 use super::super::{CaseResult, Outcome, Suite};
@@ -50,15 +54,25 @@ pub fn point(n: usize, r: &CaseResult) -> String {
     s
 }
 
+/// The version line, the plan and the run comments.
+fn head(planned: usize, envelope: &Envelope) -> String {
+    let mut s = format!("{HEADER}\n1..{planned}\n");
+    if let Some(seed) = envelope.seed {
+        let _ = writeln!(s, "# seed: {seed}");
+    }
+    let _ = writeln!(s, "# started_at: {}", envelope.started_at_string());
+    let _ = writeln!(s, "# tool_version: {}", envelope.tool_version);
+    s
+}
+
 /// A whole report as TAP.
-pub fn render(report: &RunReport) -> String {
-    let mut s = format!("{HEADER}\n1..{}\n", report.results.len());
+pub fn render(report: &RunReport, envelope: &Envelope) -> String {
+    let mut s = head(report.results.len(), envelope);
     for (i, r) in report.results.iter().enumerate() {
         s.push_str(&point(i + 1, r));
     }
-    if report.interrupted {
-        // TAP's way to say the run stopped early.
-        s.push_str("Bail out! interrupted\n");
+    if envelope.interrupted {
+        s.push_str("# interrupted: true\n");
     }
     s
 }
@@ -67,17 +81,23 @@ pub fn render(report: &RunReport) -> String {
 pub struct TapStream<W: Write + Send> {
     out: W,
     n: usize,
+    envelope: Envelope,
 }
 
 impl<W: Write + Send> TapStream<W> {
-    pub fn new(out: W) -> TapStream<W> {
-        TapStream { out, n: 0 }
+    /// `envelope` gives the seed and start time written after the plan.
+    pub fn new(out: W, envelope: Envelope) -> TapStream<W> {
+        TapStream {
+            out,
+            n: 0,
+            envelope,
+        }
     }
 }
 
 impl<W: Write + Send> Listener for TapStream<W> {
     fn started(&mut self, plan: &[Planned], _suite: &Suite) {
-        let _ = writeln!(self.out, "{HEADER}\n1..{}", plan.len());
+        let _ = write!(self.out, "{}", head(plan.len(), &self.envelope));
     }
 
     fn finished(&mut self, r: &CaseResult) {
@@ -121,15 +141,26 @@ mod tests {
             interrupted: false,
             target: "t".into(),
         };
-        let t = render(&report);
+        let env = crate::conformance::report::envelope(
+            std::time::UNIX_EPOCH + Duration::from_secs(1_795_269_449),
+            99,
+            vec![],
+            false,
+        );
+        let t = render(&report, &env);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "TAP version 14");
         assert_eq!(lines[1], "1..3");
-        assert_eq!(lines[2], "ok 1 - iSCSI.Nop.A");
-        assert_eq!(lines[3], "ok 2 - iSCSI.Nop.A # SKIP needs \\# CHAP");
-        assert_eq!(lines[4], "not ok 3 - iSCSI.Nop.A");
+        assert_eq!(lines[2], "# seed: 99");
+        assert_eq!(lines[3], "# started_at: 2026-11-21T13:57:29.000Z");
+        assert!(lines[4].starts_with("# tool_version: "));
+        assert_eq!(lines[5], "ok 1 - iSCSI.Nop.A");
+        assert_eq!(lines[6], "ok 2 - iSCSI.Nop.A # SKIP needs \\# CHAP");
+        assert_eq!(lines[7], "not ok 3 - iSCSI.Nop.A");
         assert!(t.contains("  message: \"no\\necho\"\n"), "{t}");
         assert!(t.contains("    - \"+0.1ms → NopOut \\\"x\\\"\"\n"), "{t}");
         assert!(t.ends_with("  ...\n"));
+        let t = render(&report, &env.interrupted(true));
+        assert!(t.ends_with("  ...\n# interrupted: true\n"), "{t}");
     }
 }

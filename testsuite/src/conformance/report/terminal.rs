@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
+use comfy_table::{CellAlignment, ContentArrangement, Table};
+
 use super::super::runner::{Listener, OutcomeKind, Planned, RunReport};
 use super::super::{CaseResult, Outcome, Suite};
 
@@ -109,6 +111,58 @@ pub fn detail(r: &CaseResult) -> String {
     s
 }
 
+/// Counts per suite, as a table.
+pub fn suite_table(report: &RunReport) -> Table {
+    let mut t = table(["suite", "pass", "fail", "skip", "error"]);
+    for (name, c) in super::suite_counts(&report.results) {
+        t.add_row([
+            name,
+            c[0].to_string(),
+            c[1].to_string(),
+            c[2].to_string(),
+            c[3].to_string(),
+        ]);
+    }
+    for i in 1..=4 {
+        if let Some(col) = t.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+/// The planned case instances (`conformance --list`), one row each.
+pub fn plan_table(suite: &Suite, plan: &[Planned]) -> Table {
+    let mut t = table(["instance", "level", "section", "summary"]);
+    for p in plan {
+        let Some(c) = suite.cases.get(p.case) else {
+            continue;
+        };
+        let m = &c.meta;
+        let flags = if m.destructive { " [destructive]" } else { "" };
+        t.add_row([
+            p.instance.clone(),
+            m.level.to_string(),
+            m.section.clone(),
+            format!("{}{flags}", m.summary),
+        ]);
+    }
+    t
+}
+
+/// A borderless table with a header line, sized to its content (never
+/// wrapped: reports are read in logs as often as on terminals).
+fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header);
+    if let Some(c) = t.column_mut(0) {
+        c.set_padding((0, 1));
+    }
+    t
+}
+
 /// Failures in detail, counts per suite, the total.
 pub fn summary(report: &RunReport) -> String {
     let mut s = String::new();
@@ -123,20 +177,7 @@ pub fn summary(report: &RunReport) -> String {
             s.push_str(&detail(r));
         }
     }
-    let counts = super::suite_counts(&report.results);
-    let width = counts.iter().map(|(n, _)| n.len()).max().unwrap_or(10);
-    let _ = writeln!(
-        s,
-        "\n{:<width$}  {:>5} {:>5} {:>5} {:>5}",
-        "suite", "pass", "fail", "skip", "error"
-    );
-    for (name, c) in &counts {
-        let _ = writeln!(
-            s,
-            "{name:<width$}  {:>5} {:>5} {:>5} {:>5}",
-            c[0], c[1], c[2], c[3]
-        );
-    }
+    let _ = writeln!(s, "\n{}", suite_table(report));
     let n = |k| report.count(k);
     let _ = writeln!(
         s,
@@ -204,6 +245,20 @@ mod tests {
         );
         assert!(s.contains("PDU trace"), "{s}");
         assert!(s.contains("iSCSI.R2T@small-mrdsl"), "{s}");
+        let table: Vec<&str> = s
+            .lines()
+            .skip_while(|l| !l.starts_with("suite"))
+            .take(3)
+            .map(str::trim_end)
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "suite                  pass  fail  skip  error",
+                "iSCSI.R2T                 1     0     0      0",
+                "iSCSI.R2T@small-mrdsl     0     1     0      0",
+            ]
+        );
         assert!(
             s.contains("2 case instances against t: 1 pass, 1 fail, 0 skip, 0 error in 1.5 s"),
             "{s}"
