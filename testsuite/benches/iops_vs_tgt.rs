@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use iesp_target::config::{Backing, LunSpec, TargetConfig};
 use iesp_target::server::{Target, serve};
-use iesp_testsuite::peers::libiscsi::{PerfOptions, iscsi_perf};
-use iesp_testsuite::peers::tgt::Tgtd;
-use iesp_testsuite::peers::{create_sparse_file, tools_or_skip};
+use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
+use iesp_testsupport::peers::tgt::Tgtd;
+use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};
 
 const LUN_BYTES: u64 = 64 << 20;
 
