@@ -8,7 +8,7 @@ use common::iesp_test;
 
 #[test]
 fn short_benchmark_reports_both_comparisons() {
-    let Some(_) = iesp_testsuite::peers::tools_or_skip(&["fio", "iscsi-perf"]) else {
+    let Some(_) = iesp_testsupport::peers::tools_or_skip(&["fio", "iscsi-perf"]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
