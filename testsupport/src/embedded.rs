@@ -166,6 +166,17 @@ impl BlockingTarget {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("cannot build a runtime for the target: {e}"));
+        BlockingTarget::start_on(rt, cfg)
+    }
+
+    /// Starts a target with `cfg` on `rt` (a bench that wants the target
+    /// on every core passes a default multi-thread runtime), which it then
+    /// owns. The runtime must have I/O and time enabled.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestTarget::start`].
+    pub fn start_on(rt: tokio::runtime::Runtime, cfg: TargetConfig) -> BlockingTarget {
         let target = rt.block_on(TestTarget::start(cfg));
         BlockingTarget {
             target: Some(target),

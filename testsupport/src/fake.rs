@@ -410,6 +410,65 @@ impl Drop for FakeTarget {
     }
 }
 
+/// A loopback portal that never answers a connection attempt, like a
+/// portal behind a firewall that drops SYNs: for connect-timeout tests,
+/// without sending anything off the machine.
+///
+/// A listening socket that merely never calls `accept` is not enough: the
+/// kernel completes handshakes on its own until the accept queue is full.
+/// So this listens with a backlog of 0 and fills the queue with its own
+/// connections; Linux then drops further SYNs, and a `connect` to
+/// [`BlackholePortal::addr`] hangs until the caller's timeout.
+#[derive(Debug)]
+pub struct BlackholePortal {
+    addr: SocketAddr,
+    /// Kept open so the queue stays full; never accepted.
+    _listener: std::net::TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl BlackholePortal {
+    /// How long one filling connect may take before the queue counts as
+    /// full.
+    const FILL_PROBE: Duration = Duration::from_millis(200);
+    /// At most this many connections fill the queue (Linux takes backlog
+    /// + 1 = 1).
+    const MAX_FILLERS: usize = 8;
+
+    /// Binds `127.0.0.1:0` and fills its accept queue.
+    pub fn new() -> std::io::Result<BlackholePortal> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        socket.listen(0)?;
+        let listener: std::net::TcpListener = socket.into();
+        let addr = listener.local_addr()?;
+        let mut fillers = Vec::new();
+        while fillers.len() < Self::MAX_FILLERS {
+            match std::net::TcpStream::connect_timeout(&addr, Self::FILL_PROBE) {
+                Ok(s) => fillers.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if fillers.len() == Self::MAX_FILLERS {
+            return Err(std::io::Error::other(
+                "the accept queue never filled: this kernel answers every SYN",
+            ));
+        }
+        Ok(BlackholePortal {
+            addr,
+            _listener: listener,
+            _fillers: fillers,
+        })
+    }
+
+    /// The address that never answers.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 async fn bind() -> (TcpListener, SocketAddr) {
     let listener = match TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
@@ -529,6 +588,25 @@ mod tests {
         let panic = joined.unwrap_err().into_panic();
         let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains("Timeout"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_blackhole_portal_never_completes_a_connect() {
+        let portal = BlackholePortal::new().unwrap();
+        assert!(portal.addr().ip().is_loopback());
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(portal.addr()),
+        )
+        .await;
+        assert!(r.is_err(), "connect finished: {r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        let r = std::net::TcpStream::connect_timeout(&portal.addr(), Duration::from_millis(300));
+        assert_eq!(
+            r.map(drop).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,9 @@
 //!   which `iesp-test selftest` uses at run time.
 //! - [`fake`] — [`FakeTarget`]: a scripted fake target on loopback that
 //!   answers the login with chosen keys (e.g. `FirstBurstLength=268435456`)
-//!   and then plays whatever full-feature PDUs a test scripts.
+//!   and then plays whatever full-feature PDUs a test scripts; and
+//!   [`BlackholePortal`], a loopback portal that never answers a connect
+//!   (for connect-timeout tests).
 //! - [`loopdev`] — [`LoopDevice`]: a loop device over an image file,
 //!   detached on drop.
 //! - [`peers`] — real, independent peers on loopback: tgt's `tgtd`
@@ -33,6 +35,6 @@ pub mod loopdev;
 pub mod peers;
 
 pub use embedded::{BlockingTarget, TestTarget};
-pub use fake::{FakeConn, FakeTarget, LoginAnswers};
+pub use fake::{BlackholePortal, FakeConn, FakeTarget, LoginAnswers};
 pub use loopdev::LoopDevice;
 pub use peers::{tool_or_skip, tools_or_skip};
