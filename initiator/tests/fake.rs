@@ -1,7 +1,8 @@
 //! The session against a scripted fake target on loopback: the cases a
 //! well-behaved target does not produce on demand (a dropped connection
 //! with commands outstanding, target pings, a closed CmdSN window, aborted
-//! tasks, broken R2Ts and Data-In sequences).
+//! tasks, broken R2Ts and Data-In sequences), scripted with
+//! `iesp_testsupport::FakeTarget`.
 
 mod common;
 
@@ -9,176 +10,55 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::opts;
+use iesp_initiator::Session;
 use iesp_initiator::session::CommandError;
-use iesp_initiator::{RawConnection, Session};
 use iesp_proto::bhs::{Lun, RESERVED_TAG};
-use iesp_proto::framing::Frame;
-use iesp_proto::negotiation::{self, KeyKind};
 use iesp_proto::pdu::{
-    DataIn, LoginResponse, LoginStatus, NopIn, Pdu, R2t, Residual, ScsiCommand, ScsiResponse,
-    Stage, TaskMgmtResponse, TmfFunction, TmfResponse,
+    DataIn, NopIn, Pdu, R2t, Residual, TaskMgmtResponse, TmfFunction, TmfResponse,
 };
 use iesp_proto::scsi::{Cdb, CdbSize, ScsiStatus};
 use iesp_proto::text::{self, KeyValue};
-use tokio::net::TcpListener;
+use iesp_testsupport::fake::{FakeConn, FakeTarget, LoginAnswers};
 
 const T: Duration = Duration::from_secs(5);
 
-/// The target side of one connection.
-struct Fake {
-    conn: RawConnection,
-    stat_sn: u32,
-    exp_cmd_sn: u32,
-    /// MaxCmdSN − ExpCmdSN + 1 announced in every response.
-    window: u32,
-    /// Answers given whatever was offered (iESP's FirstBurstLength, …).
-    overrides: Vec<KeyValue>,
-}
-
-impl Fake {
-    fn max_cmd_sn(&self) -> u32 {
-        self.exp_cmd_sn.wrapping_add(self.window).wrapping_sub(1)
-    }
-
-    fn next_stat_sn(&mut self) -> u32 {
-        let s = self.stat_sn;
-        self.stat_sn += 1;
-        s
-    }
-
-    /// Answers Login Requests (every negotiated key with the offer's first
-    /// value) until full feature phase.
-    async fn login(&mut self) {
-        loop {
-            let f = self.recv().await;
-            let Pdu::LoginRequest(req) = f.pdu() else {
-                panic!("expected a Login Request, got {:?}", f.bhs.opcode());
-            };
-            self.exp_cmd_sn = req.cmd_sn;
-            let mut answers = Vec::new();
-            for kv in text::decode(&f.data).unwrap() {
-                let negotiated = negotiation::key_def(&kv.key)
-                    .is_some_and(|d| matches!(d.kind, KeyKind::Negotiated(_)));
-                if negotiated {
-                    let v = match self.overrides.iter().find(|o| o.key == kv.key) {
-                        Some(o) => o.value.clone(),
-                        None => kv.value.split(',').next().unwrap_or_default().to_owned(),
-                    };
-                    answers.push(KeyValue::new(kv.key, v));
-                }
-            }
-            if req.csg == Stage::OPERATIONAL {
-                // A small receive limit, so that long requests go in parts.
-                answers.push(KeyValue::new("MaxRecvDataSegmentLength", "512"));
-            }
-            let done = req.transit && req.nsg == Stage::FULL_FEATURE;
-            let rsp = LoginResponse {
-                transit: req.transit,
-                csg: req.csg,
-                nsg: if req.transit { req.nsg } else { Stage(0) },
-                isid: req.isid,
-                tsih: if done { 1 } else { 0 },
-                itt: req.itt,
-                stat_sn: self.next_stat_sn(),
-                exp_cmd_sn: self.exp_cmd_sn,
-                max_cmd_sn: self.max_cmd_sn(),
-                status: LoginStatus::SUCCESS,
-                ..LoginResponse::default()
-            };
-            let data = Bytes::from(text::encode_to_vec(&answers));
-            self.conn
-                .send_pdu(&Pdu::LoginResponse(rsp), data)
-                .await
-                .unwrap();
-            if done {
-                return;
-            }
-        }
-    }
-
-    async fn recv(&mut self) -> Frame {
-        match self.conn.recv(T).await.frame() {
-            Some(f) => f,
-            None => panic!("the fake target got nothing:\n{}", self.conn.trace()),
-        }
-    }
-
-    async fn recv_command(&mut self) -> ScsiCommand {
-        let f = self.recv().await;
-        match f.pdu() {
-            Pdu::ScsiCommand(c) => {
-                if !c.immediate {
-                    self.exp_cmd_sn = c.cmd_sn.wrapping_add(1);
-                }
-                c
-            }
-            other => panic!("expected a SCSI Command, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, pdu: Pdu, data: Bytes) {
-        self.conn.send_pdu(&pdu, data).await.unwrap();
-    }
-
-    async fn respond(&mut self, itt: u32, status: ScsiStatus, residual: Residual) {
-        let rsp = ScsiResponse {
-            itt,
-            status: status.0,
-            residual,
-            stat_sn: self.next_stat_sn(),
-            exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.max_cmd_sn(),
-            ..ScsiResponse::default()
-        };
-        self.send(Pdu::ScsiResponse(rsp), Bytes::new()).await;
-    }
-}
-
-/// Starts a fake target running `script` after the login, and a session
-/// logged in to it with `o`.
+/// Starts a fake target running `script` after the login (window
+/// `window`, MaxRecvDataSegmentLength=512 declared so that long requests
+/// go in parts), and a session logged in to it with `o`.
 async fn setup<F, Fut>(
     o: iesp_initiator::LoginOptions,
     window: u32,
     script: F,
-) -> (Session, tokio::task::JoinHandle<()>)
+) -> (Session, FakeTarget)
 where
-    F: FnOnce(Fake) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    F: FnOnce(FakeConn) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (s, server) = setup_with(o, window, Vec::new(), script).await;
+    let (s, server) = setup_with(o, window, LoginAnswers::new(), script).await;
     (s.unwrap(), server)
 }
 
-/// [`setup`] with a fake that answers `overrides` whatever is offered, and
+/// [`setup`] with a fake that gives `answers` whatever is offered, and
 /// the login's result as it is.
 async fn setup_with<F, Fut>(
     o: iesp_initiator::LoginOptions,
     window: u32,
-    overrides: Vec<KeyValue>,
+    answers: LoginAnswers,
     script: F,
-) -> (
-    Result<Session, iesp_initiator::LoginError>,
-    tokio::task::JoinHandle<()>,
-)
+) -> (Result<Session, iesp_initiator::LoginError>, FakeTarget)
 where
-    F: FnOnce(Fake) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    F: FnOnce(FakeConn) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (s, _) = l.accept().await.unwrap();
-        let mut fake = Fake {
-            conn: RawConnection::from_stream(s).unwrap(),
-            stat_sn: 10,
-            exp_cmd_sn: 0,
-            window,
-            overrides,
-        };
-        fake.login().await;
-        script(fake).await;
-    });
-    (Session::login(addr, o).await, server)
+    let fake = FakeTarget::start(move |mut f| async move {
+        f.window = window;
+        f.login_with(&answers.declare("MaxRecvDataSegmentLength", "512"))
+            .await;
+        script(f).await;
+    })
+    .await;
+    let session = Session::login(fake.addr(), o).await;
+    (session, fake)
 }
 
 fn read_cdb(blocks: u32) -> Vec<u8> {
@@ -197,7 +77,7 @@ async fn connection_drop_fails_outstanding_commands_promptly() {
     let handles: Vec<_> = (0..8)
         .map(|_| s.submit(Lun(0), &read_cdb(8), Bytes::new(), 4096).unwrap())
         .collect();
-    server.await.unwrap();
+    server.join().await;
     let t0 = Instant::now();
     for h in handles {
         let r = h.wait_timeout(T).await;
@@ -252,7 +132,7 @@ async fn target_ping_is_answered() {
     ping_done.await.unwrap();
     let r = s.command(Lun(0), &[0u8; 6], Bytes::new(), 0).await.unwrap();
     assert!(r.is_good());
-    server.await.unwrap();
+    server.join().await;
 }
 
 /// A login that leaves the window closed (MaxCmdSN = ExpCmdSN − 1): the
@@ -283,7 +163,7 @@ async fn closed_window_holds_commands_until_opened() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(s.stats().queued, 1);
     assert!(h.wait_timeout(T).await.unwrap().is_good());
-    server.await.unwrap();
+    server.join().await;
 }
 
 #[tokio::test]
@@ -319,7 +199,7 @@ async fn abort_task_completes_the_aborted_command() {
         h.wait_timeout(T).await,
         Err(CommandError::Aborted(TmfFunction::ABORT_TASK))
     );
-    server.await.unwrap();
+    server.join().await;
 }
 
 /// An R2T beyond the write data fails that command at once; its ITT stays
@@ -361,7 +241,7 @@ async fn r2t_beyond_the_write_data_fails_the_command() {
     );
     let r = s.command(Lun(0), &[0u8; 6], Bytes::new(), 0).await.unwrap();
     assert!(r.is_good());
-    server.await.unwrap();
+    server.join().await;
 }
 
 /// Data-In in several parts with the status in a SCSI Response carrying
@@ -421,7 +301,7 @@ async fn data_in_reassembly_residuals_and_datasn_checks() {
         matches!(&r, Err(CommandError::Protocol(m)) if m.contains("DataSN 1 where 0")),
         "{r:?}"
     );
-    server.await.unwrap();
+    server.join().await;
 }
 
 /// A long Text Request in parts and a long answer in parts: each
@@ -495,15 +375,14 @@ async fn text_continuations_both_ways() {
     let answer = s.text(&keys).await.unwrap();
     let names: Vec<&str> = answer.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(names, ["X-test-0", "X-test-1", "X-test-2", "X-test-3"]);
-    server.await.unwrap();
+    server.join().await;
 }
 
 /// iESP's answer whatever is offered.
-fn iesp_bursts() -> Vec<KeyValue> {
-    vec![
-        KeyValue::new("FirstBurstLength", "268435456"),
-        KeyValue::new("MaxBurstLength", "268435456"),
-    ]
+fn iesp_bursts() -> LoginAnswers {
+    LoginAnswers::new()
+        .answer("FirstBurstLength", "268435456")
+        .answer("MaxBurstLength", "268435456")
 }
 
 #[tokio::test]
@@ -520,7 +399,7 @@ async fn strict_login_fails_on_an_out_of_range_answer_naming_the_key() {
         msg.contains("FirstBurstLength=268435456") && msg.contains("MaxBurstLength=268435456"),
         "{msg}"
     );
-    server.await.unwrap();
+    server.join().await;
 }
 
 #[tokio::test]
@@ -635,7 +514,7 @@ async fn lenient_login_clamps_warns_and_the_session_uses_the_clamped_burst() {
         .unwrap();
     assert!(r.is_good());
     assert_eq!(r.data, payload);
-    server.await.unwrap();
+    server.join().await;
 }
 
 #[tokio::test]
@@ -686,5 +565,5 @@ async fn keep_alive_pings_an_idle_target_and_closes_when_it_stays_silent() {
     let r = s.command(Lun(0), &read_cdb(1), Bytes::new(), 512).await;
     assert!(matches!(r, Err(CommandError::Closed(_))), "{r:?}");
     drop(s);
-    server.await.unwrap();
+    server.join().await;
 }

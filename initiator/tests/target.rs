@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{INITIATOR, TestTarget, opts, random_bytes};
+use common::{INITIATOR, opts, random_bytes};
 use iesp_initiator::discovery;
 use iesp_initiator::raw::{RawConnection, Received, TraceEvent};
 use iesp_initiator::session::CommandError;
@@ -17,6 +17,7 @@ use iesp_proto::scsi::{Asc, SenseKey};
 use iesp_proto::text::KeyValue;
 use iesp_target::DEFAULT_IQN;
 use iesp_target::config::{TargetConfig, TargetDef};
+use iesp_testsupport::TestTarget;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -25,7 +26,7 @@ const T: Duration = Duration::from_secs(10);
 /// negotiated, write and read back 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_matrix_and_data_integrity() {
-    let target = TestTarget::start().await;
+    let target = TestTarget::start(TargetConfig::default()).await;
     let mut case = 0u64;
     for immediate_data in [false, true] {
         for initial_r2t in [false, true] {
@@ -42,7 +43,7 @@ async fn login_matrix_and_data_integrity() {
                     let what = format!(
                         "ImmediateData={immediate_data} InitialR2T={initial_r2t} digests={digests} MRDSL={mrdsl}"
                     );
-                    let s = Session::login(target.addr, o).await.expect(&what);
+                    let s = Session::login(target.addr(), o).await.expect(&what);
                     let out = s.login_outcome();
                     assert!(out.warnings.is_empty(), "{what}: {:?}", out.warnings);
                     assert_ne!(out.tsih, 0, "{what}");
@@ -79,15 +80,15 @@ async fn login_matrix_and_data_integrity() {
 
 #[tokio::test]
 async fn discovery_finds_the_default_target() {
-    let target = TestTarget::start().await;
-    let found = iesp_initiator::discover(target.addr, INITIATOR)
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let found = iesp_initiator::discover(target.addr(), INITIATOR)
         .await
         .unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].name, DEFAULT_IQN);
     let addr = &found[0].addresses;
     assert_eq!(addr.len(), 1, "{addr:?}");
-    assert_eq!(addr[0].socket_addr(), Some(target.addr));
+    assert_eq!(addr[0].socket_addr(), Some(target.addr()));
     assert_eq!(addr[0].portal_group_tag, Some(1));
     target.stop().await;
 }
@@ -104,10 +105,10 @@ async fn discovery_follows_text_continuations() {
             ..template.clone()
         });
     }
-    let target = TestTarget::start_with(config).await;
+    let target = TestTarget::start(config).await;
     let mut o = LoginOptions::discovery(INITIATOR);
     o.max_recv_data_segment_length = 512;
-    let found = discovery::discover_with(target.addr, &o).await.unwrap();
+    let found = discovery::discover_with(target.addr(), &o).await.unwrap();
     assert_eq!(found.len(), 40);
     assert_eq!(
         found[39].name,
@@ -118,8 +119,8 @@ async fn discovery_follows_text_continuations() {
 }
 
 async fn write_read_at_depth(depth: usize) {
-    let target = TestTarget::start().await;
-    let s = Session::login(target.addr, opts()).await.unwrap();
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let s = Session::login(target.addr(), opts()).await.unwrap();
     let lu = s.logical_unit(0).await.unwrap();
     let mut jobs = tokio::task::JoinSet::new();
     for worker in 0..depth {
@@ -172,8 +173,8 @@ async fn commands_beyond_the_window_wait_locally() {
     use iesp_proto::serial;
     let mut config = TargetConfig::default();
     config.limits.command_window = 2;
-    let target = TestTarget::start_with(config).await;
-    let s = Session::login(target.addr, opts()).await.unwrap();
+    let target = TestTarget::start(config).await;
+    let s = Session::login(target.addr(), opts()).await.unwrap();
     let out = s.login_outcome();
     assert_eq!(out.max_cmd_sn.wrapping_sub(out.exp_cmd_sn), 1);
     let lu = s.logical_unit(0).await.unwrap();
@@ -220,7 +221,7 @@ async fn commands_beyond_the_window_wait_locally() {
 /// the first burst unsolicited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_io_spans_many_r2ts_and_data_ins() {
-    let target = TestTarget::start().await;
+    let target = TestTarget::start(TargetConfig::default()).await;
     for (unsolicited, expected_r2ts) in [(false, 16usize), (true, 15)] {
         let mut o = opts();
         o.max_burst_length = 65_536;
@@ -228,7 +229,7 @@ async fn large_io_spans_many_r2ts_and_data_ins() {
         o.max_recv_data_segment_length = 16_384;
         o.immediate_data = unsolicited;
         o.initial_r2t = !unsolicited;
-        let s = Session::login(target.addr, o).await.unwrap();
+        let s = Session::login(target.addr(), o).await.unwrap();
         assert_eq!(s.params().max_burst_length, 65_536);
         let lu = s.logical_unit(0).await.unwrap();
         s.set_trace_capacity(0);
@@ -262,8 +263,8 @@ async fn large_io_spans_many_r2ts_and_data_ins() {
 /// Manual login on a raw connection, then a NOP-Out by hand.
 #[tokio::test]
 async fn raw_nop_out_gets_its_echo() {
-    let target = TestTarget::start().await;
-    let mut conn = RawConnection::connect(target.addr).await.unwrap();
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let mut conn = RawConnection::connect(target.addr()).await.unwrap();
     let out = login(&mut conn, &opts()).await.unwrap();
     let nop = NopOut {
         immediate: true,
@@ -292,8 +293,8 @@ async fn raw_nop_out_gets_its_echo() {
 
 #[tokio::test]
 async fn nop_text_and_task_management_in_a_session() {
-    let target = TestTarget::start().await;
-    let s = Session::login(target.addr, opts()).await.unwrap();
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let s = Session::login(target.addr(), opts()).await.unwrap();
     assert_eq!(
         s.nop(Bytes::from_static(b"ping")).await.unwrap(),
         Bytes::from_static(b"ping")
@@ -346,8 +347,8 @@ async fn nop_text_and_task_management_in_a_session() {
 
 #[tokio::test]
 async fn check_condition_sense_is_readable() {
-    let target = TestTarget::start().await;
-    let s = Session::login(target.addr, opts()).await.unwrap();
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let s = Session::login(target.addr(), opts()).await.unwrap();
     let lu = s.logical_unit(0).await.unwrap();
     let err = lu.read(lu.blocks(), 1).await.unwrap_err();
     let sense = err.sense().expect("sense data").clone();
@@ -369,8 +370,8 @@ async fn check_condition_sense_is_readable() {
 
 #[tokio::test]
 async fn login_by_url_and_refusal_of_unknown_target() {
-    let target = TestTarget::start().await;
-    let url: IscsiUrl = format!("iscsi://{}/{DEFAULT_IQN}/0", target.addr)
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let url: IscsiUrl = format!("iscsi://{}/{DEFAULT_IQN}/0", target.addr())
         .parse()
         .unwrap();
     let s = Session::login_url(&url, INITIATOR).await.unwrap();
@@ -384,7 +385,7 @@ async fn login_by_url_and_refusal_of_unknown_target() {
     s.logout().await.unwrap();
     let mut o = opts();
     o.target_name = Some("iqn.2026-11.org.iesp-test:nobody".to_owned());
-    let err = Session::login(target.addr, o).await.unwrap_err();
+    let err = Session::login(target.addr(), o).await.unwrap_err();
     assert!(
         matches!(err, iesp_initiator::LoginError::Refused(st) if st == iesp_proto::pdu::LoginStatus::NOT_FOUND),
         "{err}"
@@ -395,8 +396,8 @@ async fn login_by_url_and_refusal_of_unknown_target() {
 /// The target going away fails the session; later requests fail at once.
 #[tokio::test]
 async fn target_shutdown_closes_the_session() {
-    let target = TestTarget::start().await;
-    let s = Session::login(target.addr, opts()).await.unwrap();
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let s = Session::login(target.addr(), opts()).await.unwrap();
     s.nop(Bytes::new()).await.unwrap();
     target.stop().await;
     let t0 = std::time::Instant::now();
@@ -423,8 +424,8 @@ async fn target_shutdown_closes_the_session() {
 /// The discovery login on a raw connection, with what the login noticed.
 #[tokio::test]
 async fn discovery_login_by_hand() {
-    let target = TestTarget::start().await;
-    let mut conn = RawConnection::connect(target.addr).await.unwrap();
+    let target = TestTarget::start(TargetConfig::default()).await;
+    let mut conn = RawConnection::connect(target.addr()).await.unwrap();
     let out = login(&mut conn, &LoginOptions::discovery(INITIATOR))
         .await
         .unwrap();
@@ -456,8 +457,8 @@ async fn discovery_login_by_hand() {
 async fn long_text_request_in_parts() {
     let mut config = TargetConfig::default();
     config.limits.max_recv_data_segment_length = 512;
-    let target = TestTarget::start_with(config).await;
-    let s = Session::login(target.addr, opts()).await.unwrap();
+    let target = TestTarget::start(config).await;
+    let s = Session::login(target.addr(), opts()).await.unwrap();
     assert_eq!(s.params().target_mrdsl, 512);
     let keys: Vec<KeyValue> = (0..4)
         .map(|i| KeyValue::new(format!("X-test-{i}"), "v".repeat(200)))

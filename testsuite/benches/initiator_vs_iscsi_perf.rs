@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use iesp_initiator::{LoginOptions, Session};
-use iesp_testsuite::peers::libiscsi::{PerfOptions, iscsi_perf};
-use iesp_testsuite::peers::own::OwnTarget;
-use iesp_testsuite::peers::tools_or_skip;
+use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
+use iesp_testsupport::peers::tools_or_skip;
 
 fn env_u32(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -79,7 +79,7 @@ fn main() {
     let seconds = env_u32("IESP_BENCH_SECONDS", 5).max(1);
     let rounds = env_u32("IESP_BENCH_ROUNDS", 3).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
-    let target = OwnTarget::with_file_lun(&dir.path().join("lun0.img"), 64 << 20).expect("target");
+    let target = BlockingTarget::with_file_lun(&dir.path().join("lun0.img"), 64 << 20);
     let url = target.url(0);
     println!(
         "4 KiB random READ against iesp-target, {seconds} s per run, median of {rounds} rounds"

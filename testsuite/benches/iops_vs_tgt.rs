@@ -15,14 +15,14 @@
 //! 48-byte TCP ping-pong between two threads over loopback, no iSCSI at all.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
-use iesp_target::config::{Backing, LunSpec, TargetConfig};
-use iesp_target::server::{Target, serve};
-use iesp_testsuite::peers::libiscsi::{PerfOptions, iscsi_perf};
-use iesp_testsuite::peers::tgt::Tgtd;
-use iesp_testsuite::peers::{create_sparse_file, tools_or_skip};
+use iesp_target::config::Backing;
+use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::embedded::one_lun;
+use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
+use iesp_testsupport::peers::tgt::Tgtd;
+use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};
 
 const LUN_BYTES: u64 = 64 << 20;
 
@@ -107,31 +107,22 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let our_file = create_sparse_file(dir.path(), LUN_BYTES).expect("LUN file");
     fill(&our_file);
-    let mut cfg = TargetConfig::default();
-    cfg.targets[0].luns = vec![LunSpec {
-        backing: Backing::File {
-            path: our_file,
-            size: None,
-        },
-        block_size: 512,
-        read_only: false,
-    }];
-    let target = Target::from_config(&cfg).expect("target");
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("runtime"),
+    // On a default runtime (a worker per core), as `iesp-target` runs.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let target = BlockingTarget::start_on(
+        rt,
+        one_lun(
+            Backing::File {
+                path: our_file,
+                size: None,
+            },
+            512,
+        ),
     );
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(serve(listener, target, async {
-        let _ = stopped.await;
-    }));
-    let ours = format!("iscsi://127.0.0.1:{port}/{}/0", iesp_target::DEFAULT_IQN);
+    let ours = target.url(0);
 
     // tgt, with the same data.
     let (tgtd, tgt_url) = Tgtd::with_file_lun(LUN_BYTES).expect("tgtd");
@@ -191,6 +182,5 @@ fn main() {
         }
     }
     drop(tgtd);
-    let _ = stop.send(());
-    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await });
+    target.stop();
 }

@@ -1,9 +1,7 @@
-//! # iesp-testsuite — conformance suite and real-peer harness
+//! # iesp-testsuite — the conformance suite
 //!
 //! ## Layout
 //!
-//! - [`peers`] — start and drive real peers on loopback for interop tests:
-//!   tgt's `tgtd` with a temporary file LUN, libiscsi's command-line tools.
 //! - [`conformance`] — the protocol-level conformance suite behind
 //!   `iesp-test conformance`: scripted and Rust cases, runner, reports,
 //!   baselines.
@@ -12,8 +10,12 @@
 //! - [`workload`] — seeded write/read-back data-integrity passes through
 //!   our initiator, on the shared block-I/O layer ([`iesp_blockio`]: its
 //!   pattern generator and load engine).
+//!
+//! Starting and driving peers for tests (tgt, libiscsi, qemu-nbd, our own
+//! target, fakes, loop devices) is not here but in the `iesp-testsupport`
+//! dev-dependency, so the `iesp-test` binary, which links this library for
+//! `conformance`, carries no peer-management code.
 
 pub mod conformance;
-pub mod peers;
 pub mod proxy;
 pub mod workload;

@@ -931,33 +931,26 @@ mod tests {
     use super::*;
     use iesp_initiator::raw::{RawConnection, Received};
     use iesp_proto::pdu::NopOut;
+    use iesp_testsupport::FakeTarget;
     use std::time::Duration;
 
-    /// A fake target that answers every NOP-Out with a NOP-In echo.
-    async fn echo_target() -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut c = RawConnection::from_stream(s).unwrap();
-                    let mut sn = 7;
-                    while let Received::Frame(f) = c.recv(Duration::from_secs(5)).await {
-                        let nop = iesp_proto::pdu::NopIn {
-                            lun: iesp_proto::bhs::Lun(0),
-                            itt: f.bhs.itt(),
-                            ttt: RESERVED_TAG,
-                            stat_sn: sn,
-                            exp_cmd_sn: 1,
-                            max_cmd_sn: 9,
-                        };
-                        sn += 1;
-                        c.send_pdu(&Pdu::NopIn(nop), f.data.clone()).await.unwrap();
-                    }
-                });
+    /// A fake target that answers every PDU with a NOP-In echo of its
+    /// ITT and data; it never logs in.
+    async fn echo_target() -> FakeTarget {
+        FakeTarget::serve(|mut t| async move {
+            while let Received::Frame(f) = t.conn.recv(Duration::from_secs(5)).await {
+                let nop = iesp_proto::pdu::NopIn {
+                    lun: iesp_proto::bhs::Lun(0),
+                    itt: f.bhs.itt(),
+                    ttt: RESERVED_TAG,
+                    stat_sn: t.next_stat_sn(),
+                    exp_cmd_sn: 1,
+                    max_cmd_sn: 9,
+                };
+                t.send(Pdu::NopIn(nop), f.data.clone()).await;
             }
-        });
-        addr
+        })
+        .await
     }
 
     fn nop(itt: u32) -> Pdu {
@@ -972,7 +965,8 @@ mod tests {
     }
 
     async fn roundtrip(fault: Fault) -> Vec<Frame> {
-        let p = Proxy::start(echo_target().await, fault).await.unwrap();
+        let echo = echo_target().await;
+        let p = Proxy::start(echo.addr(), fault).await.unwrap();
         let mut c = RawConnection::connect(p.addr).await.unwrap();
         let mut out = Vec::new();
         for i in 1..=4 {

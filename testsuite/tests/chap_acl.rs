@@ -19,9 +19,9 @@ use iesp_proto::framing::Frame;
 use iesp_proto::pdu::{Isid, LoginRequest, LoginStatus, Pdu, Stage};
 use iesp_proto::text::{self, KeyValue};
 use iesp_target::config::{ChapAuth, TargetConfig};
-use iesp_testsuite::peers::libiscsi::iscsi_inq;
-use iesp_testsuite::peers::own::OwnTarget;
-use iesp_testsuite::peers::tools_or_skip;
+use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::peers::libiscsi::iscsi_inq;
+use iesp_testsupport::peers::tools_or_skip;
 
 const SECRET: &str = "Sh4red-s3cret-77";
 const TARGET_SECRET: &str = "T4rget-s3cret-88";
@@ -43,7 +43,7 @@ impl Write for Log {
     }
 }
 
-fn target() -> OwnTarget {
+fn target() -> BlockingTarget {
     let mut cfg = TargetConfig::default();
     cfg.targets[0].acl = vec![ALLOWED.to_owned(), LIBISCSI.to_owned()];
     cfg.targets[0].chap = Some(ChapAuth {
@@ -53,10 +53,10 @@ fn target() -> OwnTarget {
             TARGET_SECRET.as_bytes().to_vec(),
         )),
     });
-    OwnTarget::start(cfg).expect("start target")
+    BlockingTarget::start(cfg)
 }
 
-fn opts(t: &OwnTarget, initiator: &str, secret: &str) -> LoginOptions {
+fn opts(t: &BlockingTarget, initiator: &str, secret: &str) -> LoginOptions {
     let mut o = LoginOptions::new(initiator, Some(t.iqn()));
     o.chap = Some(ChapCredentials::new("alice", secret.as_bytes().to_vec()));
     o
@@ -114,7 +114,7 @@ fn value<'a>(pairs: &'a [KeyValue], key: &str) -> &'a str {
 
 /// Raw login up to the target's challenge: returns the connection, the
 /// identifier and the challenge.
-async fn challenged(t: &OwnTarget) -> (RawConnection, u8, Vec<u8>) {
+async fn challenged(t: &BlockingTarget) -> (RawConnection, u8, Vec<u8>) {
     let mut c = RawConnection::connect(t.addr()).await.unwrap();
     let first = security_step(
         &mut c,

@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use iesp_initiator::ChapCredentials;
-use iesp_target::embedded::EmbeddedTarget;
 use iesp_testsuite::conformance::baseline::{self, Baseline};
 use iesp_testsuite::conformance::report::{jsonl, junit, tap, terminal};
 use iesp_testsuite::conformance::runner::{self, Quiet, RunOptions};
 use iesp_testsuite::conformance::{Outcome, OutcomeKind, RunReport, Suite, TargetSpec};
-use iesp_testsuite::peers::{self, tgt::Tgtd};
+use iesp_testsupport::TestTarget;
+use iesp_testsupport::peers::{self, tgt::Tgtd};
 
 #[path = "support/json_schema.rs"]
 mod json_schema;
@@ -82,13 +82,11 @@ fn check_baseline(report: &RunReport, name: &str, label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_target_matches_its_baseline() {
-    let target = EmbeddedTarget::start_ram(64 << 20, 512)
-        .await
-        .expect("start the target");
-    let mut opts = RunOptions::new(spec(target.addr, &target.iqn, 0));
+    let target = TestTarget::ram(64 << 20, 512).await;
+    let mut opts = RunOptions::new(spec(target.addr(), target.iqn(), 0));
     opts.dataloss = true;
     let report = run(&opts, &[], &[]).await;
-    target.shutdown().await.expect("target shutdown");
+    target.stop().await;
     eprintln!("{}", terminal::summary(&report));
 
     assert!(

@@ -15,11 +15,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iesp_target::embedded::EmbeddedTarget;
 use iesp_testsuite::conformance::baseline::Baseline;
 use iesp_testsuite::conformance::runner::{self, Quiet, RunOptions};
 use iesp_testsuite::conformance::{OutcomeKind, Suite, TargetSpec, Timing};
 use iesp_testsuite::proxy::{Fault, Proxy};
+use iesp_testsupport::TestTarget;
 use tokio::sync::Semaphore;
 
 use Fault::*;
@@ -433,15 +433,13 @@ fn own_baseline() -> Baseline {
 
 /// Runs `select` through a proxy with `faults` in front of a fresh target.
 async fn run_breach(suite: Arc<Suite>, br: &'static Breach) -> Vec<(String, OutcomeKind, String)> {
-    let target = EmbeddedTarget::start_ram(64 << 20, 512)
-        .await
-        .expect("target");
-    let proxy = Proxy::start_with(target.addr, br.faults)
+    let target = TestTarget::ram(64 << 20, 512).await;
+    let proxy = Proxy::start_with(target.addr(), br.faults)
         .await
         .expect("proxy");
     let spec = TargetSpec {
         addr: proxy.addr,
-        target_name: target.iqn.clone(),
+        target_name: target.iqn().to_owned(),
         lun: Some(0),
         initiator_name: "iqn.2026-11.org.iesp-test:every-case-can-fail".to_owned(),
         chap: None,
@@ -461,7 +459,7 @@ async fn run_breach(suite: Arc<Suite>, br: &'static Breach) -> Vec<(String, Outc
     );
     let report = runner::run(&suite, &plan, &opts, &mut Quiet).await;
     proxy.stop().await;
-    let _ = target.shutdown().await;
+    target.stop().await;
     report
         .results
         .iter()
@@ -573,7 +571,7 @@ const CHAP_BREACHES: &[Breach] = &[
 #[test]
 fn tgt_chap_cases_can_fail() {
     use iesp_initiator::ChapCredentials;
-    use iesp_testsuite::peers::{self, tgt::Tgtd};
+    use iesp_testsupport::peers::{self, tgt::Tgtd};
     let Some(_) = peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
         return;
     };

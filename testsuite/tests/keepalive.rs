@@ -11,7 +11,7 @@ use iesp_initiator::{LoginOptions, RawConnection, Received, Session};
 use iesp_proto::bhs::RESERVED_TAG;
 use iesp_proto::pdu::Pdu;
 use iesp_target::config::TargetConfig;
-use iesp_target::embedded::EmbeddedTarget;
+use iesp_testsupport::TestTarget;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(400);
@@ -21,16 +21,16 @@ async fn silent_initiators_are_pinged_then_dropped() {
     let mut cfg = TargetConfig::default();
     cfg.limits.nop_interval = Some(INTERVAL);
     cfg.limits.nop_timeout = TIMEOUT;
-    let target = EmbeddedTarget::start(cfg).await.expect("start target");
-    let opts = |name: &str| LoginOptions::new(name, Some(&target.iqn));
+    let target = TestTarget::start(cfg).await;
+    let opts = |name: &str| LoginOptions::new(name, Some(target.iqn()));
 
     // A session whose initiator answers pings (ours does) stays up.
-    let alive = Session::login(target.addr, opts("iqn.2026-11.org.iesp-test:alive"))
+    let alive = Session::login(target.addr(), opts("iqn.2026-11.org.iesp-test:alive"))
         .await
         .expect("login");
 
     // A raw connection that never answers.
-    let mut silent = RawConnection::connect(target.addr).await.unwrap();
+    let mut silent = RawConnection::connect(target.addr()).await.unwrap();
     login(&mut silent, &opts("iqn.2026-11.org.iesp-test:silent"))
         .await
         .expect("login");
@@ -65,5 +65,5 @@ async fn silent_initiators_are_pinged_then_dropped() {
         .expect("NOP on the live session");
     assert_eq!(&echo[..], b"still here");
     alive.logout().await.expect("logout");
-    target.shutdown().await.expect("shutdown");
+    target.stop().await;
 }

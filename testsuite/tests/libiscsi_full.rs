@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use iesp_target::config::{Backing, LunSpec, TargetConfig};
-use iesp_target::embedded::EmbeddedTarget;
-use iesp_testsuite::peers::libiscsi::{self, Outcome, TestCuReport};
-use iesp_testsuite::peers::tgt::Tgtd;
-use iesp_testsuite::peers::{self, create_sparse_file};
+use iesp_testsupport::TestTarget;
+use iesp_testsupport::peers::libiscsi::{self, Outcome, TestCuReport};
+use iesp_testsupport::peers::tgt::Tgtd;
+use iesp_testsupport::peers::{self, create_sparse_file};
 
 const MIB: u64 = 1 << 20;
 const LUN_BYTES: u64 = 128 * MIB;
@@ -161,12 +161,12 @@ async fn iscsi_test_cu_all_against_our_target_and_tgt() {
             read_only: true,
         },
     ];
-    let target = EmbeddedTarget::start(cfg).await.expect("start our target");
+    let target = TestTarget::start(cfg).await;
     let (lun0, lun1) = (target.url(0), target.url(1));
 
     let ours = test_cu([lun0.clone(), lun0], "ALL", OUR_TIMEOUT).await;
     let read_only = test_cu([lun1.clone(), lun1], "ALL.ReadOnly", OUR_TIMEOUT).await;
-    target.shutdown().await.expect("target shutdown");
+    target.stop().await;
 
     let (tgtd, tgt_url) = tokio::task::spawn_blocking(|| Tgtd::with_file_lun(LUN_BYTES))
         .await

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use iesp_testsuite::peers::libiscsi::{
+use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::peers::libiscsi::{
     ReadCapacity16, iscsi_inq, iscsi_ls, iscsi_readcapacity16, iscsi_test_cu, parse_iscsi_ls,
 };
-use iesp_testsuite::peers::own::OwnTarget;
-use iesp_testsuite::peers::tools_or_skip;
+use iesp_testsupport::peers::tools_or_skip;
 
 const LUN_BYTES: u64 = 64 << 20;
 
@@ -18,8 +18,8 @@ const LUN_BYTES: u64 = 64 << 20;
 const FOUNDATION_SUITES: &str = "ALL.Inquiry,ALL.TestUnitReady,ALL.ReadCapacity10,ALL.ReadCapacity16,\
 ALL.Read6,ALL.Read10,ALL.Read16,ALL.Write10,ALL.Write16,ALL.iSCSIcmdsn,ALL.iSCSIResiduals";
 
-fn target(dir: &tempfile::TempDir) -> OwnTarget {
-    OwnTarget::with_file_lun(&dir.path().join("lun0.img"), LUN_BYTES).expect("start target")
+fn target(dir: &tempfile::TempDir) -> BlockingTarget {
+    BlockingTarget::with_file_lun(&dir.path().join("lun0.img"), LUN_BYTES)
 }
 
 #[test]

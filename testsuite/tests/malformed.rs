@@ -17,8 +17,8 @@ use iesp_proto::negotiation::Digest;
 use iesp_proto::pdu::{
     DataOut, LoginRequest, NopOut, Pdu, Reject, RejectReason, ScsiCommand, Stage,
 };
-use iesp_target::embedded::EmbeddedTarget;
 use iesp_testsuite::workload::write_read_verify;
+use iesp_testsupport::TestTarget;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
@@ -36,9 +36,11 @@ fn count_panics() {
     }));
 }
 
-async fn logged_in(target: &EmbeddedTarget, digests: bool) -> (RawConnection, LoginOutcome) {
-    let mut conn = RawConnection::connect(target.addr).await.expect("connect");
-    let mut opts = LoginOptions::new(INITIATOR, Some(&target.iqn));
+async fn logged_in(target: &TestTarget, digests: bool) -> (RawConnection, LoginOutcome) {
+    let mut conn = RawConnection::connect(target.addr())
+        .await
+        .expect("connect");
+    let mut opts = LoginOptions::new(INITIATOR, Some(target.iqn()));
     if digests {
         opts.header_digest = vec![Digest::Crc32c];
         opts.data_digest = vec![Digest::Crc32c];
@@ -106,16 +108,14 @@ async fn still_alive(conn: &mut RawConnection, out: &mut LoginOutcome, what: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
     count_panics();
-    let target = EmbeddedTarget::start_ram(64 << 20, 512)
-        .await
-        .expect("start target");
+    let target = TestTarget::ram(64 << 20, 512).await;
 
     // The bystander: a normal session verifying data the whole time.
     let stop = Arc::new(AtomicBool::new(false));
     let bystander = {
         let session = Session::login(
-            target.addr,
-            LoginOptions::new("iqn.2026-11.org.iesp-test:bystander", Some(&target.iqn)),
+            target.addr(),
+            LoginOptions::new("iqn.2026-11.org.iesp-test:bystander", Some(target.iqn())),
         )
         .await
         .expect("bystander login");
@@ -135,12 +135,12 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
     };
 
     // 1. Garbage instead of a login.
-    let mut c = RawConnection::connect(target.addr).await.unwrap();
+    let mut c = RawConnection::connect(target.addr()).await.unwrap();
     c.send_bytes(&[0xde; 4096]).await.unwrap();
     expect_closed(&mut c, "garbage before login").await;
 
     // 2. A truncated login PDU, then end of stream.
-    let mut c = RawConnection::connect(target.addr).await.unwrap();
+    let mut c = RawConnection::connect(target.addr()).await.unwrap();
     let mut lr = Frame::new(&Pdu::LoginRequest(LoginRequest {
         csg: Stage::OPERATIONAL,
         ..Default::default()
@@ -153,7 +153,7 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
     expect_closed(&mut c, "truncated login PDU").await;
 
     // 3. Login text that does not parse: a Login reject, then close.
-    let mut c = RawConnection::connect(target.addr).await.unwrap();
+    let mut c = RawConnection::connect(target.addr()).await.unwrap();
     let mut bad = Frame::new(&Pdu::LoginRequest(LoginRequest {
         csg: Stage::OPERATIONAL,
         ..Default::default()
@@ -316,7 +316,7 @@ async fn malformed_input_gets_reject_or_close_and_others_carry_on() {
     // The target still serves new sessions.
     let (mut c, mut out) = logged_in(&target, false).await;
     still_alive(&mut c, &mut out, "at the end").await;
-    target.shutdown().await.expect("clean shutdown");
+    target.stop().await;
     assert_eq!(
         PANICS.load(Ordering::SeqCst),
         0,

@@ -6,27 +6,25 @@
 //! session must see no Reject or asynchronous event.
 
 use iesp_initiator::{LoginOptions, Session, discover};
-use iesp_target::embedded::EmbeddedTarget;
 use iesp_testsuite::workload::{matrix_cases, verify_case};
+use iesp_testsupport::TestTarget;
 
 const LUN_BYTES: u64 = 64 << 20;
 const INITIATOR: &str = "iqn.2026-11.org.iesp-test:matrix";
 
 async fn matrix(digests: bool, mrdsl: u32) {
-    let target = EmbeddedTarget::start_ram(LUN_BYTES, 512)
-        .await
-        .expect("start target");
-    let found = discover(target.addr, INITIATOR).await.expect("discovery");
+    let target = TestTarget::ram(LUN_BYTES, 512).await;
+    let found = discover(target.addr(), INITIATOR).await.expect("discovery");
     assert!(
-        found.iter().any(|t| t.name == target.iqn),
+        found.iter().any(|t| t.name == target.iqn()),
         "discovery lists {}: {found:?}",
-        target.iqn
+        target.iqn()
     );
     for (n, case) in matrix_cases(digests, mrdsl).into_iter().enumerate() {
         let seed = u64::from(mrdsl) << 8 | u64::from(digests) << 4 | n as u64;
         let times = verify_case(
-            target.addr,
-            &target.iqn,
+            target.addr(),
+            target.iqn(),
             0,
             INITIATOR,
             case,
@@ -37,7 +35,7 @@ async fn matrix(digests: bool, mrdsl: u32) {
         .unwrap_or_else(|e| panic!("{case}: {e:#}"));
         eprintln!("{case}: write {:?}, read {:?}", times.write, times.read);
     }
-    target.shutdown().await.expect("target shutdown");
+    target.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,11 +82,11 @@ async fn many_sessions_on_several_luns() {
             read_only: false,
         },
     ];
-    let target = EmbeddedTarget::start(cfg).await.expect("start target");
+    let target = TestTarget::start(cfg).await;
     const SESSIONS: u64 = 16;
     let mut tasks = tokio::task::JoinSet::new();
     for s in 0..SESSIONS {
-        let (addr, iqn) = (target.addr, target.iqn.clone());
+        let (addr, iqn) = (target.addr(), target.iqn().to_owned());
         tasks.spawn(async move {
             let name = format!("iqn.2026-11.org.iesp-test:many-{s}");
             let session = Session::login(addr, LoginOptions::new(&name, Some(&iqn)))
@@ -127,9 +125,12 @@ async fn many_sessions_on_several_luns() {
         r.expect("session task");
     }
     // Afterwards every region still holds its own session's data.
-    let session = Session::login(target.addr, LoginOptions::new(INITIATOR, Some(&target.iqn)))
-        .await
-        .expect("login");
+    let session = Session::login(
+        target.addr(),
+        LoginOptions::new(INITIATOR, Some(target.iqn())),
+    )
+    .await
+    .expect("login");
     for n in 0..3u16 {
         let lu = session.logical_unit(n).await.expect("LUN");
         let region = lu.capacity() / SESSIONS;
@@ -144,5 +145,5 @@ async fn many_sessions_on_several_luns() {
         }
     }
     session.logout().await.expect("logout");
-    target.shutdown().await.expect("shutdown");
+    target.stop().await;
 }

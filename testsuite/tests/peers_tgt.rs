@@ -8,9 +8,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use iesp_testsuite::peers::libiscsi::{self, ReadCapacity16};
-use iesp_testsuite::peers::tgt::Tgtd;
-use iesp_testsuite::peers::{self, create_sparse_file};
+use iesp_testsupport::peers::libiscsi::{self, ReadCapacity16};
+use iesp_testsupport::peers::tgt::Tgtd;
+use iesp_testsupport::peers::{self, create_sparse_file};
 
 const MIB: u64 = 1 << 20;
 

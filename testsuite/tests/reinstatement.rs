@@ -8,30 +8,28 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use iesp_initiator::{LoginOptions, Session};
 use iesp_proto::pdu::Isid;
-use iesp_target::embedded::EmbeddedTarget;
+use iesp_testsupport::TestTarget;
 
 const INITIATOR: &str = "iqn.2026-11.org.iesp-test:reinstate";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_isid_replaces_the_session() {
-    let target = EmbeddedTarget::start_ram(16 << 20, 512)
-        .await
-        .expect("start target");
+    let target = TestTarget::ram(16 << 20, 512).await;
     let with_isid = |isid: Isid| {
-        let mut o = LoginOptions::new(INITIATOR, Some(&target.iqn));
+        let mut o = LoginOptions::new(INITIATOR, Some(target.iqn()));
         o.isid = isid;
         o
     };
-    let first = Session::login(target.addr, with_isid(Isid::random(1)))
+    let first = Session::login(target.addr(), with_isid(Isid::random(1)))
         .await
         .expect("first login");
-    let other = Session::login(target.addr, with_isid(Isid::random(2)))
+    let other = Session::login(target.addr(), with_isid(Isid::random(2)))
         .await
         .expect("other ISID");
     first.nop(Bytes::new()).await.expect("first session works");
     let first_tsih = first.login_outcome().tsih;
 
-    let second = Session::login(target.addr, with_isid(Isid::random(1)))
+    let second = Session::login(target.addr(), with_isid(Isid::random(1)))
         .await
         .expect("reinstating login");
     assert_ne!(
@@ -61,5 +59,5 @@ async fn same_isid_replaces_the_session() {
         .expect("a session with another ISID is untouched");
     second.logout().await.unwrap();
     other.logout().await.unwrap();
-    target.shutdown().await.unwrap();
+    target.stop().await;
 }

@@ -18,26 +18,17 @@ use iesp_initiator::{LogicalUnit, LoginOptions, Session};
 use iesp_proto::scsi::inquiry::{Vpd, VpdPage};
 use iesp_proto::scsi::unmap::{UnmapDescriptor, UnmapParameters};
 use iesp_proto::scsi::{Asc, Cdb, CdbSize, ReadCapacity16Data, ScsiStatus, SenseKey};
-use iesp_target::config::{Backing, LunSpec, TargetConfig};
-use iesp_target::embedded::EmbeddedTarget;
-use iesp_testsuite::peers::qemu::QemuNbd;
-use iesp_testsuite::peers::{self, create_sparse_file, run_tool};
+use iesp_target::config::Backing;
+use iesp_testsupport::embedded::one_lun;
+use iesp_testsupport::peers::qemu::QemuNbd;
+use iesp_testsupport::peers::{self, create_sparse_file};
+use iesp_testsupport::{LoopDevice, TestTarget};
 
 const MIB: u64 = 1 << 20;
 
-fn config(backing: Backing) -> TargetConfig {
-    let mut cfg = TargetConfig::default();
-    cfg.targets[0].luns = vec![LunSpec {
-        backing,
-        block_size: 512,
-        read_only: false,
-    }];
-    cfg
-}
-
-async fn open(target: &EmbeddedTarget, initiator: &str) -> (Session, Arc<LogicalUnit>) {
-    let opts = LoginOptions::new(initiator, Some(&target.iqn));
-    let session = Session::login(target.addr, opts)
+async fn open(target: &TestTarget, initiator: &str) -> (Session, Arc<LogicalUnit>) {
+    let opts = LoginOptions::new(initiator, Some(target.iqn()));
+    let session = Session::login(target.addr(), opts)
         .await
         .unwrap_or_else(|e| panic!("{initiator}: login: {e}"));
     let lu = session
@@ -72,12 +63,14 @@ async fn two_sessions_racing_compare_and_write_have_one_winner_each_round() {
     const ROUNDS: usize = 200;
     const LBA: u64 = 77;
     let dir = tempfile::tempdir().expect("tempdir");
-    let target = EmbeddedTarget::start(config(Backing::File {
-        path: dir.path().join("caw.img"),
-        size: Some(16 * MIB),
-    }))
-    .await
-    .expect("start target");
+    let target = TestTarget::start(one_lun(
+        Backing::File {
+            path: dir.path().join("caw.img"),
+            size: Some(16 * MIB),
+        },
+        512,
+    ))
+    .await;
     let (s1, lu1) = open(&target, "iqn.2026-11.org.iesp-test:caw-a").await;
     let (s2, lu2) = open(&target, "iqn.2026-11.org.iesp-test:caw-b").await;
     let mut current = block(usize::MAX, 0);
@@ -119,7 +112,7 @@ async fn two_sessions_racing_compare_and_write_have_one_winner_each_round() {
     eprintln!("COMPARE AND WRITE race: {ROUNDS} rounds, wins {wins:?}");
     s1.logout().await.expect("logout 1");
     s2.logout().await.expect("logout 2");
-    target.shutdown().await.expect("shutdown");
+    target.stop().await;
 }
 
 /// `qemu-io` over the export, which must succeed (pattern checks fail the
@@ -151,12 +144,14 @@ async fn nbd_backend_round_trips_through_qemu_nbd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = create_sparse_file(dir.path(), 64 * MIB).expect("image");
     let nbd = Arc::new(QemuNbd::serve(&image, "lun0").expect("qemu-nbd"));
-    let target = EmbeddedTarget::start(config(Backing::Nbd {
-        addr: nbd.addr(),
-        export: nbd.export().to_owned(),
-    }))
-    .await
-    .expect("target with an NBD LUN");
+    let target = TestTarget::start(one_lun(
+        Backing::Nbd {
+            addr: nbd.addr(),
+            export: nbd.export().to_owned(),
+        },
+        512,
+    ))
+    .await;
     let (session, lu) = open(&target, "iqn.2026-11.org.iesp-test:nbd").await;
     assert_eq!(lu.capacity(), 64 * MIB);
 
@@ -244,7 +239,7 @@ async fn nbd_backend_round_trips_through_qemu_nbd() {
     .await;
 
     session.logout().await.expect("logout");
-    target.shutdown().await.expect("shutdown");
+    target.stop().await;
 }
 
 /// Blocks of `path` really allocated, in bytes.
@@ -255,45 +250,20 @@ fn allocated(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// A loop device over a file, detached on drop.
-struct Loop(String);
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = run_tool(
-            "losetup",
-            &["-d", &self.0],
-            std::time::Duration::from_secs(30),
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_device_unmap_discards_and_reads_zeroes() {
-    let Some(_) = peers::tool_or_skip("losetup") else {
-        return;
-    };
     let dir = tempfile::tempdir().expect("tempdir");
     let image = create_sparse_file(dir.path(), 32 * MIB).expect("image");
-    let timeout = std::time::Duration::from_secs(30);
-    let image_arg = image.to_string_lossy().into_owned();
-    let attached =
-        run_tool("losetup", &["--find", "--show", &image_arg], timeout).expect("losetup runs");
-    if !attached.success() {
-        // Not a tool problem: the machine has no loop devices for us (an
-        // unprivileged container). Say so rather than pretend.
-        eprintln!(
-            "SKIPPED: cannot attach a loop device here: {}",
-            attached.combined().trim()
-        );
+    let Some(dev) = LoopDevice::attach_or_skip(&image) else {
         return;
-    }
-    let dev = Loop(attached.stdout.trim().to_owned());
-    let target = EmbeddedTarget::start(config(Backing::Device {
-        path: dev.0.clone().into(),
-    }))
-    .await
-    .expect("target on the loop device");
+    };
+    let target = TestTarget::start(one_lun(
+        Backing::Device {
+            path: dev.path().to_owned(),
+        },
+        512,
+    ))
+    .await;
     let (session, lu) = open(&target, "iqn.2026-11.org.iesp-test:loop").await;
     assert_eq!(lu.capacity(), 32 * MIB);
     let rc = lu
@@ -341,5 +311,5 @@ async fn block_device_unmap_discards_and_reads_zeroes() {
         "space given back: {before} -> {after} bytes"
     );
     session.logout().await.expect("logout");
-    target.shutdown().await.expect("shutdown");
+    target.stop().await;
 }

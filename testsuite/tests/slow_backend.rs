@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use iesp_initiator::{LoginOptions, Session};
 use iesp_target::config::{Backing, LunSpec, TargetConfig};
-use iesp_testsuite::peers::own::OwnTarget;
-use iesp_testsuite::peers::qemu::QemuNbd;
-use iesp_testsuite::peers::{create_sparse_file, tools_or_skip};
 use iesp_testsuite::workload::write_read_verify;
+use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::peers::qemu::QemuNbd;
+use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -44,7 +44,7 @@ fn a_stalled_nbd_server_does_not_stall_other_sessions() {
             read_only: false,
         },
     ];
-    let target = OwnTarget::start(cfg).expect("start target");
+    let target = BlockingTarget::start(cfg);
     let (addr, iqn) = (target.addr(), target.iqn().to_owned());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

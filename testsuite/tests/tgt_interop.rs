@@ -6,9 +6,9 @@
 //! asynchronous event.
 
 use iesp_initiator::{IscsiUrl, discover};
-use iesp_testsuite::peers::tgt::Tgtd;
-use iesp_testsuite::peers::tools_or_skip;
 use iesp_testsuite::workload::{matrix_cases, verify_case};
+use iesp_testsupport::peers::tgt::Tgtd;
+use iesp_testsupport::peers::tools_or_skip;
 
 const LUN_BYTES: u64 = 64 << 20;
 const INITIATOR: &str = "iqn.2026-11.org.iesp-test:tgt-interop";

@@ -226,7 +226,7 @@ fn fio_pass(path: &Path, size: u64, io_size: u64, queue_depth: u32) -> anyhow::R
             "--output-format=json".to_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = iesp_testsuite::peers::run_tool("fio", &args, Duration::from_secs(3600))?
+        let out = iesp_testsupport::peers::run_tool("fio", &args, Duration::from_secs(3600))?
             .ensure_success()?;
         let j: serde_json::Value =
             serde_json::from_str(&out.stdout).context("fio's JSON output")?;
@@ -302,7 +302,7 @@ async fn file_comparison(a: &BenchArgs) -> anyhow::Result<FileResult> {
 }
 
 async fn iscsi_comparison(a: &BenchArgs) -> anyhow::Result<IscsiResult> {
-    use iesp_testsuite::peers::libiscsi::{PerfOptions, iscsi_perf};
+    use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
     const BS: u32 = 512;
     if a.io_size % u64::from(BS) != 0 {
         bail!("IESP_BENCH_IO_SIZE must be a multiple of 512 for the iSCSI comparison");

@@ -308,7 +308,7 @@ fn exit_codes() {
 
 #[test]
 fn a_file_with_a_file_system_is_refused() {
-    let Some(mkfs) = iesp_testsuite::peers::tool_or_skip("mkfs.ext4") else {
+    let Some(mkfs) = iesp_testsupport::peers::tool_or_skip("mkfs.ext4") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

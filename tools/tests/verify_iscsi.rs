@@ -6,41 +6,19 @@
 mod common;
 
 use common::{damage, iesp_test, mismatches, read_block, verify};
-use iesp_target::config::{Backing, LunSpec, TargetConfig};
-use iesp_target::embedded::EmbeddedTarget;
+use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::embedded::file_lun;
 
 const BS: u64 = 512;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn file_lun(path: &std::path::Path, size: u64) -> TargetConfig {
-    let mut cfg = TargetConfig::default();
-    cfg.targets[0].luns = vec![LunSpec {
-        backing: Backing::File {
-            path: path.to_owned(),
-            size: Some(size),
-        },
-        block_size: BS as u32,
-        read_only: false,
-    }];
-    cfg
-}
-
 #[test]
 fn our_target_passes_persists_and_shows_damage() {
-    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let lun = dir.path().join("lun.img");
     let json = dir.path().join("r.json");
-    let cfg = file_lun(&lun, 8 << 20);
+    let cfg = file_lun(&lun, 8 << 20, BS as u32);
 
-    let target = rt.block_on(EmbeddedTarget::start(cfg.clone())).unwrap();
+    let target = BlockingTarget::start(cfg.clone());
     let url = target.url(0);
     let (run, r) = verify(
         &[
@@ -101,26 +79,26 @@ fn our_target_passes_persists_and_shows_damage() {
         assert_eq!(r["trim"]["method"], "unmap");
         assert!(r["trims"].as_u64().unwrap() > 0, "{r}");
     }
-    rt.block_on(target.shutdown()).unwrap();
+    target.stop();
 
     // Behind the target's back, then a fresh target on the same file.
     let want = damage(&lun, BS, &old_40);
-    let target = rt.block_on(EmbeddedTarget::start(cfg)).unwrap();
+    let target = BlockingTarget::start(cfg);
     let url = target.url(0);
     let (run, r) = verify(&["--check", "--seed", "9", "--length", "4M", &url], &json);
     assert_eq!(run.code, 1, "{}", run.text());
     assert_eq!(r["generation"], 2);
     assert_eq!(mismatches(&r), want);
     assert_eq!(r["blocks_verified"], 8192 - 5);
-    rt.block_on(target.shutdown()).unwrap();
+    target.stop();
 }
 
 #[test]
 fn tgt_passes() {
-    let Some(_) = iesp_testsuite::peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
+    let Some(_) = iesp_testsupport::peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
         return;
     };
-    let (tgtd, url) = iesp_testsuite::peers::tgt::Tgtd::with_file_lun(16 << 20).unwrap();
+    let (tgtd, url) = iesp_testsupport::peers::tgt::Tgtd::with_file_lun(16 << 20).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let (run, r) = verify(
@@ -204,10 +182,10 @@ fn quick_start_selftest_with_defaults() {
 /// become UNMAP commands (and tgt punches holes in its file).
 #[test]
 fn tgt_thin_provisioned_gets_unmap() {
-    let Some(tools) = iesp_testsuite::peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
+    let Some(tools) = iesp_testsupport::peers::tools_or_skip(&["tgtd", "tgtadm"]) else {
         return;
     };
-    let (tgtd, url) = iesp_testsuite::peers::tgt::Tgtd::with_file_lun(8 << 20).unwrap();
+    let (tgtd, url) = iesp_testsupport::peers::tgt::Tgtd::with_file_lun(8 << 20).unwrap();
     // Tgtd has no helper for LU parameters; its control socket lives under
     // its directory as "ipc" (see Tgtd::start_with).
     let out = std::process::Command::new(&tools[1])

@@ -7,7 +7,8 @@ mod common;
 
 use std::os::unix::fs::OpenOptionsExt;
 
-use common::{LoopDevice, Mount, verify};
+use common::{Mount, verify};
+use iesp_testsupport::LoopDevice;
 
 fn backing(dir: &std::path::Path, size: u64) -> std::path::PathBuf {
     let p = dir.join("loop.img");
@@ -16,8 +17,7 @@ fn backing(dir: &std::path::Path, size: u64) -> std::path::PathBuf {
 }
 
 fn loop_or_skip(dir: &std::path::Path, size: u64) -> Option<LoopDevice> {
-    iesp_testsuite::peers::tool_or_skip("losetup")?;
-    LoopDevice::attach(&backing(dir, size))
+    LoopDevice::attach_or_skip(&backing(dir, size))
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn sequential_and_random_on_a_loop_device() {
 
 #[test]
 fn a_loop_device_with_a_file_system_is_refused_until_forced() {
-    let Some(mkfs) = iesp_testsuite::peers::tool_or_skip("mkfs.ext4") else {
+    let Some(mkfs) = iesp_testsupport::peers::tool_or_skip("mkfs.ext4") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +111,7 @@ fn a_loop_device_with_a_file_system_is_refused_until_forced() {
     );
 
     // Mounted: refused, and the message says where.
-    if let Some(m) = Mount::new(&dev.path) {
+    if let Some(m) = Mount::new(dev.path()) {
         let (run, _) = verify(&["--write", dev.as_str()], &json);
         assert_eq!(run.code, 2, "{}", run.text());
         let mp = m.dir.path().to_str().unwrap();
@@ -148,7 +148,7 @@ fn a_loop_device_held_open_exclusively_is_refused() {
     let holder = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_EXCL.bits())
-        .open(&dev.path)
+        .open(dev.path())
         .unwrap();
     let json = dir.path().join("r.json");
     let (run, _) = verify(&["--write", dev.as_str()], &json);

@@ -1,10 +1,11 @@
 //! Helpers for the `iesp-test` integration tests: run the binary, read its
-//! JSON report, damage blocks behind its back, attach loop devices.
+//! JSON report, damage blocks behind its back, mount file systems (loop
+//! devices: `iesp_testsupport::LoopDevice`).
 #![allow(dead_code)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// What a run of the binary left.
@@ -118,51 +119,6 @@ pub fn damage(path: &Path, bs: u64, old_40: &[u8]) -> Vec<(u64, String)> {
         (30, "foreign".to_owned()),
         (40, "stale".to_owned()),
     ]
-}
-
-/// A loop device over a file, detached on drop (also on panic).
-pub struct LoopDevice {
-    pub path: PathBuf,
-}
-
-impl LoopDevice {
-    /// `losetup -f --show FILE`; `None` (after saying why) when this
-    /// machine cannot (not root).
-    pub fn attach(file: &Path) -> Option<LoopDevice> {
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file)
-            .output()
-            .expect("run losetup");
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                !iesp_testsuite::peers::in_ci(),
-                "losetup failed under CI: {err}"
-            );
-            eprintln!("SKIPPED: losetup failed (not root?): {err}");
-            return None;
-        }
-        let dev = LoopDevice {
-            path: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
-        };
-        assert!(
-            dev.as_str().starts_with("/dev/loop"),
-            "losetup printed {:?}",
-            dev.path
-        );
-        Some(dev)
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.path.to_str().expect("utf-8 loop path")
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
-    }
 }
 
 /// A mount, unmounted on drop.

@@ -22,7 +22,7 @@
 //!   returns early.
 //!
 //! ```no_run
-//! use iesp_testsuite::peers;
+//! use iesp_testsupport::peers;
 //!
 //! let Some(_) = peers::tools_or_skip(&["tgtd", "tgtadm", "iscsi-inq"]) else {
 //!     return;
@@ -37,7 +37,6 @@
 //! are stopped and reaped by their `Drop`.
 
 pub mod libiscsi;
-pub mod own;
 pub mod qemu;
 pub mod tgt;
 
