@@ -130,11 +130,11 @@ impl ChapInitiator {
             let (our_id, our_c) = match self.forced_challenge.clone() {
                 Some(forced) => forced,
                 None => loop {
-                    let c: [u8; CHALLENGE_LEN] = rand::random();
+                    let c: [u8; CHALLENGE_LEN] = crate::entropy::bytes();
                     // Never hand the target its own challenge back (a
                     // reflection would let it answer with ours).
                     if c[..] != challenge[..] {
-                        break (rand::random::<u8>(), c.to_vec());
+                        break (crate::entropy::bytes::<1>()[0], c.to_vec());
                     }
                 },
             };

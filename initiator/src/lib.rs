@@ -24,6 +24,8 @@
 //! - [`lun`] — [`LogicalUnit`]: capacity, block read/write, FUA, flush,
 //!   INQUIRY, with readable sense in errors.
 //! - [`discovery`] — SendTargets discovery over a discovery session.
+//! - [`entropy`] — random bytes for ISIDs and CHAP challenges that never
+//!   block, even before the kernel's random pool is ready.
 //!
 //! ## Quick start
 //!
@@ -42,6 +44,7 @@
 
 pub mod chap;
 pub mod discovery;
+pub mod entropy;
 pub mod login;
 pub mod lun;
 pub mod raw;

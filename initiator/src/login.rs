@@ -179,7 +179,7 @@ impl LoginOptions {
             initiator_name: initiator_name.to_owned(),
             initiator_alias: None,
             target_name: target_name.map(str::to_owned),
-            isid: Isid::random(rand::random()),
+            isid: Isid::random(u32::from_le_bytes(crate::entropy::bytes())),
             tsih: 0,
             cid: 0,
             cmd_sn: 1,

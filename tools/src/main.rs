@@ -104,7 +104,7 @@ struct CompletionsArgs {
 /// `iesp-test man [--out DIR]`.
 #[derive(clap::Args, Debug)]
 struct ManArgs {
-    /// Write iesp-test.1 and iesp-test-SUBCOMMAND.1 into DIR (created if
+    /// Write iesp-test.1, iesp-test-SUBCOMMAND.1 and iesp-target.1 into DIR (created if
     /// missing); without it, print iesp-test.1 to stdout.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -146,6 +146,9 @@ fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         page(name, cmd)?;
     }
     page("iesp-test".into(), top.clone())?;
+    // The reference target ships beside the tool; its page comes from its
+    // own clap command, so it cannot drift from its flags.
+    page("iesp-target".into(), iesp_target::cli::command())?;
     Ok(written)
 }
 
@@ -479,11 +482,15 @@ mod tests {
             "iesp-test-selftest.1",
             "iesp-test-completions.1",
             "iesp-test-man.1",
+            "iesp-target.1",
         ] {
             assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
         }
         let verify = std::fs::read_to_string(dir.path().join("iesp-test-verify.1")).unwrap();
         assert!(verify.contains(".TH iesp-test-verify"), "{verify}");
         assert!(verify.contains("qd"), "{verify}");
+        let target = std::fs::read_to_string(dir.path().join("iesp-target.1")).unwrap();
+        assert!(target.contains(".TH iesp-target"), "{target}");
+        assert!(target.contains("nop"), "{target}");
     }
 }

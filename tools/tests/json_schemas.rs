@@ -72,11 +72,9 @@ fn verify_report_file_validates() {
     );
 }
 
-/// Needs the stdout routing of branch h-cli (`output::say`: with `--json -`
-/// the human text goes to stderr); the coordinator removes the `ignore`
-/// when merging both.
+/// With `--json -` stdout holds only the report (the human text goes to
+/// stderr), and it validates.
 #[test]
-#[ignore = "until h-cli's stdout routing is merged: remove this line then"]
 fn verify_json_to_stdout_validates() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("s.img");

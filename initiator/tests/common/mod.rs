@@ -5,8 +5,6 @@
 
 use iesp_initiator::LoginOptions;
 use iesp_target::DEFAULT_IQN;
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
 
 pub const INITIATOR: &str = "iqn.2026-11.org.iesp-test:initiator-tests";
 
@@ -15,9 +13,8 @@ pub fn opts() -> LoginOptions {
     LoginOptions::new(INITIATOR, Some(DEFAULT_IQN))
 }
 
-/// `len` pseudo-random bytes from `seed`.
+/// `len` pseudo-random bytes from `seed`: the one seeded generator of the
+/// workspace, [`iesp_blockio::pattern`].
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
+    iesp_blockio::pattern::generate(seed, 0, len)
 }

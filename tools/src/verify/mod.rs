@@ -509,9 +509,8 @@ pub async fn run_on(
         file.save(path).map_err(Failure::io)?;
     }
     if let Some(path) = &opts.json {
-        let interrupted = ctx.stop_reason().as_deref() == Some("interrupted");
         summary
-            .write_json(path, interrupted)
+            .write_json(path, summary.interrupted)
             .map_err(|e| Failure::io(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     }
     // Close the session (logout) once nobody else holds the context.

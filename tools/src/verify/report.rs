@@ -195,7 +195,9 @@ pub struct Summary {
     pub io_error_count: u64,
     pub io_errors: Vec<IoErrorRecord>,
     /// SIGINT or SIGTERM stopped the run (`stopped_by` says which); the
-    /// figures cover what was done until then.
+    /// figures cover what was done until then. In the JSON report it is the
+    /// envelope's `interrupted`, not a body field.
+    #[serde(skip)]
     pub interrupted: bool,
     /// Login answers outside the legal range, clamped (lenient login;
     /// `--strict` fails instead).
