@@ -38,10 +38,10 @@ use iesp_tools::device::OpenOptions;
 use iesp_tools::output::{self, ProgressMode};
 use iesp_tools::verify::{self, Mode, report::Outcome};
 
-/// `format` of the JSON output.
-pub const BENCH_FORMAT: &str = "iesp-test/bench-verify";
-/// `format_version` of the JSON output.
-pub const BENCH_VERSION: u32 = 1;
+/// The output name in the JSON's envelope `schema`.
+pub const BENCH_OUTPUT: &str = "bench-verify";
+/// The version in the JSON's envelope `schema` (1 had `format` fields).
+pub const BENCH_VERSION: u32 = 2;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -154,8 +154,6 @@ pub struct IscsiResult {
 /// Everything measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
-    pub format: &'static str,
-    pub format_version: u32,
     pub file: FileResult,
     pub iscsi: Option<IscsiResult>,
 }
@@ -496,13 +494,10 @@ async fn run(a: BenchArgs) -> anyhow::Result<()> {
         Some(r)
     };
     if let Some(path) = &a.json {
-        let result = BenchResult {
-            format: BENCH_FORMAT,
-            format_version: BENCH_VERSION,
-            file,
-            iscsi,
-        };
-        output::write_json(path, &result).with_context(|| format!("writing {}", path.display()))?;
+        let result = BenchResult { file, iscsi };
+        iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, None)
+            .write(path, &result)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

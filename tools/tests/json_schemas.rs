@@ -149,3 +149,49 @@ fn conformance_jsonl_validates_line_by_line() {
         "{xml}"
     );
 }
+
+#[test]
+fn verify_state_file_validates_and_a_check_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("st.img");
+    let state = dir.path().join("st.json");
+    let (img_s, state_s) = (img.to_str().unwrap(), state.to_str().unwrap());
+    let run = iesp_test(&[
+        "verify",
+        "--write",
+        "--size",
+        "4M",
+        "--mode",
+        "random",
+        "--bytes",
+        "8M",
+        "--seed",
+        "31",
+        "--progress",
+        "quiet",
+        "--state-out",
+        state_s,
+        img_s,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    json_schema::assert_valid(
+        &json_schema::validator("verify-state.schema.json"),
+        "verify --state-out FILE",
+        &doc,
+    );
+    assert_eq!(doc["schema"], "iesp-test/verify-state/2");
+    assert_eq!(doc["seed"], 31);
+    assert!(!doc["extents"].as_array().unwrap().is_empty(), "{doc}");
+    let check = iesp_test(&[
+        "verify",
+        "--check",
+        "--state-in",
+        state_s,
+        "--progress",
+        "quiet",
+        img_s,
+    ]);
+    assert_eq!(check.code, 0, "{}", check.text());
+}

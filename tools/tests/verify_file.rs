@@ -231,7 +231,8 @@ fn random_mode_with_trims_and_a_state_file() {
     // The state file: what a later check expects.
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
-    assert_eq!(s["format"], "iesp-test/verify-state");
+    assert_eq!(s["schema"], "iesp-test/verify-state/2");
+    assert_eq!(s["interrupted"], false);
     let extents = s["extents"].as_array().unwrap();
     let find = |kind: &str| -> u64 {
         extents

@@ -50,7 +50,7 @@ use iesp_blockio::block::{self, Class, Flags, Header, Stamp};
 use iesp_blockio::{AlignedBuf, AnyDevice, Device, DeviceError, OpenOptions};
 use random::Mix;
 use report::{Outcome, Stats, Summary};
-use state::{BlockState, STATE_FORMAT, STATE_VERSION, StateFile, StateKind, StateTable};
+use state::{BlockState, StateFile, StateKind, StateTable};
 
 /// Exit codes of `verify` (documented in `--help` and the README); the
 /// values are [`iesp_cli::exit`]'s.
@@ -495,8 +495,6 @@ pub async fn run_on(
     );
     if let (Some(path), Some(extents)) = (&opts.state_out, state_extents) {
         let file = StateFile {
-            format: STATE_FORMAT.into(),
-            version: STATE_VERSION,
             target: info.name.clone(),
             seed,
             block_size: info.block_size,
@@ -506,7 +504,7 @@ pub async fn run_on(
             trim_zeroes: ctx.trim_zeroes,
             extents,
         };
-        file.save(path).map_err(Failure::io)?;
+        file.save(path, summary.interrupted).map_err(Failure::io)?;
     }
     if let Some(path) = &opts.json {
         summary

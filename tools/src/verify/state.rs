@@ -7,10 +7,12 @@
 //! bits). The table is a slice of atomics so that workers update their own,
 //! reserved ranges without locks.
 //!
-//! The state file is JSON (format [`STATE_FORMAT`], version
-//! [`STATE_VERSION`]): the run's seed, block size, range and trim promise,
-//! then the table run-length encoded as `[first_lba, count, kind,
-//! generation]` extents.
+//! The state file is a JSON document in the common envelope (schema
+//! `iesp-test/verify-state/2`, [`STATE_OUTPUT`] and [`STATE_VERSION`]; the
+//! run's seed is the envelope's `seed`), then the block size, range and
+//! trim promise, then the table run-length encoded as `[first_lba, count,
+//! kind, generation]` extents. Its JSON Schema is
+//! docs/schemas/verify-state.schema.json.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,11 +21,13 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use iesp_blockio::block::{self, Expected};
+use iesp_cli::envelope::Envelope;
 
-/// `format` field of a state file.
-pub const STATE_FORMAT: &str = "iesp-test/verify-state";
-/// `version` field of a state file.
-pub const STATE_VERSION: u32 = 1;
+/// The output name in a state file's `schema`.
+pub const STATE_OUTPUT: &str = "verify-state";
+/// The version in a state file's `schema` (1 had its own `format` and
+/// `version` fields instead of the envelope).
+pub const STATE_VERSION: u32 = 2;
 
 /// The kind of a block's last operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,10 +214,10 @@ impl From<Extent> for (u64, u64, StateKind, u64) {
 /// The state file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateFile {
-    pub format: String,
-    pub version: u32,
     /// The target it was written for (for messages only).
     pub target: String,
+    /// The run's seed: the envelope's `seed` in the file.
+    #[serde(skip)]
     pub seed: u64,
     pub block_size: u32,
     /// Block-format flags of the run's unique blocks.
@@ -226,30 +230,46 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        crate::output::write_json(path, self)
+    /// Writes the state file (whole: a temporary file renamed into place)
+    /// in the envelope; `interrupted` when a signal stopped the run.
+    pub fn save(&self, path: &Path, interrupted: bool) -> anyhow::Result<()> {
+        self.envelope(interrupted)
+            .write(path, self)
             .with_context(|| format!("writing the state file {}", path.display()))
+    }
+
+    /// The envelope the state file is written in.
+    pub fn envelope(&self, interrupted: bool) -> Envelope {
+        Envelope::for_process(STATE_OUTPUT, STATE_VERSION, Some(self.seed)).interrupted(interrupted)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<StateFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the state file {}", path.display()))?;
-        let s: StateFile = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a verify state file", path.display()))?;
-        if s.format != STATE_FORMAT {
-            bail!(
-                "{}: format {:?}, expected {STATE_FORMAT:?}",
-                path.display(),
-                s.format
-            );
+        Self::from_json(&text)
+            .with_context(|| format!("{} is not a verify state file", path.display()))
+    }
+
+    /// Parses a state file's text: the envelope's schema must be ours.
+    pub fn from_json(text: &str) -> anyhow::Result<StateFile> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        let want = iesp_cli::envelope::schema(STATE_OUTPUT, STATE_VERSION);
+        match v.get("schema").and_then(|s| s.as_str()) {
+            Some(s) if s == want => {}
+            Some(s) => bail!("schema {s:?}, this tool reads {want:?}"),
+            None if v.get("format").is_some() => {
+                bail!(
+                    "a state file of an older iesp-test (format and version fields); expected schema {want:?}"
+                )
+            }
+            None => bail!("no schema field (expected {want:?})"),
         }
-        if s.version != STATE_VERSION {
-            bail!(
-                "{}: state file version {} (this tool reads {STATE_VERSION})",
-                path.display(),
-                s.version
-            );
-        }
+        let seed = v
+            .get("seed")
+            .and_then(|s| s.as_u64())
+            .context("no seed in the state file's envelope")?;
+        let mut s: StateFile = serde_json::from_value(v)?;
+        s.seed = seed;
         Ok(s)
     }
 }
@@ -340,8 +360,6 @@ mod tests {
             ]
         );
         let file = StateFile {
-            format: STATE_FORMAT.into(),
-            version: STATE_VERSION,
             target: "t".into(),
             seed: 9,
             block_size: 512,
@@ -351,10 +369,16 @@ mod tests {
             trim_zeroes: true,
             extents: ext,
         };
-        let json = serde_json::to_string(&file).unwrap();
+        let json = file.envelope(false).to_line(&file).unwrap();
         assert!(json.contains("[102,3,\"unique\",2]"), "{json}");
-        let back: StateFile = serde_json::from_str(&json).unwrap();
+        assert!(
+            json.starts_with("{\"schema\":\"iesp-test/verify-state/2\""),
+            "{json}"
+        );
+        let back = StateFile::from_json(&json).unwrap();
         assert_eq!(back, file);
+        let old = json.replace("verify-state/2", "verify-state/1");
+        assert!(StateFile::from_json(&old).is_err());
         let u = StateTable::new(100, 10).unwrap();
         u.apply(&back.extents);
         assert!((100..110).all(|l| u.get(l) == t.get(l).content()));
