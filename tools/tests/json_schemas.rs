@@ -9,7 +9,7 @@ mod common;
 #[path = "../../testsuite/tests/support/json_schema.rs"]
 mod json_schema;
 
-use common::iesp_test;
+use common::{iesp_test, read_json};
 
 #[test]
 fn verify_report_file_validates() {
@@ -31,8 +31,7 @@ fn verify_report_file_validates() {
         img_s,
     ]);
     assert_eq!(run.code, 0, "{}", run.text());
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let doc: serde_json::Value = read_json(&json);
     json_schema::assert_valid(
         &json_schema::validator("verify.schema.json"),
         "verify --json FILE",
@@ -174,8 +173,7 @@ fn verify_state_file_validates_and_a_check_reads_it() {
         img_s,
     ]);
     assert_eq!(run.code, 0, "{}", run.text());
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let doc: serde_json::Value = read_json(&state);
     json_schema::assert_valid(
         &json_schema::validator("verify-state.schema.json"),
         "verify --state-out FILE",
