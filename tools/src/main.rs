@@ -133,7 +133,7 @@ fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut buf)?;
         let path = dir.join(format!("{name}.1"));
-        output::write_text(&path, &String::from_utf8_lossy(&buf))?;
+        output::write_output(&path, &buf)?;
         written.push(path);
         Ok(())
     };
