@@ -38,6 +38,7 @@ use iesp_proto::scsi::{
 use crate::{
     AlignedBuf, Capabilities, Device, DeviceError, DeviceInfo, IoResult, Kind, LbaRange, Limits,
     OpenOptions, TrimGate, TrimMethod, TrimSupport, check_compare_and_write, check_write_same,
+    pieces, write_same_op,
 };
 
 /// How long one command may take before it counts as an I/O error.
@@ -425,11 +426,7 @@ impl Device for IscsiDevice {
         if let Err(e) = check_write_same(&self.info, lba, blocks, &block) {
             return (block, Err(e));
         }
-        let op = if unmap {
-            "WRITE SAME (UNMAP)"
-        } else {
-            "WRITE SAME"
-        };
+        let op = write_same_op(unmap);
         // WRITE SAME(16)'s NUMBER OF LOGICAL BLOCKS is 32 bits; 0 would
         // mean "to the end", so blocks == 0 sends nothing.
         let per = self
@@ -438,9 +435,7 @@ impl Device for IscsiDevice {
             .max_write_same_blocks
             .clamp(1, u64::from(u32::MAX));
         let data = Bytes::copy_from_slice(&block);
-        let mut at = lba;
-        while at < lba + blocks {
-            let n = per.min(lba + blocks - at);
+        for (at, n) in pieces(lba, blocks, per) {
             let cdb = Cdb::WriteSame {
                 size: CdbSize::Sixteen,
                 lba: at,
@@ -455,7 +450,6 @@ impl Device for IscsiDevice {
             if let Err(e) = self.command(op, at, n, &cdb, data.clone()).await {
                 return (block, Err(e));
             }
-            at += n;
         }
         (block, Ok(()))
     }

@@ -583,6 +583,25 @@ fn check_write_same(
     info.check_range("WRITE SAME", lba, blocks)
 }
 
+/// The operation a WRITE SAME's errors name: with or without the UNMAP bit.
+fn write_same_op(unmap: bool) -> &'static str {
+    if unmap {
+        "WRITE SAME (UNMAP)"
+    } else {
+        "WRITE SAME"
+    }
+}
+
+/// `blocks` blocks from `lba` in pieces of at most `per` (at least 1)
+/// blocks, in order: `(first LBA, blocks)`. The range must not overflow
+/// (a checked range never does).
+fn pieces(lba: u64, blocks: u64, per: u64) -> impl Iterator<Item = (u64, u64)> {
+    let (end, per) = (lba.saturating_add(blocks), per.max(1));
+    (lba..end)
+        .step_by(usize::try_from(per).unwrap_or(usize::MAX))
+        .map(move |at| (at, per.min(end - at)))
+}
+
 /// Checks a COMPARE AND WRITE's buffer: `2n` whole blocks, `n > 0`, inside
 /// the device and the limit. Returns `n`.
 fn check_compare_and_write(info: &DeviceInfo, lba: u64, len: usize) -> Result<u64, DeviceError> {
@@ -660,4 +679,19 @@ impl TrimGate {
 /// An errno from nix as an io::Error, for messages.
 fn errno(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_range_in_order() {
+        let v: Vec<_> = pieces(10, 7, 3).collect();
+        assert_eq!(v, vec![(10, 3), (13, 3), (16, 1)]);
+        assert_eq!(pieces(5, 0, 3).count(), 0);
+        assert_eq!(pieces(0, 4, 0).count(), 4, "per 0 counts as 1");
+        let big: Vec<_> = pieces(u64::MAX - 2, 2, u64::MAX).collect();
+        assert_eq!(big, vec![(u64::MAX - 2, 2)]);
+    }
 }

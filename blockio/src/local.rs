@@ -37,7 +37,7 @@ use nix::fcntl::{FallocateFlags, OFlag, PosixFadviseAdvice, fallocate, posix_fad
 use crate::{
     AlignedBuf, Capabilities, Device, DeviceError, DeviceInfo, IoResult, Kind, LbaRange, Limits,
     OpenOptions, TrimGate, TrimMethod, TrimSupport, check_compare_and_write, check_write_same,
-    errno, first_difference, ioctl, safety,
+    errno, first_difference, ioctl, pieces, safety,
 };
 
 /// Block size of a regular file unless given: the page size, and the block
@@ -415,16 +415,13 @@ impl Device for LocalDevice {
         for b in chunk.chunks_exact_mut(bs) {
             b.copy_from_slice(&block);
         }
-        let mut at = lba;
-        while at < lba + blocks {
-            let n = per.min(lba + blocks - at);
+        for (at, n) in pieces(lba, blocks, per) {
             chunk.set_len(n as usize * bs);
             let (c, r) = self.write(at, chunk, false).await;
             chunk = c;
             if let Err(e) = r {
                 return (block, Err(e));
             }
-            at += n;
         }
         (block, Ok(()))
     }

@@ -32,6 +32,7 @@ use iesp_proto::scsi::Sense;
 use crate::{
     AlignedBuf, Capabilities, Device, DeviceError, DeviceInfo, IoResult, Kind, LbaRange, Limits,
     TrimMethod, TrimSupport, check_compare_and_write, check_write_same, first_difference,
+    write_same_op,
 };
 
 /// What a rule does when it fires.
@@ -532,11 +533,7 @@ impl Device for MemDevice {
         if let Err(e) = check_write_same(&self.info, lba, blocks, &block) {
             return (block, Err(e));
         }
-        let op = if unmap {
-            "WRITE SAME (UNMAP)"
-        } else {
-            "WRITE SAME"
-        };
+        let op = write_same_op(unmap);
         let mut s = self.lock();
         if let Some(e) = Self::failure(&mut s, op, OpClass::Write, lba, blocks) {
             return (block, Err(e));

@@ -212,7 +212,7 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     }
     let suite = suite(&a.scripts).map_err(|e| exit::usage(format!("{e:#}")))?;
     if let Some(path) = &a.traceability {
-        output::write_text(path, &traceability::render(&suite))
+        output::write_output(path, traceability::render(&suite).as_bytes())
             .with_context(|| format!("writing {}", path.display()))
             .map_err(exit::io)?;
         if path.as_os_str() != "-" {
@@ -457,7 +457,7 @@ fn write_reports(
     envelope: &iesp_cli::envelope::Envelope,
 ) -> anyhow::Result<()> {
     let write = |p: &PathBuf, s: String| {
-        output::write_text(p, &s)
+        output::write_output(p, s.as_bytes())
             .with_context(|| format!("writing {}", p.display()))
             .map_err(exit::io)
     };
@@ -484,7 +484,7 @@ fn finish(
             return Err(exit::usage("--update-baseline needs --baseline FILE"));
         };
         let b = Baseline::from_run(&report.results, previous, a.target_label.clone());
-        output::write_text(path, &b.to_toml())
+        output::write_output(path, b.to_toml().as_bytes())
             .with_context(|| format!("writing {}", path.display()))
             .map_err(exit::io)?;
         output::say(format_args!(

@@ -29,7 +29,7 @@ use iesp_cli::units;
     about,
     long_about = None,
     propagate_version = true,
-    after_help = TOP_AFTER_HELP,
+    after_help = top_after_help(),
 )]
 struct Cli {
     #[command(flatten)]
@@ -38,18 +38,18 @@ struct Cli {
     command: Command,
 }
 
-const TOP_AFTER_HELP: &str = "\
+/// The top-level `--help` epilogue: conventions, then the exit codes.
+fn top_after_help() -> String {
+    format!(
+        "\
 Results go to stdout; progress and logs to stderr (IESP_LOG=debug for more).
 Sizes: 512, 512B, 4k, 4KiB, 1.5G, 1T. Durations: 500ms, 3, 1s, 2m, 1h30m.
 See docs/cli.md, or `iesp-test man --out DIR` for the manual pages.
 
-Exit status:
-  0    pass
-  1    data or conformance failure
-  2    usage error (command line, configuration, output path)
-  3    I/O or connection error
-  130  interrupted (SIGINT)
-  143  terminated (SIGTERM)";
+{}",
+        iesp_cli::exit::HELP
+    )
+}
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -133,7 +133,7 @@ fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut buf)?;
         let path = dir.join(format!("{name}.1"));
-        output::write_text(&path, &String::from_utf8_lossy(&buf))?;
+        output::write_output(&path, &buf)?;
         written.push(path);
         Ok(())
     };

@@ -15,7 +15,7 @@
 //! - Every output path is checked before any I/O starts
 //!   ([`check_outputs`]): its directory must exist and be writable, and the
 //!   path must not be a directory. A bad path is a usage error (exit 2).
-//! - Files are written whole ([`write_text`], [`write_json`]): a temporary
+//! - Files are written whole ([`write_output`], [`write_json`]): a temporary
 //!   file in the same directory, renamed into place.
 
 use std::io::{IsTerminal, Write};
@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Writes a whole output to a path (`-` is stdout), files atomically.
+pub use iesp_cli::envelope::write_output;
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -205,23 +208,6 @@ fn check_output(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))
 }
 
-/// Writes `text` to `path` (`-` is stdout), files atomically.
-pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    if path == Path::new("-") {
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        return out.flush();
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// `123.4 MiB`-style size.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -261,7 +247,7 @@ pub fn hex_line(offset: usize, data: &[u8]) -> String {
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
-    write_text(path, &text)
+    write_output(path, text.as_bytes())
 }
 
 #[cfg(test)]

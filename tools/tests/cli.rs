@@ -11,13 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::iesp_test;
-
-fn image(dir: &Path, name: &str, size: u64) -> String {
-    let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
-    p.to_str().unwrap().to_owned()
-}
+use common::{iesp_test, image, read_json};
 
 #[test]
 fn verify_json_to_stdout_is_one_document() {
@@ -246,8 +240,7 @@ fn sigint_exits_130_with_an_interrupted_report_and_no_pass() {
     assert_eq!(code, Some(130), "{all}");
     assert!(!all.contains("PASS"), "{all}");
     assert!(all.contains("INTERRUPTED"), "{all}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value = read_json(&json);
     assert_eq!(r["interrupted"], true, "{r}");
     assert_eq!(r["exit_code"], 130);
     assert_eq!(r["outcome"], "interrupted");
@@ -273,8 +266,7 @@ fn sigterm_exits_143_and_saves_a_state_file_a_check_accepts() {
     let all = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
     assert_eq!(code, Some(143), "{all}");
     assert!(!all.contains("PASS"), "{all}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value = read_json(&json);
     assert_eq!(r["interrupted"], true);
     assert!(state.exists(), "no state file: {all}");
     let run = iesp_test(&[

@@ -2,24 +2,15 @@
 //! embedded target with every report, the baseline workflow (write, fixed,
 //! regression) and one-line messages for command-line mistakes.
 
-use std::process::{Command, Output};
+mod common;
 
-fn iesp_test(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iesp-test"))
-        .args(args)
-        .output()
-        .expect("run iesp-test")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::iesp_test;
 
 #[test]
 fn list_names_every_case_instance() {
     let out = iesp_test(&["conformance", "--list"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    assert!(out.code == 0, "{}", out.stderr);
+    let stdout = &out.stdout;
     let last = stdout.lines().last().unwrap_or_default();
     let cases: usize = last
         .split('(')
@@ -41,7 +32,7 @@ fn list_names_every_case_instance() {
         "--profile",
         "default",
     ]);
-    let stdout = text(&some.stdout);
+    let stdout = &some.stdout;
     assert!(
         stdout
             .lines()
@@ -80,12 +71,7 @@ fn embedded_run_reports_and_baselines() {
         "--update-baseline",
     ]);
     let out = iesp_test(&a);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert!(out.code == 0, "{}{}", out.stdout, out.stderr);
     let b = std::fs::read_to_string(&base).unwrap();
     assert_eq!(b.matches("outcome = \"pass\"").count(), 5, "{b}");
     assert!(
@@ -112,8 +98,8 @@ fn embedded_run_reports_and_baselines() {
     let mut a = args.to_vec();
     a.extend(["--baseline", &base]);
     let out = iesp_test(&a);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = &out.stdout;
+    assert!(out.code == 0, "{stdout}");
     assert!(
         stdout.contains("fixed — update the baseline: iSCSI.Nop.PingEchoesData"),
         "{stdout}"
@@ -137,8 +123,8 @@ fn embedded_run_reports_and_baselines() {
         "--baseline",
         &base,
     ]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 1, "{stdout}");
     assert!(
         stdout.contains(
             "UNEXPECTED User.Wrong.EchoOfTheWrongTag: fail where the baseline expects pass"
@@ -177,8 +163,8 @@ fn mistakes_get_one_line_messages() {
         ),
     ] {
         let out = iesp_test(&args);
-        let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = &out.stderr;
+        assert_eq!(out.code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }

@@ -9,7 +9,7 @@ mod common;
 #[path = "../../testsuite/tests/support/json_schema.rs"]
 mod json_schema;
 
-use common::iesp_test;
+use common::{iesp_test, json_lines, read_json};
 
 #[test]
 fn verify_report_file_validates() {
@@ -31,8 +31,7 @@ fn verify_report_file_validates() {
         img_s,
     ]);
     assert_eq!(run.code, 0, "{}", run.text());
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let doc: serde_json::Value = read_json(&json);
     json_schema::assert_valid(
         &json_schema::validator("verify.schema.json"),
         "verify --json FILE",
@@ -128,10 +127,7 @@ fn conformance_jsonl_validates_line_by_line() {
     assert_eq!(run.code, 0, "{}", run.text());
     let text = std::fs::read_to_string(&jsonl).unwrap();
     let schema = json_schema::validator("conformance-jsonl.schema.json");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let lines = json_lines(&jsonl);
     assert!(lines.len() > 3, "{text}");
     for (i, l) in lines.iter().enumerate() {
         json_schema::assert_valid(&schema, &format!("JSON line {}", i + 1), l);
@@ -174,8 +170,7 @@ fn verify_state_file_validates_and_a_check_reads_it() {
         img_s,
     ]);
     assert_eq!(run.code, 0, "{}", run.text());
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let doc: serde_json::Value = read_json(&state);
     json_schema::assert_valid(
         &json_schema::validator("verify-state.schema.json"),
         "verify --state-out FILE",

@@ -17,80 +17,44 @@
 //! written and marked interrupted, no PASS), and the preflight connect
 //! (a closed port is exit 3 with one line).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iesp_target::embedded::EmbeddedTarget;
+use common::{Run, iesp_test_env, json_lines, read_json};
 use iesp_testsuite::proxy::{Fault, OVERSIZE_BURST, Proxy};
+use iesp_testsupport::BlockingTarget;
 use serde_json::Value;
 
-/// What a run of the binary left.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
+/// Runs `iesp-test ARGS` with errors only in the log and no colour.
 fn iesp_test(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_iesp-test"))
-        .args(args)
-        .env("IESP_LOG", "error")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run iesp-test");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    iesp_test_env(args, &[("IESP_LOG", "error"), ("NO_COLOR", "1")])
 }
 
 /// The reference target (a 16 MiB RAM LUN) behind a proxy with `fault`;
-/// the runtime keeps both running while the binary talks to them.
+/// the target's runtime keeps both running while the binary talks to them.
 struct Fake {
-    _rt: tokio::runtime::Runtime,
-    _target: EmbeddedTarget,
+    /// Declared first: stopped before the target and its runtime.
     _proxy: Proxy,
+    _target: BlockingTarget,
     url: String,
 }
 
 fn fake(fault: Fault) -> Fake {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
+    let target = BlockingTarget::ram(16 << 20, 512);
+    let proxy = target
+        .runtime()
+        .block_on(Proxy::start(target.addr(), fault))
         .unwrap();
-    let (target, proxy) = rt.block_on(async {
-        let t = EmbeddedTarget::start_ram(16 << 20, 512).await.unwrap();
-        let p = Proxy::start(t.addr, fault).await.unwrap();
-        (t, p)
-    });
-    let url = format!("iscsi://{}/{}/0", proxy.addr, target.iqn);
+    let url = format!("iscsi://{}/{}/0", proxy.addr, target.iqn());
     Fake {
-        _rt: rt,
-        _target: target,
         _proxy: proxy,
+        _target: target,
         url,
     }
-}
-
-fn json_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 fn cases<'a>(lines: &'a [Value], outcome: &str) -> Vec<&'a str> {
@@ -129,7 +93,7 @@ fn verify_is_lenient_by_default_and_strict_on_request() {
         json.to_str().unwrap(),
         &f.url,
     ]);
-    assert_eq!(run.code, Some(0), "{}", run.text());
+    assert_eq!(run.code, 0, "{}", run.text());
     let warning = run
         .stderr
         .lines()
@@ -138,7 +102,7 @@ fn verify_is_lenient_by_default_and_strict_on_request() {
     assert!(warning.contains(BURST), "{warning}");
     assert!(warning.contains("--strict"), "{warning}");
     assert!(!run.stdout.contains("warning"), "warnings go to stderr");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = read_json(&json);
     let ws = r["negotiation_warnings"].as_array().expect("recorded");
     let fbl = ws
         .iter()
@@ -160,7 +124,7 @@ fn verify_is_lenient_by_default_and_strict_on_request() {
         "quiet",
         &f.url,
     ]);
-    assert_eq!(run.code, Some(3), "{}", run.text());
+    assert_eq!(run.code, 3, "{}", run.text());
     let lines: Vec<&str> = run.stderr.trim().lines().collect();
     assert_eq!(lines.len(), 1, "{}", run.text());
     assert!(lines[0].starts_with("iesp-test: error: "), "{}", run.text());
@@ -188,9 +152,9 @@ fn verify_through_a_faithful_proxy_has_no_negotiation_warning() {
         json.to_str().unwrap(),
         &f.url,
     ]);
-    assert_eq!(run.code, Some(0), "{}", run.text());
+    assert_eq!(run.code, 0, "{}", run.text());
     assert!(!run.stderr.contains("FirstBurstLength"), "{}", run.text());
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = read_json(&json);
     assert_eq!(r["negotiation_warnings"], serde_json::json!([]), "{r}");
 }
 
@@ -222,7 +186,7 @@ fn conformance_is_strict_and_tolerates_on_request() {
     // Strict: the negotiation case fails by name, the cases that log in
     // fail on the answer, and the run names the one cause once.
     let (strict, s_lines) = conformance(&f.url, &dir.path().join("strict.jsonl"), &[]);
-    assert_eq!(strict.code, Some(1), "{}", strict.text());
+    assert_eq!(strict.code, 1, "{}", strict.text());
     let s_fail = cases(&s_lines, "fail");
     assert!(s_fail.contains(&CASE), "{s_fail:?}");
     let setup = s_lines
@@ -253,7 +217,7 @@ fn conformance_is_strict_and_tolerates_on_request() {
         &dir.path().join("lenient.jsonl"),
         &["--tolerate-negotiation"],
     );
-    assert_eq!(lenient.code, Some(1), "{}", lenient.text());
+    assert_eq!(lenient.code, 1, "{}", lenient.text());
     let l_fail = cases(&l_lines, "fail");
     assert!(l_fail.contains(&CASE), "{l_fail:?}");
     let (s_pass, l_pass) = (
@@ -376,7 +340,7 @@ fn conformance_against_a_closed_port_is_one_line_and_exit_3() {
     let t0 = Instant::now();
     let run = iesp_test(&["conformance", &url]);
     assert!(t0.elapsed() < Duration::from_secs(5), "{}", run.text());
-    assert_eq!(run.code, Some(3), "{}", run.text());
+    assert_eq!(run.code, 3, "{}", run.text());
     let lines: Vec<&str> = run.stderr.trim().lines().collect();
     assert_eq!(lines.len(), 1, "{}", run.text());
     assert!(

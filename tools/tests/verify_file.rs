@@ -4,16 +4,9 @@
 
 mod common;
 
-use common::{damage, iesp_test, mismatches, read_block, verify};
+use common::{damage, iesp_test, image, mismatches, read_block, read_json, verify};
 
 const BS: u64 = 4096;
-
-fn image(dir: &std::path::Path, name: &str, size: u64) -> String {
-    let p = dir.join(name);
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(size).unwrap();
-    p.to_str().unwrap().to_owned()
-}
 
 #[test]
 fn sequential_pass_on_a_file() {
@@ -229,8 +222,7 @@ fn random_mode_with_trims_and_a_state_file() {
     );
 
     // The state file: what a later check expects.
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let s: serde_json::Value = read_json(&state);
     assert_eq!(s["schema"], "iesp-test/verify-state/2");
     assert_eq!(s["interrupted"], false);
     let extents = s["extents"].as_array().unwrap();

@@ -27,9 +27,16 @@ impl Run {
 
 /// Runs `iesp-test ARGS` to completion.
 pub fn iesp_test(args: &[&str]) -> Run {
+    iesp_test_env(args, &[])
+}
+
+/// [`iesp_test`] with extra environment variables (after `IESP_LOG=warn`,
+/// so `IESP_LOG` may be overridden).
+pub fn iesp_test_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_iesp-test"))
         .args(args)
         .env("IESP_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run iesp-test");
     Run {
@@ -37,6 +44,30 @@ pub fn iesp_test(args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A sparse image file of `size` bytes named `name` in `dir`; its path.
+pub fn image(dir: &Path, name: &str, size: u64) -> String {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .and_then(|f| f.set_len(size))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    p.to_str().expect("utf-8 path").to_owned()
+}
+
+/// The JSON document in the file at `path`.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
+}
+
+/// The documents of the JSON lines file at `path`.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 /// Runs `iesp-test verify ARGS` with quiet progress and a JSON report, and
