@@ -99,18 +99,7 @@ impl IscsiDevice {
         let session = Session::login_url_with(&url, login)
             .await
             .map_err(|e| open_err(format!("login: {e}")))?;
-        let negotiation_warnings: Vec<crate::NegotiationWarning> = session
-            .login_outcome()
-            .negotiation_warnings
-            .iter()
-            .map(|w| crate::NegotiationWarning {
-                key: w.key.clone(),
-                offered: w.offered.clone(),
-                answered: w.answered.clone(),
-                used: w.used.clone(),
-                reason: w.reason.clone(),
-            })
-            .collect();
+        let negotiation_warnings = session.login_outcome().negotiation_warnings.clone();
         session.set_default_timeout(Some(COMMAND_TIMEOUT));
         let lu = session
             .logical_unit(lun)

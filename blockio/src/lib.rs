@@ -191,26 +191,8 @@ pub struct DeviceInfo {
 }
 
 /// A login key the target answered outside the legal range (RFC 7143
-/// §6.2), and the value used instead: the initiator's
-/// [`iesp_initiator::NegotiationWarning`] in a form the reports serialise.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct NegotiationWarning {
-    pub key: String,
-    pub offered: String,
-    pub answered: String,
-    pub used: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for NegotiationWarning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the target answered {}={} to our offer {}: {}; using {}",
-            self.key, self.answered, self.offered, self.reason, self.used
-        )
-    }
-}
+/// §6.2), and the value used instead: the initiator's own record.
+pub use iesp_initiator::NegotiationWarning;
 
 impl DeviceInfo {
     /// Capacity in bytes.

@@ -67,8 +67,9 @@ pub enum NegotiationPolicy {
     Lenient,
 }
 
-/// An answer the lenient policy replaced with the legal value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An answer the lenient policy replaced with the legal value (the tools
+/// record it in their reports, hence `Serialize`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct NegotiationWarning {
     /// The key.
     pub key: String,
