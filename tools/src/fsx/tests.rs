@@ -1,0 +1,1 @@
+//! fsx unit tests.
