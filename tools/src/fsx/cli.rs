@@ -123,6 +123,11 @@ pub struct FsxArgs {
     /// Progress on stderr: quiet for none.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
+    /// Self-test: a fault of a memory:BLOCKS[xBS] target, KIND@LBA
+    /// (drop-write, flip-on-read, stale-read, write-same-unmap-ignored,
+    /// caw-writes-on-miscompare).
+    #[arg(long, hide = true, value_parser = super::memory::parse_fault)]
+    pub fault: Vec<iesp_blockio::mem::FaultRule>,
     /// Time between progress lines.
     #[arg(long, default_value = "2s", value_parser = units::parse_duration_nonzero)]
     pub progress_interval: Duration,
@@ -179,6 +184,7 @@ impl FsxArgs {
             shrink_log: self.shrink_log.clone(),
             progress: (self.progress != ProgressMode::Quiet).then_some(self.progress_interval),
             interruptible: true,
+            faults: self.fault.clone(),
         })
     }
 }

@@ -20,11 +20,13 @@
 //! - [`log`] — the JSON-lines op log; [`replay`] reads one back.
 //! - [`shrink`] — delta debugging of a failing sequence.
 //! - [`report`] — counts, latency percentiles, progress, summary, JSON.
+//! - [`memory`] — the `memory:` target with injected faults (self-test).
 
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod log;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod replay;
@@ -72,6 +74,8 @@ pub struct Options {
     pub shrink_log: Option<PathBuf>,
     pub progress: Option<Duration>,
     pub interruptible: bool,
+    /// Faults of a `memory:` target.
+    pub faults: Vec<iesp_blockio::mem::FaultRule>,
 }
 
 impl Default for Options {
@@ -96,6 +100,7 @@ impl Default for Options {
             shrink_log: None,
             progress: None,
             interruptible: false,
+            faults: Vec::new(),
         }
     }
 }
@@ -132,6 +137,16 @@ impl From<DeviceError> for Failure {
 
 /// Opens `opts.target` for writing and runs.
 pub async fn run(opts: &Options) -> Result<Summary, Failure> {
+    if let Some(mem) = memory::parse_target(&opts.target) {
+        let mem = mem.map_err(Failure::usage)?;
+        let faults = opts.faults.clone();
+        let dev = memory::device(&mem, &faults);
+        let fresh: shrink::Factory = Box::new(move || memory::device(&mem, &faults));
+        return run_on(dev, opts, Some(fresh), None).await;
+    }
+    if !opts.faults.is_empty() {
+        return Err(Failure::usage("--fault is for memory: targets only"));
+    }
     let mut open = opts.open.clone();
     open.write = true;
     let dev = AnyDevice::open(&opts.target, &open).await?;
@@ -301,6 +316,7 @@ pub async fn run_on(
     if let Some(f) = &out.failure
         && f.kind != engine::FailKind::Io
         && opts.shrink
+        && (opts.replay.is_none() || opts.shrink_log.is_some())
     {
         let mut r = shrink::Rerunner::new(dev.clone(), fresh, &setup);
         let failing = shrink::up_to_failure(&out.ops, f.op.i);
