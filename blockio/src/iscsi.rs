@@ -325,6 +325,32 @@ impl IscsiDevice {
             write,
         })
     }
+
+    /// Whether the LUN answers COMPARE AND WRITE at all: one with NUMBER
+    /// OF LOGICAL BLOCKS 0, which compares and writes nothing and is no
+    /// error (SBC-4 §5.3). `Ok(false)` when it is ILLEGAL REQUEST (e.g. an
+    /// invalid operation code: tgt).
+    pub async fn probe_compare_and_write(&self) -> Result<Result<(), String>, DeviceError> {
+        let cdb = Cdb::CompareAndWrite {
+            lba: 0,
+            blocks: 0,
+            wrprotect: 0,
+            dpo: false,
+            fua: false,
+            group: 0,
+        }
+        .encode();
+        match self
+            .command("COMPARE AND WRITE", 0, 0, &cdb, Bytes::new())
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(DeviceError::Check { sense, .. }) if sense.key == SenseKey::ILLEGAL_REQUEST => {
+                Ok(Err(sense.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// GOOD as `Ok`; CHECK CONDITION with sense as [`DeviceError::Check`];

@@ -44,6 +44,10 @@ Examples:
   iesp-test fsx --write --config fsx.toml --log ops.jsonl iscsi://127.0.0.1/iqn.x:t/0
   iesp-test fsx --write --replay ops.jsonl.shrunk.jsonl iscsi://127.0.0.1/iqn.x:t/0";
 
+/// `--weights`' value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightList(pub Vec<(Kind, u32)>);
+
 /// Arguments of `iesp-test fsx`.
 #[derive(Args, Debug, Clone)]
 #[command(after_help = AFTER_HELP)]
@@ -80,8 +84,8 @@ pub struct FsxArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub lba_count: Option<u64>,
     /// Op weights, e.g. read=30,write=20,unmap=0 (over the config's).
-    #[arg(long, value_parser = parse_weights)]
-    pub weights: Option<Vec<(Kind, u32)>>,
+    #[arg(long, value_parser = |s: &str| parse_weights(s).map(WeightList))]
+    pub weights: Option<WeightList>,
     /// Write every op to this JSON-lines log (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -151,7 +155,7 @@ impl FsxArgs {
         };
         let weights = config::merge_weights(
             config::default_weights(),
-            &[&cfg.weights, self.weights.as_deref().unwrap_or_default()],
+            &[&cfg.weights, self.weights.as_ref().map_or(&[][..], |w| &w.0[..])],
         );
         let mut sizes: Vec<(Kind, Sizes)> = cfg.sizes.clone();
         sizes.dedup_by_key(|(k, _)| *k);

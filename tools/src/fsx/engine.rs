@@ -375,12 +375,21 @@ impl State {
                 }
             }
             (Kind::WriteSame | Kind::WriteSameUnmap, Ok(())) => {
-                let c = match op.zero {
-                    Some(true) if op.op == Kind::WriteSameUnmap => self.model.unmapped(),
-                    Some(true) => Content::Zero,
-                    _ => Content::Same(g),
-                };
-                self.model.set(op.lba, op.blocks, c);
+                match op.zero {
+                    Some(true) if op.op == Kind::WriteSameUnmap => {
+                        let c = self.model.unmapped();
+                        self.model.set(op.lba, op.blocks, c);
+                    }
+                    Some(true) => self.model.set(op.lba, op.blocks, Content::Zero),
+                    // SBC-4 has the device write a block unmapped blocks
+                    // would not read as; our target deallocates anyway.
+                    // Either is accepted; old data is not.
+                    _ if op.op == Kind::WriteSameUnmap => {
+                        let u = self.model.unmapped();
+                        self.model.set_either(op.lba, op.blocks, Content::Same(g), u);
+                    }
+                    _ => self.model.set(op.lba, op.blocks, Content::Same(g)),
+                }
             }
             (Kind::CompareAndWrite, Ok(())) => {
                 self.model.set(op.lba, op.blocks, Content::Unique(g));

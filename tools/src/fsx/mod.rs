@@ -229,12 +229,26 @@ pub async fn run_on(
     }
     let mut ops_run = Vec::new();
     let mut not_run = Vec::new();
+    // A LUN whose limits allow COMPARE AND WRITE may still not know it.
+    let mut caw_refused = None;
+    if let AnyDevice::Iscsi(d) = &dev
+        && unsupported(&dev, Kind::CompareAndWrite, true).is_none()
+        && let Err(sense) = d.probe_compare_and_write().await?
+    {
+        caw_refused = Some(format!(
+            "the LUN rejects COMPARE AND WRITE ({sense})"
+        ));
+    }
     let mut weights = Vec::new();
     for &(k, w) in &opts.weights {
         if w == 0 {
             continue;
         }
-        match unsupported(&dev, k, reopen.is_some()) {
+        let refused = match k {
+            Kind::CompareAndWrite | Kind::CompareAndWriteMiscompare => caw_refused.clone(),
+            _ => None,
+        };
+        match refused.or_else(|| unsupported(&dev, k, reopen.is_some())) {
             Some(reason) => {
                 eprintln!("fsx: notice: leaving out {k}: {reason}");
                 not_run.push(NotRun { op: k.name(), reason });

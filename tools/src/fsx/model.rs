@@ -204,6 +204,18 @@ impl Model {
         }
     }
 
+    /// `lba..lba + n` now hold `a` or `b` (a WRITE SAME with UNMAP of a
+    /// non-zero block: written, or deallocated as our target does).
+    pub fn set_either(&mut self, lba: u64, n: u64, a: Content, b: Content) {
+        for x in lba..lba + n {
+            self.put(x, a);
+            if a != b {
+                let i = self.idx(x);
+                self.alt[i] = b.pack();
+            }
+        }
+    }
+
     /// `lba..lba + n` may or may not have been overwritten with `new`.
     pub fn either(&mut self, lba: u64, n: u64, new: Content) {
         for b in lba..lba + n {
