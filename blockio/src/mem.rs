@@ -740,6 +740,32 @@ mod tests {
     }
 
     #[test]
+    fn write_same_unmap_and_compare_and_write_faults() {
+        rt().block_on(async {
+            let d = MemDevice::new(16, 512);
+            d.write(0, filled(512 * 4, 5), false).await.1.unwrap();
+            let i = d.inject(FaultRule::new(Fault::WriteSameUnmapIgnored).lbas(1..2));
+            // Ignored with UNMAP (the whole command), applied without.
+            d.write_same(0, 2, filled(512, 0), true).await.1.unwrap();
+            assert_eq!(d.peek(0, 2), vec![5; 1024]);
+            d.write_same(2, 1, filled(512, 0), true).await.1.unwrap();
+            assert_eq!(d.peek(2, 1), vec![0; 512], "outside the rule's range");
+            d.write_same(0, 2, filled(512, 7), false).await.1.unwrap();
+            assert_eq!(d.peek(0, 2), vec![7; 1024]);
+            assert_eq!(d.fired(i), 1);
+            d.clear_faults();
+            let i = d.inject(FaultRule::new(Fault::CompareAndWriteOnMiscompare));
+            let mut b = AlignedBuf::new(1024, 512);
+            b[..512].fill(1);
+            b[512..].fill(9);
+            let (_, r) = d.compare_and_write(0, b, false).await;
+            assert_eq!(r.unwrap_err().miscompare_offset(), Some(0));
+            assert_eq!(d.peek(0, 1), vec![9; 512], "written despite the miscompare");
+            assert_eq!(d.fired(i), 1);
+        });
+    }
+
+    #[test]
     fn unmap_without_zeroing_keeps_content() {
         rt().block_on(async {
             let d = MemDevice::with_options(MemOptions {

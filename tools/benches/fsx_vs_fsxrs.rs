@@ -40,15 +40,19 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn fsx_rs() -> Option<PathBuf> {
-    let cache = std::env::var("IESP_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-            .join(".cache/iesp-test")
-    });
+    let cache = std::env::var("IESP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/iesp-test")
+        });
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.push(cache.join("bin"));
-    dirs.into_iter().map(|d| d.join("fsx")).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join("fsx"))
+        .find(|p| p.is_file())
 }
 
 fn sparse(path: &Path, size: u64) {
@@ -137,7 +141,9 @@ fn main() {
     let size = env_u64("IESP_BENCH_FSX_SIZE", 16 << 20);
     let Some(bin) = fsx_rs() else {
         eprintln!("fsx_vs_fsxrs: SKIPPED: fsx-rs (`cargo install fsx`) not found");
-        std::process::exit(i32::from(std::env::var_os("CI").is_some_and(|v| v == "true")));
+        std::process::exit(i32::from(
+            std::env::var_os("CI").is_some_and(|v| v == "true"),
+        ));
     };
     let dir = match std::env::var_os("IESP_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d),

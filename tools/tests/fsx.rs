@@ -44,7 +44,11 @@ fn count(r: &serde_json::Value, op: &str) -> u64 {
 fn not_run(r: &serde_json::Value) -> Vec<String> {
     r["ops_not_run"]
         .as_array()
-        .map(|a| a.iter().map(|x| x["op"].as_str().unwrap().to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x["op"].as_str().unwrap().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -57,7 +61,14 @@ fn a_file_passes() {
     assert_eq!(run.code, 0, "{}", run.text());
     assert_eq!(r["outcome"], "pass");
     assert_eq!(r["schema"], "iesp-test/fsx/1");
-    for op in ["read", "write", "unmap", "write-same", "compare-and-write", "flush"] {
+    for op in [
+        "read",
+        "write",
+        "unmap",
+        "write-same",
+        "compare-and-write",
+        "flush",
+    ] {
         assert!(count(&r, op) > 0, "{op}: {r}");
     }
     assert_eq!(not_run(&r), ["reconnect", "abort-task", "lun-reset"]);
@@ -75,7 +86,10 @@ fn a_loop_device_passes() {
     let (run, r) = fsx(&["--seed", "4", "--ops", "2000", dev.as_str()], &json);
     assert_eq!(run.code, 0, "{}", run.text());
     assert_eq!(r["target"]["kind"], "block-device");
-    assert!(count(&r, "unmap") > 0 && count(&r, "compare-and-write-miscompare") > 0, "{r}");
+    assert!(
+        count(&r, "unmap") > 0 && count(&r, "compare-and-write-miscompare") > 0,
+        "{r}"
+    );
 }
 
 #[test]
@@ -160,7 +174,11 @@ fn tgt_passes_and_reports_what_did_not_run() {
         skipped.contains(&"compare-and-write".to_owned()),
         "tgt has no COMPARE AND WRITE: {r}"
     );
-    assert!(run.stdout.contains("not run: compare-and-write"), "{}", run.text());
+    assert!(
+        run.stdout.contains("not run: compare-and-write"),
+        "{}",
+        run.text()
+    );
     assert!(count(&r, "read") > 0 && count(&r, "write") > 0 && count(&r, "abort-task") > 0);
 }
 
@@ -193,11 +211,19 @@ fn a_failure_shrinks_to_a_log_that_replays() {
     let lines = std::fs::read_to_string(&shrunk).unwrap().lines().count();
     assert_eq!(lines as u64, n + 1, "header + ops");
     let s = shrunk.to_str().unwrap();
-    let (run, r) = fsx(&["--replay", s, "--fault", "drop-write@100", "memory:512"], &json);
+    let (run, r) = fsx(
+        &["--replay", s, "--fault", "drop-write@100", "memory:512"],
+        &json,
+    );
     assert_eq!(run.code, 1, "{}", run.text());
     assert_eq!(r["failure"]["lba"], 100);
     let (run, _) = fsx(&["--replay", s, "memory:512"], &json);
-    assert_eq!(run.code, 0, "the same ops pass without the fault: {}", run.text());
+    assert_eq!(
+        run.code,
+        0,
+        "the same ops pass without the fault: {}",
+        run.text()
+    );
     // A log from another LUN size.
     let (run, _) = fsx(&["--replay", s, "memory:1024"], &json);
     assert_eq!(run.code, 2, "{}", run.text());
@@ -212,8 +238,16 @@ fn bad_input_is_a_usage_error() {
     let expect = |args: &[&str], needle: &str| {
         let (run, _) = fsx(args, &json);
         assert_eq!(run.code, 2, "{args:?}: {}", run.text());
-        let first = run.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        assert!(first.contains(needle), "{args:?}: want {needle:?} on the first line: {}", run.text());
+        let first = run
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        assert!(
+            first.contains(needle),
+            "{args:?}: want {needle:?} on the first line: {}",
+            run.text()
+        );
     };
     let c = cfg.to_str().unwrap();
     std::fs::write(&cfg, "seed = 1\n[weights]\nread = 1\nwirte = 3\n").unwrap();
@@ -222,7 +256,10 @@ fn bad_input_is_a_usage_error() {
     expect(&["--config", c, "memory:64"], "line 3");
     std::fs::write(&cfg, "[weights]\nread = 0\nwrite = 0\nwrite_fua = 0\nunmap = 0\nwrite_same = 0\nwrite_same_unmap = 0\ncompare_and_write = 0\ncompare_and_write_miscompare = 0\nflush = 0\nreconnect = 0\nabort_task = 0\nlun_reset = 0\n").unwrap();
     expect(&["--config", c, "memory:64"], "sum to 0");
-    expect(&["--lba-start", "60", "--lba-count", "8", "memory:64"], "outside");
+    expect(
+        &["--lba-start", "60", "--lba-count", "8", "memory:64"],
+        "outside",
+    );
     expect(&["--weights", "reed=3", "memory:64"], "unknown op");
     let img = image(dir.path(), "f.img", 1 << 20);
     expect(&["--lba-start", "256", &img], "outside");
@@ -239,4 +276,51 @@ fn the_sample_config_runs() {
     assert_eq!(run.code, 0, "{}", run.text());
     assert_eq!(r["seed"], 42);
     assert_eq!(r["qd"], 8);
+}
+
+#[test]
+fn sigint_stops_with_exit_130_and_an_interrupted_report() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "i.img", 8 << 20);
+    let json = dir.path().join("r.json");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_iesp-test"))
+        .args([
+            "fsx",
+            "--write",
+            "--progress",
+            "quiet",
+            "--duration",
+            "60s",
+            "--json",
+        ])
+        .arg(&json)
+        .arg(&img)
+        .env("IESP_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let t0 = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(20), "slow to stop");
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(130), "{all}");
+    assert!(
+        !all.contains("PASS") && all.contains("INTERRUPTED"),
+        "{all}"
+    );
+    let r = read_json(&json);
+    assert_eq!(
+        (r["interrupted"].as_bool(), r["exit_code"].as_u64()),
+        (Some(true), Some(130))
+    );
+    assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
 }

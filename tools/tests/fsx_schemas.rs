@@ -19,13 +19,27 @@ fn fsx_report_and_op_logs_validate() {
     let img = image(dir.path(), "f.img", 4 << 20);
     let (json_s, log_s) = (json.to_str().unwrap(), log.to_str().unwrap());
     let run = iesp_test(&[
-        "fsx", "--write", "--seed", "12", "--ops", "800", "--progress", "quiet", "--json", json_s,
-        "--log", log_s, &img,
+        "fsx",
+        "--write",
+        "--seed",
+        "12",
+        "--ops",
+        "800",
+        "--progress",
+        "quiet",
+        "--json",
+        json_s,
+        "--log",
+        log_s,
+        &img,
     ]);
     assert_eq!(run.code, 0, "{}", run.text());
     let doc = read_json(&json);
     json_schema::assert_valid(&report, "fsx --json (pass)", &doc);
-    assert_eq!((doc["schema"].as_str(), doc["seed"].as_u64()), (Some("iesp-test/fsx/1"), Some(12)));
+    assert_eq!(
+        (doc["schema"].as_str(), doc["seed"].as_u64()),
+        (Some("iesp-test/fsx/1"), Some(12))
+    );
     let lines = json_lines(&log);
     assert_eq!(lines.len(), 801, "header + 800 ops");
     for (n, l) in lines.iter().enumerate() {
@@ -36,8 +50,21 @@ fn fsx_report_and_op_logs_validate() {
     // A failure, shrunk.
     let shrunk = dir.path().join("min.jsonl");
     let run = iesp_test(&[
-        "fsx", "--write", "--seed", "3", "--ops", "20000", "--progress", "quiet", "--json", json_s,
-        "--shrink-log", shrunk.to_str().unwrap(), "--fault", "stale-read@40", "memory:256",
+        "fsx",
+        "--write",
+        "--seed",
+        "3",
+        "--ops",
+        "20000",
+        "--progress",
+        "quiet",
+        "--json",
+        json_s,
+        "--shrink-log",
+        shrunk.to_str().unwrap(),
+        "--fault",
+        "stale-read@40",
+        "memory:256",
     ]);
     assert_eq!(run.code, 1, "{}", run.text());
     let doc = read_json(&json);

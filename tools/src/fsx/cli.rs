@@ -155,7 +155,10 @@ impl FsxArgs {
         };
         let weights = config::merge_weights(
             config::default_weights(),
-            &[&cfg.weights, self.weights.as_ref().map_or(&[][..], |w| &w.0[..])],
+            &[
+                &cfg.weights,
+                self.weights.as_ref().map_or(&[][..], |w| &w.0[..]),
+            ],
         );
         let mut sizes: Vec<(Kind, Sizes)> = cfg.sizes.clone();
         sizes.dedup_by_key(|(k, _)| *k);

@@ -91,7 +91,10 @@ pub fn parse(name: &str, text: &str) -> Result<Config, String> {
     for (k, v) in &f.weights {
         let line = line_of(text, v.span().start);
         let kind = Kind::from_name(k).ok_or_else(|| {
-            format!("{name} line {line}: unknown op {k:?} in [weights] (ops: {})", names())
+            format!(
+                "{name} line {line}: unknown op {k:?} in [weights] (ops: {})",
+                names()
+            )
         })?;
         let w = *v.get_ref();
         if !(0..=MAX_WEIGHT).contains(&w) {
@@ -189,10 +192,17 @@ mod tests {
         assert!(e.contains("line 3") && e.contains("bogus"), "{e}");
         let e = parse("f.toml", "[weights]\nread = \"x\"\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
-        let e = parse("f.toml", "[sizes]\nread = { min = 9, max = 2, dist = \"log\" }\n")
-            .unwrap_err();
+        let e = parse(
+            "f.toml",
+            "[sizes]\nread = { min = 9, max = 2, dist = \"log\" }\n",
+        )
+        .unwrap_err();
         assert!(e.contains("line 2"), "{e}");
-        let c = parse("f.toml", "qd = 4\nduration = \"2s\"\n[weights]\nwrite_fua = 7\n").unwrap();
+        let c = parse(
+            "f.toml",
+            "qd = 4\nduration = \"2s\"\n[weights]\nwrite_fua = 7\n",
+        )
+        .unwrap();
         assert_eq!(c.weights, vec![(Kind::WriteFua, 7)]);
         assert_eq!(c.duration, Some(Duration::from_secs(2)));
     }

@@ -150,9 +150,14 @@ impl Source {
     }
 }
 
+/// The most recent ops kept in memory (for histories and shrinking; the
+/// op log has them all). Shrinking a window is sound: a fresh model takes
+/// whatever the device holds as "anything, then stable".
+pub const OPS_KEPT: usize = 1 << 19;
+
 /// How a run ended.
 pub struct Outcome {
-    /// The ops issued, in order.
+    /// The ops issued, in order (the last [`OPS_KEPT`]).
     pub ops: Vec<Op>,
     pub failure: Option<Failure>,
     pub stats: Stats,
@@ -183,7 +188,8 @@ pub async fn run(
     let mut st = State {
         model: Model::new(setup.first, setup.blocks, setup.stamp, setup.unmap_zeroes),
         stats: Stats::default(),
-        ops: Vec::new(),
+        ops: std::collections::VecDeque::new(),
+        issued: 0,
         failure: None,
     };
     let mut tasks: JoinSet<Done> = JoinSet::new();
@@ -210,7 +216,7 @@ pub async fn run(
                 progress_line(&st.stats, start.elapsed(), st.model.touched(), setup.blocks)
             );
         }
-        let Some(op) = source.next(st.ops.len() as u64, start) else {
+        let Some(op) = source.next(st.issued, start) else {
             break;
         };
         if op.op.is_barrier() {
@@ -225,7 +231,7 @@ pub async fn run(
             if let Some(l) = log.as_deref_mut() {
                 l.op(&op);
             }
-            st.ops.push(op.clone());
+            st.keep(&op);
             dev = st.barrier(dev, setup, op).await;
             continue;
         }
@@ -256,7 +262,7 @@ pub async fn run(
         if let Some(l) = log.as_deref_mut() {
             l.op(&op);
         }
-        st.ops.push(op.clone());
+        st.keep(&op);
         busy.take(op.i, &spans);
         tasks.spawn(exec(dev.clone(), op, setup.stamp, expect));
     }
@@ -270,7 +276,7 @@ pub async fn run(
     (
         dev,
         Outcome {
-            ops: st.ops,
+            ops: st.ops.into(),
             failure: st.failure,
             stats: st.stats,
             elapsed: start.elapsed(),
@@ -284,11 +290,20 @@ pub async fn run(
 struct State {
     model: Model,
     stats: Stats,
-    ops: Vec<Op>,
+    ops: std::collections::VecDeque<Op>,
+    issued: u64,
     failure: Option<Failure>,
 }
 
 impl State {
+    fn keep(&mut self, op: &Op) {
+        if self.ops.len() == OPS_KEPT {
+            self.ops.pop_front();
+        }
+        self.ops.push_back(op.clone());
+        self.issued += 1;
+    }
+
     fn fail(&mut self, kind: FailKind, op: &Op, message: String, wrong: Option<Box<Wrong>>) {
         if self.failure.is_some() {
             return;
@@ -318,7 +333,10 @@ impl State {
             self.fail(
                 FailKind::Rejected,
                 op,
-                format!("{}: the target advertised it and rejected it: {e}", op.describe()),
+                format!(
+                    "{}: the target advertised it and rejected it: {e}",
+                    op.describe()
+                ),
                 None,
             );
         } else {
@@ -386,7 +404,8 @@ impl State {
                     // Either is accepted; old data is not.
                     _ if op.op == Kind::WriteSameUnmap => {
                         let u = self.model.unmapped();
-                        self.model.set_either(op.lba, op.blocks, Content::Same(g), u);
+                        self.model
+                            .set_either(op.lba, op.blocks, Content::Same(g), u);
                     }
                     _ => self.model.set(op.lba, op.blocks, Content::Same(g)),
                 }
@@ -492,8 +511,11 @@ impl State {
                     (buf, r)
                 };
                 drop(data);
-                self.stats
-                    .record(op.op, t.elapsed(), op.blocks * u64::from(self.model.stamp.block_size));
+                self.stats.record(
+                    op.op,
+                    t.elapsed(),
+                    op.blocks * u64::from(self.model.stamp.block_size),
+                );
                 match r {
                     Ok(w) => self.interrupted_write(&op, Some(&w)),
                     Err(e) => self.error(&op, &e),

@@ -49,9 +49,7 @@ impl LogWriter {
             path: path.to_owned(),
             error: None,
         };
-        let line = envelope
-            .to_line(header)
-            .map_err(std::io::Error::other)?;
+        let line = envelope.to_line(header).map_err(std::io::Error::other)?;
         writeln!(w.out, "{line}")?;
         Ok(w)
     }
@@ -101,7 +99,10 @@ struct Head {
 pub fn read(path: &Path) -> Result<Log, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("--replay {}: {e}", path.display()))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, first)) = lines.next() else {
         return Err(format!("--replay {}: empty log", path.display()));
     };

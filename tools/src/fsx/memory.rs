@@ -9,16 +9,15 @@ use iesp_blockio::AnyDevice;
 use iesp_blockio::mem::{Fault, FaultRule, MemDevice, MemOptions};
 
 /// The faults `--fault` knows.
-pub const KINDS: &str = "drop-write, flip-on-read, stale-read, write-same-unmap-ignored, caw-writes-on-miscompare";
+pub const KINDS: &str =
+    "drop-write, flip-on-read, stale-read, write-same-unmap-ignored, caw-writes-on-miscompare";
 
 /// `KIND@LBA` as a rule.
 pub fn parse_fault(s: &str) -> Result<FaultRule, String> {
     let (kind, lba) = s
         .split_once('@')
         .ok_or_else(|| format!("`{s}`: expected KIND@LBA ({KINDS})"))?;
-    let lba: u64 = lba
-        .parse()
-        .map_err(|_| format!("`{lba}` is not an LBA"))?;
+    let lba: u64 = lba.parse().map_err(|_| format!("`{lba}` is not an LBA"))?;
     let rule = match kind {
         "drop-write" => FaultRule::new(Fault::DropWrite),
         "flip-on-read" => FaultRule::new(Fault::FlipOnRead { bit: 8 * 100 + 3 }),

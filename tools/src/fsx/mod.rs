@@ -221,6 +221,12 @@ pub async fn run_on(
                     opts.lba_start, info.blocks
                 )));
             }
+            if count > model::MAX_BLOCKS {
+                return Err(Failure::usage(format!(
+                    "{count} blocks: the model covers at most {} blocks; narrow the range with --lba-count",
+                    model::MAX_BLOCKS
+                )));
+            }
             (opts.lba_start, count, opts.qd.max(1))
         }
     };
@@ -235,9 +241,7 @@ pub async fn run_on(
         && unsupported(&dev, Kind::CompareAndWrite, true).is_none()
         && let Err(sense) = d.probe_compare_and_write().await?
     {
-        caw_refused = Some(format!(
-            "the LUN rejects COMPARE AND WRITE ({sense})"
-        ));
+        caw_refused = Some(format!("the LUN rejects COMPARE AND WRITE ({sense})"));
     }
     let mut weights = Vec::new();
     for &(k, w) in &opts.weights {
@@ -251,7 +255,10 @@ pub async fn run_on(
         match refused.or_else(|| unsupported(&dev, k, reopen.is_some())) {
             Some(reason) => {
                 eprintln!("fsx: notice: leaving out {k}: {reason}");
-                not_run.push(NotRun { op: k.name(), reason });
+                not_run.push(NotRun {
+                    op: k.name(),
+                    reason,
+                });
             }
             None => {
                 ops_run.push(k.name());
@@ -283,7 +290,8 @@ pub async fn run_on(
         blocks,
         qd,
     };
-    let envelope = iesp_cli::envelope::Envelope::for_process(log::SCHEMA.0, log::SCHEMA.1, Some(seed));
+    let envelope =
+        iesp_cli::envelope::Envelope::for_process(log::SCHEMA.0, log::SCHEMA.1, Some(seed));
     let mut writer = match &opts.log {
         Some(p) => Some(
             log::LogWriter::create(p, &envelope, &log_header)
@@ -346,7 +354,10 @@ pub async fn run_on(
         let written = match log::write_all(&path, &envelope, &log_header, &small) {
             Ok(()) => Some(path.display().to_string()),
             Err(e) => {
-                notes.push(format!("cannot write the reproducer {}: {e}", path.display()));
+                notes.push(format!(
+                    "cannot write the reproducer {}: {e}",
+                    path.display()
+                ));
                 None
             }
         };

@@ -125,12 +125,16 @@ pub struct Wrong {
     pub reason: String,
 }
 
+/// The most blocks a model covers (8 bytes each, plus the rare "either"
+/// blocks): 2 GiB of model at most.
+pub const MAX_BLOCKS: u64 = 1 << 28;
+
 /// The model of blocks `first..first + n`.
 pub struct Model {
     first: u64,
     cur: Vec<u64>,
-    /// 0: no alternative; else an "either" block's other content.
-    alt: Vec<u64>,
+    /// The other content of "either" blocks, by index (few at a time).
+    alt: std::collections::HashMap<usize, u64>,
     touched: u64,
     pub stamp: Stamp,
     /// Unmapped blocks read as zeros (LBPRZ).
@@ -143,7 +147,7 @@ impl Model {
         Model {
             first,
             cur: vec![0; n],
-            alt: vec![0; n],
+            alt: std::collections::HashMap::new(),
             touched: 0,
             stamp,
             unmap_zeroes,
@@ -159,16 +163,12 @@ impl Model {
         self.touched
     }
 
-    pub fn len(&self) -> u64 {
-        self.cur.len() as u64
-    }
-
     /// The contents block `lba` may hold (one, or two for an "either").
     pub fn allowed(&self, lba: u64) -> Vec<Content> {
         let i = self.idx(lba);
         let mut v = vec![Content::unpack(self.cur[i])];
-        if self.alt[i] != 0 {
-            v.push(Content::unpack(self.alt[i]));
+        if let Some(&a) = self.alt.get(&i) {
+            v.push(Content::unpack(a));
         }
         v
     }
@@ -176,16 +176,18 @@ impl Model {
     /// The one content of `lba`, if it is determined.
     pub fn exact(&self, lba: u64) -> Option<Content> {
         let i = self.idx(lba);
-        (self.alt[i] == 0).then(|| Content::unpack(self.cur[i]))
+        (self.alt.is_empty() || !self.alt.contains_key(&i)).then(|| Content::unpack(self.cur[i]))
     }
 
     fn put(&mut self, lba: u64, c: Content) {
         let i = self.idx(lba);
-        if self.cur[i] == 0 && self.alt[i] == 0 {
+        if self.cur[i] == 0 {
             self.touched += 1;
         }
         self.cur[i] = c.pack();
-        self.alt[i] = 0;
+        if !self.alt.is_empty() {
+            self.alt.remove(&i);
+        }
     }
 
     /// Sets `lba..lba + n` to `c`.
@@ -211,7 +213,7 @@ impl Model {
             self.put(x, a);
             if a != b {
                 let i = self.idx(x);
-                self.alt[i] = b.pack();
+                self.alt.insert(i, b.pack());
             }
         }
     }
@@ -220,7 +222,7 @@ impl Model {
     pub fn either(&mut self, lba: u64, n: u64, new: Content) {
         for b in lba..lba + n {
             let i = self.idx(b);
-            if self.alt[i] != 0 {
+            if self.alt.contains_key(&i) {
                 // Three possibilities do not fit: anything, then stable.
                 self.put(b, Content::Unknown);
                 continue;
@@ -237,7 +239,7 @@ impl Model {
                 self.touched += 1;
             }
             self.cur[i] = old.pack();
-            self.alt[i] = new.pack();
+            self.alt.insert(i, new.pack());
         }
     }
 
@@ -291,9 +293,7 @@ impl Model {
 
     fn wrong(&self, lba: u64, allowed: Vec<Content>, b: &[u8]) -> Wrong {
         let first = allowed[0];
-        let expected_header = allowed
-            .iter()
-            .find_map(|c| c.header(&self.stamp, lba));
+        let expected_header = allowed.iter().find_map(|c| c.header(&self.stamp, lba));
         let expect = match first {
             Content::Unique(g) => Some(block::Expected::Unique { generation: g }),
             Content::Same(g) => Some(block::Expected::Duplicate {

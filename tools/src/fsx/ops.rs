@@ -270,11 +270,7 @@ impl Generator {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        if n <= 1 {
-            0
-        } else {
-            self.rng.next_u64() % n
-        }
+        if n <= 1 { 0 } else { self.rng.next_u64() % n }
     }
 
     fn sizes_of(&self, k: Kind) -> Sizes {

@@ -23,7 +23,11 @@ pub fn load(path: &Path, info: &DeviceInfo) -> Result<Log, Failure> {
             info.block_size
         )));
     }
-    if h.blocks == 0 || h.first_lba.checked_add(h.blocks).is_none_or(|e| e > info.blocks) {
+    if h.blocks == 0
+        || h.first_lba
+            .checked_add(h.blocks)
+            .is_none_or(|e| e > info.blocks)
+    {
         return Err(Failure::usage(format!(
             "--replay {}: the range {}+{} is outside the target",
             path.display(),

@@ -44,7 +44,8 @@ impl Rerunner {
             Some(f) => Arc::new(f()),
             None => self.dev.clone(),
         };
-        let (dev, out) = engine::run(dev, &self.setup, Source::List(ops.to_vec().into_iter()), None).await;
+        let list: Vec<Op> = ops.to_vec();
+        let (dev, out) = engine::run(dev, &self.setup, Source::List(list.into_iter()), None).await;
         if self.fresh.is_none() {
             self.dev = dev;
         }

@@ -88,12 +88,19 @@ fn same_seed_same_log_at_qd_8() {
     let sa = run_with(&[], &opts(5, 3000, a.path()));
     let sb = run_with(&[], &opts(5, 3000, b.path()));
     assert_eq!((sa.exit_code, sb.exit_code), (0, 0));
-    let (la, lb) = (ops_of(&a.path().join("ops.jsonl")), ops_of(&b.path().join("ops.jsonl")));
+    let (la, lb) = (
+        ops_of(&a.path().join("ops.jsonl")),
+        ops_of(&b.path().join("ops.jsonl")),
+    );
     assert_eq!(la.len(), 3000);
     assert!(la == lb, "the op logs differ");
     let c = tempfile::tempdir().unwrap();
     run_with(&[], &opts(6, 3000, c.path()));
-    assert_ne!(la, ops_of(&c.path().join("ops.jsonl")), "another seed, other ops");
+    assert_ne!(
+        la,
+        ops_of(&c.path().join("ops.jsonl")),
+        "another seed, other ops"
+    );
 }
 
 /// The fault fails the run, shrinks to <= 20 ops, and the reproducer
