@@ -326,6 +326,16 @@ impl IscsiDevice {
         })
     }
 
+    /// The WP bit of MODE SENSE (6)'s header (SBC-4 §6.5.1): the medium is
+    /// write protected. `None` when MODE SENSE fails.
+    pub async fn write_protected(&self) -> Option<bool> {
+        let cdb = Cdb::mode_sense(CdbSize::Six, 0x3f, 0, 255).encode();
+        match self.lu.raw(&cdb, Bytes::new(), 255).await {
+            Ok(r) if r.is_good() && r.data.len() >= 4 => Some(r.data[2] & 0x80 != 0),
+            _ => None,
+        }
+    }
+
     /// Whether the LUN answers COMPARE AND WRITE at all: one with NUMBER
     /// OF LOGICAL BLOCKS 0, which compares and writes nothing and is no
     /// error (SBC-4 §5.3). `Ok(false)` when it is ILLEGAL REQUEST (e.g. an

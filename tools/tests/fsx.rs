@@ -324,3 +324,14 @@ fn sigint_stops_with_exit_130_and_an_interrupted_report() {
     );
     assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
 }
+
+#[test]
+fn a_write_protected_lun_is_refused() {
+    let mut cfg = iesp_testsupport::embedded::ram_lun(1 << 20, 512);
+    cfg.targets[0].luns[0].read_only = true;
+    let target = BlockingTarget::start(cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = fsx(&["--ops", "10", &target.url(0)], &dir.path().join("r.json"));
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("write protected"), "{}", run.text());
+}

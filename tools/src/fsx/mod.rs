@@ -235,6 +235,19 @@ pub async fn run_on(
     }
     let mut ops_run = Vec::new();
     let mut not_run = Vec::new();
+    let mut notes = info.notes.clone();
+    if let AnyDevice::Iscsi(d) = &dev {
+        match d.write_protected().await {
+            Some(true) => {
+                return Err(Failure::usage(format!(
+                    "{}: the LUN is write protected (MODE SENSE WP=1); fsx writes",
+                    info.name
+                )));
+            }
+            Some(false) => {}
+            None => notes.push("MODE SENSE failed: write protection unknown".into()),
+        }
+    }
     // A LUN whose limits allow COMPARE AND WRITE may still not know it.
     let mut caw_refused = None;
     if let AnyDevice::Iscsi(d) = &dev
@@ -327,7 +340,6 @@ pub async fn run_on(
     };
     let dev = Arc::new(dev);
     let (dev, out) = engine::run(dev, &setup, source, writer.as_mut()).await;
-    let mut notes = info.notes.clone();
     if let Some(e) = writer.as_mut().and_then(|w| w.flush()) {
         notes.push(format!("the op log is incomplete: {e}"));
     }
