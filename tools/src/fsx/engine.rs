@@ -70,8 +70,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn report(&self, stamp: &Stamp) -> FailureReport {
-        let _ = stamp;
+    pub fn report(&self) -> FailureReport {
         let w = self.wrong.as_deref();
         FailureReport {
             kind: self.kind.name(),

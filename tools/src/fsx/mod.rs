@@ -338,8 +338,7 @@ pub async fn run_on(
             duration: opts.duration,
         },
     };
-    let dev = Arc::new(dev);
-    let (dev, out) = engine::run(dev, &setup, source, writer.as_mut()).await;
+    let (mut dev, out) = engine::run(Arc::new(dev), &setup, source, writer.as_mut()).await;
     if let Some(e) = writer.as_mut().and_then(|w| w.flush()) {
         notes.push(format!("the op log is incomplete: {e}"));
     }
@@ -352,7 +351,7 @@ pub async fn run_on(
         && opts.shrink
         && (opts.replay.is_none() || opts.shrink_log.is_some())
     {
-        let mut r = shrink::Rerunner::new(dev.clone(), fresh, &setup);
+        let mut r = shrink::Rerunner::new(dev, fresh, &setup);
         let failing = shrink::up_to_failure(&out.ops, f.op.i);
         let small = shrink::shrink(&mut r, failing, f.kind, opts.shrink_budget).await;
         let again = r.run(&small).await;
@@ -378,19 +377,10 @@ pub async fn run_on(
             path: written,
             reproduces,
         });
+        dev = r.dev;
     }
-    let mut dev = dev;
-    for _ in 0..50 {
-        match Arc::try_unwrap(dev) {
-            Ok(d) => {
-                let _ = d.close().await;
-                break;
-            }
-            Err(d) => {
-                dev = d;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    if let Ok(d) = Arc::try_unwrap(dev) {
+        let _ = d.close().await;
     }
 
     let (outcome, exit_code) = match (&out.failure, out.interrupted) {
@@ -426,7 +416,7 @@ pub async fn run_on(
         ops_not_run: not_run,
         per_op: out.stats.rows(),
         notes,
-        failure: out.failure.as_ref().map(|f| f.report(&stamp)),
+        failure: out.failure.as_ref().map(|f| f.report()),
         reproducer,
     };
     if let Some(p) = &opts.json {

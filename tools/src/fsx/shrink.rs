@@ -18,6 +18,7 @@ pub type Factory = Box<dyn Fn() -> AnyDevice + Send + Sync>;
 
 /// Re-runs candidate sequences.
 pub struct Rerunner {
+    /// The device re-runs use without `fresh` (a reconnect replaces it).
     pub dev: Arc<AnyDevice>,
     pub fresh: Option<Factory>,
     pub setup: Setup,
@@ -40,16 +41,24 @@ impl Rerunner {
     /// Runs `ops` from a fresh model; the outcome.
     pub async fn run(&mut self, ops: &[Op]) -> Outcome {
         self.runs += 1;
-        let dev = match &self.fresh {
-            Some(f) => Arc::new(f()),
-            None => self.dev.clone(),
-        };
         let list: Vec<Op> = ops.to_vec();
-        let (dev, out) = engine::run(dev, &self.setup, Source::List(list.into_iter()), None).await;
-        if self.fresh.is_none() {
-            self.dev = dev;
+        let source = Source::List(list.into_iter());
+        match &self.fresh {
+            Some(f) => {
+                engine::run(Arc::new(f()), &self.setup, source, None)
+                    .await
+                    .1
+            }
+            None => {
+                // Lent, not shared: a reconnect needs the only reference.
+                let placeholder =
+                    Arc::new(AnyDevice::from(iesp_blockio::mem::MemDevice::new(1, 512)));
+                let dev = std::mem::replace(&mut self.dev, placeholder);
+                let (dev, out) = engine::run(dev, &self.setup, source, None).await;
+                self.dev = dev;
+                out
+            }
         }
-        out
     }
 
     async fn fails(&mut self, ops: &[Op], kind: FailKind) -> bool {
