@@ -11,7 +11,7 @@
 //! Layout); this file is the top-level command line, completions, man
 //! pages and exit codes.
 
-use iesp_tools::{conformance, exit, fsx, output, selftest, signal, verify};
+use iesp_tools::{conformance, exit, output, selftest, signal, verify};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ enum Command {
     Verify(Box<verify::cli::VerifyArgs>),
     /// Random SCSI operations against a per-block model (fsx for a LUN),
     /// with an op log, replay and automatic shrinking.
-    Fsx(Box<fsx::cli::FsxArgs>),
+    Fsx(Box<iesp_tools::fsx::cli::FsxArgs>),
     /// Run the protocol-level conformance suite against a target:
     /// `iesp-test conformance iscsi://host/iqn/lun` (see --list).
     Conformance(Box<conformance::ConformanceArgs>),
@@ -228,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if verbosity.quiet {
                 a.progress = output::ProgressMode::Quiet;
             }
-            fsx::cli::run(*a).await
+            iesp_tools::fsx::cli::run(*a).await
         }
         Command::Conformance(a) => conformance::run(*a, verbosity).await,
         Command::Completions(a) => {
