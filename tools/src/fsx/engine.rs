@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use iesp_blockio::block::Stamp;
 use iesp_blockio::iscsi::InterruptedWrite;
 use iesp_blockio::{AlignedBuf, AnyDevice, Device, DeviceError, OpenOptions};
 use iesp_proto::scsi::SenseKey;
-use tokio::task::JoinSet;
 
 use super::log::LogWriter;
 use super::model::{Content, Model, Wrong};
@@ -165,7 +165,10 @@ pub struct Outcome {
     pub interrupted: Option<crate::signal::Signal>,
 }
 
-/// A finished op, back from its task.
+/// An op in flight.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
+
+/// A finished op.
 struct Done {
     op: Op,
     result: Result<(), DeviceError>,
@@ -191,7 +194,8 @@ pub async fn run(
         issued: 0,
         failure: None,
     };
-    let mut tasks: JoinSet<Done> = JoinSet::new();
+    // Polled in this task: no hand-off to another worker per op.
+    let mut tasks: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut busy = Reservations::new();
     let mut interrupted = None;
     let mut last_progress = Instant::now();
@@ -219,8 +223,7 @@ pub async fn run(
             break;
         };
         if op.op.is_barrier() {
-            while let Some(done) = tasks.join_next().await {
-                let done = done.expect("an fsx task panicked");
+            while let Some(done) = tasks.next().await {
                 busy.release(done.op.i);
                 st.complete(done);
             }
@@ -236,10 +239,9 @@ pub async fn run(
         }
         let spans = op.spans();
         while tasks.len() >= qd || busy.overlaps(&spans) {
-            let Some(done) = tasks.join_next().await else {
+            let Some(done) = tasks.next().await else {
                 break;
             };
-            let done = done.expect("an fsx task panicked");
             busy.release(done.op.i);
             st.complete(done);
             if st.failure.is_some() {
@@ -263,10 +265,10 @@ pub async fn run(
         }
         st.keep(&op);
         busy.take(op.i, &spans);
-        tasks.spawn(exec(dev.clone(), op, setup.stamp, expect));
+        tasks.push(Box::pin(exec(dev.clone(), op, setup.stamp, expect)));
     }
-    while let Some(done) = tasks.join_next().await {
-        st.complete(done.expect("an fsx task panicked"));
+    while let Some(done) = tasks.next().await {
+        st.complete(done);
     }
     if let Some(l) = log {
         l.flush();
@@ -587,9 +589,11 @@ async fn exec(dev: Arc<AnyDevice>, op: Op, stamp: Stamp, expect: Option<Vec<Cont
                 }
                 None => {
                     let (r, res) = dev.read(op.lba, data_buf(&dev, op.blocks)).await;
-                    b[..n * bs].copy_from_slice(&r);
+                    if res.is_ok() {
+                        b[..n * bs].copy_from_slice(&r);
+                        read = Some(r);
+                    }
                     pre = res;
-                    read = Some(r);
                 }
             }
             match pre {

@@ -99,17 +99,16 @@ pub fn same_block(stamp: &Stamp, g: u64, out: &mut [u8]) {
     block::render_duplicate(stamp, g, out);
 }
 
-/// A 61-bit hash of a block (pinning unknown content).
+/// A 61-bit hash of a block (pinning unknown content): the block
+/// format's CRC32C (hardware) of all but bytes 12..16, mixed with those
+/// four bytes themselves.
 pub fn hash(data: &[u8]) -> u64 {
-    let mut h = 0x9e37_79b9_7f4a_7c15u64;
-    for w in data.chunks(8) {
-        let mut b = [0u8; 8];
-        b[..w.len()].copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(b))
-            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
-            .rotate_left(29);
+    let crc = u64::from(block::checksum(data));
+    let mut w = [0u8; 4];
+    if let Some(f) = data.get(12..16) {
+        w.copy_from_slice(f);
     }
-    h & VALUE_MASK
+    ((u64::from(u32::from_le_bytes(w)) << 29) ^ crc) & VALUE_MASK
 }
 
 /// A block that is not what the model allows.
@@ -251,17 +250,20 @@ impl Model {
         let mut same: Option<(u64, Vec<u8>)> = None;
         for (k, b) in found.chunks_exact(bs).enumerate() {
             let at = lba + k as u64;
-            let allowed = self.allowed(at);
-            let mut hit = None;
-            for &c in &allowed {
-                if let Some(r) = self.matches(c, at, b, &mut same) {
-                    hit = Some(r);
-                    break;
-                }
-            }
+            let i = self.idx(at);
+            let cur = Content::unpack(self.cur[i]);
+            let hit = match self.matches(cur, at, b, &mut same) {
+                Some(c) => Some(c),
+                None => match self.alt.get(&i) {
+                    Some(&a) => self.matches(Content::unpack(a), at, b, &mut same),
+                    None => None,
+                },
+            };
             match hit {
+                // Unchanged and determined: nothing to store.
+                Some(c) if c == cur && self.alt.is_empty() => {}
                 Some(c) => self.put(at, c),
-                None => return Err(Box::new(self.wrong(at, allowed, b))),
+                None => return Err(Box::new(self.wrong(at, self.allowed(at), b))),
             }
         }
         Ok(())
