@@ -206,6 +206,12 @@ fn a_failure_shrinks_to_a_log_that_replays() {
     assert_eq!(r["failure"]["lba"], 100);
     assert!(r["failure"]["history"].as_array().unwrap().len() > 1, "{r}");
     assert!(run.stdout.contains("expected header"), "{}", run.text());
+    assert!(
+        r["failure"]["difference"]
+            .as_str()
+            .is_some_and(|d| d.contains("first difference at byte")),
+        "{r}"
+    );
     let n = r["reproducer"]["ops"].as_u64().unwrap();
     assert!(n <= 20 && r["reproducer"]["reproduces"] == true, "{r}");
     let lines = std::fs::read_to_string(&shrunk).unwrap().lines().count();

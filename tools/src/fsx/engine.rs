@@ -90,6 +90,7 @@ impl Failure {
                 w.found_header
                     .map_or_else(|| "none (no block header)".to_owned(), |h| h.to_string())
             }),
+            difference: w.and_then(|w| w.difference.clone()),
             history: self.history.clone(),
         }
     }

@@ -122,6 +122,10 @@ pub struct Wrong {
     /// The mismatch class of the block format, and why.
     pub class: String,
     pub reason: String,
+    /// Where the found block first differs from the (first) expected
+    /// content, when that content is known exactly: offset, then 16 bytes
+    /// of each in hex.
+    pub difference: Option<String>,
 }
 
 /// The most blocks a model covers (8 bytes each, plus the rare "either"
@@ -316,6 +320,24 @@ impl Model {
                 Header::parse(b),
             ),
         };
+        let difference = first.renderable().then(|| {
+            let mut want = vec![0u8; b.len()];
+            first.render(&self.stamp, lba, &mut want);
+            block::first_difference(&want, b).map(|at| {
+                let end = (at + 16).min(b.len());
+                let hex = |x: &[u8]| {
+                    x.iter()
+                        .map(|v| format!("{v:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                format!(
+                    "first difference at byte {at}: expected {} found {}",
+                    hex(&want[at..end]),
+                    hex(&b[at..end])
+                )
+            })
+        });
         Wrong {
             lba,
             expected: allowed,
@@ -323,6 +345,7 @@ impl Model {
             found_header,
             class,
             reason,
+            difference: difference.flatten(),
         }
     }
 }

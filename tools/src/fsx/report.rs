@@ -137,6 +137,8 @@ pub struct FailureReport {
     pub expected: Option<String>,
     pub expected_header: Option<String>,
     pub found_header: Option<String>,
+    /// The first differing bytes, when the expected content is exact.
+    pub difference: Option<String>,
     /// The ops that touched the block, oldest first.
     pub history: Vec<String>,
 }
@@ -197,6 +199,9 @@ impl Summary {
             }
             if let Some(h) = &f.found_header {
                 s.push_str(&format!("  found header:    {h}\n"));
+            }
+            if let Some(d) = &f.difference {
+                s.push_str(&format!("  {d}\n"));
             }
             if !f.history.is_empty() {
                 s.push_str("  history of the block:\n");
