@@ -269,6 +269,100 @@ impl IscsiDevice {
     }
 }
 
+/// How a WRITE that was aborted or reset in flight ended (fsx's task
+/// management ops): the blocks hold the old or the new data either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterruptedWrite {
+    /// The task management response, by name (e.g. `FunctionComplete`).
+    pub tmf_response: String,
+    /// The write's own outcome: `Ok` if it completed first.
+    pub write: Result<(), String>,
+}
+
+impl IscsiDevice {
+    /// Sends a WRITE of `data` at `lba` and, right behind it, ABORT TASK
+    /// naming it (`lun_reset`: LOGICAL UNIT RESET instead); waits for both.
+    /// After a reset, TEST UNIT READY is repeated until the unit attention
+    /// it raises is cleared.
+    pub async fn write_then_interrupt(
+        &self,
+        lba: u64,
+        data: &[u8],
+        lun_reset: bool,
+    ) -> Result<InterruptedWrite, DeviceError> {
+        use iesp_proto::pdu::TmfFunction;
+        let op = if lun_reset { "LUN RESET" } else { "ABORT TASK" };
+        let blocks = self.blocks_of(op, lba, data.len())?;
+        let session = self.lu.session();
+        let cdb = Cdb::write(CdbSize::Sixteen, lba, blocks, false).encode();
+        let handle = session
+            .submit(self.lu.lun(), &cdb, Bytes::copy_from_slice(data), 0)
+            .map_err(|e| DeviceError::io(op, lba, u64::from(blocks), e))?;
+        let (function, referenced) = if lun_reset {
+            (TmfFunction::LOGICAL_UNIT_RESET, None)
+        } else {
+            (TmfFunction::ABORT_TASK, Some(handle.itt()))
+        };
+        let tmf = session
+            .task_management(function, self.lu.lun(), referenced)
+            .await
+            .map_err(|e| DeviceError::io(op, lba, u64::from(blocks), e))?;
+        let write = match handle.wait_timeout(COMMAND_TIMEOUT).await {
+            Ok(r) if r.is_good() => Ok(()),
+            Ok(r) => Err(r.status.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if lun_reset {
+            // The reset's unit attention goes to the next command.
+            for _ in 0..4 {
+                if self.lu.test_unit_ready().await.is_ok() {
+                    break;
+                }
+            }
+        }
+        Ok(InterruptedWrite {
+            tmf_response: format!("{tmf:?}"),
+            write,
+        })
+    }
+
+    /// The WP bit of MODE SENSE (6)'s header (SBC-4 §6.5.1): the medium is
+    /// write protected. `None` when MODE SENSE fails.
+    pub async fn write_protected(&self) -> Option<bool> {
+        let cdb = Cdb::mode_sense(CdbSize::Six, 0x3f, 0, 255).encode();
+        match self.lu.raw(&cdb, Bytes::new(), 255).await {
+            Ok(r) if r.is_good() && r.data.len() >= 4 => Some(r.data[2] & 0x80 != 0),
+            _ => None,
+        }
+    }
+
+    /// Whether the LUN answers COMPARE AND WRITE at all: one with NUMBER
+    /// OF LOGICAL BLOCKS 0, which compares and writes nothing and is no
+    /// error (SBC-4 §5.3). `Ok(false)` when it is ILLEGAL REQUEST (e.g. an
+    /// invalid operation code: tgt).
+    pub async fn probe_compare_and_write(&self) -> Result<Result<(), String>, DeviceError> {
+        let cdb = Cdb::CompareAndWrite {
+            lba: 0,
+            blocks: 0,
+            wrprotect: 0,
+            dpo: false,
+            fua: false,
+            group: 0,
+        }
+        .encode();
+        match self
+            .command("COMPARE AND WRITE", 0, 0, &cdb, Bytes::new())
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(DeviceError::Check { sense, .. }) if sense.key == SenseKey::ILLEGAL_REQUEST => {
+                Ok(Err(sense.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// GOOD as `Ok`; CHECK CONDITION with sense as [`DeviceError::Check`];
 /// anything else as [`DeviceError::Io`].
 fn status_error(

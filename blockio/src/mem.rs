@@ -14,7 +14,12 @@
 //! - [`Fault::StaleRead`] — return a block's previous content (what it held
 //!   before its latest write);
 //! - [`Fault::Fail`] — fail the command with CHECK CONDITION (any sense) or
-//!   an I/O error, storing nothing.
+//!   an I/O error, storing nothing;
+//! - [`Fault::WriteSameUnmapIgnored`] — a WRITE SAME with the UNMAP bit is
+//!   acknowledged and does nothing: the blocks keep their old content
+//!   (neither deallocated to zeros, which LBPRZ promises, nor written);
+//! - [`Fault::CompareAndWriteOnMiscompare`] — a COMPARE AND WRITE that
+//!   miscompares reports MISCOMPARE but writes its data anyway.
 //!
 //! A rule applies to commands of its [`OpClass`] that overlap its LBA range,
 //! optionally only the `nth` such command or every `every`-th, at most
@@ -51,6 +56,14 @@ pub enum Fault {
     StaleRead,
     /// The command fails and changes nothing.
     Fail(Failure),
+    /// A WRITE SAME with UNMAP is acknowledged and changes nothing (a
+    /// target that drops the command when it sees the UNMAP bit). On a
+    /// device with LBPRZ both a zero and a non-zero pattern must then read
+    /// back as written, so a tester sees the old data.
+    WriteSameUnmapIgnored,
+    /// A COMPARE AND WRITE that miscompares stores its write data anyway
+    /// (and still reports MISCOMPARE).
+    CompareAndWriteOnMiscompare,
 }
 
 /// How a failed command fails.
@@ -66,9 +79,11 @@ impl Fault {
     /// The commands this fault applies to unless the rule says otherwise.
     fn default_class(&self) -> OpClass {
         match self {
-            Fault::DropWrite | Fault::Misdirect { .. } | Fault::FlipOnStore { .. } => {
-                OpClass::Write
-            }
+            Fault::DropWrite
+            | Fault::Misdirect { .. }
+            | Fault::FlipOnStore { .. }
+            | Fault::WriteSameUnmapIgnored
+            | Fault::CompareAndWriteOnMiscompare => OpClass::Write,
             Fault::FlipOnRead { .. } | Fault::StaleRead => OpClass::Read,
             Fault::Fail(_) => OpClass::Any,
         }
@@ -371,6 +386,15 @@ impl MemDevice {
         out
     }
 
+    /// Whether a rule with exactly `fault` fires for this command.
+    fn special(s: &mut State, fault: &Fault, lba: u64, blocks: u64) -> bool {
+        let mut any = false;
+        for r in s.rules.iter_mut().filter(|r| &r.fault == fault) {
+            any |= r.fires(OpClass::Write, lba, blocks);
+        }
+        any
+    }
+
     /// Stores `data` at `lba` through the write faults.
     fn store(&self, s: &mut State, lba: u64, data: &[u8]) {
         let bs = self.info.block_size as usize;
@@ -381,7 +405,11 @@ impl MemDevice {
         for r in s.rules.iter_mut() {
             if matches!(
                 r.fault,
-                Fault::Fail(_) | Fault::FlipOnRead { .. } | Fault::StaleRead
+                Fault::Fail(_)
+                    | Fault::FlipOnRead { .. }
+                    | Fault::StaleRead
+                    | Fault::WriteSameUnmapIgnored
+                    | Fault::CompareAndWriteOnMiscompare
             ) {
                 continue;
             }
@@ -538,6 +566,9 @@ impl Device for MemDevice {
         if let Some(e) = Self::failure(&mut s, op, OpClass::Write, lba, blocks) {
             return (block, Err(e));
         }
+        if unmap && Self::special(&mut s, &Fault::WriteSameUnmapIgnored, lba, blocks) {
+            return (block, Ok(()));
+        }
         // Block by block through the write faults (each block one store).
         for i in 0..blocks {
             self.store(&mut s, lba + i, &block);
@@ -556,8 +587,11 @@ impl Device for MemDevice {
         if let Some(e) = Self::failure(&mut s, "COMPARE AND WRITE", OpClass::Write, lba, n) {
             return (buf, Err(e));
         }
-        let current = &s.data[self.bytes(lba, n)];
-        if let Some(i) = first_difference(current, &buf[..half]) {
+        let diff = first_difference(&s.data[self.bytes(lba, n)], &buf[..half]);
+        if let Some(i) = diff {
+            if Self::special(&mut s, &Fault::CompareAndWriteOnMiscompare, lba, n) {
+                self.store(&mut s, lba, &buf[half..]);
+            }
             return (
                 buf,
                 Err(DeviceError::Check {
@@ -702,6 +736,32 @@ mod tests {
             assert!(r.is_err());
             let (_, r) = d.write_same(0, 2, AlignedBuf::new(1024, 512), false).await;
             assert!(r.is_err());
+        });
+    }
+
+    #[test]
+    fn write_same_unmap_and_compare_and_write_faults() {
+        rt().block_on(async {
+            let d = MemDevice::new(16, 512);
+            d.write(0, filled(512 * 4, 5), false).await.1.unwrap();
+            let i = d.inject(FaultRule::new(Fault::WriteSameUnmapIgnored).lbas(1..2));
+            // Ignored with UNMAP (the whole command), applied without.
+            d.write_same(0, 2, filled(512, 0), true).await.1.unwrap();
+            assert_eq!(d.peek(0, 2), vec![5; 1024]);
+            d.write_same(2, 1, filled(512, 0), true).await.1.unwrap();
+            assert_eq!(d.peek(2, 1), vec![0; 512], "outside the rule's range");
+            d.write_same(0, 2, filled(512, 7), false).await.1.unwrap();
+            assert_eq!(d.peek(0, 2), vec![7; 1024]);
+            assert_eq!(d.fired(i), 1);
+            d.clear_faults();
+            let i = d.inject(FaultRule::new(Fault::CompareAndWriteOnMiscompare));
+            let mut b = AlignedBuf::new(1024, 512);
+            b[..512].fill(1);
+            b[512..].fill(9);
+            let (_, r) = d.compare_and_write(0, b, false).await;
+            assert_eq!(r.unwrap_err().miscompare_offset(), Some(0));
+            assert_eq!(d.peek(0, 1), vec![9; 512], "written despite the miscompare");
+            assert_eq!(d.fired(i), 1);
         });
     }
 

@@ -6,6 +6,8 @@
 //!
 //! - [`selftest`] — the whole stack against the embedded reference target.
 //! - [`verify`] — write/read-verify of files, block devices and LUNs.
+//! - [`fsx`] — seeded random SCSI ops against a per-block model, with
+//!   replay and shrinking.
 //! - [`conformance`] — the protocol-level conformance suite against any target.
 //! - [`output`] — progress, human-readable figures, output paths, JSON files.
 //! - [`exit`] — exit codes (docs/cli.md) and the error that carries one.
@@ -24,6 +26,7 @@ pub use iesp_blockio as device;
 pub use iesp_blockio::{block, pattern};
 
 pub mod conformance;
+pub mod fsx;
 pub mod output;
 pub mod selftest;
 pub mod signal;

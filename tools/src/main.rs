@@ -59,6 +59,9 @@ enum Command {
     /// Write/read-verify a file, block device or iSCSI LUN: does it give
     /// back exactly what was written?
     Verify(Box<verify::cli::VerifyArgs>),
+    /// Random SCSI operations against a per-block model (fsx for a LUN),
+    /// with an op log, replay and automatic shrinking.
+    Fsx(Box<iesp_tools::fsx::cli::FsxArgs>),
     /// Run the protocol-level conformance suite against a target:
     /// `iesp-test conformance iscsi://host/iqn/lun` (see --list).
     Conformance(Box<conformance::ConformanceArgs>),
@@ -220,6 +223,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 a.progress = output::ProgressMode::Quiet;
             }
             verify::cli::run(*a).await
+        }
+        Command::Fsx(mut a) => {
+            if verbosity.quiet {
+                a.progress = output::ProgressMode::Quiet;
+            }
+            iesp_tools::fsx::cli::run(*a).await
         }
         Command::Conformance(a) => conformance::run(*a, verbosity).await,
         Command::Completions(a) => {
