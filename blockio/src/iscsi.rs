@@ -32,7 +32,7 @@ use iesp_initiator::{
 use iesp_proto::scsi::inquiry::{BlockLimits, VpdPageCode};
 use iesp_proto::scsi::unmap::UnmapDescriptor;
 use iesp_proto::scsi::{
-    Cdb, CdbSize, ReadCapacity16Data, ScsiStatus, SenseKey, UnmapParameters, Vpd, VpdPage,
+    Cdb, CdbSize, ReadCapacity16Data, ScsiStatus, UnmapParameters, Vpd, VpdPage,
 };
 
 use crate::{
@@ -397,16 +397,11 @@ impl Device for IscsiDevice {
                 parameter_list_length: u16::try_from(params.len()).unwrap_or(u16::MAX),
             }
             .encode();
-            match self
-                .command("UNMAP", first, total, &cdb, Bytes::from(params))
-                .await
-            {
-                Ok(_) => {}
-                Err(DeviceError::Check { sense, .. }) if sense.key == SenseKey::ILLEGAL_REQUEST => {
-                    return Err(self.trim.close(format!("the LUN rejected UNMAP ({sense})")));
-                }
-                Err(e) => return Err(e),
-            }
+            // The LUN advertised UNMAP (LBPME=1, or the gate would be
+            // closed): a rejection is the LUN's failure, reported with its
+            // sense data, never a reason to stop trimming quietly.
+            self.command("UNMAP", first, total, &cdb, Bytes::from(params))
+                .await?;
         }
         Ok(())
     }
