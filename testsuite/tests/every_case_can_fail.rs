@@ -460,6 +460,17 @@ async fn run_breach(suite: Arc<Suite>, br: &'static Breach) -> Vec<(String, Outc
     let report = runner::run(&suite, &plan, &opts, &mut Quiet).await;
     proxy.stop().await;
     target.stop().await;
+    // Every failure message a breach provokes is rendered with values:
+    // no script placeholder ($name, ${expr}) reaches a report.
+    for r in &report.results {
+        let m = r.outcome.message();
+        assert!(
+            !iesp_testsuite::conformance::value::has_placeholder(&m),
+            "{} under {:?}: an unexpanded placeholder in {m:?}",
+            r.instance(),
+            br.faults
+        );
+    }
     report
         .results
         .iter()

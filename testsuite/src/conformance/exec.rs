@@ -584,6 +584,10 @@ pub struct Ctx {
     /// login): the runner's target-death detection tells a case that ran
     /// from one that found the target already gone.
     pub answered: bool,
+    /// Every PDU from the target whose header or data digest was wrong:
+    /// the runner fails the case on any (RFC 7143 §13.1), whatever else
+    /// it concluded.
+    pub digest_errors: Vec<String>,
 }
 
 /// The start of the note a case gets for each out-of-range login answer
@@ -639,6 +643,7 @@ impl Ctx {
             negotiation: NegotiationPolicy::Strict,
             negotiation_defects: Vec::new(),
             answered: false,
+            digest_errors: Vec::new(),
         }
     }
 
@@ -1240,6 +1245,12 @@ impl Ctx {
                     return Ok(Event::Closed);
                 }
                 Received::Malformed(e) => {
+                    if matches!(
+                        e,
+                        FrameError::DataDigest { .. } | FrameError::HeaderDigest { .. }
+                    ) {
+                        self.digest_errors.push(e.to_string());
+                    }
                     if !matches!(e, FrameError::DataDigest { .. }) {
                         // The stream cannot be resynchronised.
                         c.closed = true;

@@ -902,6 +902,25 @@ async fn run_one_seen(
                 "the case did not finish within {limit:?}"
             ))),
         };
+        // A digest error from the target is a failure, whatever the case
+        // concluded (a skip for a missing PDU, an error, even a pass).
+        let r = match (r, ctx.digest_errors.first()) {
+            (Err(Fail::Check(f)), _) => Err(Fail::Check(f)),
+            (r, Some(d)) => {
+                let then = match &r {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(" (the case then said: {e})"),
+                };
+                Err(Fail::check(format!(
+                    "the target sent a PDU with a wrong digest (RFC 7143 §13.1): {d}{}{then}",
+                    match ctx.digest_errors.len() {
+                        1 => String::new(),
+                        n => format!(", and {} more", n - 1),
+                    }
+                )))
+            }
+            (r, None) => r,
+        };
         (
             r,
             ctx.trace_lines(),
