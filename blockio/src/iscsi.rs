@@ -53,6 +53,11 @@ const DEFAULT_UNMAP_DESCRIPTORS: u32 = 64;
 /// Blocks per WRITE SAME when the LUN gives no limit.
 const DEFAULT_WRITE_SAME_BLOCKS: u64 = 1 << 16;
 
+/// The start of the device note that carries the LUN's device
+/// identification (VPD page 0x83, hex): what verify's state file records
+/// as the LUN's identity.
+pub const IDENTITY_NOTE: &str = "device identification (VPD 0x83): ";
+
 /// An open LUN.
 pub struct IscsiDevice {
     /// The session, when this device logged in (and logs out on close).
@@ -135,6 +140,17 @@ impl IscsiDevice {
         };
         if rc16.is_none() {
             notes.push("READ CAPACITY (16) failed: provisioning unknown, trims skipped".into());
+        }
+        // The LUN's identity (device identification, SPC-4 §7.8.6), for
+        // state files that must not be checked against another LUN.
+        if let Ok(r) = lu
+            .raw(&Cdb::inquiry(Some(0x83), 252).encode(), Bytes::new(), 252)
+            .await
+            && r.is_good()
+            && r.data.len() > 4
+        {
+            let hex: String = r.data[4..].iter().map(|b| format!("{b:02x}")).collect();
+            notes.push(format!("{IDENTITY_NOTE}{hex}"));
         }
         let lbpme = rc16.is_some_and(|d| d.lbpme);
         let lbprz = rc16.is_some_and(|d| d.lbprz);
