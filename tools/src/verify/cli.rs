@@ -171,7 +171,9 @@ fn with_digests(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut keys: Vec<&str> = query
         .split('&')
-        .filter(|k| !k.is_empty() && !k.starts_with("header_digest=") && !k.starts_with("data_digest="))
+        .filter(|k| {
+            !k.is_empty() && !k.starts_with("header_digest=") && !k.starts_with("data_digest=")
+        })
         .collect();
     keys.extend(["header_digest=crc32c", "data_digest=crc32c"]);
     format!("{base}?{}", keys.join("&"))

@@ -206,7 +206,9 @@ impl From<DeviceError> for Failure {
 
 /// Where a check's expectations come from.
 enum CheckSource {
-    Uniform { generation: u64 },
+    Uniform {
+        generation: u64,
+    },
     Table(Arc<StateTable>),
     Durable {
         current: Arc<StateTable>,
@@ -513,12 +515,17 @@ pub async fn run_on(
     };
     // Random mode saves its state while it runs (--state-every): what a
     // SIGKILL leaves behind.
+    let stop_saving = Arc::new(tokio::sync::Notify::new());
     let saver = match (opts.mode, &opts.state_out, opts.state_every, &table, &dur) {
         (Mode::Random, Some(path), Some(every), Some(t), Some(d)) => {
             let (path, t, d, base) = (path.clone(), t.clone(), d.clone(), state_base.clone());
+            let stop = stop_saving.clone();
             Some(tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(every).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.notified() => break,
+                    }
                     let f = StateFile {
                         extents: t.extents(),
                         durable_extents: d.durable.extents(),
@@ -588,7 +595,8 @@ pub async fn run_on(
     interrupt.abort();
     ticker.abort();
     if let Some(s) = saver {
-        s.abort();
+        // Let a save in progress finish: the final state must be the last.
+        stop_saving.notify_one();
         let _ = s.await;
     }
     progress.finish();
@@ -603,7 +611,10 @@ pub async fn run_on(
     if let (Some(path), Some(extents)) = (&opts.state_out, state_extents) {
         let file = StateFile {
             extents,
-            durable_extents: dur.as_ref().map(|d| d.durable.extents()).unwrap_or_default(),
+            durable_extents: dur
+                .as_ref()
+                .map(|d| d.durable.extents())
+                .unwrap_or_default(),
             // For a sequential run everything was flushed at the end.
             ..state_base
         };

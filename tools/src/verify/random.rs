@@ -193,34 +193,36 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-async fn run(&self, ctx: &Arc<Ctx>, mix: Mix, max_blocks: u32, slot: u64) {
-    let (table, res) = (self.table, self.res);
-    let mut rng =
-        Xoshiro256PlusPlus::seed_from_u64(pattern::derive_seed(ctx.stamp.seed, SLOT_SALT ^ slot));
-    let max_n = u64::from(max_blocks.min(ctx.io_blocks))
-        .min(ctx.blocks)
-        .max(1);
-    let mut bufs = Bufs {
-        main: ctx.buffer(),
-        other: ctx.buffer(),
-    };
-    let mut tries = 0u32;
-    while ctx.keep_going(&ctx.stats.bytes_written) {
-        let n = 1 + rng.next_u64() % max_n;
-        let start = ctx.first_lba + rng.next_u64() % (ctx.blocks - n + 1);
-        if !res.try_reserve(start, start + n) {
-            tries += 1;
-            if tries % 8 == 0 {
-                tokio::task::yield_now().await;
+    async fn run(&self, ctx: &Arc<Ctx>, mix: Mix, max_blocks: u32, slot: u64) {
+        let (table, res) = (self.table, self.res);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(pattern::derive_seed(
+            ctx.stamp.seed,
+            SLOT_SALT ^ slot,
+        ));
+        let max_n = u64::from(max_blocks.min(ctx.io_blocks))
+            .min(ctx.blocks)
+            .max(1);
+        let mut bufs = Bufs {
+            main: ctx.buffer(),
+            other: ctx.buffer(),
+        };
+        let mut tries = 0u32;
+        while ctx.keep_going(&ctx.stats.bytes_written) {
+            let n = 1 + rng.next_u64() % max_n;
+            let start = ctx.first_lba + rng.next_u64() % (ctx.blocks - n + 1);
+            if !res.try_reserve(start, start + n) {
+                tries += 1;
+                if tries % 8 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                continue;
             }
-            continue;
+            let kinds: Vec<StateKind> = (0..n).map(|_| mix.pick(rng.next_u64())).collect();
+            let fua = rng.next_u64() % 100 < u64::from(mix.fua);
+            process(ctx, table, self.dur, &mut bufs, start, &kinds, fua).await;
+            res.release(start);
         }
-        let kinds: Vec<StateKind> = (0..n).map(|_| mix.pick(rng.next_u64())).collect();
-        let fua = rng.next_u64() % 100 < u64::from(mix.fua);
-        process(ctx, table, self.dur, &mut bufs, start, &kinds, fua).await;
-        res.release(start);
     }
-}
 }
 
 struct Bufs {

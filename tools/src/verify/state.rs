@@ -442,7 +442,11 @@ mod tests {
             capacity_blocks: 110,
         };
         assert_eq!(file.mismatch("t", 110), None);
-        assert!(file.mismatch("other", 110).unwrap().contains("this target is other"));
+        assert!(
+            file.mismatch("other", 110)
+                .unwrap()
+                .contains("this target is other")
+        );
         assert!(file.mismatch("t", 111).unwrap().contains("110 blocks"));
         let json = file.envelope(false).to_line(&file).unwrap();
         assert!(json.contains("[102,3,\"unique\",2]"), "{json}");
