@@ -346,12 +346,14 @@ impl Ctx {
                 return;
             }
         }
+        // Duplicate content carries no per-block generation: under a
+        // provisional state a duplicate block of this run may be a later
+        // write (so a stale duplicate is not caught there).
         if provisional
             && let Some(h) = block::Header::parse(f)
             && block::is_valid(f)
             && h.run == self.stamp.seed
-            && (h.lba == at || h.is_duplicate())
-            && h.generation > cur.generation()
+            && (h.is_duplicate() || (h.lba == at && h.generation > cur.generation()))
         {
             Stats::add(&self.stats.rewritten_after_save, 1);
             return;
