@@ -367,7 +367,7 @@ fn reports_state_seed_profile_and_exclusions() {
     ] {
         assert!(out.stdout.contains(want), "{want}: {}", out.text());
         let t = std::fs::read_to_string(&tap).unwrap();
-        assert!(t.contains(&format!("# note: ")) && t.contains(want), "{t}");
+        assert!(t.contains("# note: ") && t.contains(want), "{t}");
     }
     let lines = common::json_lines(&jsonl);
     let notes = lines[0]["notes"].to_string();
