@@ -11,7 +11,8 @@
 //!   script error, a case exceeding its time limit, a panic); a failed
 //!   setup step is an error naming the step (`setup failed at login: …`);
 //! - **not run** — the target was gone before the case could run: after a
-//!   case fails or errors the runner probes the portal with a login
+//!   case errors (or fails without the target answering) the runner
+//!   probes the portal with a login
 //!   ([`probe`]); when it no longer answers, the run stops, the last case
 //!   the target answered is named as the probable killer
 //!   ([`RunReport::killer`]) and every later case is not run.
@@ -372,7 +373,13 @@ pub async fn run(
             .wrapping_mul(0x9e37_79b9)
             .wrapping_add(n as u32 * 0x10);
         let (mut r, answered) = run_one_seen(case, p.profile, target.clone(), opts, seed).await;
-        let suspicious = matches!(r.outcome.kind(), OutcomeKind::Fail | OutcomeKind::Error);
+        // Connections failing: an error (setup could not connect or log
+        // in), or a failure of a case the target never answered.
+        let suspicious = match r.outcome.kind() {
+            OutcomeKind::Error => true,
+            OutcomeKind::Fail => !answered,
+            _ => false,
+        };
         if suspicious && let Err(why) = probe(opts).await {
             // The target is gone. If it answered this case, this case is the
             // last one it answered; otherwise it was gone already and this
@@ -457,19 +464,22 @@ pub async fn probe(opts: &RunOptions) -> Result<(), String> {
         o.negotiation = NegotiationPolicy::Lenient;
         o.chap = opts.target.chap.clone();
         o.mutual_chap = opts.target.mutual_chap.clone();
-        match iesp_initiator::Session::login(opts.target.addr, o).await {
-            Ok(s) => {
-                let _ = s.logout().await;
-                return Ok(());
-            }
-            // Any login answer means something is listening and speaking iSCSI.
-            Err(
-                iesp_initiator::LoginError::Refused(_)
-                | iesp_initiator::LoginError::Redirected { .. }
-                | iesp_initiator::LoginError::OutOfRange(_)
-                | iesp_initiator::LoginError::Chap(_),
-            ) => return Ok(()),
-            Err(e) => last = e.to_string(),
+        let limit = opts.timing.connect + opts.timing.response;
+        match tokio::time::timeout(limit, iesp_initiator::Session::login(opts.target.addr, o)).await
+        {
+            // Dropped, not logged out: the probe must not wait on a
+            // misbehaving target's Logout Response.
+            Ok(Ok(_session)) => return Ok(()),
+            // No connection, or nothing but a close or silence: gone.
+            Ok(Err(
+                e @ (iesp_initiator::LoginError::Io(_)
+                | iesp_initiator::LoginError::Timeout(_)
+                | iesp_initiator::LoginError::Closed),
+            )) => last = e.to_string(),
+            // Any other answer (even a wrong one) means an iSCSI target is
+            // there.
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => last = format!("no login answer within {limit:?}"),
         }
     }
     Err(format!(
