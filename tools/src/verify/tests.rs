@@ -258,3 +258,28 @@ fn an_unmap_the_device_rejects_is_an_io_error_naming_it() {
         s.io_errors[0].message
     );
 }
+
+/// Each corruption class through the in-memory device, and the exact class
+/// reported: a flip anywhere in the header (magic, version) is torn; only an
+/// intact block of another run is foreign.
+#[test]
+fn corruption_classes_match_their_definitions() {
+    for (bit, what) in [(2, "magic"), (8 * 8 + 1, "version"), (8 * 24, "run")] {
+        let d = device();
+        d.inject(FaultRule::new(Fault::FlipOnStore { bit }).lbas(30..31));
+        let s = run_mem(d, &opts(Mode::Sequential, None, 4));
+        assert_only(&s, "torn", 1);
+        assert_eq!(s.mismatches[0].lba, 30, "{what}");
+    }
+    // Another run's intact block: foreign.
+    let d = device();
+    let plug = d.handle();
+    let s = run_mem(d, &opts(Mode::Sequential, None, 4));
+    assert_eq!(s.exit_code, exit::PASS, "{}", s.render(5));
+    let mut other = vec![0u8; 512];
+    block::render_unique(&Stamp::new(8, 512, 0), 5, 1, &mut other);
+    plug.poke(5, &other);
+    let mut c = opts(Mode::Check, None, 4);
+    c.generation = Some(1);
+    assert_only(&run_mem(plug, &c), "foreign", 1);
+}
