@@ -396,22 +396,25 @@ pub fn classify(stamp: &Stamp, lba: u64, expected: &Expected, found: &[u8]) -> V
         );
     }
     let Some(h) = Header::parse(found) else {
+        // A magic a few bits away from ours is our header, damaged.
+        let flipped: u32 = found
+            .iter()
+            .zip(MAGIC.iter())
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        if found.len() >= MAGIC.len() && flipped <= 3 {
+            return v(
+                Class::Torn,
+                format!("the header's magic has {flipped} flipped bit(s)"),
+                None,
+            );
+        }
         return v(
             Class::Foreign,
             "no block header (magic missing): data this tool did not write".into(),
             None,
         );
     };
-    if h.version != VERSION {
-        return v(
-            Class::Other,
-            format!(
-                "block format version {} (this tool writes {VERSION})",
-                h.version
-            ),
-            Some(h),
-        );
-    }
     let sum = checksum(found);
     if h.checksum != sum || h.block_size as usize != found.len() {
         return v(
@@ -420,6 +423,23 @@ pub fn classify(stamp: &Stamp, lba: u64, expected: &Expected, found: &[u8]) -> V
                 "the header is there but the checksum is wrong (stored {:#010x}, content gives {sum:#010x})",
                 h.checksum
             ),
+            Some(h),
+        );
+    }
+    if h.version != VERSION {
+        return v(
+            Class::Foreign,
+            format!(
+                "an intact block of format version {} (this tool writes {VERSION})",
+                h.version
+            ),
+            Some(h),
+        );
+    }
+    if h.run != stamp.seed {
+        return v(
+            Class::Foreign,
+            format!("an intact block of another run (seed {})", h.run),
             Some(h),
         );
     }
@@ -434,6 +454,20 @@ pub fn classify(stamp: &Stamp, lba: u64, expected: &Expected, found: &[u8]) -> V
                     Some(h),
                 )
             }
+            // Duplicate content this LBA was never given (by the last 64
+            // generations) came from another LBA's write.
+            _ if !(expected.generation().saturating_sub(64).max(1)..expected.generation())
+                .any(|g| duplicate_variant(lba, g) == h.generation) =>
+            {
+                v(
+                    Class::Misdirected,
+                    format!(
+                        "duplicate content (variant {}) this LBA was never given: another LBA's write",
+                        h.generation
+                    ),
+                    Some(h),
+                )
+            }
             _ => v(
                 Class::Stale,
                 "an older duplicate-content write is still there".into(),
@@ -445,13 +479,6 @@ pub fn classify(stamp: &Stamp, lba: u64, expected: &Expected, found: &[u8]) -> V
         return v(
             Class::Misdirected,
             format!("holds the block written for LBA {}", h.lba),
-            Some(h),
-        );
-    }
-    if h.run != stamp.seed {
-        return v(
-            Class::Stale,
-            format!("holds this LBA's block from another run (seed {})", h.run),
             Some(h),
         );
     }
@@ -617,11 +644,18 @@ mod tests {
         let want = Expected::Unique { generation: 2 };
         // Misdirected: the block of LBA 9 at LBA 8.
         assert_eq!(class_of(8, want, &unique(9, 2)), Class::Misdirected);
-        // Stale: an older generation of the same LBA, or another run's.
+        // Stale: an older generation of the same LBA.
         assert_eq!(class_of(8, want, &unique(8, 1)), Class::Stale);
+        // Foreign: only an intact block of another run (or no header).
         let mut other = vec![0u8; 512];
         render_unique(&Stamp::new(43, BS, 0), 8, 2, &mut other);
-        assert_eq!(class_of(8, want, &other), Class::Stale);
+        assert_eq!(class_of(8, want, &other), Class::Foreign);
+        // Torn: any flip in the header, the magic and the version included.
+        for bit in [3, 8 * 8 + 1, 8 * 20] {
+            let mut t = unique(8, 2);
+            t[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(class_of(8, want, &t), Class::Torn, "bit {bit}");
+        }
         // Torn: a flipped payload bit.
         let mut torn = unique(8, 2);
         torn[200] ^= 0x10;
@@ -636,10 +670,15 @@ mod tests {
             class_of(8, Expected::Zeros { generation: 2 }, &unique(8, 2)),
             Class::Stale
         );
-        // A duplicate block where a unique one was written later.
+        // A duplicate block where a unique one was written later: stale if
+        // this LBA was given that content before, else misdirected.
         let mut dup = vec![0u8; 512];
-        render_duplicate(&stamp(), 0, &mut dup);
+        let given = duplicate_variant(8, 1);
+        render_duplicate(&stamp(), given, &mut dup);
         assert_eq!(class_of(8, want, &dup), Class::Stale);
+        let never = (0..DUPLICATE_VARIANTS).find(|&v| v != given).unwrap();
+        render_duplicate(&stamp(), never, &mut dup);
+        assert_eq!(class_of(8, want, &dup), Class::Misdirected);
         // A unique block where duplicate content was written later.
         assert_eq!(
             class_of(

@@ -32,7 +32,7 @@ use iesp_initiator::{
 use iesp_proto::scsi::inquiry::{BlockLimits, VpdPageCode};
 use iesp_proto::scsi::unmap::UnmapDescriptor;
 use iesp_proto::scsi::{
-    Cdb, CdbSize, ReadCapacity16Data, ScsiStatus, SenseKey, UnmapParameters, Vpd, VpdPage,
+    Cdb, CdbSize, ReadCapacity16Data, ScsiStatus, UnmapParameters, Vpd, VpdPage,
 };
 
 use crate::{
@@ -52,6 +52,11 @@ const DEFAULT_UNMAP_DESCRIPTORS: u32 = 64;
 
 /// Blocks per WRITE SAME when the LUN gives no limit.
 const DEFAULT_WRITE_SAME_BLOCKS: u64 = 1 << 16;
+
+/// The start of the device note that carries the LUN's device
+/// identification (VPD page 0x83, hex): what verify's state file records
+/// as the LUN's identity.
+pub const IDENTITY_NOTE: &str = "device identification (VPD 0x83): ";
 
 /// An open LUN.
 pub struct IscsiDevice {
@@ -135,6 +140,17 @@ impl IscsiDevice {
         };
         if rc16.is_none() {
             notes.push("READ CAPACITY (16) failed: provisioning unknown, trims skipped".into());
+        }
+        // The LUN's identity (device identification, SPC-4 §7.8.6), for
+        // state files that must not be checked against another LUN.
+        if let Ok(r) = lu
+            .raw(&Cdb::inquiry(Some(0x83), 252).encode(), Bytes::new(), 252)
+            .await
+            && r.is_good()
+            && r.data.len() > 4
+        {
+            let hex: String = r.data[4..].iter().map(|b| format!("{b:02x}")).collect();
+            notes.push(format!("{IDENTITY_NOTE}{hex}"));
         }
         let lbpme = rc16.is_some_and(|d| d.lbpme);
         let lbprz = rc16.is_some_and(|d| d.lbprz);
@@ -491,16 +507,11 @@ impl Device for IscsiDevice {
                 parameter_list_length: u16::try_from(params.len()).unwrap_or(u16::MAX),
             }
             .encode();
-            match self
-                .command("UNMAP", first, total, &cdb, Bytes::from(params))
-                .await
-            {
-                Ok(_) => {}
-                Err(DeviceError::Check { sense, .. }) if sense.key == SenseKey::ILLEGAL_REQUEST => {
-                    return Err(self.trim.close(format!("the LUN rejected UNMAP ({sense})")));
-                }
-                Err(e) => return Err(e),
-            }
+            // The LUN advertised UNMAP (LBPME=1, or the gate would be
+            // closed): a rejection is the LUN's failure, reported with its
+            // sense data, never a reason to stop trimming quietly.
+            self.command("UNMAP", first, total, &cdb, Bytes::from(params))
+                .await?;
         }
         Ok(())
     }

@@ -28,6 +28,20 @@
 //!
 //! Data is copied under one short lock per command; nothing here does
 //! system I/O, so the lock is never held across I/O.
+//!
+//! ## Write-back cache and power loss
+//!
+//! [`MemDevice::write_back`] gives the device a volatile write cache (a
+//! disk with WCE=1): writes, WRITE SAMEs and UNMAPs are acknowledged into
+//! the cache and reach the media on SYNCHRONIZE CACHE, a FUA write goes to
+//! the media at once. [`MemDevice::power_loss`] throws the cache away (every
+//! block reads what the media holds) and fails every later command with an
+//! I/O error until [`MemDevice::restore_power`];
+//! [`MemDevice::power_loss_after_writes`] makes it happen by itself after
+//! that many writes. [`MemDevice::lie_about_flush`] makes SYNCHRONIZE
+//! CACHE succeed without writing anything to the media: a lying flush.
+//! [`MemDevice::handle`] is a second handle on the same device, for a test
+//! that gives the device away and pulls the plug from outside.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -228,13 +242,22 @@ struct State {
     previous: Vec<u8>,
     rules: Vec<FaultRule>,
     flushes: u64,
+    /// The write-back model: what the media holds (`data` is what reads
+    /// see, cache included); `None` for a write-through device.
+    media: Option<Vec<u8>>,
+    /// SYNCHRONIZE CACHE acknowledges without writing the cache back.
+    lying_flush: bool,
+    /// The power is off: every command fails.
+    powered_off: bool,
+    /// Writes left before the power fails by itself.
+    power_loss_in: Option<u64>,
 }
 
 /// The in-memory device.
 #[derive(Debug)]
 pub struct MemDevice {
     info: DeviceInfo,
-    state: Mutex<State>,
+    state: std::sync::Arc<Mutex<State>>,
 }
 
 impl MemDevice {
@@ -288,12 +311,92 @@ impl MemDevice {
                 },
                 negotiation_warnings: Vec::new(),
             },
-            state: Mutex::new(State {
+            state: std::sync::Arc::new(Mutex::new(State {
                 data: vec![0; bytes],
                 previous: vec![0; bytes],
                 rules: Vec::new(),
                 flushes: 0,
-            }),
+                media: None,
+                lying_flush: false,
+                powered_off: false,
+                power_loss_in: None,
+            })),
+        }
+    }
+
+    /// A second handle on the same device (same data, rules and power).
+    pub fn handle(&self) -> MemDevice {
+        MemDevice {
+            info: self.info.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// Gives the device a volatile write cache (see the module docs); what
+    /// it holds now is on the media.
+    pub fn write_back(self) -> MemDevice {
+        {
+            let mut s = self.lock();
+            s.media = Some(s.data.clone());
+        }
+        self
+    }
+
+    /// SYNCHRONIZE CACHE succeeds without writing the cache to the media.
+    pub fn lie_about_flush(&self, lie: bool) {
+        self.lock().lying_flush = lie;
+    }
+
+    /// The power fails: the cache is lost (blocks read what the media
+    /// holds) and every command fails until [`MemDevice::restore_power`].
+    pub fn power_loss(&self) {
+        Self::lose_power(&mut self.lock());
+    }
+
+    fn lose_power(s: &mut State) {
+        if let Some(m) = &s.media {
+            s.data.copy_from_slice(m);
+        }
+        s.powered_off = true;
+        s.power_loss_in = None;
+    }
+
+    /// The power fails by itself after `writes` more writes are stored.
+    pub fn power_loss_after_writes(&self, writes: u64) {
+        self.lock().power_loss_in = Some(writes);
+    }
+
+    /// The power is back: commands work again, on what the media held.
+    pub fn restore_power(&self) {
+        self.lock().powered_off = false;
+    }
+
+    /// Whether the power is off.
+    pub fn powered_off(&self) -> bool {
+        self.lock().powered_off
+    }
+
+    /// An I/O error while the power is off.
+    fn no_power(s: &State, op: &'static str, lba: u64, blocks: u64) -> Option<DeviceError> {
+        s.powered_off
+            .then(|| DeviceError::io(op, lba, blocks, "the device lost power"))
+    }
+
+    /// A write of `blocks` at `lba` was stored: counts down to a power
+    /// loss; a FUA write also reaches the media.
+    fn after_write(&self, s: &mut State, lba: u64, blocks: u64, fua: bool) {
+        if fua {
+            let r = self.bytes(lba, blocks);
+            let State { data, media, .. } = s;
+            if let Some(m) = media.as_mut() {
+                m[r.clone()].copy_from_slice(&data[r]);
+            }
+        }
+        if let Some(n) = s.power_loss_in.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                Self::lose_power(s);
+            }
         }
     }
 
@@ -471,6 +574,9 @@ impl Device for MemDevice {
         };
         let bs = self.info.block_size as usize;
         let mut s = self.lock();
+        if let Some(e) = Self::no_power(&s, "READ", lba, blocks) {
+            return (buf, Err(e));
+        }
         if let Some(e) = Self::failure(&mut s, "READ", OpClass::Read, lba, blocks) {
             return (buf, Err(e));
         }
@@ -504,7 +610,7 @@ impl Device for MemDevice {
         (buf, Ok(()))
     }
 
-    async fn write(&self, lba: u64, buf: AlignedBuf, _fua: bool) -> IoResult {
+    async fn write(&self, lba: u64, buf: AlignedBuf, fua: bool) -> IoResult {
         let blocks = match self.info.blocks_in("WRITE", lba, buf.len()) {
             Ok(b) => b,
             Err(e) => return (buf, Err(e)),
@@ -519,20 +625,33 @@ impl Device for MemDevice {
             return (buf, Err(e));
         }
         let mut s = self.lock();
+        if let Some(e) = Self::no_power(&s, "WRITE", lba, blocks) {
+            return (buf, Err(e));
+        }
         if let Some(e) = Self::failure(&mut s, "WRITE", OpClass::Write, lba, blocks) {
             return (buf, Err(e));
         }
         self.store(&mut s, lba, &buf);
+        self.after_write(&mut s, lba, blocks, fua);
         drop(s);
         (buf, Ok(()))
     }
 
     async fn flush(&self) -> Result<(), DeviceError> {
         let mut s = self.lock();
+        if let Some(e) = Self::no_power(&s, "SYNCHRONIZE CACHE", 0, 0) {
+            return Err(e);
+        }
         if let Some(e) = Self::failure(&mut s, "SYNCHRONIZE CACHE", OpClass::Flush, 0, 0) {
             return Err(e);
         }
         s.flushes += 1;
+        if !s.lying_flush {
+            let State { data, media, .. } = &mut *s;
+            if let Some(m) = media.as_mut() {
+                m.copy_from_slice(data);
+            }
+        }
         Ok(())
     }
 
@@ -541,6 +660,9 @@ impl Device for MemDevice {
             self.info.check_range("UNMAP", r.lba, r.blocks)?;
         }
         let mut s = self.lock();
+        if let Some(e) = Self::no_power(&s, "UNMAP", 0, 0) {
+            return Err(e);
+        }
         for r in ranges {
             if let Some(e) = Self::failure(&mut s, "UNMAP", OpClass::Unmap, r.lba, r.blocks) {
                 return Err(e);

@@ -226,6 +226,9 @@ impl LoginOptions {
         if let Some(d) = url.header_digest {
             o.header_digest = vec![d];
         }
+        if let Some(d) = url.data_digest {
+            o.data_digest = vec![d];
+        }
         o
     }
 

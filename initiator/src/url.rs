@@ -19,6 +19,7 @@
 //! - the LUN is a decimal number (at most 16383, the flat-addressing range
 //!   SAM-5 §4.7 gives a single-level LUN);
 //! - query keys libiscsi knows are honoured — `header_digest=crc32c|none`,
+//!   our own `data_digest=crc32c|none` (libiscsi has no such key),
 //!   `target_user` and `target_password` (mutual CHAP) — and others are
 //!   ignored, as libiscsi ignores them.
 //!
@@ -59,6 +60,8 @@ pub struct IscsiUrl {
     pub target_password: Option<String>,
     /// `?header_digest=crc32c|none`.
     pub header_digest: Option<Digest>,
+    /// `?data_digest=crc32c|none` (an iesp-test key; libiscsi has none).
+    pub data_digest: Option<Digest>,
 }
 
 /// The `/target-iqn/lun` part of a URL.
@@ -95,6 +98,8 @@ pub enum UrlError {
     PercentEncoding(String),
     #[error("invalid header_digest {0:?}: expected crc32c or none")]
     HeaderDigest(String),
+    #[error("invalid data_digest {0:?}: expected crc32c or none")]
+    DataDigest(String),
 }
 
 impl IscsiUrl {
@@ -109,6 +114,7 @@ impl IscsiUrl {
             target_user: None,
             target_password: None,
             header_digest: None,
+            data_digest: None,
         }
     }
 
@@ -228,6 +234,13 @@ impl IscsiUrl {
             };
             query(f, "header_digest", v)?;
         }
+        if let Some(d) = self.data_digest {
+            let v = match d {
+                Digest::Crc32c => "crc32c",
+                Digest::None => "none",
+            };
+            query(f, "data_digest", v)?;
+        }
         if let Some(u) = &self.target_user {
             query(f, "target_user", u)?;
         }
@@ -290,6 +303,7 @@ impl FromStr for IscsiUrl {
             target_user: None,
             target_password: None,
             header_digest: None,
+            data_digest: None,
         };
         for pair in query.unwrap_or_default().split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -299,6 +313,13 @@ impl FromStr for IscsiUrl {
                         "crc32c" => Digest::Crc32c,
                         "none" => Digest::None,
                         other => return Err(UrlError::HeaderDigest(other.to_owned())),
+                    })
+                }
+                "data_digest" => {
+                    parsed.data_digest = Some(match value {
+                        "crc32c" => Digest::Crc32c,
+                        "none" => Digest::None,
+                        other => return Err(UrlError::DataDigest(other.to_owned())),
                     })
                 }
                 "target_user" => parsed.target_user = Some(value.to_owned()),
@@ -528,6 +549,10 @@ mod tests {
                 "iscsi://h/iqn.x/0?header_digest=md5",
                 UrlError::HeaderDigest("md5".into()),
             ),
+            (
+                "iscsi://h/iqn.x/0?data_digest=md5",
+                UrlError::DataDigest("md5".into()),
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(s.parse::<IscsiUrl>().as_ref(), Err(want), "{s}");
@@ -578,5 +603,18 @@ mod tests {
             IscsiUrl::discovery(addr).to_string(),
             "iscsi://127.0.0.1:3999"
         );
+    }
+
+    #[test]
+    fn data_digest_key_round_trips() {
+        let u: IscsiUrl = "iscsi://h/iqn.x/0?header_digest=crc32c&data_digest=crc32c"
+            .parse()
+            .unwrap();
+        assert_eq!(u.data_digest, Some(Digest::Crc32c));
+        assert_eq!(u.header_digest, Some(Digest::Crc32c));
+        let back: IscsiUrl = u.to_string().parse().unwrap();
+        assert_eq!(back, u);
+        let o = crate::login::LoginOptions::from_url(&u, "iqn.i");
+        assert_eq!(o.data_digest, vec![Digest::Crc32c]);
     }
 }

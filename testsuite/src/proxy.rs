@@ -147,6 +147,8 @@ pub enum Fault {
     /// After an undefined opcode, or a connection closed inside a PDU, the
     /// "target" accepts no more connections.
     CrashOnMalformed,
+    /// READ CAPACITY(16) parameter data says LOGICAL BLOCK LENGTH 0.
+    MalformedReadCapacity16,
 }
 
 /// What [`Fault::OversizeBurstAnswers`] answers: 256 MiB.
@@ -267,6 +269,8 @@ struct Conn {
     data_ins: HashMap<u32, u32>,
     /// Stop forwarding from the target (HoldOpen after its close).
     upstream_closed: bool,
+    /// ITTs of READ CAPACITY(16) commands (MalformedReadCapacity16).
+    rc16: HashSet<u32>,
 }
 
 impl Conn {
@@ -293,6 +297,7 @@ impl Conn {
             merging: HashMap::new(),
             data_ins: HashMap::new(),
             upstream_closed: false,
+            rc16: HashSet::new(),
         }
     }
 
@@ -451,6 +456,9 @@ impl Conn {
         };
         if op == Opcode::SCSI_COMMAND {
             self.tasks.insert(f.bhs.itt());
+            if f.bhs.0[32] == 0x9e && f.bhs.0[33] & 0x1f == 0x10 {
+                self.rc16.insert(f.bhs.itt());
+            }
         }
         for fault in self.faults.clone() {
             match fault {
@@ -758,6 +766,15 @@ impl Conn {
                     if op == Opcode::SCSI_RESPONSE && f.bhs.0[3] == 0 {
                         f.data = Bytes::new();
                     }
+                }
+                Fault::MalformedReadCapacity16
+                    if op == Opcode::DATA_IN
+                        && f.data.len() >= 12
+                        && self.rc16.contains(&f.bhs.itt()) =>
+                {
+                    let mut d = f.data.to_vec();
+                    d[8..12].fill(0);
+                    f.data = Bytes::from(d);
                 }
                 Fault::CorruptReadData if op == Opcode::DATA_IN && !f.data.is_empty() => {
                     let mut d = f.data.to_vec();

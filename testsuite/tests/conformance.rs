@@ -58,8 +58,30 @@ async fn run(opts: &RunOptions, select: &[String], exclude: &[String]) -> RunRep
     }
 }
 
+/// Every message a run printed has its placeholders expanded: no `$name`
+/// or `${expr}` of a script reaches a report.
+fn assert_messages_expanded(report: &RunReport) {
+    use iesp_testsuite::conformance::value::has_placeholder;
+    for r in &report.results {
+        let mut texts = vec![r.outcome.message()];
+        if let Outcome::Fail(f) = &r.outcome {
+            for m in &f.mismatches {
+                texts.extend([m.what.clone(), m.expected.clone(), m.actual.clone()]);
+            }
+        }
+        for t in texts {
+            assert!(
+                !has_placeholder(&t),
+                "{}: an unexpanded placeholder in {t:?}",
+                r.instance()
+            );
+        }
+    }
+}
+
 /// Compares with (or, with IESP_UPDATE_BASELINES=1, rewrites) a baseline.
 fn check_baseline(report: &RunReport, name: &str, label: &str) {
+    assert_messages_expanded(report);
     let path = baseline_path(name);
     let previous = std::fs::read_to_string(&path)
         .ok()

@@ -289,10 +289,10 @@ const BREACHES: &[Breach] = &[
         &["iSCSI.Reject.SegmentAboveMaxRecvDataSegmentLength"],
         &[NoReject, HoldOpen],
     ),
-    b(
-        &["iSCSI.Reject.GarbageHeader", "iSCSI.Reject.LengthsThatLie"],
-        &[CrashOnMalformed],
-    ),
+    // Each in a run of its own: after the first "crash" the runner stops
+    // the run (the target is gone) and names the case that killed it.
+    b(&["iSCSI.Reject.GarbageHeader"], &[CrashOnMalformed]),
+    b(&["iSCSI.Reject.LengthsThatLie"], &[CrashOnMalformed]),
     // Task management and logout.
     b(
         &[
@@ -460,6 +460,17 @@ async fn run_breach(suite: Arc<Suite>, br: &'static Breach) -> Vec<(String, Outc
     let report = runner::run(&suite, &plan, &opts, &mut Quiet).await;
     proxy.stop().await;
     target.stop().await;
+    // Every failure message a breach provokes is rendered with values:
+    // no script placeholder ($name, ${expr}) reaches a report.
+    for r in &report.results {
+        let m = r.outcome.message();
+        assert!(
+            !iesp_testsuite::conformance::value::has_placeholder(&m),
+            "{} under {:?}: an unexpanded placeholder in {m:?}",
+            r.instance(),
+            br.faults
+        );
+    }
     report
         .results
         .iter()
@@ -495,6 +506,12 @@ async fn every_case_fails_when_the_peer_breaks_its_rule() {
         for (id, kind, msg) in results {
             match kind {
                 OutcomeKind::Fail => {
+                    shown.insert(id);
+                }
+                // The fault broke the case's setup (login, TEST UNIT READY,
+                // READ CAPACITY): the runner reports that as an error naming
+                // the step; the breach still shows the case cannot pass.
+                OutcomeKind::Error if msg.starts_with(runner::SETUP_FAILED) => {
                     shown.insert(id);
                 }
                 // A skip where the case also skips without the fault is no

@@ -13,9 +13,16 @@
 //! flag is `-`: then stdout holds only that report and the rest goes to
 //! stderr.
 //!
-//! Before the first case the target's portal is tried once (a TCP connect
-//! within `--connect-timeout`): an unreachable target is one line and exit
-//! 3, not a suite of erroring cases.
+//! Before the first case a preflight ([`runner::preflight`]) connects
+//! (within `--connect-timeout`), asks SendTargets, logs in to the named
+//! target and finds the LUN: an unreachable target, a wrong IQN or a
+//! missing LUN is one line and exit 3, not a suite of erroring cases.
+//! When the target stops answering mid-run the runner names the probable
+//! killer and the remaining cases are NOT RUN (every report says so; the
+//! run exits 1).
+//!
+//! Every report starts with the run's notes: seed, profiles, exclusions,
+//! the login answers `--tolerate-negotiation` clamped.
 //!
 //! Negotiation is strict: a login answer outside the legal range (RFC 7143
 //! §6.2) fails the cases that log in, and the run ends with one line naming
@@ -324,14 +331,18 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     } else {
         NegotiationPolicy::Strict
     };
-    if let Err(e) = preflight(&opts).await {
-        if let Some(t) = embedded
-            && let Err(e) = t.shutdown().await
-        {
-            tracing::warn!("stopping the embedded target: {e:#}");
+    let pre = match runner::preflight(&opts).await {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(t) = embedded
+                && let Err(e) = t.shutdown().await
+            {
+                tracing::warn!("stopping the embedded target: {e:#}");
+            }
+            return Err(exit::io(anyhow!("conformance: {e}")));
         }
-        return Err(exit::io(e));
-    }
+    };
+    let run_notes = run_notes(&a, seed, &opts, &pre);
     let format = if verbosity.quiet {
         "quiet"
     } else {
@@ -348,6 +359,9 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
                 ""
             }
         ));
+        for n in &run_notes {
+            output::say(format_args!("note: {n}"));
+        }
     }
     // The run's envelope (seed, start, command line) heads every report.
     let envelope = iesp_testsuite::conformance::report::envelope(
@@ -373,7 +387,7 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
             r = runner::run(&suite, &plan, &opts, &mut collect) => Some(r),
             _ = crate::signal::wait() => None,
         };
-        match finished {
+        let mut r = match finished {
             Some(r) => r,
             None => RunReport {
                 results: std::mem::take(&mut collect.results),
@@ -381,8 +395,15 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
                 duration: t0.elapsed(),
                 target: format!("{} at {}", opts.target.target_name, opts.target.addr),
                 interrupted: true,
+                killer: None,
+                notes: Vec::new(),
             },
-        }
+        };
+        // The run's notes first, then the runner's (the probable killer).
+        let mut notes = run_notes.clone();
+        notes.append(&mut r.notes);
+        r.notes = notes;
+        r
     };
     if let Some(t) = embedded
         && let Err(e) = t.shutdown().await
@@ -399,6 +420,9 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     if format != "tap" {
         output::say_str(&terminal::summary(&report));
     }
+    if let Some(u) = report.unclean_summary(plan.len()) {
+        eprintln!("conformance: {u}");
+    }
     negotiation_summary(&report, opts.negotiation);
     if let Some(s) = crate::signal::received() {
         return Err(anyhow!(
@@ -410,21 +434,48 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
     finish(&a, &report, previous.as_ref())
 }
 
-/// One TCP connect to the portal within the connect timeout: an
-/// unreachable target is one line (exit 3), not hundreds of errors.
-async fn preflight(opts: &RunOptions) -> anyhow::Result<()> {
-    let addr = opts.target.addr;
-    match iesp_initiator::raw::RawConnection::connect_timeout(addr, opts.timing.connect).await {
-        Ok(c) => {
-            drop(c);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(anyhow!(
-            "conformance: TCP connect to {addr} timed out after {:?} (--connect-timeout)",
-            opts.timing.connect
-        )),
-        Err(e) => Err(anyhow!("conformance: cannot connect to {addr}: {e}")),
+/// What every report states before its cases: how to repeat the run
+/// (seed, profiles, selection, exclusions) and what was tolerated.
+fn run_notes(
+    a: &ConformanceArgs,
+    seed: u32,
+    opts: &RunOptions,
+    pre: &runner::Preflight,
+) -> Vec<String> {
+    let mut n = vec![format!(
+        "seed {seed} (--seed {seed} repeats the run's ISIDs)"
+    )];
+    n.push(if a.profiles.is_empty() {
+        "profiles: all".to_owned()
+    } else {
+        format!("profiles: {}", a.profiles.join(", "))
+    });
+    if !a.select.is_empty() {
+        n.push(format!("selected: {}", a.select.join(" ")));
     }
+    n.push(if a.exclude.is_empty() {
+        "exclusions: none".to_owned()
+    } else {
+        format!("exclusions: {}", a.exclude.join(" "))
+    });
+    if !opts.dataloss {
+        n.push("destructive cases skipped (no --dataloss)".to_owned());
+    }
+    if !pre.negotiation_warnings.is_empty() {
+        let keys = iesp_testsuite::conformance::exec::describe_answers(&pre.negotiation_warnings);
+        n.push(match opts.negotiation {
+            NegotiationPolicy::Lenient => format!(
+                "tolerated login answers outside the legal range (--tolerate-negotiation clamps them; the login cases still fail): {keys}"
+            ),
+            NegotiationPolicy::Strict => format!(
+                "login answers outside the legal range (strict: the cases that log in fail; --tolerate-negotiation clamps them): {keys}"
+            ),
+        });
+    }
+    if let Some(d) = &pre.discovery_note {
+        n.push(d.clone());
+    }
+    n
 }
 
 /// Names the out-of-range login answers of the run once, on stderr: the
@@ -504,6 +555,17 @@ fn finish(
             )));
         }
         return Ok(());
+    }
+    if let Some(k) = &report.killer {
+        return Err(exit::failed(anyhow!(
+            "the target stopped answering{}; {} case instance(s) not run",
+            if k.is_empty() {
+                String::new()
+            } else {
+                format!(" after {k}")
+            },
+            report.count(OutcomeKind::NotRun)
+        )));
     }
     let bad = report.count(OutcomeKind::Fail) + report.count(OutcomeKind::Error);
     if bad > 0 {

@@ -169,3 +169,210 @@ fn mistakes_get_one_line_messages() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+// ---- telling the truth about the target (issue 12) -------------------------
+
+use iesp_testsuite::proxy::{Fault, Proxy};
+use iesp_testsupport::BlockingTarget;
+
+/// The reference target behind a proxy with `fault`.
+struct Faulty {
+    _proxy: Proxy,
+    target: BlockingTarget,
+    url: String,
+}
+
+fn faulty(fault: Fault) -> Faulty {
+    let target = BlockingTarget::ram(16 << 20, 512);
+    let proxy = target
+        .runtime()
+        .block_on(Proxy::start(target.addr(), fault))
+        .unwrap();
+    let url = format!("iscsi://{}/{}/0", proxy.addr, target.iqn());
+    Faulty {
+        _proxy: proxy,
+        target,
+        url,
+    }
+}
+
+#[test]
+fn a_closed_port_runs_no_case() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let url = format!("iscsi://{port}/iqn.2026-11.org.iesp-test:none/0");
+    let out = iesp_test(&["conformance", "--jsonl", jsonl.to_str().unwrap(), &url]);
+    assert_eq!(out.code, 3, "{}", out.text());
+    let lines: Vec<&str> = out.stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.text());
+    assert!(lines[0].contains("cannot connect to"), "{}", out.text());
+    assert!(!jsonl.exists(), "no case ran, no report");
+    assert!(!out.stdout.contains("PASS") && !out.stdout.contains("ERROR"));
+}
+
+#[test]
+fn a_wrong_iqn_is_one_line_and_exit_3() {
+    let t = BlockingTarget::ram(1 << 20, 512);
+    let url = format!("iscsi://{}/iqn.2026-11.org.iesp-test:wrong/0", t.addr());
+    let out = iesp_test(&["conformance", "-t", "iSCSI.Nop.*", &url]);
+    assert_eq!(out.code, 3, "{}", out.text());
+    let lines: Vec<&str> = out.stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.text());
+    assert!(
+        lines[0].contains("cannot log in to iqn.2026-11.org.iesp-test:wrong")
+            && lines[0].contains("target not found"),
+        "{}",
+        out.text()
+    );
+    assert!(!out.stdout.contains("PASS"), "{}", out.text());
+    // A LUN the target lacks is one line too.
+    let url = format!("iscsi://{}/{}/7", t.addr(), t.iqn());
+    let out = iesp_test(&["conformance", "-t", "iSCSI.Nop.*", &url]);
+    assert_eq!(out.code, 3, "{}", out.text());
+    assert!(out.stderr.contains("LUN 7"), "{}", out.text());
+}
+
+/// The "target" dies on an undefined opcode (iSCSI.Reject.UnknownOpcode
+/// sends one): that case is named in every report, the cases after it are
+/// NOT RUN, not ERROR.
+#[test]
+fn a_target_that_dies_names_its_killer_in_every_report() {
+    const KILLER: &str = "iSCSI.Reject.UnknownOpcode";
+    let f = faulty(Fault::CrashOnMalformed);
+    let dir = tempfile::tempdir().unwrap();
+    let (jsonl, junit) = (dir.path().join("r.jsonl"), dir.path().join("r.xml"));
+    let out = iesp_test(&[
+        "conformance",
+        "--profile",
+        "default",
+        "-t",
+        "iSCSI.Nop.PingEchoesData",
+        "-t",
+        KILLER,
+        "-t",
+        "iSCSI.Text.*",
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+        &f.url,
+    ]);
+    assert_eq!(out.code, 1, "{}", out.text());
+    assert!(
+        out.stdout
+            .contains(&format!("stopped answering after {KILLER}")),
+        "{}",
+        out.text()
+    );
+    assert!(out.stdout.contains("NOT RUN"), "{}", out.text());
+    assert!(!out.stdout.contains("ERROR "), "{}", out.text());
+    assert!(
+        out.stderr.contains("unclean run:") && out.stderr.contains("not run"),
+        "{}",
+        out.text()
+    );
+    let lines = common::json_lines(&jsonl);
+    assert_eq!(lines[0]["schema"], "iesp-test/conformance-jsonl/3");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["killer"], KILLER, "{summary}");
+    let not_run: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["outcome"] == "not-run").collect();
+    assert!(!not_run.is_empty(), "{lines:?}");
+    assert_eq!(summary["not_run"], not_run.len());
+    assert!(
+        not_run
+            .iter()
+            .all(|l| l["instance"].as_str().unwrap().starts_with("iSCSI.Text.")),
+        "{not_run:?}"
+    );
+    assert!(lines.iter().all(|l| l["outcome"] != "error"), "{lines:?}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(&format!(
+            "<property name=\"probable_killer\" value=\"{KILLER}\"/>"
+        )),
+        "{xml}"
+    );
+    assert!(xml.contains("NOT RUN: "), "{xml}");
+}
+
+/// READ CAPACITY(16) answered with a block length of 0: an ERROR naming
+/// the command and the setup step, never a quiet READ CAPACITY(10).
+#[test]
+fn a_malformed_read_capacity_16_is_an_error_naming_it() {
+    let f = faulty(Fault::MalformedReadCapacity16);
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let out = iesp_test(&[
+        "conformance",
+        "--profile",
+        "default",
+        "-t",
+        "SCSI.Commands.TestUnitReady",
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        &f.url,
+    ]);
+    assert_eq!(out.code, 1, "{}", out.text());
+    let lines = common::json_lines(&jsonl);
+    let case = lines
+        .iter()
+        .find(|l| l["type"] == "case")
+        .expect("a case line");
+    assert_eq!(case["outcome"], "error", "{case}");
+    let msg = case["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("setup failed at READ CAPACITY: READ CAPACITY(16)")
+            && msg.contains("malformed")
+            && msg.contains("LOGICAL BLOCK LENGTH IN BYTES 0"),
+        "{msg}"
+    );
+    assert!(
+        !case["notes"].to_string().contains("READ CAPACITY(10)"),
+        "no fallback: {case}"
+    );
+    drop(f.target);
+}
+
+/// Every report starts with the run's notes: seed, profiles, exclusions.
+#[test]
+fn reports_state_seed_profile_and_exclusions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jsonl, tap) = (dir.path().join("r.jsonl"), dir.path().join("r.tap"));
+    let out = iesp_test(&[
+        "conformance",
+        "--embedded",
+        "--seed",
+        "77",
+        "--profile",
+        "default",
+        "-t",
+        "iSCSI.Nop.*",
+        "-x",
+        "iSCSI.Nop.PingEchoesData",
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        "--tap",
+        tap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.text());
+    for want in [
+        "seed 77",
+        "profiles: default",
+        "exclusions: iSCSI.Nop.PingEchoesData",
+    ] {
+        assert!(out.stdout.contains(want), "{want}: {}", out.text());
+        let t = std::fs::read_to_string(&tap).unwrap();
+        assert!(t.contains("# note: ") && t.contains(want), "{t}");
+    }
+    let lines = common::json_lines(&jsonl);
+    let notes = lines[0]["notes"].to_string();
+    assert!(
+        notes.contains("seed 77") && notes.contains("exclusions: iSCSI.Nop.PingEchoesData"),
+        "{notes}"
+    );
+}

@@ -133,7 +133,7 @@ fn conformance_jsonl_validates_line_by_line() {
         json_schema::assert_valid(&schema, &format!("JSON line {}", i + 1), l);
     }
     assert_eq!(lines[0]["type"], "run");
-    assert_eq!(lines[0]["schema"], "iesp-test/conformance-jsonl/2");
+    assert_eq!(lines[0]["schema"], "iesp-test/conformance-jsonl/3");
     assert_eq!(lines[0]["seed"], 4660);
     assert_eq!(lines.last().unwrap()["type"], "summary");
     // The same seed in the TAP comment and the JUnit properties.

@@ -90,7 +90,7 @@ impl Baseline {
         let mut cases = BTreeMap::new();
         for (id, e) in f.cases {
             let outcome = OutcomeKind::parse(&e.outcome)
-                .filter(|k| *k != OutcomeKind::Error)
+                .filter(|k| !matches!(k, OutcomeKind::Error | OutcomeKind::NotRun))
                 .ok_or_else(|| {
                     err(format!(
                         "{id}: outcome is pass, fail or skip, not {:?}",
@@ -124,6 +124,8 @@ impl Baseline {
             let kind = match r.outcome.kind() {
                 // An error is never expected: record it as a failure to fix.
                 OutcomeKind::Error => OutcomeKind::Fail,
+                // A case the run did not reach says nothing about the target.
+                OutcomeKind::NotRun => continue,
                 k => k,
             };
             let old = previous.and_then(|p| p.cases.get(&id));

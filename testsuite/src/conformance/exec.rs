@@ -580,6 +580,14 @@ pub struct Ctx {
     /// first seen): those that failed a strict login and those a lenient
     /// one clamped.
     pub negotiation_defects: Vec<NegotiationWarning>,
+    /// The target answered this case at least once (a PDU or a completed
+    /// login): the runner's target-death detection tells a case that ran
+    /// from one that found the target already gone.
+    pub answered: bool,
+    /// Every PDU from the target whose header or data digest was wrong:
+    /// the runner fails the case on any (RFC 7143 §13.1), whatever else
+    /// it concluded.
+    pub digest_errors: Vec<String>,
 }
 
 /// The start of the note a case gets for each out-of-range login answer
@@ -634,6 +642,8 @@ impl Ctx {
             notes: Vec::new(),
             negotiation: NegotiationPolicy::Strict,
             negotiation_defects: Vec::new(),
+            answered: false,
+            digest_errors: Vec::new(),
         }
     }
 
@@ -818,6 +828,16 @@ impl Ctx {
             }
             Err(LoginError::Closed) => c.closed = true,
             Err(_) => {}
+        }
+        if matches!(
+            &r,
+            Ok(_)
+                | Err(LoginError::Refused(_)
+                    | LoginError::Redirected { .. }
+                    | LoginError::OutOfRange(_)
+                    | LoginError::Negotiation(_))
+        ) {
+            self.answered = true;
         }
         match &r {
             Ok(out) => self.record_defects(&out.negotiation_warnings),
@@ -1225,6 +1245,12 @@ impl Ctx {
                     return Ok(Event::Closed);
                 }
                 Received::Malformed(e) => {
+                    if matches!(
+                        e,
+                        FrameError::DataDigest { .. } | FrameError::HeaderDigest { .. }
+                    ) {
+                        self.digest_errors.push(e.to_string());
+                    }
                     if !matches!(e, FrameError::DataDigest { .. }) {
                         // The stream cannot be resynchronised.
                         c.closed = true;
@@ -1233,6 +1259,7 @@ impl Ctx {
                 }
             };
             observe(c, &ev);
+            self.answered = true;
             let ping = ev.bhs.opcode() == Opcode::NOP_IN && ev.bhs.itt() == RESERVED_TAG;
             if ping && !keep_pings {
                 continue;

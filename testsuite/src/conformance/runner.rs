@@ -8,7 +8,14 @@
 //!   credentials, no `--dataloss`, a negotiated value; a profile the target
 //!   declined);
 //! - **error** — the harness could not do its job (connection refused, a
-//!   script error, a case exceeding its time limit, a panic).
+//!   script error, a case exceeding its time limit, a panic); a failed
+//!   setup step is an error naming the step (`setup failed at login: …`);
+//! - **not run** — the target was gone before the case could run: after a
+//!   case errors (or fails without the target answering) the runner
+//!   probes the portal with a login
+//!   ([`probe`]); when it no longer answers, the run stops, the last case
+//!   the target answered is named as the probable killer
+//!   ([`RunReport::killer`]) and every later case is not run.
 //!
 //! A case instance is a case under one profile; its id is the case id, with
 //! `@profile` appended for profiles other than the default.
@@ -27,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use iesp_initiator::NegotiationPolicy;
-use iesp_proto::scsi::SenseKey;
+use iesp_proto::scsi::{Asc, SenseKey};
 
 use super::Suite;
 use super::case::{Body, Case, CaseId, CmpOp, Gate, Level, LoginMode};
@@ -45,6 +52,8 @@ pub enum Outcome {
     Fail(Failure),
     Skip(String),
     Error(String),
+    /// The run stopped before this case (the target was gone).
+    NotRun(String),
 }
 
 impl Outcome {
@@ -54,6 +63,7 @@ impl Outcome {
             Outcome::Fail(_) => OutcomeKind::Fail,
             Outcome::Skip(_) => OutcomeKind::Skip,
             Outcome::Error(_) => OutcomeKind::Error,
+            Outcome::NotRun(_) => OutcomeKind::NotRun,
         }
     }
 
@@ -62,18 +72,19 @@ impl Outcome {
         match self {
             Outcome::Pass => String::new(),
             Outcome::Fail(f) => f.to_string(),
-            Outcome::Skip(s) | Outcome::Error(s) => s.clone(),
+            Outcome::Skip(s) | Outcome::Error(s) | Outcome::NotRun(s) => s.clone(),
         }
     }
 }
 
-/// The four outcomes without their details.
+/// The outcomes without their details.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OutcomeKind {
     Pass,
     Fail,
     Skip,
     Error,
+    NotRun,
 }
 
 impl OutcomeKind {
@@ -83,6 +94,7 @@ impl OutcomeKind {
             OutcomeKind::Fail => "fail",
             OutcomeKind::Skip => "skip",
             OutcomeKind::Error => "error",
+            OutcomeKind::NotRun => "not-run",
         }
     }
 
@@ -92,6 +104,7 @@ impl OutcomeKind {
             "fail" => Some(OutcomeKind::Fail),
             "skip" => Some(OutcomeKind::Skip),
             "error" => Some(OutcomeKind::Error),
+            "not-run" => Some(OutcomeKind::NotRun),
             _ => None,
         }
     }
@@ -266,6 +279,14 @@ pub struct RunReport {
     /// SIGINT/SIGTERM stopped the run: `results` holds the cases that
     /// finished before it. Every report says so.
     pub interrupted: bool,
+    /// The target stopped answering: the instance of the last case it
+    /// answered (the probable killer), or `""` when it was gone before the
+    /// first. Every later case is [`Outcome::NotRun`].
+    pub killer: Option<String>,
+    /// What a reader must know before the cases: seed, profiles,
+    /// exclusions, tolerated login answers, fallbacks. Every report lists
+    /// them first.
+    pub notes: Vec<String>,
 }
 
 impl RunReport {
@@ -274,6 +295,25 @@ impl RunReport {
             .iter()
             .filter(|r| r.outcome.kind() == k)
             .count()
+    }
+
+    /// After an unclean run (the target died, a signal), one line: how many
+    /// cases ran, how many were not run, and why. `None` for a clean run.
+    pub fn unclean_summary(&self, planned: usize) -> Option<String> {
+        let not_run = self.count(OutcomeKind::NotRun) + planned.saturating_sub(self.results.len());
+        let ran = self.results.len() - self.count(OutcomeKind::NotRun);
+        let why = match (&self.killer, self.interrupted) {
+            (Some(k), _) if k.is_empty() => {
+                "the target stopped answering before the first case".to_owned()
+            }
+            (Some(k), _) => format!("the target stopped answering after {k} (the probable killer)"),
+            (None, true) => "the run was interrupted".to_owned(),
+            (None, false) if not_run > 0 => "the run stopped early".to_owned(),
+            (None, false) => return None,
+        };
+        Some(format!(
+            "unclean run: {ran} of {planned} case instances ran, {not_run} not run: {why}"
+        ))
     }
 }
 
@@ -316,15 +356,56 @@ pub async fn run(
     listener.started(plan, suite);
     let target = Arc::new(opts.target.clone());
     let mut results = Vec::with_capacity(plan.len());
+    // The last case the target answered, and whether the target is gone.
+    let mut last_answered: Option<String> = None;
+    let mut killer: Option<String> = None;
     for (n, p) in plan.iter().enumerate() {
         let case = &suite.cases[p.case];
+        if let Some(k) = &killer {
+            let mut r = blank_result(case, p.profile);
+            r.outcome = Outcome::NotRun(not_run_reason(k, opts));
+            listener.finished(&r);
+            results.push(r);
+            continue;
+        }
         let seed = opts
             .seed
             .wrapping_mul(0x9e37_79b9)
             .wrapping_add(n as u32 * 0x10);
-        let r = run_one(case, p.profile, target.clone(), opts, seed).await;
+        let (mut r, answered) = run_one_seen(case, p.profile, target.clone(), opts, seed).await;
+        // Connections failing: an error (setup could not connect or log
+        // in), or a failure of a case the target never answered.
+        let suspicious = match r.outcome.kind() {
+            OutcomeKind::Error => true,
+            OutcomeKind::Fail => !answered,
+            _ => false,
+        };
+        if suspicious && let Err(why) = probe(opts).await {
+            // The target is gone. If it answered this case, this case is the
+            // last one it answered; otherwise it was gone already and this
+            // case never ran.
+            let k = if answered {
+                r.notes.push(format!(
+                    "the target stopped answering during or right after this case: {why}"
+                ));
+                r.instance()
+            } else {
+                r.outcome = Outcome::NotRun(format!(
+                    "the target was gone before the case could run ({why})"
+                ));
+                r.trace.clear();
+                last_answered.clone().unwrap_or_default()
+            };
+            killer = Some(k);
+        } else if answered {
+            last_answered = Some(r.instance());
+        }
         listener.finished(&r);
         results.push(r);
+    }
+    let mut notes = Vec::new();
+    if let Some(k) = &killer {
+        notes.push(killer_note(k, opts));
     }
     RunReport {
         results,
@@ -332,6 +413,191 @@ pub async fn run(
         duration: t0.elapsed(),
         target: describe_target(&opts.target),
         interrupted: false,
+        killer,
+        notes,
+    }
+}
+
+/// The run note naming the probable killer.
+pub fn killer_note(killer: &str, opts: &RunOptions) -> String {
+    if killer.is_empty() {
+        format!(
+            "the target at {} stopped answering before the first case ran",
+            opts.target.addr
+        )
+    } else {
+        format!(
+            "the target at {} stopped answering after {killer}: the probable killer; the cases after it were not run",
+            opts.target.addr
+        )
+    }
+}
+
+fn not_run_reason(killer: &str, opts: &RunOptions) -> String {
+    if killer.is_empty() {
+        format!("the target at {} stopped answering", opts.target.addr)
+    } else {
+        format!(
+            "the target at {} stopped answering after {killer}",
+            opts.target.addr
+        )
+    }
+}
+
+/// How many times [`probe`] tries, and the pause between tries.
+const PROBE_TRIES: u32 = 3;
+const PROBE_PAUSE: Duration = Duration::from_millis(300);
+
+/// Is the target still there? A TCP connect and a login (discovery
+/// session, lenient, within the run's timeouts), up to [`PROBE_TRIES`]
+/// times: a target that restarts quickly is not gone. `Err` says why the
+/// last try failed.
+pub async fn probe(opts: &RunOptions) -> Result<(), String> {
+    let mut last = String::new();
+    for i in 0..PROBE_TRIES {
+        if i > 0 {
+            tokio::time::sleep(PROBE_PAUSE).await;
+        }
+        let mut o = iesp_initiator::LoginOptions::discovery(&opts.target.initiator_name);
+        o.connect_timeout = opts.timing.connect;
+        o.timeout = opts.timing.response;
+        o.negotiation = NegotiationPolicy::Lenient;
+        o.chap = opts.target.chap.clone();
+        o.mutual_chap = opts.target.mutual_chap.clone();
+        let limit = opts.timing.connect + opts.timing.response;
+        match tokio::time::timeout(limit, iesp_initiator::Session::login(opts.target.addr, o)).await
+        {
+            // Dropped, not logged out: the probe must not wait on a
+            // misbehaving target's Logout Response.
+            Ok(Ok(_session)) => return Ok(()),
+            // No connection, or nothing but a close or silence: gone.
+            Ok(Err(
+                e @ (iesp_initiator::LoginError::Io(_)
+                | iesp_initiator::LoginError::Timeout(_)
+                | iesp_initiator::LoginError::Closed),
+            )) => last = e.to_string(),
+            // Any other answer (even a wrong one) means an iSCSI target is
+            // there.
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => last = format!("no login answer within {limit:?}"),
+        }
+    }
+    Err(format!(
+        "{} does not answer a login: {last}",
+        opts.target.addr
+    ))
+}
+
+/// What [`preflight`] learnt: the login answers outside the legal range
+/// the target gave (the run's policy decides what they do to the cases).
+#[derive(Clone, Debug, Default)]
+pub struct Preflight {
+    pub negotiation_warnings: Vec<iesp_initiator::NegotiationWarning>,
+    /// SendTargets did not work (not fatal: the login decides).
+    pub discovery_note: Option<String>,
+}
+
+/// Before any case: a TCP connect, a discovery session (SendTargets must
+/// list the target when it lists anything), a login to the named target
+/// (lenient, so that a negotiation defect is reported by the cases, not
+/// here) and, with a LUN, an INQUIRY that finds it. `Err` is one line for
+/// the user: no case can run.
+pub async fn preflight(opts: &RunOptions) -> Result<Preflight, String> {
+    use iesp_initiator::{LoginError, LoginOptions, RawConnection, Session};
+    let t = &opts.target;
+    let addr = t.addr;
+    match RawConnection::connect_timeout(addr, opts.timing.connect).await {
+        Ok(c) => drop(c),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(format!(
+                "TCP connect to {addr} timed out after {:?} (--connect-timeout)",
+                opts.timing.connect
+            ));
+        }
+        Err(e) => return Err(format!("cannot connect to {addr}: {e}")),
+    }
+    let base = |target: Option<&str>| {
+        let mut o = LoginOptions::new(&t.initiator_name, target);
+        o.connect_timeout = opts.timing.connect;
+        o.timeout = opts.timing.response;
+        o.negotiation = NegotiationPolicy::Lenient;
+        o.chap = t.chap.clone();
+        o.mutual_chap = t.mutual_chap.clone();
+        o
+    };
+    let mut out = Preflight::default();
+    match iesp_initiator::discovery::discover_with(addr, &base(None)).await {
+        Ok(list) if !list.is_empty() && !list.iter().any(|d| d.name == t.target_name) => {
+            let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
+            return Err(format!(
+                "cannot log in to {} at {addr}: target not found (SendTargets lists {})",
+                t.target_name,
+                names.join(", ")
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => out.discovery_note = Some(format!("SendTargets did not work: {e}")),
+    }
+    let session = Session::login(addr, base(Some(&t.target_name)))
+        .await
+        .map_err(|e| match e {
+            LoginError::Refused(s) if s.class() == 2 && s.detail() == 3 => format!(
+                "cannot log in to {} at {addr}: target not found ({e})",
+                t.target_name
+            ),
+            e => format!("cannot log in to {} at {addr}: {e}", t.target_name),
+        })?;
+    out.negotiation_warnings = session.login_outcome().negotiation_warnings.clone();
+    let lun_check = match t.lun {
+        None => Ok(()),
+        Some(l) => {
+            let cdb = [0x12, 0, 0, 0, 36, 0];
+            match session
+                .command(
+                    iesp_proto::bhs::Lun::from_index(l),
+                    &cdb,
+                    bytes::Bytes::new(),
+                    36,
+                )
+                .await
+            {
+                Ok(r) if r.status.0 == 0 && r.data.first().is_some_and(|b| b >> 5 == 3) => {
+                    Err(format!(
+                        "LUN {l} of {} does not exist (INQUIRY: peripheral qualifier 3)",
+                        t.target_name
+                    ))
+                }
+                Ok(r)
+                    if r.sense
+                        .as_ref()
+                        .is_some_and(|s| s.asc == Asc::LOGICAL_UNIT_NOT_SUPPORTED) =>
+                {
+                    Err(format!(
+                        "LUN {l} of {} does not exist (INQUIRY: LOGICAL UNIT NOT SUPPORTED)",
+                        t.target_name
+                    ))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("LUN {l} of {}: INQUIRY failed: {e}", t.target_name)),
+            }
+        }
+    };
+    let _ = session.logout().await;
+    lun_check.map(|()| out)
+}
+
+/// A result with the case's identity and no outcome yet.
+fn blank_result(case: &Case, profile: &'static Profile) -> CaseResult {
+    CaseResult {
+        id: case.meta.id.clone(),
+        profile: profile.name,
+        section: case.meta.section.clone(),
+        level: case.meta.level,
+        summary: case.meta.summary.clone(),
+        outcome: Outcome::Pass,
+        duration: Duration::ZERO,
+        trace: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -443,18 +709,19 @@ async fn setup(case: &Case, ctx: &mut Ctx) -> Result<(), Fail> {
             return Ok(());
         }
         LoginMode::Discovery => {
-            ctx.connect("main").await?;
-            ctx.login_default(true)
+            ctx.connect("main")
                 .await
-                .map_err(|e| e.context("setup"))?;
-            return Ok(());
+                .map_err(|e| setup_error("connect", e))?;
+            let r = ctx.login_default(true).await;
+            return login_setup(ctx, r);
         }
         LoginMode::Normal => {}
     }
-    ctx.connect("main").await?;
-    ctx.login_default(false)
+    ctx.connect("main")
         .await
-        .map_err(|e| e.context("setup"))?;
+        .map_err(|e| setup_error("connect", e))?;
+    let r = ctx.login_default(false).await;
+    login_setup(ctx, r)?;
     param_gates(case, ctx)?;
     if ctx.target.lun.is_none() {
         return Ok(());
@@ -462,12 +729,40 @@ async fn setup(case: &Case, ctx: &mut Ctx) -> Result<(), Fail> {
     if s.clear_unit_attention {
         clear_unit_attention(ctx)
             .await
-            .map_err(|e| e.context("setup"))?;
+            .map_err(|e| setup_error("TEST UNIT READY (clearing unit attention)", e))?;
     }
     if s.capacity {
-        read_capacity(ctx).await.map_err(|e| e.context("setup"))?;
+        read_capacity(ctx)
+            .await
+            .map_err(|e| setup_error("READ CAPACITY", e))?;
     }
     Ok(())
+}
+
+/// The start of the message of a case whose setup failed.
+pub const SETUP_FAILED: &str = "setup failed at ";
+
+/// A setup step that did not work is the harness's error, naming the step
+/// (a skip stays a skip).
+fn setup_error(step: &str, e: Fail) -> Fail {
+    match e {
+        Fail::Skip(s) => Fail::Skip(s),
+        Fail::Check(f) => Fail::Error(format!("{SETUP_FAILED}{step}: {f}")),
+        Fail::Error(m) => Fail::Error(format!("{SETUP_FAILED}{step}: {m}")),
+    }
+}
+
+/// The setup login's result: an answer outside the legal range stays the
+/// target's failure (strict policy: the case fails on the named answer);
+/// anything else that kept the login from working is a setup error.
+fn login_setup(ctx: &Ctx, r: Result<iesp_initiator::LoginOutcome, Fail>) -> Result<(), Fail> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(Fail::Check(f)) if !ctx.negotiation_defects.is_empty() => {
+            Err(Fail::Check(f).context("setup"))
+        }
+        Err(e) => Err(setup_error("login", e)),
+    }
 }
 
 /// TEST UNIT READY until no unit attention is reported (a new I_T nexus
@@ -497,17 +792,60 @@ pub async fn clear_unit_attention(ctx: &mut Ctx) -> Result<(), Fail> {
     ))
 }
 
-/// READ CAPACITY(16), then (10), for the block size and count.
+/// The note a case gets when the LUN lacks READ CAPACITY(16) and (10)
+/// gave the capacity.
+pub const RC10_FALLBACK_NOTE: &str = "READ CAPACITY(16) is not supported by the LUN (ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE): the capacity is READ CAPACITY(10)'s";
+
+/// READ CAPACITY(16) for the block size and count; READ CAPACITY(10) only
+/// when the LUN legitimately lacks (16) (ILLEGAL REQUEST with INVALID
+/// COMMAND OPERATION CODE or INVALID FIELD IN CDB, SPC-4 §4.5.6), noted on
+/// the case. Any other answer to (16) — an error status, short or
+/// malformed parameter data — fails, naming it: no silent fallback.
 pub async fn read_capacity(ctx: &mut Ctx) -> Result<(), Fail> {
     let cdb16 = [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
     let out = ctx.scsi(&ScsiRequest::read(&cdb16, ctx.lun, 32)).await?;
-    if out.status == Some(0) && out.data.len() >= 12 {
+    if out.end != End::Status {
+        return Err(Fail::check(format!(
+            "READ CAPACITY(16) on LUN {:?} got {}",
+            ctx.lun,
+            out.describe()
+        )));
+    }
+    if out.status == Some(0) {
+        if out.data.len() < 12 {
+            return Err(Fail::check(format!(
+                "READ CAPACITY(16) on LUN {:?} returned malformed parameter data: {} bytes, at least 12 needed (SBC-4 §5.20.2)",
+                ctx.lun,
+                out.data.len()
+            )));
+        }
         let d = &out.data;
         let last = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-        ctx.blocks = last.saturating_add(1);
-        ctx.block_size = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+        let block_size = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+        if block_size == 0 || last == u64::MAX {
+            return Err(Fail::check(format!(
+                "READ CAPACITY(16) on LUN {:?} returned malformed parameter data: RETURNED LOGICAL BLOCK ADDRESS {last:#x}, LOGICAL BLOCK LENGTH IN BYTES {block_size}",
+                ctx.lun
+            )));
+        }
+        ctx.blocks = last + 1;
+        ctx.block_size = block_size;
         return Ok(());
     }
+    let lacks_rc16 = out.status == Some(2)
+        && out.sense.as_ref().is_some_and(|s| {
+            s.key == SenseKey::ILLEGAL_REQUEST
+                && (s.asc == Asc::INVALID_COMMAND_OPERATION_CODE
+                    || s.asc == Asc::INVALID_FIELD_IN_CDB)
+        });
+    if !lacks_rc16 {
+        return Err(Fail::check(format!(
+            "READ CAPACITY(16) on LUN {:?} failed: {} (only ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE allows READ CAPACITY(10) instead)",
+            ctx.lun,
+            out.describe()
+        )));
+    }
+    ctx.notes.push(RC10_FALLBACK_NOTE.to_owned());
     let out = ctx
         .scsi(&ScsiRequest::read(
             &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
@@ -522,7 +860,7 @@ pub async fn read_capacity(ctx: &mut Ctx) -> Result<(), Fail> {
         return Ok(());
     }
     Err(Fail::check(format!(
-        "READ CAPACITY(16) and (10) failed on LUN {:?}: {}",
+        "READ CAPACITY(16) is not supported and READ CAPACITY(10) failed on LUN {:?}: {}",
         ctx.lun,
         out.describe()
     )))
@@ -536,21 +874,22 @@ pub async fn run_one(
     opts: &RunOptions,
     seed: u32,
 ) -> CaseResult {
+    run_one_seen(case, profile, target, opts, seed).await.0
+}
+
+/// [`run_one`], and whether the target answered the case at all.
+async fn run_one_seen(
+    case: &Case,
+    profile: &'static Profile,
+    target: Arc<TargetSpec>,
+    opts: &RunOptions,
+    seed: u32,
+) -> (CaseResult, bool) {
     let t0 = Instant::now();
-    let mut result = CaseResult {
-        id: case.meta.id.clone(),
-        profile: profile.name,
-        section: case.meta.section.clone(),
-        level: case.meta.level,
-        summary: case.meta.summary.clone(),
-        outcome: Outcome::Pass,
-        duration: Duration::ZERO,
-        trace: Vec::new(),
-        notes: Vec::new(),
-    };
+    let mut result = blank_result(case, profile);
     if let Some(why) = static_gate(case, profile, opts) {
         result.outcome = Outcome::Skip(why);
-        return result;
+        return (result, false);
     }
     let case = case.clone();
     let timing = opts.timing;
@@ -573,14 +912,39 @@ pub async fn run_one(
                 "the case did not finish within {limit:?}"
             ))),
         };
-        (r, ctx.trace_lines(), std::mem::take(&mut ctx.notes))
+        // A digest error from the target is a failure, whatever the case
+        // concluded (a skip for a missing PDU, an error, even a pass).
+        let r = match (r, ctx.digest_errors.first()) {
+            (Err(Fail::Check(f)), _) => Err(Fail::Check(f)),
+            (r, Some(d)) => {
+                let then = match &r {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(" (the case then said: {e})"),
+                };
+                Err(Fail::check(format!(
+                    "the target sent a PDU with a wrong digest (RFC 7143 §13.1): {d}{}{then}",
+                    match ctx.digest_errors.len() {
+                        1 => String::new(),
+                        n => format!(", and {} more", n - 1),
+                    }
+                )))
+            }
+            (r, None) => r,
+        };
+        (
+            r,
+            ctx.trace_lines(),
+            std::mem::take(&mut ctx.notes),
+            ctx.answered,
+        )
     });
-    let (r, trace, notes) = match task.await {
+    let (r, trace, notes, answered) = match task.await {
         Ok(x) => x,
         Err(e) => (
             Err(Fail::error(format!("the case panicked: {e}"))),
             Vec::new(),
             Vec::new(),
+            true,
         ),
     };
     result.duration = t0.elapsed();
@@ -594,7 +958,7 @@ pub async fn run_one(
     if result.outcome != Outcome::Pass {
         result.trace = trace;
     }
-    result
+    (result, answered)
 }
 
 #[cfg(test)]

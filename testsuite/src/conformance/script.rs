@@ -1190,11 +1190,31 @@ pub fn load(origin: &str, source: &str) -> Result<Vec<Case>, ScriptError> {
 /// Runs a script's steps in order.
 pub async fn run(ctx: &mut Ctx, steps: &[Step]) -> Result<(), Fail> {
     for step in steps {
-        run_step(ctx, step)
-            .await
-            .map_err(|e| e.context(&step.label))?;
+        run_step(ctx, step).await.map_err(|e| {
+            // Messages carry values, never the script's placeholders.
+            ctx.refresh_vars();
+            expand_fail(e.context(&step.label), &ctx.vars)
+        })?;
     }
     Ok(())
+}
+
+/// A failure's messages with every `$…` placeholder expanded.
+pub fn expand_fail(e: Fail, vars: &super::value::Vars) -> Fail {
+    use super::value::expand;
+    match e {
+        Fail::Check(mut f) => {
+            f.message = expand(&f.message, vars);
+            for m in &mut f.mismatches {
+                m.what = expand(&m.what, vars);
+                m.expected = expand(&m.expected, vars);
+                m.actual = expand(&m.actual, vars);
+            }
+            Fail::Check(f)
+        }
+        Fail::Skip(s) => Fail::Skip(expand(&s, vars)),
+        Fail::Error(s) => Fail::Error(expand(&s, vars)),
+    }
 }
 
 async fn run_step(ctx: &mut Ctx, step: &Step) -> Result<(), Fail> {

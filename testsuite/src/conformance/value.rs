@@ -102,6 +102,63 @@ pub fn interpolate(s: &str, vars: &Vars) -> Result<String, String> {
     Ok(out)
 }
 
+/// For messages: every `${expr}` and `$name` in `s` replaced by its value,
+/// never failing. What cannot be evaluated (a variable the case never set,
+/// a bad expression) is shown as `⟨expr: why⟩`, so a report never prints a
+/// raw placeholder.
+pub fn expand(s: &str, vars: &Vars) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                out.push_str(&format!("⟨{}: unclosed⟩", body.trim()));
+                return out;
+            };
+            let inner = body[..end].trim();
+            match vars.get(inner) {
+                Some(v) => out.push_str(&v.to_string()),
+                None => match eval_expr(inner, vars) {
+                    Ok(v) => out.push_str(&v.to_string()),
+                    Err(_) => out.push_str(&format!("⟨{inner}: not set⟩")),
+                },
+            }
+            rest = &body[end + 1..];
+        } else {
+            let n = after
+                .char_indices()
+                .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .map_or(after.len(), |(i, _)| i);
+            // A trailing '.' ends the sentence, not the name.
+            let name = after[..n].trim_end_matches('.');
+            if name.is_empty() {
+                out.push('$');
+                rest = after;
+                continue;
+            }
+            match vars.get(name) {
+                Some(v) => out.push_str(&v.to_string()),
+                None => out.push_str(&format!("⟨{name}: not set⟩")),
+            }
+            rest = &after[name.len()..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Does `s` hold a `${…}` or `$name` placeholder (what [`expand`] removes)?
+pub fn has_placeholder(s: &str) -> bool {
+    s.match_indices('$').any(|(i, _)| {
+        s[i + 1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c == '{' || c.is_ascii_alphabetic() || c == '_')
+    })
+}
+
 #[derive(Clone, Debug, PartialEq)]
 enum Tok {
     Num(u64),
@@ -329,5 +386,32 @@ mod tests {
         assert_eq!(parse_hex("28 00 0a_ff"), Ok(vec![0x28, 0, 0x0a, 0xff]));
         assert!(parse_hex("abc").is_err());
         assert_eq!(hex(&[1, 2, 3], 2), "0102…");
+    }
+
+    #[test]
+    fn messages_expand_every_placeholder() {
+        let mut v = Vars::default();
+        v.set_int("blocks", 2048);
+        v.set_int("block_size", 512);
+        v.set_str("target", "iqn.t");
+        v.set_int("w.ITT", 7);
+        assert_eq!(
+            expand(
+                "lba=$blocks n=${1048576 / block_size} ${target} ITT $w.ITT.",
+                &v
+            ),
+            "lba=2048 n=2048 iqn.t ITT 7."
+        );
+        assert_eq!(
+            expand("x=$nope, ${nope + 1}", &v),
+            "x=⟨nope: not set⟩, ⟨nope + 1: not set⟩"
+        );
+        assert_eq!(
+            expand("costs $ 5 and ${oops", &v),
+            "costs $ 5 and ⟨oops: unclosed⟩"
+        );
+        assert!(!has_placeholder(&expand("$a $b ${c}", &v)));
+        assert!(has_placeholder("lba=$blocks") && has_placeholder("${x}"));
+        assert!(!has_placeholder("costs $ 5"));
     }
 }

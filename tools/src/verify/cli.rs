@@ -106,9 +106,24 @@ pub struct VerifyArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1 << 29) - 1))]
     pub generation: Option<u64>,
     /// Save what every block should now hold, for a later --check
-    /// --state-in (- for stdout). Saved on SIGINT/SIGTERM too.
+    /// --state-in (- for stdout). Saved on SIGINT/SIGTERM too. An existing
+    /// FILE is refused unless --force.
     #[arg(long, value_name = "FILE", conflicts_with = "check")]
     pub state_out: Option<PathBuf>,
+    /// Random mode: also save the --state-out file this often while running
+    /// (what a SIGKILL leaves; a check of it accepts blocks the run wrote
+    /// later).
+    #[arg(long, value_name = "DURATION", requires = "state_out", value_parser = units::parse_duration_nonzero)]
+    pub state_every: Option<Duration>,
+    /// Random mode: SYNCHRONIZE CACHE after every N write commands, or
+    /// every DURATION (default: only at the end). Writes not yet flushed may
+    /// be lost by a power loss: --check reports them as legally lost.
+    #[arg(long, value_name = "N|DURATION")]
+    pub flush_every: Option<crate::verify::durable::FlushPolicy>,
+    /// iSCSI: ask for CRC32C header and data digests (as the URL keys
+    /// header_digest=crc32c&data_digest=crc32c do).
+    #[arg(long)]
+    pub digests: bool,
     /// With --check: expect what this state file says.
     #[arg(long, value_name = "FILE", requires = "check")]
     pub state_in: Option<PathBuf>,
@@ -150,6 +165,20 @@ pub struct VerifyArgs {
     pub max_io_errors: u64,
 }
 
+/// The URL with `header_digest=crc32c&data_digest=crc32c` in its query
+/// (replacing the URL's own digest keys).
+fn with_digests(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut keys: Vec<&str> = query
+        .split('&')
+        .filter(|k| {
+            !k.is_empty() && !k.starts_with("header_digest=") && !k.starts_with("data_digest=")
+        })
+        .collect();
+    keys.extend(["header_digest=crc32c", "data_digest=crc32c"]);
+    format!("{base}?{}", keys.join("&"))
+}
+
 fn parse_percent(s: &str) -> Result<f64, String> {
     let p: f64 = s
         .trim_end_matches('%')
@@ -171,8 +200,19 @@ impl VerifyArgs {
                 "verify overwrites TARGET: add --write to allow it, or --check to only read what a previous run wrote",
             ));
         }
+        if self.digests && !self.target.starts_with("iscsi://") {
+            return Err(crate::verify::Failure::usage(
+                "--digests is for iscsi:// targets",
+            ));
+        }
         Ok(Options {
-            target: self.target.clone(),
+            target: if self.digests {
+                with_digests(&self.target)
+            } else {
+                self.target.clone()
+            },
+            flush_every: self.flush_every.unwrap_or_default(),
+            state_every: self.state_every,
             mode,
             open: OpenOptions {
                 write: mode != Mode::Check,
@@ -228,6 +268,16 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         ("--state-out", args.state_out.as_deref()),
     ])
     .map_err(crate::exit::usage)?;
+    if let Some(p) = &args.state_out
+        && p.as_os_str() != "-"
+        && p.exists()
+        && !args.force
+    {
+        return Err(crate::exit::usage(format!(
+            "--state-out {} exists: a state file of an earlier run would be replaced (give --force, or another path)",
+            p.display()
+        )));
+    }
     let mut opts = args.options().map_err(coded)?;
     if opts.mode != Mode::Check {
         // A check takes its seed from the block headers when not given.
@@ -262,5 +312,17 @@ mod tests {
         assert_eq!(parse_percent("99.5%"), Ok(99.5));
         assert!(parse_percent("0").is_err());
         assert!(parse_percent("101").is_err());
+    }
+
+    #[test]
+    fn digests_go_into_the_url() {
+        assert_eq!(
+            with_digests("iscsi://h/iqn.x/0"),
+            "iscsi://h/iqn.x/0?header_digest=crc32c&data_digest=crc32c"
+        );
+        assert_eq!(
+            with_digests("iscsi://h/iqn.x/0?header_digest=none&target_user=u"),
+            "iscsi://h/iqn.x/0?target_user=u&header_digest=crc32c&data_digest=crc32c"
+        );
     }
 }

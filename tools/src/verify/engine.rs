@@ -86,6 +86,13 @@ pub enum Expect {
     Uniform(BlockState),
     /// Per block.
     Table(Arc<StateTable>),
+    /// Per block, with what was durable (a check after a possible power
+    /// loss); `provisional` when the state was saved while the run went on.
+    Durable {
+        current: Arc<StateTable>,
+        durable: Arc<StateTable>,
+        provisional: bool,
+    },
 }
 
 impl Expect {
@@ -93,6 +100,7 @@ impl Expect {
         match self {
             Expect::Uniform(s) => *s,
             Expect::Table(t) => t.get(lba),
+            Expect::Durable { current, .. } => current.get(lba),
         }
     }
 }
@@ -295,10 +303,70 @@ impl Ctx {
             if e == f {
                 Stats::add(&self.stats.blocks_verified, 1);
                 on_verified(at);
+            } else if let Expect::Durable {
+                current,
+                durable,
+                provisional,
+            } = expect
+            {
+                self.durable_mismatch(at, &want, e, f, current, durable, *provisional);
             } else {
                 self.mismatch(at, &want, e, f);
             }
         }
+    }
+
+    /// A block that is not its latest write, judged by the durability
+    /// model: its durable content (legally lost), a newer write of this run
+    /// than a provisional state knows (rewritten after the save), or a
+    /// mismatch — of a flushed write when the latest write was durable.
+    #[allow(clippy::too_many_arguments)]
+    fn durable_mismatch(
+        &self,
+        at: u64,
+        want: &Expected,
+        e: &[u8],
+        f: &[u8],
+        current: &StateTable,
+        durable: &StateTable,
+        provisional: bool,
+    ) {
+        let (cur, dur) = (current.get(at).content(), durable.get(at).content());
+        if dur != cur && dur.kind() == StateKind::Unknown {
+            // Never flushed: what the block held before the run (unknown
+            // here) may legally be back.
+            Stats::add(&self.stats.legally_lost, 1);
+            return;
+        }
+        if dur != cur && dur.expected(at, self.trim_zeroes).is_some() {
+            let mut d = vec![0u8; f.len()];
+            self.render_expected(at, &mut d, &Expect::Uniform(dur));
+            if d == f {
+                Stats::add(&self.stats.legally_lost, 1);
+                return;
+            }
+        }
+        // Duplicate content carries no per-block generation: under a
+        // provisional state a duplicate block of this run may be a later
+        // write (so a stale duplicate is not caught there).
+        if provisional
+            && let Some(h) = block::Header::parse(f)
+            && block::is_valid(f)
+            && h.run == self.stamp.seed
+            && (h.is_duplicate() || (h.lba == at && h.generation > cur.generation()))
+        {
+            Stats::add(&self.stats.rewritten_after_save, 1);
+            return;
+        }
+        if provisional && f.iter().all(|&b| b == 0) {
+            // A trim after the save, on a device that zeroes.
+            Stats::add(&self.stats.rewritten_after_save, 1);
+            return;
+        }
+        if dur == cur {
+            Stats::add(&self.stats.lost_flushed, 1);
+        }
+        self.mismatch(at, want, e, f);
     }
 
     /// Fills `buf` with the content blocks `lba..` should have; blocks with

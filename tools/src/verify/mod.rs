@@ -33,6 +33,7 @@
 //!   run saved. Proves persistence, e.g. after a target restart.
 
 pub mod cli;
+pub mod durable;
 pub mod engine;
 pub mod random;
 pub mod report;
@@ -125,6 +126,10 @@ pub struct Options {
     pub print_header: bool,
     /// Stop cleanly on Ctrl-C (the command line; not when embedded).
     pub interruptible: bool,
+    /// Random mode: when to flush besides at the end.
+    pub flush_every: durable::FlushPolicy,
+    /// Save the state file this often while the run goes on.
+    pub state_every: Option<Duration>,
 }
 
 impl Default for Options {
@@ -155,6 +160,8 @@ impl Default for Options {
             show: 10,
             print_header: true,
             interruptible: false,
+            flush_every: durable::FlushPolicy::End,
+            state_every: None,
         }
     }
 }
@@ -199,8 +206,25 @@ impl From<DeviceError> for Failure {
 
 /// Where a check's expectations come from.
 enum CheckSource {
-    Uniform { generation: u64 },
+    Uniform {
+        generation: u64,
+    },
     Table(Arc<StateTable>),
+    Durable {
+        current: Arc<StateTable>,
+        durable: Arc<StateTable>,
+        provisional: bool,
+    },
+}
+
+/// What identifies the device a state file belongs to: the LUN's device
+/// identification (VPD page 0x83) when the device knows it, else its
+/// name (a file's or block device's path).
+fn identity(info: &iesp_blockio::DeviceInfo) -> String {
+    info.notes
+        .iter()
+        .find_map(|n| n.strip_prefix(iesp_blockio::iscsi::IDENTITY_NOTE))
+        .map_or_else(|| info.name.clone(), str::to_owned)
 }
 
 /// Runs verify as `opts` says, printing the header now and returning the
@@ -260,6 +284,11 @@ pub async fn run_on(
             ));
         }
         Some(s) => {
+            if let Some(why) = s.mismatch(&identity(&info), info.blocks) {
+                return Err(Failure::usage(format!(
+                    "{why}: refusing a state file of another target (a stale or foreign state)"
+                )));
+            }
             if s.block_size != info.block_size {
                 return Err(Failure::usage(format!(
                     "the state file is for {}-byte blocks, the target has {}",
@@ -317,11 +346,18 @@ pub async fn run_on(
             }
             let t = StateTable::new(s.first_lba, s.blocks).map_err(Failure::io)?;
             t.apply(&s.extents);
-            (
-                s.seed,
-                Flags(s.flags),
-                Some(CheckSource::Table(Arc::new(t))),
-            )
+            let source = if s.durable_extents.is_empty() && !s.provisional {
+                CheckSource::Table(Arc::new(t))
+            } else {
+                let d = StateTable::new(s.first_lba, s.blocks).map_err(Failure::io)?;
+                d.apply(&s.durable_extents);
+                CheckSource::Durable {
+                    current: Arc::new(t),
+                    durable: Arc::new(d),
+                    provisional: s.provisional,
+                }
+            };
+            (s.seed, Flags(s.flags), Some(source))
         }
         (Mode::Check, None) => {
             let (seed, generation) = probe(
@@ -456,6 +492,58 @@ pub async fn run_on(
         })
     };
 
+    let dur = if opts.mode == Mode::Random {
+        Some(Arc::new(
+            durable::Durability::new(first_lba, blocks, opts.flush_every).map_err(Failure::io)?,
+        ))
+    } else {
+        None
+    };
+    let state_base = StateFile {
+        target: info.name.clone(),
+        seed,
+        block_size: info.block_size,
+        flags: flags.0,
+        first_lba,
+        blocks,
+        trim_zeroes: ctx.trim_zeroes,
+        extents: Vec::new(),
+        durable_extents: Vec::new(),
+        provisional: false,
+        identity: identity(&info),
+        capacity_blocks: info.blocks,
+    };
+    // Random mode saves its state while it runs (--state-every): what a
+    // SIGKILL leaves behind.
+    let stop_saving = Arc::new(tokio::sync::Notify::new());
+    let saver = match (opts.mode, &opts.state_out, opts.state_every, &table, &dur) {
+        (Mode::Random, Some(path), Some(every), Some(t), Some(d)) => {
+            let (path, t, d, base) = (path.clone(), t.clone(), d.clone(), state_base.clone());
+            let stop = stop_saving.clone();
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.notified() => break,
+                    }
+                    let f = StateFile {
+                        extents: t.extents(),
+                        durable_extents: d.durable.extents(),
+                        provisional: true,
+                        ..base.clone()
+                    };
+                    let p = path.clone();
+                    match tokio::task::spawn_blocking(move || f.save(&p, false)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("saving the state: {e:#}"),
+                        Err(e) => tracing::warn!("saving the state: {e}"),
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
+
     let mut generation = None;
     let mut state_extents = None;
     // A sequential run that wrote every block of the range (a check by
@@ -472,8 +560,8 @@ pub async fn run_on(
             }
         }
         (Mode::Random, _) => {
-            if let Some(t) = &table {
-                random::run(&ctx, t.clone(), opts.mix, opts.max_blocks).await;
+            if let (Some(t), Some(d)) = (&table, &dur) {
+                random::run(&ctx, t.clone(), d.clone(), opts.mix, opts.max_blocks).await;
                 state_extents = Some(t.extents());
             }
         }
@@ -484,25 +572,51 @@ pub async fn run_on(
         (Mode::Check, Some(CheckSource::Table(t))) => {
             sequential::check(&ctx, Expect::Table(t)).await
         }
+        (
+            Mode::Check,
+            Some(CheckSource::Durable {
+                current,
+                durable,
+                provisional,
+            }),
+        ) => {
+            sequential::check(
+                &ctx,
+                Expect::Durable {
+                    current,
+                    durable,
+                    provisional,
+                },
+            )
+            .await
+        }
         (Mode::Check, None) => {}
     }
     interrupt.abort();
     ticker.abort();
+    if let Some(s) = saver {
+        // Let a save in progress finish: the final state must be the last.
+        stop_saving.notify_one();
+        let _ = s.await;
+    }
     progress.finish();
 
-    let summary = summarize(
+    let mut summary = summarize(
         &ctx, opts, seed, generation, whole, first_lba, blocks, io_size,
     );
+    if let Some(d) = &dur {
+        summary.flushes = Stats::get(&d.flushes);
+        summary.unflushed_blocks = d.pending_blocks() as u64;
+    }
     if let (Some(path), Some(extents)) = (&opts.state_out, state_extents) {
         let file = StateFile {
-            target: info.name.clone(),
-            seed,
-            block_size: info.block_size,
-            flags: flags.0,
-            first_lba,
-            blocks,
-            trim_zeroes: ctx.trim_zeroes,
             extents,
+            durable_extents: dur
+                .as_ref()
+                .map(|d| d.durable.extents())
+                .unwrap_or_default(),
+            // For a sequential run everything was flushed at the end.
+            ..state_base
         };
         file.save(path, summary.interrupted).map_err(Failure::io)?;
     }
@@ -746,6 +860,11 @@ fn summarize(
         outcome,
         exit_code,
         check_command,
+        legally_lost: Stats::get(&s.legally_lost),
+        lost_flushed_writes: Stats::get(&s.lost_flushed),
+        rewritten_after_save: Stats::get(&s.rewritten_after_save),
+        flushes: 0,
+        unflushed_blocks: 0,
     }
 }
 

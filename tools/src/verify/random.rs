@@ -10,6 +10,13 @@
 //! write and is counted as skipped. Every slot (`workers × queue depth` of
 //! them) has its own PRNG seeded from the run's seed: with one slot the
 //! whole run is reproducible.
+//!
+//! Durability ([`crate::verify::durable`]): every acknowledged write and
+//! trim is pending until a flush (`--flush-every`, and one at the end)
+//! makes it durable; `fua=P` in the mix sends P % of the write commands
+//! with FUA, durable at once. While a command is in flight its blocks are
+//! unknown in the table, so a state saved meanwhile (periodically, or by a
+//! signal) never expects what may or may not have happened.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +27,7 @@ use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 
 use iesp_blockio::{AlignedBuf, Device, DeviceError, LbaRange, block, pattern};
 
+use crate::verify::durable::Durability;
 use crate::verify::engine::{Counter, Ctx, Expect};
 use crate::verify::report::Stats;
 use crate::verify::state::{BlockState, StateKind, StateTable};
@@ -30,6 +38,8 @@ pub struct Mix {
     pub unique: u32,
     pub duplicate: u32,
     pub trim: u32,
+    /// Percentage of write commands sent with FUA (not a weight).
+    pub fua: u32,
 }
 
 impl Default for Mix {
@@ -38,6 +48,7 @@ impl Default for Mix {
             unique: 80,
             duplicate: 10,
             trim: 10,
+            fua: 0,
         }
     }
 }
@@ -69,6 +80,7 @@ impl FromStr for Mix {
             unique: 0,
             duplicate: 0,
             trim: 0,
+            fua: 0,
         };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
@@ -82,9 +94,11 @@ impl FromStr for Mix {
                 "unique" | "u" => m.unique = v,
                 "duplicate" | "dup" | "d" => m.duplicate = v,
                 "trim" | "t" => m.trim = v,
+                "fua" if v <= 100 => m.fua = v,
+                "fua" => return Err(format!("`{part}`: fua is a percentage (0 to 100)")),
                 other => {
                     return Err(format!(
-                        "unknown operation `{other}` (unique, duplicate, trim)"
+                        "unknown operation `{other}` (unique, duplicate, trim; fua=PERCENT)"
                     ));
                 }
             }
@@ -102,7 +116,11 @@ impl fmt::Display for Mix {
             f,
             "unique={},duplicate={},trim={}",
             self.unique, self.duplicate, self.trim
-        )
+        )?;
+        if self.fua > 0 {
+            write!(f, ",fua={}", self.fua)?;
+        }
+        Ok(())
     }
 }
 
@@ -132,15 +150,31 @@ impl Reservations {
 const SLOT_SALT: u64 = 0x7261_6e64_6f6d_0000;
 
 /// Runs random mode until a limit or an abort stops it.
-pub async fn run(ctx: &Arc<Ctx>, table: Arc<StateTable>, mix: Mix, max_blocks: u32) {
+pub async fn run(
+    ctx: &Arc<Ctx>,
+    table: Arc<StateTable>,
+    dur: Arc<Durability>,
+    mix: Mix,
+    max_blocks: u32,
+) {
     let reservations = Arc::new(Reservations::default());
     let slots = ctx.workers * ctx.queue_depth;
     ctx.set_phase("random", ctx.blocks * ctx.bs() as u64, Counter::Verified);
     let mut tasks = tokio::task::JoinSet::new();
     for slot in 0..slots {
-        let (ctx, table, reservations) = (ctx.clone(), table.clone(), reservations.clone());
+        let (ctx, table, reservations, dur) = (
+            ctx.clone(),
+            table.clone(),
+            reservations.clone(),
+            dur.clone(),
+        );
         tasks.spawn(async move {
-            worker(&ctx, &table, &reservations, mix, max_blocks, slot as u64).await
+            let w = Worker {
+                table: &table,
+                dur: &dur,
+                res: &reservations,
+            };
+            w.run(&ctx, mix, max_blocks, slot as u64).await
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -148,42 +182,46 @@ pub async fn run(ctx: &Arc<Ctx>, table: Arc<StateTable>, mix: Mix, max_blocks: u
             ctx.abort(format!("a worker failed: {e}"));
         }
     }
-    if let Err(e) = ctx.dev.flush().await {
-        ctx.io_error(&e);
-    }
+    dur.flush(ctx).await;
 }
 
-async fn worker(
-    ctx: &Arc<Ctx>,
-    table: &Arc<StateTable>,
-    res: &Reservations,
-    mix: Mix,
-    max_blocks: u32,
-    slot: u64,
-) {
-    let mut rng =
-        Xoshiro256PlusPlus::seed_from_u64(pattern::derive_seed(ctx.stamp.seed, SLOT_SALT ^ slot));
-    let max_n = u64::from(max_blocks.min(ctx.io_blocks))
-        .min(ctx.blocks)
-        .max(1);
-    let mut bufs = Bufs {
-        main: ctx.buffer(),
-        other: ctx.buffer(),
-    };
-    let mut tries = 0u32;
-    while ctx.keep_going(&ctx.stats.bytes_written) {
-        let n = 1 + rng.next_u64() % max_n;
-        let start = ctx.first_lba + rng.next_u64() % (ctx.blocks - n + 1);
-        if !res.try_reserve(start, start + n) {
-            tries += 1;
-            if tries % 8 == 0 {
-                tokio::task::yield_now().await;
+/// What a worker shares with the others.
+struct Worker<'a> {
+    table: &'a Arc<StateTable>,
+    dur: &'a Durability,
+    res: &'a Reservations,
+}
+
+impl Worker<'_> {
+    async fn run(&self, ctx: &Arc<Ctx>, mix: Mix, max_blocks: u32, slot: u64) {
+        let (table, res) = (self.table, self.res);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(pattern::derive_seed(
+            ctx.stamp.seed,
+            SLOT_SALT ^ slot,
+        ));
+        let max_n = u64::from(max_blocks.min(ctx.io_blocks))
+            .min(ctx.blocks)
+            .max(1);
+        let mut bufs = Bufs {
+            main: ctx.buffer(),
+            other: ctx.buffer(),
+        };
+        let mut tries = 0u32;
+        while ctx.keep_going(&ctx.stats.bytes_written) {
+            let n = 1 + rng.next_u64() % max_n;
+            let start = ctx.first_lba + rng.next_u64() % (ctx.blocks - n + 1);
+            if !res.try_reserve(start, start + n) {
+                tries += 1;
+                if tries % 8 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                continue;
             }
-            continue;
+            let kinds: Vec<StateKind> = (0..n).map(|_| mix.pick(rng.next_u64())).collect();
+            let fua = rng.next_u64() % 100 < u64::from(mix.fua);
+            process(ctx, table, self.dur, &mut bufs, start, &kinds, fua).await;
+            res.release(start);
         }
-        let kinds: Vec<StateKind> = (0..n).map(|_| mix.pick(rng.next_u64())).collect();
-        process(ctx, table, &mut bufs, start, &kinds).await;
-        res.release(start);
     }
 }
 
@@ -196,9 +234,11 @@ struct Bufs {
 async fn process(
     ctx: &Arc<Ctx>,
     table: &Arc<StateTable>,
+    dur: &Durability,
     bufs: &mut Bufs,
     start: u64,
     kinds: &[StateKind],
+    fua: bool,
 ) {
     let bs = ctx.bs();
     let n = kinds.len();
@@ -262,18 +302,19 @@ async fn process(
         }
         let (lba, count) = (start + a as u64, (b - a) as u64);
         let mut write_as_unique = false;
+        // In flight: what the blocks hold is unknown until the command ends.
+        (a..b).for_each(|i| set_keeping_verified(table, start + i as u64, BlockState::UNKNOWN));
         if trim {
             match ctx.dev.unmap(&[LbaRange::new(lba, count)]).await {
                 Ok(()) => {
                     Stats::add(&ctx.stats.trims, 1);
                     Stats::add(&ctx.stats.blocks_trimmed, count);
                     for (i, &g) in gens.iter().enumerate().take(b).skip(a) {
-                        set_keeping_verified(
-                            table,
-                            start + i as u64,
-                            BlockState::new(StateKind::Trimmed, g),
-                        );
+                        let st = BlockState::new(StateKind::Trimmed, g);
+                        set_keeping_verified(table, start + i as u64, st);
+                        dur.wrote(start + i as u64, st, false);
                     }
+                    dur.command_done(ctx).await;
                 }
                 Err(DeviceError::Unsupported { .. }) => {
                     Stats::add(&ctx.stats.trims_skipped, 1);
@@ -292,14 +333,14 @@ async fn process(
             // The unique content for these blocks is already rendered.
             let r = if a == 0 && b == n {
                 let buf = std::mem::take(&mut bufs.main);
-                let (buf, r) = ctx.dev.write(lba, buf, false).await;
+                let (buf, r) = ctx.dev.write(lba, buf, fua).await;
                 bufs.main = buf;
                 r
             } else {
                 bufs.other.set_len((b - a) * bs);
                 bufs.other.copy_from_slice(&bufs.main[a * bs..b * bs]);
                 let buf = std::mem::take(&mut bufs.other);
-                let (buf, r) = ctx.dev.write(lba, buf, false).await;
+                let (buf, r) = ctx.dev.write(lba, buf, fua).await;
                 bufs.other = buf;
                 r
             };
@@ -318,12 +359,11 @@ async fn process(
                             &ctx.stats.writes_unique
                         };
                         Stats::add(counter, 1);
-                        set_keeping_verified(
-                            table,
-                            start + i as u64,
-                            BlockState::new(kind, gens[i]),
-                        );
+                        let st = BlockState::new(kind, gens[i]);
+                        set_keeping_verified(table, start + i as u64, st);
+                        dur.wrote(start + i as u64, st, fua);
                     }
+                    dur.command_done(ctx).await;
                 }
                 Err(e) => {
                     ctx.io_error(&e);
@@ -362,7 +402,8 @@ mod tests {
             Ok(Mix {
                 unique: 1,
                 duplicate: 0,
-                trim: 0
+                trim: 0,
+                fua: 0
             })
         );
         assert!("trim=0".parse::<Mix>().is_err());
@@ -372,7 +413,10 @@ mod tests {
             unique: 1,
             duplicate: 1,
             trim: 2,
+            fua: 0,
         };
+        assert_eq!("u=1,fua=25".parse::<Mix>().map(|m| m.fua), Ok(25));
+        assert!("u=1,fua=101".parse::<Mix>().is_err());
         let picks: Vec<StateKind> = (0..4).map(|r| m.pick(r)).collect();
         assert_eq!(
             picks,

@@ -51,6 +51,14 @@ pub struct Stats {
     pub trims_skipped: AtomicU64,
     pub writes_unique: AtomicU64,
     pub writes_duplicate: AtomicU64,
+    /// Check: blocks holding their durable content, not a later unflushed
+    /// write (a power loss may lose those: a notice, not a failure).
+    pub legally_lost: AtomicU64,
+    /// Check: mismatching blocks whose expected content was durable.
+    pub lost_flushed: AtomicU64,
+    /// Check of a provisional state: blocks holding a newer write of the
+    /// same run (made after the state was saved).
+    pub rewritten_after_save: AtomicU64,
 }
 
 fn class_index(c: Class) -> usize {
@@ -206,6 +214,19 @@ pub struct Summary {
     pub exit_code: u8,
     /// A command that checks this run's data later, when there is one.
     pub check_command: Option<String>,
+    /// Check: blocks that lost an unflushed write and hold their durable
+    /// content (legal on a write-back device after a power loss).
+    pub legally_lost: u64,
+    /// Check: mismatches where the expected write had been flushed (or
+    /// written with FUA): the device lost a write it promised to keep.
+    pub lost_flushed_writes: u64,
+    /// Check of a provisional (periodic or SIGKILLed) state: blocks that
+    /// hold a newer write of the same run.
+    pub rewritten_after_save: u64,
+    /// Random mode: flushes and blocks whose last write was not flushed
+    /// when the run ended.
+    pub flushes: u64,
+    pub unflushed_blocks: u64,
 }
 
 /// A percentage rounded down to 0.1, so that 99.99 does not read 100.0.
@@ -291,6 +312,34 @@ impl Summary {
         }
         if let Some(r) = &self.trim_skip_reason {
             let _ = writeln!(s, "  trims skipped: {r}");
+        }
+        if self.flushes > 0 || self.unflushed_blocks > 0 {
+            let _ = writeln!(
+                s,
+                "  flushes   {} (blocks not flushed at the end: {})",
+                self.flushes, self.unflushed_blocks
+            );
+        }
+        if self.legally_lost > 0 {
+            let _ = writeln!(
+                s,
+                "  notice: {} blocks legally lost (an unflushed write is missing, the flushed content is there: allowed after a power loss of a write-back device)",
+                self.legally_lost
+            );
+        }
+        if self.rewritten_after_save > 0 {
+            let _ = writeln!(
+                s,
+                "  notice: {} blocks hold a newer write of the same run than the state file (saved while the run went on)",
+                self.rewritten_after_save
+            );
+        }
+        if self.lost_flushed_writes > 0 {
+            let _ = writeln!(
+                s,
+                "  LOST FLUSHED WRITES: {} (the device lost writes it had flushed or written with FUA)",
+                self.lost_flushed_writes
+            );
         }
         if self.mismatch_count == 0 {
             let _ = writeln!(s, "  mismatches: none");

@@ -13,6 +13,16 @@
 //! trim promise, then the table run-length encoded as `[first_lba, count,
 //! kind, generation]` extents. Its JSON Schema is
 //! docs/schemas/verify-state.schema.json.
+//!
+//! What the file promises: `extents` is what every block held as the run
+//! knew it when the file was written (blocks in flight then are unknown);
+//! `durable_extents` is what each block holds for sure after a power loss
+//! (flushed, or written with FUA); `provisional` marks a file written while
+//! the run went on (`--state-every`): a block may since have been rewritten
+//! with a newer generation of the same run. `identity` and
+//! `capacity_blocks` name the LUN or file it belongs to; `--check` refuses
+//! another. The file is written whole: a temporary file, fsync, rename,
+//! fsync of the directory ([`write_durably`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -227,15 +237,73 @@ pub struct StateFile {
     /// Trimmed blocks read back as zeros on that target.
     pub trim_zeroes: bool,
     pub extents: Vec<Extent>,
+    /// What each block holds for sure after a power loss (flushed or FUA);
+    /// empty in files of runs without the durability model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub durable_extents: Vec<Extent>,
+    /// Written while the run went on: later writes of the same run may
+    /// have replaced blocks with newer generations.
+    #[serde(default)]
+    pub provisional: bool,
+    /// The device's identity: the LUN's device identification (VPD page
+    /// 0x83) for iSCSI, the path for a file or block device.
+    #[serde(default)]
+    pub identity: String,
+    /// The device's capacity in blocks when the file was written.
+    #[serde(default)]
+    pub capacity_blocks: u64,
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new
+/// one, never a mix: a temporary file in the same directory, fsync, rename
+/// over `path`, fsync of the directory. `-` is stdout.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return out.flush();
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl StateFile {
     /// Writes the state file (whole: a temporary file renamed into place)
     /// in the envelope; `interrupted` when a signal stopped the run.
     pub fn save(&self, path: &Path, interrupted: bool) -> anyhow::Result<()> {
-        self.envelope(interrupted)
-            .write(path, self)
+        let mut text = self
+            .envelope(interrupted)
+            .to_line(self)
+            .context("serializing the state")?;
+        text.push('\n');
+        write_durably(path, text.as_bytes())
             .with_context(|| format!("writing the state file {}", path.display()))
+    }
+
+    /// Why this state file does not belong to a device of `identity` and
+    /// `capacity_blocks` (files without an identity are trusted).
+    pub fn mismatch(&self, identity: &str, capacity_blocks: u64) -> Option<String> {
+        if !self.identity.is_empty() && self.identity != identity {
+            return Some(format!(
+                "the state file is for {} ({}), this target is {identity}",
+                self.target, self.identity
+            ));
+        }
+        if self.capacity_blocks != 0 && self.capacity_blocks != capacity_blocks {
+            return Some(format!(
+                "the state file is for a target of {} blocks, this one has {capacity_blocks}",
+                self.capacity_blocks
+            ));
+        }
+        None
     }
 
     /// The envelope the state file is written in.
@@ -368,7 +436,18 @@ mod tests {
             blocks: 10,
             trim_zeroes: true,
             extents: ext,
+            durable_extents: Vec::new(),
+            provisional: false,
+            identity: "t".into(),
+            capacity_blocks: 110,
         };
+        assert_eq!(file.mismatch("t", 110), None);
+        assert!(
+            file.mismatch("other", 110)
+                .unwrap()
+                .contains("this target is other")
+        );
+        assert!(file.mismatch("t", 111).unwrap().contains("110 blocks"));
         let json = file.envelope(false).to_line(&file).unwrap();
         assert!(json.contains("[102,3,\"unique\",2]"), "{json}");
         assert!(

@@ -487,10 +487,23 @@ fn data_in_exp_data_sn(ctx: &mut Ctx) -> CaseFuture<'_> {
         // An underflow makes some targets send the status separately.
         let bs = u64::from(ctx.block_size);
         let out = read(ctx, 0, 4, |r| r.edtl = (8 * bs) as u32).await?;
+        // The precondition (status in a SCSI Response after Data-In) is
+        // only known once the exchange ended with a status.
+        if out.end != End::Status {
+            return Err(Fail::check(format!(
+                "the read ended with {} before its status: the precondition (status in a SCSI Response) cannot be checked",
+                out.describe()
+            )));
+        }
         let (Some(rsp), false) = (out.response_pdu.as_ref(), out.data_ins.is_empty()) else {
-            return Err(Fail::skip(
-                "the target phase-collapsed the status into the last Data-In",
-            ));
+            let collapsed = out.data_ins.last().is_some_and(|d| d.pdu.status.is_some());
+            return Err(if collapsed {
+                Fail::skip("the target phase-collapsed the status into the last Data-In")
+            } else {
+                Fail::skip(
+                    "the read got no Data-In before its SCSI Response: ExpDataSN has nothing to count",
+                )
+            });
         };
         ensure(rsp.exp_data_sn == out.data_ins.len() as u32, || {
             format!(

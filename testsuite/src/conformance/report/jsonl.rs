@@ -1,5 +1,5 @@
 //! JSON lines: one object per line. The first is the run header: the
-//! common envelope (`schema` `iesp-test/conformance-jsonl/2`,
+//! common envelope (`schema` `iesp-test/conformance-jsonl/3`,
 //! `tool_version`, `started_at`, `seed`, `args`, `interrupted`, see
 //! [`iesp_cli::envelope`]) followed by `"type": "run"` and the target;
 //! then one `"type": "case"` per case instance, then a `"type": "summary"`.
@@ -19,6 +19,7 @@ pub fn header(report: &RunReport, envelope: &Envelope) -> String {
             "type": "run",
             "tool": "iesp-test conformance",
             "target": report.target,
+            "notes": report.notes,
         }))
         // A map of strings and numbers always serializes.
         .unwrap_or_default()
@@ -64,6 +65,9 @@ pub fn render(report: &RunReport, envelope: &Envelope) -> String {
             "fail": report.count(OutcomeKind::Fail),
             "skip": report.count(OutcomeKind::Skip),
             "error": report.count(OutcomeKind::Error),
+            "not_run": report.count(OutcomeKind::NotRun),
+            "killer": report.killer,
+            "unclean": report.unclean_summary(report.results.len()),
             "duration_ms": report.duration.as_secs_f64() * 1000.0,
             "interrupted": envelope.interrupted,
         })
@@ -85,6 +89,8 @@ mod tests {
     #[test]
     fn every_line_parses_and_the_header_is_the_envelope() {
         let report = RunReport {
+            killer: None,
+            notes: Vec::new(),
             results: vec![CaseResult {
                 id: CaseId::new("iSCSI", "StatSN", "Increments"),
                 profile: "digests",
@@ -121,7 +127,7 @@ mod tests {
             .collect();
         assert_eq!(values.len(), 3);
         assert_eq!(values[0]["type"], "run");
-        assert_eq!(values[0]["schema"], "iesp-test/conformance-jsonl/2");
+        assert_eq!(values[0]["schema"], "iesp-test/conformance-jsonl/3");
         assert_eq!(values[0]["seed"], 7);
         assert_eq!(values[0]["args"][1], "conformance");
         assert_eq!(values[0]["interrupted"], false);

@@ -7,7 +7,10 @@
 //! spec section and level go to the case's `<system-out>` (the schema
 //! allows no properties on a test case). Each `<testsuite>` carries the
 //! run's envelope as `<properties>`: `seed`, `schema`, `tool_version`,
-//! `started_at`, `args`, `interrupted` and `target`.
+//! `started_at`, `args`, `interrupted` and `target`; then `probable_killer`
+//! when the target died during the run, and the run's notes (`note.1`, …:
+//! profiles, exclusions, tolerated login answers). A case the run did not
+//! reach is `<skipped message="NOT RUN: …">`.
 //!
 //! The document model and XML escaping are `quick-junit`'s (it also drops
 //! characters XML 1.0 cannot carry and ANSI escapes). One adjustment:
@@ -55,6 +58,12 @@ fn case(r: &CaseResult) -> TestCase {
                 .set_description(detail(r));
             st
         }
+        // JUnit has no "not run": a skip whose message says so.
+        Outcome::NotRun(why) => {
+            let mut st = TestCaseStatus::skipped();
+            st.set_message(format!("NOT RUN: {}", first_line(why)));
+            st
+        }
     };
     let mut tc = TestCase::new(r.id.name.as_str(), status);
     tc.set_classname(r.suite())
@@ -77,6 +86,12 @@ fn properties(report: &RunReport, envelope: &Envelope) -> Vec<Property> {
         Property::new("interrupted", envelope.interrupted.to_string()),
         Property::new("target", report.target.as_str()),
     ]);
+    if let Some(k) = &report.killer {
+        p.push(Property::new("probable_killer", k.as_str()));
+    }
+    for (i, n) in report.notes.iter().enumerate() {
+        p.push(Property::new(format!("note.{}", i + 1), n.as_str()));
+    }
     p
 }
 
@@ -154,6 +169,8 @@ mod tests {
             notes: vec![],
         };
         let report = RunReport {
+            killer: None,
+            notes: Vec::new(),
             results: vec![
                 mk("A", "default", Outcome::Pass),
                 mk("B", "default", Outcome::Skip("needs CHAP".into())),
@@ -197,7 +214,7 @@ mod tests {
             "{xml}"
         );
         assert!(
-            xml.contains("<property name=\"schema\" value=\"iesp-test/conformance-jsonl/2\"/>"),
+            xml.contains("<property name=\"schema\" value=\"iesp-test/conformance-jsonl/3\"/>"),
             "{xml}"
         );
         assert!(

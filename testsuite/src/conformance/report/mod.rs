@@ -25,7 +25,9 @@ pub mod traceability;
 pub const JSONL_OUTPUT: &str = "conformance-jsonl";
 /// The version of the JSON lines format (bump on incompatible changes).
 /// 2: the header line is the common envelope (was `format_version` 1).
-pub const JSONL_VERSION: u32 = 2;
+/// 3: outcome `not-run`; the header's `notes`; the summary's `not_run`,
+/// `killer` and `unclean`.
+pub const JSONL_VERSION: u32 = 3;
 
 /// The envelope of a conformance run's reports (the JSON lines schema).
 pub fn envelope(started: SystemTime, seed: u64, args: Vec<String>, interrupted: bool) -> Envelope {
@@ -35,14 +37,14 @@ pub fn envelope(started: SystemTime, seed: u64, args: Vec<String>, interrupted: 
 }
 
 /// Per-suite counts, in the order suites first appear.
-pub fn suite_counts(results: &[super::CaseResult]) -> Vec<(String, [usize; 4])> {
-    let mut out: Vec<(String, [usize; 4])> = Vec::new();
+pub fn suite_counts(results: &[super::CaseResult]) -> Vec<(String, [usize; 5])> {
+    let mut out: Vec<(String, [usize; 5])> = Vec::new();
     for r in results {
         let s = r.suite();
         let i = match out.iter().position(|(n, _)| *n == s) {
             Some(i) => i,
             None => {
-                out.push((s, [0; 4]));
+                out.push((s, [0; 5]));
                 out.len() - 1
             }
         };

@@ -35,6 +35,13 @@ pub fn point(n: usize, r: &CaseResult) -> String {
                 why.replace('#', "\\#").replace('\n', " ")
             );
         }
+        Outcome::NotRun(why) => {
+            let _ = writeln!(
+                s,
+                "ok {n} - {id} # SKIP NOT RUN: {}",
+                why.replace('#', "\\#").replace('\n', " ")
+            );
+        }
         Outcome::Fail(_) | Outcome::Error(_) => {
             let _ = writeln!(s, "not ok {n} - {id}");
             let _ = writeln!(s, "  ---");
@@ -68,8 +75,14 @@ fn head(planned: usize, envelope: &Envelope) -> String {
 /// A whole report as TAP.
 pub fn render(report: &RunReport, envelope: &Envelope) -> String {
     let mut s = head(report.results.len(), envelope);
+    for n in &report.notes {
+        let _ = writeln!(s, "# note: {}", n.replace('\n', " "));
+    }
     for (i, r) in report.results.iter().enumerate() {
         s.push_str(&point(i + 1, r));
+    }
+    if let Some(k) = &report.killer {
+        let _ = writeln!(s, "# probable killer: {k}");
     }
     if envelope.interrupted {
         s.push_str("# interrupted: true\n");
@@ -128,6 +141,8 @@ mod tests {
             notes: vec![],
         };
         let report = RunReport {
+            killer: None,
+            notes: Vec::new(),
             results: vec![
                 mk(Outcome::Pass),
                 mk(Outcome::Skip("needs # CHAP".into())),

@@ -17,6 +17,8 @@ pub struct Progress<W: Write + Send> {
     done: usize,
     /// Print failure details as they happen.
     pub verbose: bool,
+    /// Cases not run so far: only the first gets a line.
+    not_run: usize,
 }
 
 impl<W: Write + Send> Progress<W> {
@@ -26,6 +28,7 @@ impl<W: Write + Send> Progress<W> {
             total: 0,
             done: 0,
             verbose,
+            not_run: 0,
         }
     }
 }
@@ -37,6 +40,26 @@ impl<W: Write + Send> Listener for Progress<W> {
 
     fn finished(&mut self, r: &CaseResult) {
         self.done += 1;
+        if let Outcome::NotRun(_) = r.outcome {
+            self.not_run += 1;
+            if self.not_run > 1 {
+                return;
+            }
+            let _ = writeln!(
+                self.out,
+                "{} (and every later case: see the summary)",
+                line(r, self.done, self.total)
+            );
+            let _ = self.out.flush();
+            return;
+        }
+        for n in r
+            .notes
+            .iter()
+            .filter(|n| n.starts_with("the target stopped answering"))
+        {
+            let _ = writeln!(self.out, "  note: {n}");
+        }
         let _ = writeln!(self.out, "{}", line(r, self.done, self.total));
         if self.verbose && !matches!(r.outcome, Outcome::Pass | Outcome::Skip(_)) {
             let _ = write!(self.out, "{}", detail(r));
@@ -51,6 +74,7 @@ fn tag(k: OutcomeKind) -> &'static str {
         OutcomeKind::Fail => "FAIL ",
         OutcomeKind::Skip => "SKIP ",
         OutcomeKind::Error => "ERROR",
+        OutcomeKind::NotRun => "NOT RUN",
     }
 }
 
@@ -78,7 +102,7 @@ pub fn line(r: &CaseResult, n: usize, total: usize) -> String {
                 f.message.lines().next().unwrap_or("")
             );
         }
-        Outcome::Error(e) => {
+        Outcome::Error(e) | Outcome::NotRun(e) => {
             let _ = write!(s, " — {}", e.lines().next().unwrap_or(""));
         }
     }
@@ -113,17 +137,24 @@ pub fn detail(r: &CaseResult) -> String {
 
 /// Counts per suite, as a table.
 pub fn suite_table(report: &RunReport) -> Table {
-    let mut t = table(["suite", "pass", "fail", "skip", "error"]);
-    for (name, c) in super::suite_counts(&report.results) {
-        t.add_row([
-            name,
-            c[0].to_string(),
-            c[1].to_string(),
-            c[2].to_string(),
-            c[3].to_string(),
-        ]);
+    let not_run = report.count(OutcomeKind::NotRun) > 0;
+    let mut header = vec!["suite", "pass", "fail", "skip", "error"];
+    if not_run {
+        header.push("not run");
     }
-    for i in 1..=4 {
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.clone());
+    if let Some(c) = t.column_mut(0) {
+        c.set_padding((0, 1));
+    }
+    for (name, c) in super::suite_counts(&report.results) {
+        let mut row = vec![name];
+        row.extend(c[..header.len() - 1].iter().map(ToString::to_string));
+        t.add_row(row);
+    }
+    for i in 1..header.len() {
         if let Some(col) = t.column_mut(i) {
             col.set_cell_alignment(CellAlignment::Right);
         }
@@ -163,9 +194,23 @@ fn table<const N: usize>(header: [&str; N]) -> Table {
     t
 }
 
+/// The run's notes (seed, profiles, exclusions, tolerated login answers,
+/// the probable killer), one per line: what the terminal prints first and
+/// every report carries at its top.
+pub fn notes(report: &RunReport) -> String {
+    let mut s = String::new();
+    for n in &report.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
 /// Failures in detail, counts per suite, the total.
 pub fn summary(report: &RunReport) -> String {
     let mut s = String::new();
+    if !report.notes.is_empty() {
+        let _ = write!(s, "\n{}", notes(report));
+    }
     let bad: Vec<&CaseResult> = report
         .results
         .iter()
@@ -190,6 +235,9 @@ pub fn summary(report: &RunReport) -> String {
         n(OutcomeKind::Error),
         report.duration.as_secs_f64()
     );
+    if let Some(u) = report.unclean_summary(report.results.len()) {
+        let _ = writeln!(s, "{u}");
+    }
     s
 }
 
@@ -232,6 +280,8 @@ mod tests {
             ..fail.clone()
         };
         let report = RunReport {
+            killer: None,
+            notes: Vec::new(),
             results: vec![pass, fail],
             started: SystemTime::now(),
             duration: Duration::from_millis(1500),
