@@ -32,7 +32,7 @@ use iesp_initiator::{
 use iesp_proto::scsi::inquiry::{BlockLimits, VpdPageCode};
 use iesp_proto::scsi::unmap::UnmapDescriptor;
 use iesp_proto::scsi::{
-    Cdb, CdbSize, ReadCapacity16Data, ScsiStatus, UnmapParameters, Vpd, VpdPage,
+    Cdb, CdbSize, ReadCapacity16Data, ScsiStatus, SenseKey, UnmapParameters, Vpd, VpdPage,
 };
 
 use crate::{
