@@ -3,8 +3,19 @@
 //! Renders the measurements of `iesp-test bench` (IOPS against queue depth,
 //! latency CDF, time series) to PNG with `plotters`, and will read the
 //! tab-separated `bs threads value` files of iESP's old gnuplot script so
-//! existing results can be migrated (the bench issue brings the chart
-//! kinds; this crate settles how charts are drawn).
+//! existing results can be migrated. It also owns the result data that
+//! bench writes and plot reads.
+//!
+//! ## Layout
+//!
+//! - [`data`] — the bench report body, its points (with serialised
+//!   histograms and per-second series), merging, the [`data::Recorder`].
+//! - [`hist`] — HDR latency histograms, V2 + base64.
+//! - [`input`] — reading bench JSON, bench CSV and legacy `.dat` files
+//!   (errors name file and line); the CSV and `.dat` line formats.
+//! - [`charts`] — log-x line charts and the block size × jobs heatmap
+//!   ([`line_chart`] is here).
+//! - [`render`] — which inputs feed which PNG of `iesp-test plot`.
 //!
 //! ## Fonts: embedded, no fontconfig
 //!
@@ -16,6 +27,12 @@
 //! neither fontconfig nor freetype. [`register_fonts`] makes the font
 //! plotters' `sans-serif` (and [`FONT`]); every drawing function here calls
 //! it first.
+
+pub mod charts;
+pub mod data;
+pub mod hist;
+pub mod input;
+pub mod render;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -80,7 +97,7 @@ pub struct LineChart<'a> {
 }
 
 /// The smallest range holding `values`, widened when it is a single value.
-fn range(values: impl Iterator<Item = f64>) -> Option<std::ops::Range<f64>> {
+pub(crate) fn range(values: impl Iterator<Item = f64>) -> Option<std::ops::Range<f64>> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold(None, |acc: Option<(f64, f64)>, v| match acc {
