@@ -6,6 +6,8 @@
 //!
 //! - [`selftest`] — the whole stack against the embedded reference target.
 //! - [`verify`] — write/read-verify of files, block devices and LUNs.
+//! - [`bench`] — IOPS and latency sweeps (and `bench merge`).
+//! - [`plot`] — PNG charts of bench results (over [`iesp_plots`]).
 //! - [`conformance`] — the protocol-level conformance suite against any target.
 //! - [`output`] — progress, human-readable figures, output paths, JSON files.
 //! - [`exit`] — exit codes (docs/cli.md) and the error that carries one.
@@ -23,8 +25,10 @@
 pub use iesp_blockio as device;
 pub use iesp_blockio::{block, pattern};
 
+pub mod bench;
 pub mod conformance;
 pub mod output;
+pub mod plot;
 pub mod selftest;
 pub mod signal;
 pub mod verify;
