@@ -56,6 +56,7 @@ where
     c.configure_mesh()
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
+        .y_label_formatter(&|v| tick(*v))
         .label_style((FONT, 14))
         .draw()
         .map_err(|e| err(&e))?;
@@ -66,8 +67,11 @@ where
             .map_err(|e| err(&e))?
             .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
-        c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| err(&e))?;
+        // Markers on measured points, not on a CDF's thousands of steps.
+        if pts.len() <= 40 {
+            c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| err(&e))?;
+        }
     }
     c.configure_series_labels()
         .label_font((FONT, 14))
@@ -99,6 +103,17 @@ fn shade(t: f64) -> RGBColor {
     let t = t.clamp(0.0, 1.0);
     let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * t).round() as u8;
     RGBColor(mix(255, 37), mix(255, 52), mix(204, 148))
+}
+
+/// An axis tick: whole numbers without decimals, large ones short.
+pub fn tick(v: f64) -> String {
+    if v.abs() >= 1e4 {
+        short(v)
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 /// `12.3k`-style short numbers for cells.
@@ -151,7 +166,13 @@ pub fn heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), PlotError> {
         .label_style((FONT, 14))
         .draw()
         .map_err(|e| err(&e))?;
-    let cell_font = (FONT, 13).into_font();
+    let cell_font = (FONT, 16)
+        .into_font()
+        .into_text_style(&root)
+        .pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Center,
+        ));
     for (r, row) in map.cells.iter().enumerate() {
         for (col, v) in row.iter().enumerate() {
             let Some(v) = *v else { continue };
@@ -165,7 +186,7 @@ pub fn heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), PlotError> {
             let text_color = if t > 0.55 { WHITE } else { BLACK };
             c.draw_series(std::iter::once(Text::new(
                 short(v),
-                (x + 0.3, y + 0.6),
+                (x + 0.5, y + 0.5),
                 cell_font.color(&text_color),
             )))
             .map_err(|e| err(&e))?;

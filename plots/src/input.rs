@@ -102,7 +102,7 @@ pub enum Input {
 /// What [`load`] found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Loaded {
-    /// Data to draw, with a label (the file's stem).
+    /// Data to draw, with a label (the file's name).
     Data { label: String, input: Input },
     /// A valid file without anything to draw; why.
     Skipped(String),
@@ -146,7 +146,7 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
         err(Some(line), "not UTF-8 text".into())
     })?;
     let label = path
-        .file_stem()
+        .file_name()
         .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
     let input = if text.trim_start().starts_with('{') {
         match json(&text).map_err(|(l, m)| err(l, m))? {

@@ -127,12 +127,13 @@ pub fn line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotError> {
         .caption(chart.title, (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(60)
+        .y_label_area_size(70)
         .build_cartesian_2d(xs, ys)
         .map_err(|e| err(&e))?;
     c.configure_mesh()
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
+        .y_label_formatter(&|v| charts::tick(*v))
         .label_style((FONT, 14))
         .draw()
         .map_err(|e| err(&e))?;

@@ -39,7 +39,7 @@ pub fn bs_name(bs: u64) -> String {
 }
 
 fn point_label(prefix: &str, p: &Point, with_qd: bool) -> String {
-    let mut s = format!("{prefix}{} {} {}", p.target, p.rw, bs_name(p.bs));
+    let mut s = format!("{prefix}{} {}", p.target, bs_name(p.bs));
     if p.jobs > 1 {
         s.push_str(&format!(" ×{}", p.jobs));
     }
