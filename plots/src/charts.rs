@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
-use crate::{FONT, LineChart, PlotError, range, register_fonts};
+use crate::{FONT, LineChart, PlotError, from_zero, range, register_fonts};
 
 fn draw_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> PlotError + '_ {
     move |e| PlotError::Draw {
@@ -27,7 +27,7 @@ pub fn log_x_line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotEr
             .filter(|p| p.0 > 0.0)
     };
     let xs = range(all().map(|p| p.0)).ok_or(PlotError::Empty)?;
-    let ys = range(all().map(|p| p.1)).ok_or(PlotError::Empty)?;
+    let ys = from_zero(range(all().map(|p| p.1)).ok_or(PlotError::Empty)?);
     let xs = xs.start.max(f64::MIN_POSITIVE)..xs.end;
     draw_lines(path, chart, xs.log_scale(), ys)
 }

@@ -188,6 +188,21 @@ impl Point {
     }
 }
 
+impl Second {
+    /// Commands per second in this second: a point's last second may be
+    /// partial (a runtime that is not whole seconds), and counts as the
+    /// part of it that was measured.
+    pub fn iops(&self, elapsed_s: f64) -> f64 {
+        let covered = (elapsed_s - f64::from(self.t)).clamp(1e-3, 1.0);
+        self.ops as f64 / covered
+    }
+
+    /// MiB/s in this second (see [`Second::iops`]).
+    pub fn mib_s(&self, elapsed_s: f64) -> f64 {
+        self.iops(elapsed_s) * self.bytes as f64 / self.ops.max(1) as f64 / f64::from(1u32 << 20)
+    }
+}
+
 /// CPU seconds per command, in µs (0 without commands).
 pub fn per_io_us(cpu_s: f64, ops: u64) -> f64 {
     if ops == 0 { 0.0 } else { cpu_s * 1e6 / ops as f64 }

@@ -111,12 +111,18 @@ pub(crate) fn range(values: impl Iterator<Item = f64>) -> Option<std::ops::Range
     }
 }
 
+/// `r` widened down to 0 when it is all positive (rates and counts are
+/// read against zero).
+pub(crate) fn from_zero(r: std::ops::Range<f64>) -> std::ops::Range<f64> {
+    if r.start > 0.0 { 0.0..r.end } else { r }
+}
+
 /// Draws `chart` as a PNG file at `path`.
 pub fn line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotError> {
     register_fonts()?;
     let all = || chart.series.iter().flat_map(|s| s.points.iter());
     let xs = range(all().map(|p| p.0)).ok_or(PlotError::Empty)?;
-    let ys = range(all().map(|p| p.1)).ok_or(PlotError::Empty)?;
+    let ys = from_zero(range(all().map(|p| p.1)).ok_or(PlotError::Empty)?);
     let err = |e: &dyn std::fmt::Display| PlotError::Draw {
         path: path.display().to_string(),
         message: e.to_string(),

@@ -97,7 +97,7 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                     let t0 = clock.entry(key.clone()).or_insert(0.0);
                     for s in &p.series {
                         let t = *t0 + f64::from(s.t) + 1.0;
-                        iops_t.entry(key.clone()).or_default().push((t, s.ops as f64));
+                        iops_t.entry(key.clone()).or_default().push((t, s.iops(p.elapsed_s)));
                         p99_t.entry(key.clone()).or_default().push((t, s.p99_us));
                     }
                     *t0 += p.series.len() as f64;

@@ -175,12 +175,12 @@ pub fn csv(body: &BenchBody) -> String {
         for sec in &p.series {
             let row = CsvRow {
                 time_ms: (*t0 + u64::from(sec.t) + 1) * 1000,
-                iops: sec.ops as f64,
+                iops: sec.iops(p.elapsed_s),
                 ddir,
                 bs: p.bs,
                 lat_mean_us: sec.mean_us,
                 lat_p99_us: sec.p99_us,
-                mib_s: sec.bytes as f64 / f64::from(1u32 << 20),
+                mib_s: sec.mib_s(p.elapsed_s),
                 target: p.target.clone(),
                 qd: p.qd,
                 jobs: p.jobs,
