@@ -166,13 +166,14 @@ pub fn heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), PlotError> {
         .label_style((FONT, 14))
         .draw()
         .map_err(|e| err(&e))?;
-    let cell_font = (FONT, 16)
-        .into_font()
-        .into_text_style(&root)
-        .pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Center,
-            plotters::style::text_anchor::VPos::Center,
-        ));
+    let cell_font =
+        (FONT, 16)
+            .into_font()
+            .into_text_style(&root)
+            .pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Center,
+            ));
     for (r, row) in map.cells.iter().enumerate() {
         for (col, v) in row.iter().enumerate() {
             let Some(v) = *v else { continue };

@@ -205,7 +205,11 @@ impl Second {
 
 /// CPU seconds per command, in µs (0 without commands).
 pub fn per_io_us(cpu_s: f64, ops: u64) -> f64 {
-    if ops == 0 { 0.0 } else { cpu_s * 1e6 / ops as f64 }
+    if ops == 0 {
+        0.0
+    } else {
+        cpu_s * 1e6 / ops as f64
+    }
 }
 
 /// One second's accumulator.

@@ -92,7 +92,11 @@ impl Latency {
 
     /// Mean, microseconds.
     pub fn mean_us(&self) -> f64 {
-        if self.h.is_empty() { 0.0 } else { self.h.mean() / 1000.0 }
+        if self.h.is_empty() {
+            0.0
+        } else {
+            self.h.mean() / 1000.0
+        }
     }
 
     /// The summary figures.
@@ -120,7 +124,10 @@ impl Latency {
             .iter_recorded()
             .map(|v| {
                 seen += v.count_at_value();
-                (v.value_iterated_to() as f64 / 1000.0, seen as f64 * 100.0 / total)
+                (
+                    v.value_iterated_to() as f64 / 1000.0,
+                    seen as f64 * 100.0 / total,
+                )
             })
             .collect()
     }
@@ -153,13 +160,22 @@ mod tests {
 
     #[test]
     fn round_trips_and_merges_exactly() {
-        let values: Vec<u64> = (0..10_000u64).map(|i| 20_000 + (i * 7919) % 3_000_000).collect();
+        let values: Vec<u64> = (0..10_000u64)
+            .map(|i| 20_000 + (i * 7919) % 3_000_000)
+            .collect();
         let (mut a, mut b, mut all) = (Latency::new(), Latency::new(), Latency::new());
         for (i, &v) in values.iter().enumerate() {
-            if i % 2 == 0 { a.record_ns(v) } else { b.record_ns(v) }
+            if i % 2 == 0 {
+                a.record_ns(v)
+            } else {
+                b.record_ns(v)
+            }
             all.record_ns(v);
         }
-        let (a, b) = (Latency::decode(&a.encode()).unwrap(), Latency::decode(&b.encode()).unwrap());
+        let (a, b) = (
+            Latency::decode(&a.encode()).unwrap(),
+            Latency::decode(&b.encode()).unwrap(),
+        );
         let mut m = a.clone();
         m.merge(&b);
         assert_eq!(m.count(), 10_000);

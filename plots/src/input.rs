@@ -145,9 +145,10 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
             + 1;
         err(Some(line), "not UTF-8 text".into())
     })?;
-    let label = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+    let label = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
     let input = if text.trim_start().starts_with('{') {
         match json(&text).map_err(|(l, m)| err(l, m))? {
             Some(b) => Input::Bench(b),
@@ -158,7 +159,11 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
                 )));
             }
         }
-    } else if text.lines().next().is_some_and(|l| l.trim() == CSV_HEADER.join(",")) {
+    } else if text
+        .lines()
+        .next()
+        .is_some_and(|l| l.trim() == CSV_HEADER.join(","))
+    {
         Input::Csv(csv(&text).map_err(|(l, m)| err(Some(l), m))?)
     } else {
         Input::Dat(dat(&text).map_err(|(l, m)| err(Some(l), m))?)

@@ -97,7 +97,10 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                     let t0 = clock.entry(key.clone()).or_insert(0.0);
                     for s in &p.series {
                         let t = *t0 + f64::from(s.t) + 1.0;
-                        iops_t.entry(key.clone()).or_default().push((t, s.iops(p.elapsed_s)));
+                        iops_t
+                            .entry(key.clone())
+                            .or_default()
+                            .push((t, s.iops(p.elapsed_s)));
                         p99_t.entry(key.clone()).or_default().push((t, s.p99_us));
                     }
                     *t0 += p.series.len() as f64;
@@ -110,7 +113,11 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                 let mut sums: BTreeMap<(String, u32), (f64, f64)> = BTreeMap::new();
                 for r in rows {
                     let key = format!("{pre}{} {}", r.target, bs_name(r.bs));
-                    let key = if r.jobs > 1 { format!("{key} ×{}", r.jobs) } else { key };
+                    let key = if r.jobs > 1 {
+                        format!("{key} ×{}", r.jobs)
+                    } else {
+                        key
+                    };
                     let e = sums.entry((key.clone(), r.qd)).or_default();
                     e.0 += r.iops;
                     e.1 += 1.0;
@@ -120,7 +127,10 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                     p99_t.entry(tk).or_default().push((t, r.lat_p99_us));
                 }
                 for ((key, qd), (sum, n)) in sums {
-                    qd_lines.entry(key).or_default().push((f64::from(qd), sum / n));
+                    qd_lines
+                        .entry(key)
+                        .or_default()
+                        .push((f64::from(qd), sum / n));
                 }
             }
             Input::Dat(rows) => {
@@ -172,7 +182,9 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
     }
 
     if cdf.is_empty() {
-        notes.push("latency-cdf.png: no latency histograms in the inputs (bench JSON has them)".into());
+        notes.push(
+            "latency-cdf.png: no latency histograms in the inputs (bench JSON has them)".into(),
+        );
     } else {
         if cdf.len() > MAX_CDF_LINES {
             cdf.sort_by(|a, b| b.0.cmp(&a.0));
@@ -199,7 +211,12 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
 
     for (name, title, y, m) in [
         ("iops-over-time.png", "IOPS over time", "IOPS", iops_t),
-        ("p99-over-time.png", "p99 latency over time", "p99 latency (µs)", p99_t),
+        (
+            "p99-over-time.png",
+            "p99 latency over time",
+            "p99 latency (µs)",
+            p99_t,
+        ),
     ] {
         let series = to_series(m);
         if series.is_empty() {
@@ -221,7 +238,10 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
     }
 
     if maps.is_empty() {
-        notes.push("heatmap.png: no block size × jobs matrix (bench --matrix or .dat) in the inputs".into());
+        notes.push(
+            "heatmap.png: no block size × jobs matrix (bench --matrix or .dat) in the inputs"
+                .into(),
+        );
     }
     let many = maps.len() > 1;
     for (label, m) in maps {
@@ -248,7 +268,13 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
         let name = if many {
             let safe: String = label
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             format!("heatmap-{safe}.png")
         } else {

@@ -13,7 +13,9 @@ use iesp_plots::render::{SIZE, render};
 use iesp_plots::{LineChart, Series, line_chart};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn input(name: &str) -> (String, Input) {
@@ -91,11 +93,21 @@ fn check_chart(path: &Path) {
     let img = Image::read(path);
     let name = path.display();
     assert_eq!((img.w, img.h), SIZE, "{name}");
-    assert!(img.variance() > 100.0, "{name}: blank? variance {}", img.variance());
+    assert!(
+        img.variance() > 100.0,
+        "{name}: blank? variance {}",
+        img.variance()
+    );
     let (w, h) = (img.w, img.h);
     assert!(img.ink(w / 4, 0, w * 3 / 4, 30) > 100, "{name}: no title");
-    assert!(img.ink(w / 3, h - 22, w * 2 / 3, h) > 50, "{name}: no x-axis label");
-    assert!(img.ink(0, h / 4, 30, h * 3 / 4) > 50, "{name}: no y-axis label");
+    assert!(
+        img.ink(w / 3, h - 22, w * 2 / 3, h) > 50,
+        "{name}: no x-axis label"
+    );
+    assert!(
+        img.ink(0, h / 4, 30, h * 3 / 4) > 50,
+        "{name}: no y-axis label"
+    );
 }
 
 #[test]
@@ -137,12 +149,20 @@ fn a_legacy_dat_alone_draws_lines_and_a_heatmap() {
         other => panic!("{other:?}"),
     }
     let done = render(&[(label, dat)], dir.path()).unwrap();
-    let names: Vec<_> = done.files.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    let names: Vec<_> = done
+        .files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect();
     assert_eq!(names, ["iops-vs-qd.png", "heatmap.png"]);
     for f in &done.files {
         check_chart(f);
     }
-    assert!(done.notes.iter().any(|n| n.contains("latency-cdf.png")), "{:?}", done.notes);
+    assert!(
+        done.notes.iter().any(|n| n.contains("latency-cdf.png")),
+        "{:?}",
+        done.notes
+    );
 }
 
 #[test]
@@ -150,15 +170,28 @@ fn bad_inputs_name_the_file_and_line() {
     let e = load(&data("bad-line2.dat")).unwrap_err();
     assert_eq!(e.line, Some(2));
     let text = e.to_string();
-    assert!(text.contains("bad-line2.dat:2:") && text.contains("threads `four`"), "{text}");
+    assert!(
+        text.contains("bad-line2.dat:2:") && text.contains("threads `four`"),
+        "{text}"
+    );
     let e = load(&data("no-such-file.json")).unwrap_err();
-    assert!(e.to_string().contains("no-such-file.json: cannot read"), "{e}");
+    assert!(
+        e.to_string().contains("no-such-file.json: cannot read"),
+        "{e}"
+    );
     assert!(matches!(load(&data("verify.json")), Ok(Loaded::Skipped(_))));
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.json");
-    std::fs::write(&broken, "{\n  \"schema\": \"iesp-test/bench/1\",\n  \"points\": [\n").unwrap();
+    std::fs::write(
+        &broken,
+        "{\n  \"schema\": \"iesp-test/bench/1\",\n  \"points\": [\n",
+    )
+    .unwrap();
     let e = load(&broken).unwrap_err();
-    assert!(e.line.is_some() && e.to_string().contains("broken.json:"), "{e}");
+    assert!(
+        e.line.is_some() && e.to_string().contains("broken.json:"),
+        "{e}"
+    );
 }
 
 fn golden_chart(path: &Path) {

@@ -85,8 +85,14 @@ fn parse_worker(s: &str) -> Result<Worker, String> {
     let (i, n) = s
         .split_once('/')
         .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 0/2"))?;
-    let index: u32 = i.trim().parse().map_err(|_| format!("`{i}` is not a number"))?;
-    let count: u32 = n.trim().parse().map_err(|_| format!("`{n}` is not a number"))?;
+    let index: u32 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{i}` is not a number"))?;
+    let count: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{n}` is not a number"))?;
     if count == 0 || index >= count {
         return Err(format!("{index}/{count}: I must be below N (0-based)"));
     }
@@ -202,7 +208,9 @@ impl BenchArgs {
             .clone()
             .ok_or_else(|| Failure::usage("bench: TARGET is required"))?;
         Ok(Options {
-            targets: std::iter::once(target).chain(self.compare.iter().cloned()).collect(),
+            targets: std::iter::once(target)
+                .chain(self.compare.iter().cloned())
+                .collect(),
             open: OpenOptions {
                 write: self.write,
                 force: self.force,
@@ -215,7 +223,11 @@ impl BenchArgs {
             },
             rw: self.rw,
             rwmix_read: self.rwmix,
-            qds: if self.matrix { vec![1] } else { self.qd.clone() },
+            qds: if self.matrix {
+                vec![1]
+            } else {
+                self.qd.clone()
+            },
             bss: self.bs.clone(),
             sessions: self.sessions,
             threads: self.threads,
@@ -278,7 +290,8 @@ pub async fn run(cmd: BenchCommand, quiet: bool) -> anyhow::Result<()> {
     let seed = iesp_cli::seed::resolve(a.seed, "iesp-test bench");
     let opts = a.options(seed, !quiet).map_err(coded)?;
     super::check_options(&opts).map_err(coded)?;
-    let envelope = iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, Some(seed));
+    let envelope =
+        iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, Some(seed));
     let body = super::run(&opts).await.map_err(coded)?;
     let interrupted = crate::signal::received().is_some();
     write_outputs(
@@ -306,7 +319,13 @@ fn merge(m: MergeArgs) -> anyhow::Result<()> {
     }
     let body = super::merge::merge(&inputs).map_err(coded)?;
     let envelope = iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, None);
-    write_outputs(&body, &envelope, m.json.as_deref(), m.csv.as_deref(), m.dat.as_deref())?;
+    write_outputs(
+        &body,
+        &envelope,
+        m.json.as_deref(),
+        m.csv.as_deref(),
+        m.dat.as_deref(),
+    )?;
     crate::output::say_str(&super::report::table(&body));
     Ok(())
 }

@@ -61,10 +61,16 @@ pub fn merge(inputs: &[(PathBuf, BenchBody)]) -> Result<BenchBody, Failure> {
             }
         }
     }
-    out.merged_from = inputs.iter().map(|(p, _)| p.display().to_string()).collect();
+    out.merged_from = inputs
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
     out.ratios = super::report::ratios(
         &out.points,
-        out.targets.first().map(|t| t.name.as_str()).filter(|_| out.targets.len() > 1),
+        out.targets
+            .first()
+            .map(|t| t.name.as_str())
+            .filter(|_| out.targets.len() > 1),
     );
     Ok(out)
 }

@@ -76,8 +76,21 @@ pub fn table(body: &BenchBody) -> String {
         header.push("target");
     }
     header.extend([
-        "bs", "qd", "jobs", "IOPS", "MiB/s", "min µs", "mean µs", "p50", "p90", "p99", "p99.9",
-        "p99.99", "max µs", "CPU µs/IO", "errors",
+        "bs",
+        "qd",
+        "jobs",
+        "IOPS",
+        "MiB/s",
+        "min µs",
+        "mean µs",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max µs",
+        "CPU µs/IO",
+        "errors",
     ]);
     t.set_header(header.clone());
     for p in &body.points {

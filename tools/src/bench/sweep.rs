@@ -80,7 +80,9 @@ pub fn cpu_time() -> f64 {
 /// Runs every point on every target.
 pub async fn run(opts: &Options, targets: &[Target]) -> Result<BenchBody, Failure> {
     let floor = if opts.floor {
-        let t = opts.runtime.clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let t = opts
+            .runtime
+            .clamp(Duration::from_millis(200), Duration::from_secs(2));
         Some(
             tokio::task::spawn_blocking(move || super::floor::ping_pong(t))
                 .await
@@ -128,7 +130,10 @@ pub async fn run(opts: &Options, targets: &[Target]) -> Result<BenchBody, Failur
     }
     let ratios = report::ratios(&out, targets.first().map(|t| t.label.as_str()));
     Ok(BenchBody {
-        targets: targets.iter().map(|t| super::target_info(&t.info)).collect(),
+        targets: targets
+            .iter()
+            .map(|t| super::target_info(&t.info))
+            .collect(),
         rw: opts.rw.name().to_owned(),
         rwmix_read: opts.rwmix_read,
         runtime_s: opts.runtime.as_secs_f64(),
@@ -178,7 +183,13 @@ pub async fn run_point(
     let (work, summaries) = if spec.threads {
         threaded(opts, t, spec, seed).await?
     } else {
-        let work = Arc::new(BenchWorkload::new(plan(opts, t, spec, seed, Instant::now())));
+        let work = Arc::new(BenchWorkload::new(plan(
+            opts,
+            t,
+            spec,
+            seed,
+            Instant::now(),
+        )));
         let cpu = cpu_probe(&work);
         let mut set = tokio::task::JoinSet::new();
         for j in 0..spec.jobs as usize {
@@ -215,7 +226,10 @@ fn cpu_probe(work: &Arc<BenchWorkload>) -> impl std::future::Future<Output = f64
     }
 }
 
-type Threaded = (Arc<(Arc<BenchWorkload>, f64)>, Vec<iesp_blockio::engine::RunSummary>);
+type Threaded = (
+    Arc<(Arc<BenchWorkload>, f64)>,
+    Vec<iesp_blockio::engine::RunSummary>,
+);
 
 /// A point with one thread (and runtime, and session) per job.
 async fn threaded(
@@ -236,7 +250,10 @@ async fn threaded(
         let open = opts.open.clone();
         let qd = spec.qd as usize;
         handles.push(std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready.send(Err(e.to_string()));
@@ -278,7 +295,15 @@ async fn threaded(
     })
     .await
     .map_err(|e| Failure::io(anyhow::anyhow!("starting the job threads: {e}")))?;
-    let work = failed.is_none().then(|| Arc::new(BenchWorkload::new(plan(opts, t, spec, seed, Instant::now()))));
+    let work = failed.is_none().then(|| {
+        Arc::new(BenchWorkload::new(plan(
+            opts,
+            t,
+            spec,
+            seed,
+            Instant::now(),
+        )))
+    });
     for g in &go {
         let _ = g.send(work.clone());
     }

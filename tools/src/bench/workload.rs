@@ -111,7 +111,8 @@ impl Workload for BenchWorkload {
 
     fn slot(&self, _: usize) -> Slot {
         let i = self.slots.fetch_add(1, Ordering::Relaxed) as u64;
-        let mut rng = iesp_cli::seed::splitmix64(self.plan.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng =
+            iesp_cli::seed::splitmix64(self.plan.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         if rng == 0 {
             rng = 1;
         }
@@ -171,7 +172,8 @@ impl Workload for BenchWorkload {
         if done.started < self.plan.measure_from || end > self.plan.deadline {
             return;
         }
-        let sec = u32::try_from(end.duration_since(self.plan.measure_from).as_secs()).unwrap_or(u32::MAX);
+        let sec =
+            u32::try_from(end.duration_since(self.plan.measure_from).as_secs()).unwrap_or(u32::MAX);
         let ns = u64::try_from(done.latency.as_nanos()).unwrap_or(u64::MAX);
         slot.pending.push((sec, ns, write, done.result.is_ok()));
         if slot.pending.len() >= FLUSH_EVERY {
