@@ -17,6 +17,9 @@ use crate::data::Point;
 use crate::input::Input;
 use crate::{LineChart, PlotError, Series, line_chart};
 
+/// IOPS by `(block size, jobs)`.
+type Matrix = BTreeMap<(u64, u32), f64>;
+
 /// Chart size in pixels.
 pub const SIZE: (u32, u32) = (900, 560);
 /// Most lines on the CDF chart (the highest queue depths are kept).
@@ -64,7 +67,7 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
     let mut cdf: Vec<(u32, Series)> = Vec::new();
     let mut iops_t: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut p99_t: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut maps: Vec<(String, BTreeMap<(u64, u32), f64>)> = Vec::new();
+    let mut maps: Vec<(String, Matrix)> = Vec::new();
     let mut notes = Vec::new();
 
     for (label, input) in inputs {
@@ -187,7 +190,7 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
         );
     } else {
         if cdf.len() > MAX_CDF_LINES {
-            cdf.sort_by(|a, b| b.0.cmp(&a.0));
+            cdf.sort_by_key(|c| std::cmp::Reverse(c.0));
             notes.push(format!(
                 "latency-cdf.png: {} points, the {MAX_CDF_LINES} with the highest queue depth drawn",
                 cdf.len()

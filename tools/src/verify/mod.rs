@@ -751,6 +751,5 @@ fn summarize(
 
 /// verify against the in-memory device: no socket, no file. Each fault
 /// the device can inject must be found and named.
-
 #[cfg(test)]
 mod tests;
