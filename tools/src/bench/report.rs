@@ -208,16 +208,30 @@ pub fn csv(body: &BenchBody) -> String {
 
 /// The `--dat` text: `bs<TAB>threads<TAB>IOPS` per point, threads being
 /// the commands in flight (jobs × queue depth), as plot.sh read.
+/// With several targets, a `# target NAME` comment line (which the old
+/// format's readers skip) starts each target's lines.
 pub fn dat(body: &BenchBody) -> String {
     let mut s = String::new();
+    let many = body.targets.len() > 1;
+    let mut names: Vec<&str> = Vec::new();
     for p in &body.points {
-        let row = DatRow {
-            bs: p.bs,
-            threads: p.jobs.saturating_mul(p.qd),
-            value: p.iops,
-        };
-        s.push_str(&row.to_line());
-        s.push('\n');
+        if !names.contains(&p.target.as_str()) {
+            names.push(&p.target);
+        }
+    }
+    for name in names {
+        if many {
+            s.push_str(&format!("# target {name}\n"));
+        }
+        for p in body.points.iter().filter(|p| p.target == name) {
+            let row = DatRow {
+                bs: p.bs,
+                threads: p.jobs.saturating_mul(p.qd),
+                value: p.iops,
+            };
+            s.push_str(&row.to_line());
+            s.push('\n');
+        }
     }
     s
 }

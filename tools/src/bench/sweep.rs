@@ -210,24 +210,34 @@ pub async fn run_point(
             return Err(Failure::io(anyhow::anyhow!("a bench slot panicked: {p}")));
         }
     }
-    let (work, cpu) = &*work;
+    let (work, (cpu, elapsed)) = &*work;
     let rec = work.take();
-    Ok(rec.finish(meta, opts.runtime.as_secs_f64(), *cpu))
+    Ok(rec.finish(meta, *elapsed, *cpu))
 }
 
-/// CPU seconds between the end of the ramp and the deadline of `work`.
-fn cpu_probe(work: &Arc<BenchWorkload>) -> impl std::future::Future<Output = f64> + use<> {
+/// CPU seconds and wall seconds between the end of the ramp and the
+/// deadline of `work` (or a signal, which stops the slots too).
+fn cpu_probe(work: &Arc<BenchWorkload>) -> impl std::future::Future<Output = (f64, f64)> + use<> {
     let (from, to) = (work.plan().measure_from, work.plan().deadline);
     async move {
-        tokio::time::sleep_until(from.into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(from.into()) => {}
+            _ = crate::signal::wait() => return (0.0, 0.0),
+        }
         let c0 = cpu_time();
-        tokio::time::sleep_until(to.into()).await;
-        cpu_time() - c0
+        tokio::select! {
+            () = tokio::time::sleep_until(to.into()) => {}
+            _ = crate::signal::wait() => {}
+        }
+        (
+            cpu_time() - c0,
+            from.elapsed().as_secs_f64().min((to - from).as_secs_f64()),
+        )
     }
 }
 
 type Threaded = (
-    Arc<(Arc<BenchWorkload>, f64)>,
+    Arc<(Arc<BenchWorkload>, (f64, f64))>,
     Vec<iesp_blockio::engine::RunSummary>,
 );
 
