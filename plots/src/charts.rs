@@ -56,6 +56,8 @@ where
     c.configure_mesh()
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
+        .x_labels(8)
+        .x_label_formatter(&|v| tick(*v))
         .y_label_formatter(&|v| tick(*v))
         .label_style((FONT, 14))
         .draw()
