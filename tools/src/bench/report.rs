@@ -139,6 +139,9 @@ pub fn table(body: &BenchBody) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if crate::signal::received().is_some() {
+        s.push_str("interrupted: the points above are those measured before the signal\n");
+    }
     if let Some(f) = body.floor {
         let qd1: Vec<String> = body
             .points
