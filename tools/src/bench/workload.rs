@@ -48,6 +48,9 @@ pub struct Slot {
     read_buf: Option<AlignedBuf>,
     write_buf: Option<AlignedBuf>,
     pending: Vec<(u32, u64, bool, bool)>,
+    /// When this slot's last command ended (the clock [`Workload::next`]
+    /// checks the deadline against: no clock read of its own per command).
+    last_end: Option<Instant>,
 }
 
 /// The workload of one point, shared by every slot of every session.
@@ -133,11 +136,13 @@ impl Workload for BenchWorkload {
             read_buf,
             write_buf,
             pending: Vec::with_capacity(FLUSH_EVERY),
+            last_end: None,
         }
     }
 
     fn next(&self, slot: &mut Slot) -> Option<Op> {
-        if Instant::now() >= self.plan.deadline || crate::signal::received().is_some() {
+        let now = slot.last_end.unwrap_or_else(Instant::now);
+        if now >= self.plan.deadline || crate::signal::received().is_some() {
             self.flush(slot);
             return None;
         }
@@ -169,6 +174,7 @@ impl Workload for BenchWorkload {
             slot.read_buf = Some(done.buf);
         }
         let end = done.started + done.latency;
+        slot.last_end = Some(end);
         if done.started < self.plan.measure_from || end > self.plan.deadline {
             return;
         }
