@@ -378,9 +378,15 @@ mod tests {
             lba: 1 << 40,
             blocks: 8,
         };
-        assert_eq!(op.to_string(), "WRITE+FUA(16) at LBA 1099511627776, 8 blocks");
+        assert_eq!(
+            op.to_string(),
+            "WRITE+FUA(16) at LBA 1099511627776, 8 blocks"
+        );
         let e = check(op, Err(CommandError::Closed("gone".into()))).unwrap_err();
-        assert!(e.to_string().starts_with("WRITE+FUA(16) at LBA 1099511627776, 8 blocks: "));
+        assert!(
+            e.to_string()
+                .starts_with("WRITE+FUA(16) at LBA 1099511627776, 8 blocks: ")
+        );
     }
 
     #[test]
