@@ -16,9 +16,9 @@
 //! Knobs: `IESP_BENCH_SECONDS` (per run, default 5), `IESP_BENCH_ROUNDS`
 //! (default 3), `IESP_BENCH_QD` (32), `IESP_BENCH_NO_TGT=1`.
 //! Figures are reported, never asserted: the machine is shared and noisy.
-//! Last measured (README, a shared 2-core machine): 1.21× on our target,
-//! 0.97× on tgt; bench's client CPU 6.6 and 16.2 µs per I/O against
-//! iscsi-perf's 6.2 and 14.5, most of it the kernel's in both clients.
+//! Last measured (README, a shared 2-core machine): 1.11× on our target,
+//! 0.95× on tgt; bench's client CPU 6.5 and 15.5 µs per I/O against
+//! iscsi-perf's 6.1 and 14.2, most of it the kernel's in both clients.
 
 use std::io::Write;
 use std::process::Command;
