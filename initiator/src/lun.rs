@@ -107,17 +107,44 @@ impl fmt::Debug for LogicalUnit {
     }
 }
 
+/// A block command's name for its errors, e.g. `READ(10) at LBA 8, 8
+/// blocks`: rendered only when a command fails, so that the read and
+/// write path formats nothing.
+#[derive(Clone, Copy)]
+struct BlockOp {
+    verb: &'static str,
+    size: CdbSize,
+    lba: u64,
+    blocks: u32,
+}
+
+impl fmt::Display for BlockOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}({}) at LBA {}, {} blocks",
+            self.verb,
+            self.size.cdb_len(),
+            self.lba,
+            self.blocks
+        )
+    }
+}
+
 /// Turns a command outcome into data or a [`LunError`].
-fn check(op: &str, r: Result<ScsiResult, CommandError>) -> Result<ScsiResult, LunError> {
+fn check(
+    op: impl fmt::Display,
+    r: Result<ScsiResult, CommandError>,
+) -> Result<ScsiResult, LunError> {
     let r = r.map_err(|source| LunError::Command {
-        op: op.to_owned(),
+        op: op.to_string(),
         source,
     })?;
     if r.is_good() {
         Ok(r)
     } else {
         Err(LunError::Status {
-            op: op.to_owned(),
+            op: op.to_string(),
             status: r.status,
             sense: r.sense,
         })
@@ -228,26 +255,24 @@ impl LogicalUnit {
         }
     }
 
-    fn op_name(verb: &str, size: CdbSize) -> String {
-        format!("{verb}({}) ", size.cdb_len())
-    }
-
     /// Reads `blocks` blocks from `lba`.
     pub async fn read(&self, lba: u64, blocks: u32) -> Result<Bytes, LunError> {
         let size = Self::size_for(lba, blocks);
-        let op = format!(
-            "{}at LBA {lba}, {blocks} blocks",
-            Self::op_name("READ", size)
-        );
+        let op = BlockOp {
+            verb: "READ",
+            size,
+            lba,
+            blocks,
+        };
         let len = u64::from(blocks) * u64::from(self.block_size);
         let expected = u32::try_from(len).map_err(|_| {
             LunError::Invalid(format!("{op}: {len} bytes is too long for one command"))
         })?;
         let cdb = Cdb::read(size, lba, blocks).encode();
-        let r = check(&op, self.exec(&cdb, Bytes::new(), expected).await)?;
+        let r = check(op, self.exec(&cdb, Bytes::new(), expected).await)?;
         if r.data.len() != expected as usize {
             return Err(LunError::ShortData {
-                op,
+                op: op.to_string(),
                 expected: expected as usize,
                 got: r.data.len(),
             });
@@ -267,9 +292,14 @@ impl LogicalUnit {
             .map_err(|_| LunError::Invalid(format!("write of {} bytes: too long", data.len())))?;
         let size = Self::size_for(lba, blocks);
         let verb = if fua { "WRITE+FUA" } else { "WRITE" };
-        let op = format!("{}at LBA {lba}, {blocks} blocks", Self::op_name(verb, size));
+        let op = BlockOp {
+            verb,
+            size,
+            lba,
+            blocks,
+        };
         let cdb = Cdb::write(size, lba, blocks, fua).encode();
-        check(&op, self.exec(&cdb, data, 0).await)?;
+        check(op, self.exec(&cdb, data, 0).await)?;
         Ok(())
     }
 
@@ -338,6 +368,25 @@ mod tests {
         assert_eq!(LogicalUnit::size_for(0xffff_fff0, 0x10), CdbSize::Ten);
         assert_eq!(LogicalUnit::size_for(0xffff_fff0, 0x11), CdbSize::Sixteen);
         assert_eq!(LogicalUnit::size_for(1 << 40, 1), CdbSize::Sixteen);
+    }
+
+    #[test]
+    fn block_op_names_the_command() {
+        let op = BlockOp {
+            verb: "WRITE+FUA",
+            size: CdbSize::Sixteen,
+            lba: 1 << 40,
+            blocks: 8,
+        };
+        assert_eq!(
+            op.to_string(),
+            "WRITE+FUA(16) at LBA 1099511627776, 8 blocks"
+        );
+        let e = check(op, Err(CommandError::Closed("gone".into()))).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("WRITE+FUA(16) at LBA 1099511627776, 8 blocks: ")
+        );
     }
 
     #[test]

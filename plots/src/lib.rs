@@ -3,8 +3,19 @@
 //! Renders the measurements of `iesp-test bench` (IOPS against queue depth,
 //! latency CDF, time series) to PNG with `plotters`, and will read the
 //! tab-separated `bs threads value` files of iESP's old gnuplot script so
-//! existing results can be migrated (the bench issue brings the chart
-//! kinds; this crate settles how charts are drawn).
+//! existing results can be migrated. It also owns the result data that
+//! bench writes and plot reads.
+//!
+//! ## Layout
+//!
+//! - [`data`] — the bench report body, its points (with serialised
+//!   histograms and per-second series), merging, the [`data::Recorder`].
+//! - [`hist`] — HDR latency histograms, V2 + base64.
+//! - [`input`] — reading bench JSON, bench CSV and legacy `.dat` files
+//!   (errors name file and line); the CSV and `.dat` line formats.
+//! - [`charts`] — log-x line charts and the block size × jobs heatmap
+//!   ([`line_chart`] is here).
+//! - [`render`] — which inputs feed which PNG of `iesp-test plot`.
 //!
 //! ## Fonts: embedded, no fontconfig
 //!
@@ -16,6 +27,12 @@
 //! neither fontconfig nor freetype. [`register_fonts`] makes the font
 //! plotters' `sans-serif` (and [`FONT`]); every drawing function here calls
 //! it first.
+
+pub mod charts;
+pub mod data;
+pub mod hist;
+pub mod input;
+pub mod render;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -80,7 +97,7 @@ pub struct LineChart<'a> {
 }
 
 /// The smallest range holding `values`, widened when it is a single value.
-fn range(values: impl Iterator<Item = f64>) -> Option<std::ops::Range<f64>> {
+pub(crate) fn range(values: impl Iterator<Item = f64>) -> Option<std::ops::Range<f64>> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold(None, |acc: Option<(f64, f64)>, v| match acc {
@@ -94,12 +111,18 @@ fn range(values: impl Iterator<Item = f64>) -> Option<std::ops::Range<f64>> {
     }
 }
 
+/// `r` widened down to 0 when it is all positive (rates and counts are
+/// read against zero).
+pub(crate) fn from_zero(r: std::ops::Range<f64>) -> std::ops::Range<f64> {
+    if r.start > 0.0 { 0.0..r.end } else { r }
+}
+
 /// Draws `chart` as a PNG file at `path`.
 pub fn line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotError> {
     register_fonts()?;
     let all = || chart.series.iter().flat_map(|s| s.points.iter());
     let xs = range(all().map(|p| p.0)).ok_or(PlotError::Empty)?;
-    let ys = range(all().map(|p| p.1)).ok_or(PlotError::Empty)?;
+    let ys = from_zero(range(all().map(|p| p.1)).ok_or(PlotError::Empty)?);
     let err = |e: &dyn std::fmt::Display| PlotError::Draw {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -110,12 +133,13 @@ pub fn line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotError> {
         .caption(chart.title, (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(60)
+        .y_label_area_size(70)
         .build_cartesian_2d(xs, ys)
         .map_err(|e| err(&e))?;
     c.configure_mesh()
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
+        .y_label_formatter(&|v| charts::tick(*v))
         .label_style((FONT, 14))
         .draw()
         .map_err(|e| err(&e))?;

@@ -8,6 +8,8 @@
 //! - [`verify`] — write/read-verify of files, block devices and LUNs.
 //! - [`fsx`] — seeded random SCSI ops against a per-block model, with
 //!   replay and shrinking.
+//! - [`bench`] — IOPS and latency sweeps (and `bench merge`).
+//! - [`plot`] — PNG charts of bench results (over [`iesp_plots`]).
 //! - [`conformance`] — the protocol-level conformance suite against any target.
 //! - [`output`] — progress, human-readable figures, output paths, JSON files.
 //! - [`exit`] — exit codes (docs/cli.md) and the error that carries one.
@@ -25,9 +27,11 @@
 pub use iesp_blockio as device;
 pub use iesp_blockio::{block, pattern};
 
+pub mod bench;
 pub mod conformance;
 pub mod fsx;
 pub mod output;
+pub mod plot;
 pub mod selftest;
 pub mod signal;
 pub mod verify;

@@ -11,7 +11,7 @@
 //! Layout); this file is the top-level command line, completions, man
 //! pages and exit codes.
 
-use iesp_tools::{conformance, exit, output, selftest, signal, verify};
+use iesp_tools::{bench, conformance, exit, output, plot, selftest, signal, verify};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,11 @@ enum Command {
     /// Run the protocol-level conformance suite against a target:
     /// `iesp-test conformance iscsi://host/iqn/lun` (see --list).
     Conformance(Box<conformance::ConformanceArgs>),
+    /// Measure random-read (or write) IOPS and latency over block sizes and
+    /// queue depths: `iesp-test bench TARGET`, `iesp-test bench merge A.json B.json`.
+    Bench(Box<bench::cli::BenchCommand>),
+    /// Draw PNG charts of bench results: `iesp-test plot INPUT… -o DIR`.
+    Plot(plot::PlotArgs),
     /// Print a shell completion script to stdout.
     Completions(CompletionsArgs),
     /// Write the manual pages (iesp-test.1 and one per subcommand).
@@ -231,6 +236,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             iesp_tools::fsx::cli::run(*a).await
         }
         Command::Conformance(a) => conformance::run(*a, verbosity).await,
+        Command::Bench(a) => bench::cli::run(*a, verbosity.quiet).await,
+        Command::Plot(a) => plot::run(&a),
         Command::Completions(a) => {
             let mut out = std::io::stdout().lock();
             completions(a.shell, &mut out);

@@ -9,6 +9,7 @@
 //! while stopping exits at once with the same code.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
@@ -45,6 +46,11 @@ impl std::fmt::Display for Signal {
 
 static STATE: OnceLock<watch::Sender<Option<Signal>>> = OnceLock::new();
 
+/// Set once STATE holds a signal: [`received`] is polled before every
+/// command (bench, verify), and a relaxed load is cheaper than the watch
+/// channel's lock.
+static RECEIVED: AtomicBool = AtomicBool::new(false);
+
 fn state() -> &'static watch::Sender<Option<Signal>> {
     STATE.get_or_init(|| watch::channel(None).0)
 }
@@ -68,6 +74,7 @@ pub fn install() -> std::io::Result<()> {
                 "iesp-test: {s}: stopping (commands in flight complete, reports are written; send it again to exit now)"
             );
             state().send_replace(Some(s));
+            RECEIVED.store(true, Ordering::Release);
         }
     });
     Ok(())
@@ -75,6 +82,9 @@ pub fn install() -> std::io::Result<()> {
 
 /// The first signal received, if any.
 pub fn received() -> Option<Signal> {
+    if !RECEIVED.load(Ordering::Acquire) {
+        return None;
+    }
     *state().borrow()
 }
 
