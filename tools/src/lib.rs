@@ -14,6 +14,7 @@
 //! - [`output`] — progress, human-readable figures, output paths, JSON files.
 //! - [`exit`] — exit codes (docs/cli.md) and the error that carries one.
 //! - [`signal`] — SIGINT/SIGTERM as a stop request.
+//! - [`target_args`] — the TARGET flags verify, fsx and bench share.
 //! - [`device`], [`block`], [`pattern`] — re-exports of the shared
 //!   block-I/O layer, [`iesp_blockio`]: the [`device::Device`] trait and its
 //!   file, block device, iSCSI and in-memory implementations, the
@@ -34,6 +35,7 @@ pub mod output;
 pub mod plot;
 pub mod selftest;
 pub mod signal;
+pub mod target_args;
 pub mod verify;
 
 /// Exit codes and the error that carries one.

@@ -389,7 +389,7 @@ mod tests {
         for (pre, get) in [
             (
                 &["verify", "f"][..],
-                (|c: &Cli| verify_args(c).block_size.unwrap_or(0)) as fn(&Cli) -> u32,
+                (|c: &Cli| verify_args(c).open.block_size.unwrap_or(0)) as fn(&Cli) -> u32,
             ),
             (&["selftest"][..], |c: &Cli| selftest_args(c).block_size),
         ] {

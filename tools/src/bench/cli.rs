@@ -9,7 +9,7 @@ use iesp_cli::units;
 use iesp_plots::data::{BENCH_OUTPUT, BENCH_VERSION, BenchBody, Worker};
 
 use super::{Failure, Options, Rw};
-use crate::device::OpenOptions;
+use crate::target_args::TargetArgs;
 
 const AFTER_HELP: &str = "\
 TARGET is a regular file, a local block device (/dev/sdX) or an iSCSI URL
@@ -182,22 +182,9 @@ pub struct BenchArgs {
     /// Seed of the offsets (from the OS when not given; printed first).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Block size of a regular file (default 4096).
-    #[arg(long, value_parser = units::parse_block_size)]
-    pub block_size: Option<u32>,
-    /// Use the page cache instead of O_DIRECT for local targets.
-    #[arg(long)]
-    pub buffered: bool,
-    /// iSCSI: how long a TCP connect may take.
-    #[arg(long, default_value = "10s", value_parser = units::parse_duration_nonzero)]
-    pub connect_timeout: Duration,
-    /// iSCSI: fail when the target answers a login key outside the legal
-    /// range, instead of clamping it with a warning.
-    #[arg(long)]
-    pub strict: bool,
-    /// iSCSI initiator name.
-    #[arg(long, default_value = "iqn.2026-11.org.iesp-test:bench")]
-    pub initiator_name: String,
+    /// How TARGET is opened.
+    #[command(flatten)]
+    pub open: TargetArgs,
 }
 
 impl BenchArgs {
@@ -208,19 +195,11 @@ impl BenchArgs {
             .clone()
             .ok_or_else(|| Failure::usage("bench: TARGET is required"))?;
         Ok(Options {
-            targets: std::iter::once(target)
-                .chain(self.compare.iter().cloned())
-                .collect(),
-            open: OpenOptions {
-                write: self.write,
-                force: self.force,
-                file_block_size: self.block_size,
-                create_size: None,
-                direct: !self.buffered,
-                initiator_name: self.initiator_name.clone(),
-                connect_timeout: self.connect_timeout,
-                strict_negotiation: self.strict,
-            },
+            targets: std::iter::once(&target)
+                .chain(&self.compare)
+                .map(|t| self.open.target(t).map_err(Failure::usage))
+                .collect::<Result<_, _>>()?,
+            open: self.open.open_options(self.write, self.force, None),
             rw: self.rw,
             rwmix_read: self.rwmix,
             qds: if self.matrix {

@@ -10,8 +10,8 @@ use iesp_cli::units;
 use super::config::{self, parse_weights};
 use super::ops::{Kind, Sizes};
 use super::{Failure, Options};
-use crate::device::OpenOptions;
 use crate::output::ProgressMode;
+use crate::target_args::TargetArgs;
 
 const AFTER_HELP: &str = "\
 TARGET is a regular file, a local block device (/dev/sdX) or an iSCSI URL
@@ -105,25 +105,12 @@ pub struct FsxArgs {
     /// Write the report as JSON to FILE (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Block size of a regular file (default 4096).
-    #[arg(long, value_parser = units::parse_block_size)]
-    pub block_size: Option<u32>,
+    /// How TARGET is opened.
+    #[command(flatten)]
+    pub open: TargetArgs,
     /// Create a missing regular file of this size.
     #[arg(long, value_parser = units::parse_size_nonzero)]
     pub size: Option<u64>,
-    /// Use the page cache instead of O_DIRECT for local targets.
-    #[arg(long)]
-    pub buffered: bool,
-    /// iSCSI: how long a TCP connect may take.
-    #[arg(long, default_value = "10s", value_parser = units::parse_duration_nonzero)]
-    pub connect_timeout: Duration,
-    /// iSCSI: fail when the target answers a login key outside the legal
-    /// range, instead of clamping it.
-    #[arg(long)]
-    pub strict: bool,
-    /// iSCSI initiator name.
-    #[arg(long, default_value = crate::device::DEFAULT_INITIATOR)]
-    pub initiator_name: String,
     /// Progress on stderr: quiet for none.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -163,17 +150,8 @@ impl FsxArgs {
         let mut sizes: Vec<(Kind, Sizes)> = cfg.sizes.clone();
         sizes.dedup_by_key(|(k, _)| *k);
         Ok(Options {
-            target: self.target.clone(),
-            open: OpenOptions {
-                write: true,
-                force: self.force,
-                file_block_size: self.block_size,
-                create_size: self.size,
-                direct: !self.buffered,
-                initiator_name: self.initiator_name.clone(),
-                connect_timeout: self.connect_timeout,
-                strict_negotiation: self.strict,
-            },
+            target: self.open.target(&self.target).map_err(Failure::usage)?,
+            open: self.open.open_options(true, self.force, self.size),
             seed: iesp_cli::seed::resolve(self.seed.or(cfg.seed), "iesp-test fsx"),
             qd: self.queue_depth.or(cfg.qd).unwrap_or(8) as usize,
             ops: self.ops.or(cfg.ops),

@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 use iesp_cli::units;
 
-use crate::device::OpenOptions;
 use crate::output::ProgressMode;
+use crate::target_args::TargetArgs;
 use crate::verify::engine::Limits;
 use crate::verify::random::Mix;
 use crate::verify::{Mode, Options, exit};
@@ -120,37 +120,18 @@ pub struct VerifyArgs {
     /// be lost by a power loss: --check reports them as legally lost.
     #[arg(long, value_name = "N|DURATION")]
     pub flush_every: Option<crate::verify::durable::FlushPolicy>,
-    /// iSCSI: ask for CRC32C header and data digests (as the URL keys
-    /// header_digest=crc32c&data_digest=crc32c do).
-    #[arg(long)]
-    pub digests: bool,
+    /// How TARGET is opened.
+    #[command(flatten)]
+    pub open: TargetArgs,
     /// With --check: expect what this state file says.
     #[arg(long, value_name = "FILE", requires = "check")]
     pub state_in: Option<PathBuf>,
     /// Write the report as JSON to FILE (- for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Block size of a regular file (default 4096); devices and LUNs
-    /// report their own.
-    #[arg(long, value_parser = units::parse_block_size)]
-    pub block_size: Option<u32>,
     /// Create a missing regular file of this size.
     #[arg(long, value_parser = units::parse_size_nonzero)]
     pub size: Option<u64>,
-    /// Use the page cache instead of O_DIRECT for local targets.
-    #[arg(long)]
-    pub buffered: bool,
-    /// iSCSI: how long a TCP connect may take (a portal that never answers
-    /// fails with exit 3 after this).
-    #[arg(long, default_value = "10s", value_parser = units::parse_duration_nonzero)]
-    pub connect_timeout: Duration,
-    /// iSCSI: fail (exit 3) when the target answers a login key outside
-    /// the legal range, instead of clamping it with a warning.
-    #[arg(long)]
-    pub strict: bool,
-    /// iSCSI initiator name.
-    #[arg(long, default_value = crate::device::DEFAULT_INITIATOR)]
-    pub initiator_name: String,
     /// Progress display on stderr (-q: none).
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
@@ -163,20 +144,6 @@ pub struct VerifyArgs {
     /// Give up after this many I/O errors.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_io_errors: u64,
-}
-
-/// The URL with `header_digest=crc32c&data_digest=crc32c` in its query
-/// (replacing the URL's own digest keys).
-fn with_digests(url: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut keys: Vec<&str> = query
-        .split('&')
-        .filter(|k| {
-            !k.is_empty() && !k.starts_with("header_digest=") && !k.starts_with("data_digest=")
-        })
-        .collect();
-    keys.extend(["header_digest=crc32c", "data_digest=crc32c"]);
-    format!("{base}?{}", keys.join("&"))
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -200,30 +167,17 @@ impl VerifyArgs {
                 "verify overwrites TARGET: add --write to allow it, or --check to only read what a previous run wrote",
             ));
         }
-        if self.digests && !self.target.starts_with("iscsi://") {
-            return Err(crate::verify::Failure::usage(
-                "--digests is for iscsi:// targets",
-            ));
-        }
         Ok(Options {
-            target: if self.digests {
-                with_digests(&self.target)
-            } else {
-                self.target.clone()
-            },
+            target: self
+                .open
+                .target(&self.target)
+                .map_err(crate::verify::Failure::usage)?,
             flush_every: self.flush_every.unwrap_or_default(),
             state_every: self.state_every,
             mode,
-            open: OpenOptions {
-                write: mode != Mode::Check,
-                force: self.force,
-                file_block_size: self.block_size,
-                create_size: self.size,
-                direct: !self.buffered,
-                initiator_name: self.initiator_name.clone(),
-                connect_timeout: self.connect_timeout,
-                strict_negotiation: self.strict,
-            },
+            open: self
+                .open
+                .open_options(mode != Mode::Check, self.force, self.size),
             offset: self.offset,
             length: self.length,
             limits: Limits {
@@ -312,17 +266,5 @@ mod tests {
         assert_eq!(parse_percent("99.5%"), Ok(99.5));
         assert!(parse_percent("0").is_err());
         assert!(parse_percent("101").is_err());
-    }
-
-    #[test]
-    fn digests_go_into_the_url() {
-        assert_eq!(
-            with_digests("iscsi://h/iqn.x/0"),
-            "iscsi://h/iqn.x/0?header_digest=crc32c&data_digest=crc32c"
-        );
-        assert_eq!(
-            with_digests("iscsi://h/iqn.x/0?header_digest=none&target_user=u"),
-            "iscsi://h/iqn.x/0?target_user=u&header_digest=crc32c&data_digest=crc32c"
-        );
     }
 }
