@@ -149,6 +149,9 @@ pub enum Fault {
     CrashOnMalformed,
     /// READ CAPACITY(16) parameter data says LOGICAL BLOCK LENGTH 0.
     MalformedReadCapacity16,
+    /// UNMAP commands reach the target with an unsupported opcode, so a
+    /// LUN that advertises UNMAP answers it with ILLEGAL REQUEST.
+    RejectUnmap,
 }
 
 /// What [`Fault::OversizeBurstAnswers`] answers: 256 MiB.
@@ -499,6 +502,12 @@ impl Conn {
                             to_client,
                         );
                     }
+                }
+                // UNMAP (SBC-4 §5.31) becomes a vendor-specific opcode the
+                // target does not implement.
+                Fault::RejectUnmap if op == Opcode::SCSI_COMMAND && f.bhs.0[32] == 0x42 => {
+                    f.bhs.0[32] = 0xc7;
+                    return vec![Out::Frame(f)];
                 }
                 Fault::StripImmediateData if op == Opcode::SCSI_COMMAND && !f.data.is_empty() => {
                     f.data = Bytes::new();
