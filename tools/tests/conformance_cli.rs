@@ -172,29 +172,9 @@ fn mistakes_get_one_line_messages() {
 
 // ---- telling the truth about the target (issue 12) -------------------------
 
-use iesp_testsuite::proxy::{Fault, Proxy};
+use common::faulty;
+use iesp_testsuite::proxy::Fault;
 use iesp_testsupport::BlockingTarget;
-
-/// The reference target behind a proxy with `fault`.
-struct Faulty {
-    _proxy: Proxy,
-    target: BlockingTarget,
-    url: String,
-}
-
-fn faulty(fault: Fault) -> Faulty {
-    let target = BlockingTarget::ram(16 << 20, 512);
-    let proxy = target
-        .runtime()
-        .block_on(Proxy::start(target.addr(), fault))
-        .unwrap();
-    let url = format!("iscsi://{}/{}/0", proxy.addr, target.iqn());
-    Faulty {
-        _proxy: proxy,
-        target,
-        url,
-    }
-}
 
 #[test]
 fn a_closed_port_runs_no_case() {

@@ -25,36 +25,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Run, iesp_test_env, json_lines, read_json};
-use iesp_testsuite::proxy::{Fault, OVERSIZE_BURST, Proxy};
-use iesp_testsupport::BlockingTarget;
+use iesp_testsuite::proxy::{Fault, OVERSIZE_BURST};
 use serde_json::Value;
 
 /// Runs `iesp-test ARGS` with errors only in the log and no colour.
 fn iesp_test(args: &[&str]) -> Run {
     iesp_test_env(args, &[("IESP_LOG", "error"), ("NO_COLOR", "1")])
-}
-
-/// The reference target (a 16 MiB RAM LUN) behind a proxy with `fault`;
-/// the target's runtime keeps both running while the binary talks to them.
-struct Fake {
-    /// Declared first: stopped before the target and its runtime.
-    _proxy: Proxy,
-    _target: BlockingTarget,
-    url: String,
-}
-
-fn fake(fault: Fault) -> Fake {
-    let target = BlockingTarget::ram(16 << 20, 512);
-    let proxy = target
-        .runtime()
-        .block_on(Proxy::start(target.addr(), fault))
-        .unwrap();
-    let url = format!("iscsi://{}/{}/0", proxy.addr, target.iqn());
-    Fake {
-        _proxy: proxy,
-        _target: target,
-        url,
-    }
 }
 
 fn cases<'a>(lines: &'a [Value], outcome: &str) -> Vec<&'a str> {
@@ -77,7 +53,7 @@ const BURST: &str = "268435456";
 #[test]
 fn verify_is_lenient_by_default_and_strict_on_request() {
     assert_eq!(OVERSIZE_BURST.to_string(), BURST);
-    let f = fake(Fault::OversizeBurstAnswers);
+    let f = common::faulty(Fault::OversizeBurstAnswers);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let run = iesp_test(&[
@@ -135,7 +111,7 @@ fn verify_is_lenient_by_default_and_strict_on_request() {
 
 #[test]
 fn verify_through_a_faithful_proxy_has_no_negotiation_warning() {
-    let f = fake(Fault::Passthrough);
+    let f = common::faulty(Fault::Passthrough);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let run = iesp_test(&[
@@ -180,7 +156,7 @@ fn conformance(url: &str, jsonl: &Path, extra: &[&str]) -> (Run, Vec<Value>) {
 #[test]
 fn conformance_is_strict_and_tolerates_on_request() {
     const CASE: &str = "iSCSI.Negotiation.FirstBurstLengthIsMinimum";
-    let f = fake(Fault::OversizeBurstAnswers);
+    let f = common::faulty(Fault::OversizeBurstAnswers);
     let dir = tempfile::tempdir().unwrap();
 
     // Strict: the negotiation case fails by name, the cases that log in

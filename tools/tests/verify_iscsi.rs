@@ -248,46 +248,29 @@ fn tgt_thin_provisioned_gets_unmap() {
 /// the sense data, where it once turned trims off and passed.
 #[test]
 fn an_advertised_unmap_the_lun_rejects_is_exit_3_naming_it() {
-    use iesp_testsuite::proxy::{Fault, Proxy};
-
-    let target = BlockingTarget::ram(8 << 20, 512);
-    let proxy = target
-        .runtime()
-        .block_on(Proxy::start(target.addr(), Fault::RejectUnmap))
-        .unwrap();
-    let url = format!("iscsi://{}/{}/0", proxy.addr, target.iqn());
-    let run = iesp_test(&[
-        "verify",
-        "--write",
-        "--mode",
-        "random",
-        "--mix",
-        "unique=50,duplicate=0,trim=50",
-        "--seed",
-        "5",
-        "--length",
-        "2M",
-        &url,
-    ]);
+    let f = common::faulty(iesp_testsuite::proxy::Fault::RejectUnmap);
+    let run_on = |url: &str| {
+        iesp_test(&[
+            "verify",
+            "--write",
+            "--mode",
+            "random",
+            "--mix",
+            "unique=50,duplicate=0,trim=50",
+            "--seed",
+            "5",
+            "--length",
+            "2M",
+            url,
+        ])
+    };
+    let run = run_on(&f.url);
     assert_eq!(run.code, 3, "{}", run.text());
     assert!(run.stdout.contains("UNMAP at LBA"), "{}", run.text());
     assert!(run.stdout.contains("ILLEGAL REQUEST"), "{}", run.text());
     assert!(!run.stdout.contains("PASS"), "{}", run.text());
 
-    // The same run without the fault passes: the trims are real UNMAPs.
-    let url = target.url(0);
-    let run = iesp_test(&[
-        "verify",
-        "--write",
-        "--mode",
-        "random",
-        "--mix",
-        "unique=50,duplicate=0,trim=50",
-        "--seed",
-        "5",
-        "--length",
-        "2M",
-        &url,
-    ]);
+    // The same run straight to the target passes: the trims are real UNMAPs.
+    let run = run_on(&f.target.url(0));
     assert_eq!(run.code, 0, "{}", run.text());
 }

@@ -176,3 +176,24 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
 }
+
+/// The reference target (a 16 MiB RAM LUN of 512-byte blocks) behind a
+/// rewriting proxy with `fault`; the target's runtime keeps both running
+/// while the binary talks to them.
+pub struct Faulty {
+    /// Declared first: stopped before the target and its runtime.
+    pub proxy: iesp_testsuite::proxy::Proxy,
+    pub target: iesp_testsupport::BlockingTarget,
+    /// The LUN through the proxy.
+    pub url: String,
+}
+
+pub fn faulty(fault: iesp_testsuite::proxy::Fault) -> Faulty {
+    let target = iesp_testsupport::BlockingTarget::ram(16 << 20, 512);
+    let proxy = target
+        .runtime()
+        .block_on(iesp_testsuite::proxy::Proxy::start(target.addr(), fault))
+        .unwrap();
+    let url = format!("iscsi://{}/{}/0", proxy.addr, target.iqn());
+    Faulty { proxy, target, url }
+}
