@@ -53,11 +53,6 @@ const DEFAULT_UNMAP_DESCRIPTORS: u32 = 64;
 /// Blocks per WRITE SAME when the LUN gives no limit.
 const DEFAULT_WRITE_SAME_BLOCKS: u64 = 1 << 16;
 
-/// The start of the device note that carries the LUN's device
-/// identification (VPD page 0x83, hex): what verify's state file records
-/// as the LUN's identity.
-pub const IDENTITY_NOTE: &str = "device identification (VPD 0x83): ";
-
 /// An open LUN.
 pub struct IscsiDevice {
     /// The session, when this device logged in (and logs out on close).
@@ -143,14 +138,14 @@ impl IscsiDevice {
         }
         // The LUN's identity (device identification, SPC-4 §7.8.6), for
         // state files that must not be checked against another LUN.
+        let mut identity = None;
         if let Ok(r) = lu
             .raw(&Cdb::inquiry(Some(0x83), 252).encode(), Bytes::new(), 252)
             .await
             && r.is_good()
             && r.data.len() > 4
         {
-            let hex: String = r.data[4..].iter().map(|b| format!("{b:02x}")).collect();
-            notes.push(format!("{IDENTITY_NOTE}{hex}"));
+            identity = Some(r.data[4..].iter().map(|b| format!("{b:02x}")).collect());
         }
         let lbpme = rc16.is_some_and(|d| d.lbpme);
         let lbprz = rc16.is_some_and(|d| d.lbprz);
@@ -239,6 +234,7 @@ impl IscsiDevice {
                 align: crate::buf::DEFAULT_ALIGN,
                 trim,
                 notes,
+                identity,
                 limits,
                 caps,
                 negotiation_warnings: Vec::new(),

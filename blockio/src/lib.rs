@@ -179,6 +179,11 @@ pub struct DeviceInfo {
     pub trim: TrimSupport,
     /// Things the user should know (fallbacks, ignored tails, limits).
     pub notes: Vec<String>,
+    /// The LUN's device identification (VPD page 0x83, hex), when it has
+    /// one: what a state file records so it is never checked against
+    /// another LUN (not in the reports).
+    #[serde(skip)]
+    pub identity: Option<String>,
     /// Per-command limits (not in the reports: their schema predates them).
     #[serde(skip)]
     pub limits: Limits,

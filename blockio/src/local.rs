@@ -223,6 +223,7 @@ impl LocalDevice {
                 align,
                 trim,
                 notes,
+                identity: None,
                 limits,
                 caps,
                 negotiation_warnings: Vec::new(),

@@ -293,6 +293,7 @@ impl MemDevice {
                     },
                 },
                 notes: Vec::new(),
+                identity: None,
                 limits: Limits {
                     max_transfer_bytes: max_io,
                     max_unmap_blocks: 0,

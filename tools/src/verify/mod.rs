@@ -221,10 +221,7 @@ enum CheckSource {
 /// identification (VPD page 0x83) when the device knows it, else its
 /// name (a file's or block device's path).
 fn identity(info: &iesp_blockio::DeviceInfo) -> String {
-    info.notes
-        .iter()
-        .find_map(|n| n.strip_prefix(iesp_blockio::iscsi::IDENTITY_NOTE))
-        .map_or_else(|| info.name.clone(), str::to_owned)
+    info.identity.clone().unwrap_or_else(|| info.name.clone())
 }
 
 /// Runs verify as `opts` says, printing the header now and returning the
