@@ -189,6 +189,18 @@ pub fn is_stdout(path: &Path) -> bool {
 /// the same directory renamed over `path`, so readers never see half a
 /// report.
 pub fn write_output(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_whole(path, bytes, false)
+}
+
+/// [`write_output`] that also survives a crash: the temporary file is
+/// fsynced before the rename and the directory after it, so a crash
+/// leaves the old file or the new one, never a mix or nothing (state
+/// files).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_whole(path, bytes, true)
+}
+
+fn write_whole(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     if is_stdout(path) {
         let mut out = std::io::stdout().lock();
         out.write_all(bytes)?;
@@ -200,7 +212,13 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
+    if durable {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

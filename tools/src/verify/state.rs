@@ -24,6 +24,7 @@
 //! another. The file is written whole: a temporary file, fsync, rename,
 //! fsync of the directory ([`write_durably`]).
 
+use iesp_cli::envelope::write_durably;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -252,27 +253,6 @@ pub struct StateFile {
     /// The device's capacity in blocks when the file was written.
     #[serde(default)]
     pub capacity_blocks: u64,
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new
-/// one, never a mix: a temporary file in the same directory, fsync, rename
-/// over `path`, fsync of the directory. `-` is stdout.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    if path.as_os_str() == "-" {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        return out.flush();
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl StateFile {
