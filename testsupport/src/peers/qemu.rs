@@ -68,7 +68,12 @@ impl QemuNbd {
         let mut guard = ChildGuard(Some(child));
         let deadline = Instant::now() + STARTUP;
         loop {
-            if TcpStream::connect(super::loopback(port)).is_ok() {
+            // The port is ours only if the server that answers on it speaks
+            // NBD: the kernel may have handed the same ephemeral port to
+            // another test's listener between `free_loopback_port` and
+            // qemu-nbd's bind, and qemu-nbd then exits while the connect
+            // succeeds to the wrong server.
+            if greets_as_nbd(port) {
                 break;
             }
             let exited = guard
@@ -138,4 +143,17 @@ impl Drop for QemuNbd {
     fn drop(&mut self) {
         self.child.kill_and_reap();
     }
+}
+
+/// True when a connection to `port` receives the NBD server greeting
+/// (`NBDMAGIC`, newstyle or oldstyle).
+fn greets_as_nbd(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = TcpStream::connect_timeout(&super::loopback(port), Duration::from_secs(1))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut magic = [0u8; 8];
+    stream.read_exact(&mut magic).is_ok() && &magic == b"NBDMAGIC"
 }
