@@ -178,6 +178,8 @@ pub enum UsageError {
     },
     #[error("--lun {0}")]
     Lun(#[from] config::LunSpecError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Args {
@@ -248,6 +250,10 @@ impl Args {
             }),
             _ => None,
         };
+        if let Some(c) = &chap {
+            c.validate("--chap-secret", "--mutual-chap-secret")
+                .map_err(UsageError::Invalid)?;
+        }
         let mut cfg = TargetConfig {
             targets: vec![TargetDef {
                 iqn: self.iqn.clone(),

@@ -63,6 +63,38 @@ pub struct ChapAuth {
     pub target: Option<ChapCredentials>,
 }
 
+/// The shortest CHAP secret accepted anywhere (flags and file), in bytes.
+pub const MIN_CHAP_SECRET: usize = 12;
+
+impl ChapAuth {
+    /// The rules every CHAP setting follows, whether it came from flags or
+    /// the file: secrets of at least [`MIN_CHAP_SECRET`] bytes, a mutual
+    /// secret different from the initiator's (RFC 7143 §12.1.3). The
+    /// message names `what` (a flag or key), never a secret.
+    pub fn validate(&self, what: &str, mutual_what: &str) -> Result<(), String> {
+        let len = self.initiator.secret.len();
+        if len < MIN_CHAP_SECRET {
+            return Err(format!(
+                "{what}: secret is {len} characters; use at least {MIN_CHAP_SECRET}"
+            ));
+        }
+        if let Some(t) = &self.target {
+            let len = t.secret.len();
+            if len < MIN_CHAP_SECRET {
+                return Err(format!(
+                    "{mutual_what}: secret is {len} characters; use at least {MIN_CHAP_SECRET}"
+                ));
+            }
+            if t.secret == self.initiator.secret {
+                return Err(format!(
+                    "{mutual_what}: must differ from the initiator secret (RFC 7143 §12.1.3)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What this target accepts and prefers in negotiation and scheduling.
 #[derive(Clone, Debug)]
 pub struct Limits {

@@ -71,7 +71,10 @@ impl Target {
                     Backing::File { path, size } => {
                         Box::new(open(path, *size, spec.read_only, t, n)?)
                     }
-                    Backing::Device { path } => Box::new(open(path, None, spec.read_only, t, n)?),
+                    Backing::Device { path } => {
+                        require_block_device(path, t, n)?;
+                        Box::new(open(path, None, spec.read_only, t, n)?)
+                    }
                     Backing::Nbd { addr, export } => {
                         Box::new(open_nbd(addr, export, spec.read_only, t, n)?)
                     }
@@ -128,6 +131,24 @@ fn open(path: &Path, size: Option<u64>, ro: bool, t: usize, n: usize) -> io::Res
             format!("target {t} LUN {n}: {}: {e}", path.display()),
         )
     })
+}
+
+/// `dev:` serves a block device whole; a regular file there is a mistake
+/// (`file:` is for files), reported as a usage error before binding.
+fn require_block_device(path: &Path, t: usize, n: usize) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() => Ok(()),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "target {t} LUN {n}: dev:{} is not a block device (use file: for a regular file)",
+                path.display()
+            ),
+        )),
+        // Missing or unreadable: the open reports it (exit 3).
+        Err(_) => Ok(()),
+    }
 }
 
 fn open_nbd(addr: &str, export: &str, ro: bool, t: usize, n: usize) -> io::Result<NbdBackend> {
