@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::admission::{Admission, Refusal};
 use crate::backend::{Backend, FileBackend, NbdBackend, RamBackend};
 use crate::config::{Backing, ChapAuth, Limits, TargetConfig};
 use crate::conn;
@@ -53,6 +54,8 @@ pub struct Target {
     /// CHAP for discovery sessions.
     pub discovery_chap: Option<ChapAuth>,
     pub sessions: SessionRegistry,
+    /// Connection caps, refusal counts, authentication back-off.
+    pub admission: Arc<Admission>,
     next_session_id: AtomicU64,
 }
 
@@ -111,6 +114,7 @@ impl Target {
             limits: config.limits.clone(),
             discovery_chap: config.discovery_chap.clone(),
             sessions: SessionRegistry::default(),
+            admission: Arc::new(Admission::default()),
             next_session_id: AtomicU64::new(1),
         }))
     }
@@ -239,17 +243,31 @@ impl SessionRegistry {
 impl Target {
     /// Registers a new session, closing any live session with the same key
     /// (session reinstatement, §6.3.5). Returns the guard and whether an old
-    /// session was reinstated.
+    /// session was reinstated, or `Err` when the target already has
+    /// `max_sessions` normal sessions (a reinstatement replaces one, so it
+    /// is never refused).
     pub fn register_session(
         self: &Arc<Self>,
         key: SessionKey,
         session_id: u64,
         cid: u16,
         params: FfpParams,
-    ) -> (SessionGuard, bool) {
+    ) -> Result<(SessionGuard, bool), Refusal> {
+        // The cap check, the TSIH choice and the insert under one lock, so
+        // concurrent logins cannot pass the cap together.
+        let mut map = self.sessions.lock();
+        if !key.target_name.is_empty() && !map.contains_key(&key) {
+            let here = map
+                .keys()
+                .filter(|k| k.target_name == key.target_name)
+                .count();
+            if here >= self.limits.max_sessions {
+                return Err(Refusal::Sessions);
+            }
+        }
         let tsih = loop {
             let t = self.sessions.next_tsih.fetch_add(1, Ordering::Relaxed);
-            if t != 0 && !self.sessions.tsih_exists(t) {
+            if t != 0 && !map.values().any(|e| e.tsih == t) {
                 break t;
             }
         };
@@ -261,12 +279,13 @@ impl Target {
             params,
             kill: kill.clone(),
         };
-        let old = self.sessions.lock().insert(key.clone(), entry);
+        let old = map.insert(key.clone(), entry);
+        drop(map);
         let reinstated = old.is_some();
         if let Some(old) = old {
             old.kill.notify_one();
         }
-        (
+        Ok((
             SessionGuard {
                 target: self.clone(),
                 key,
@@ -275,7 +294,7 @@ impl Target {
                 kill,
             },
             reinstated,
-        )
+        ))
     }
 }
 
@@ -365,11 +384,21 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let permit = match target.admission.admit(peer.ip(), &target.limits) {
+                    Ok(p) => p,
+                    Err(cause) => {
+                        // Closed before it can send a byte (RST-free: a
+                        // plain close), counted and logged once per cause.
+                        target.admission.refusals.refuse(cause, peer.ip());
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let portal: SocketAddr = stream.local_addr().unwrap_or(peer);
                 let target = target.clone();
                 let stop = stop_rx.clone();
                 conns.spawn(async move {
-                    if let Err(e) = conn::run(stream, peer, portal, target, stop).await {
+                    if let Err(e) = conn::run(stream, peer, portal, target, stop, permit).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                 });

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use super::ffp::{After, FfpSetup, FullFeature, KeepAlive};
 use super::login::{self, Login, LoginStep};
+use crate::admission::ConnPermit;
 use crate::scsi::NexusEnd;
 use crate::server::Target;
 
@@ -38,13 +39,15 @@ const READ_BUF: usize = 512 * 1024;
 /// A timer far enough away to mean "never" when keep-alive is off.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
-/// Runs one connection to completion.
+/// Runs one connection to completion. `permit` is its place under the
+/// connection caps ([`crate::admission`]), released as it ends.
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     portal: SocketAddr,
     target: Arc<Target>,
     mut stop: watch::Receiver<bool>,
+    mut permit: ConnPermit,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
@@ -57,18 +60,38 @@ pub async fn run(
         max_data_segment: login::MAX_LOGIN_SEGMENT,
     };
     let mut out = Outbox::new(login_cfg);
-    let mut login = Login::new(target.clone(), portal);
+    let mut login = Login::new(target.clone(), portal).with_peer(peer.ip());
+    // One deadline for the whole login, however often the initiator sends
+    // (a PDU every few seconds must not keep a connection unauthenticated).
+    let deadline = tokio::time::Instant::now() + target.limits.login_timeout;
+    let timed_out = || {
+        tracing::info!(%peer, "login not complete within {:?}: dropping the connection",
+            target.limits.login_timeout);
+        io::Error::new(io::ErrorKind::TimedOut, "login timed out")
+    };
     let outcome = loop {
         let frame = tokio::select! {
-            f = tokio::time::timeout(target.limits.login_timeout, next_frame(&mut rd, &mut rbuf, &login_cfg)) => match f {
+            f = tokio::time::timeout_at(deadline, next_frame(&mut rd, &mut rbuf, &login_cfg)) => match f {
                 Ok(Ok(Some(frame))) => frame,
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "login timed out")),
+                Err(_) => return Err(timed_out()),
             },
             _ = stop.changed() => return Ok(()),
         };
         let step = login.handle(frame, &mut out);
+        if let Some(until) = login.take_hold() {
+            // Authentication back-off: the answer waits, within the deadline.
+            let until = tokio::time::Instant::from_std(until);
+            if until >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Err(timed_out());
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        }
         flush(&mut wr, &mut out).await?;
         match step {
             LoginStep::Continue => {}
@@ -76,6 +99,7 @@ pub async fn run(
             LoginStep::Done(outcome) => break outcome,
         }
     };
+    permit.authenticated();
 
     // ---- Full feature phase.
     tracing::info!(%peer, initiator = %outcome.nexus.initiator_name, target = %outcome.nexus.target_name,
