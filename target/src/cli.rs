@@ -130,11 +130,11 @@ pub struct Args {
     pub max_sessions: Option<usize>,
 
     /// Delay of the first failed authentication of an initiator name or
-    /// address; each failure in a row doubles it. Default 1s.
+    /// address; each failure in a row doubles it. Default 250ms.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "config")]
     pub auth_fail_delay: Option<Duration>,
 
-    /// The longest failed-authentication delay. Default 30s.
+    /// The longest failed-authentication delay. Default 10s.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "config")]
     pub auth_fail_delay_max: Option<Duration>,
 
