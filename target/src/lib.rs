@@ -44,6 +44,7 @@ pub mod config;
 pub mod config_file;
 pub mod conn;
 pub mod embedded;
+pub mod memory;
 pub mod scsi;
 pub mod server;
 

@@ -27,6 +27,7 @@ use crate::backend::{Backend, FileBackend, NbdBackend, RamBackend};
 use crate::config::{Backing, ChapAuth, Limits, TargetConfig};
 use crate::conn;
 use crate::conn::ffp::FfpParams;
+use crate::memory::{MemoryBudget, return_freed_memory};
 use crate::scsi::{LogicalUnit, LunTable};
 
 /// One target node, ready to serve.
@@ -56,6 +57,8 @@ pub struct Target {
     pub sessions: SessionRegistry,
     /// Connection caps, refusal counts, authentication back-off.
     pub admission: Arc<Admission>,
+    /// The memory budget for command data of all sessions.
+    pub memory: Arc<MemoryBudget>,
     next_session_id: AtomicU64,
 }
 
@@ -115,6 +118,7 @@ impl Target {
             discovery_chap: config.discovery_chap.clone(),
             sessions: SessionRegistry::default(),
             admission: Arc::new(Admission::default()),
+            memory: MemoryBudget::new(config.limits.memory_budget),
             next_session_id: AtomicU64::new(1),
         }))
     }
@@ -401,6 +405,8 @@ pub async fn serve(
                     if let Err(e) = conn::run(stream, peer, portal, target, stop, permit).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
+                    // Its buffers are freed: give the pages back.
+                    return_freed_memory();
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use super::ffp::{After, FfpSetup, FullFeature, KeepAlive};
 use super::login::{self, Login, LoginStep};
 use crate::admission::ConnPermit;
+use crate::memory::SessionMemory;
 use crate::scsi::NexusEnd;
 use crate::server::Target;
 
@@ -141,7 +142,9 @@ pub async fn run(
             timeout: limits.nop_timeout,
         }),
     };
-    let mut ffp = FullFeature::new(setup, Instant::now());
+    let memory = SessionMemory::new(target.memory.clone(), limits.session_memory);
+    let mut ffp =
+        FullFeature::new(setup, Instant::now()).with_memory(memory, Some(limits.data_out_timeout));
     let kill = session.as_ref().map(|s| s.kill.clone());
     let killed = async {
         match &kill {
@@ -174,7 +177,11 @@ pub async fn run(
                     if n? == 0 {
                         return Ok(());
                     }
-                    receive(&mut ffp, &mut rbuf, may_block)
+                    let after = receive(&mut ffp, &mut rbuf, may_block);
+                    // A new write task may bring its Data-Out deadline, or a
+                    // wait for memory its retry, before the armed one.
+                    timer.as_mut().reset(deadline(&ffp));
+                    after
                 }
                 () = &mut killed => {
                     tracing::info!(%peer, "session reinstated by a new login: closing the old connection");
