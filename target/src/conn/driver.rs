@@ -103,8 +103,12 @@ pub async fn run(
     permit.authenticated();
 
     // ---- Full feature phase.
+    let tsih = outcome.session.as_ref().map_or(0, |s| s.tsih);
+    let isid = hex(&outcome.nexus.isid.0);
     tracing::info!(%peer, initiator = %outcome.nexus.initiator_name, target = %outcome.nexus.target_name,
-        kind = ?outcome.kind, "login complete");
+        kind = ?outcome.kind, %isid, tsih, header_digest = %digest_name(outcome.header_digest),
+        data_digest = %digest_name(outcome.data_digest), "login complete");
+    let initiator = outcome.nexus.initiator_name.clone();
     let login::LoginOutcome {
         kind,
         neg,
@@ -175,7 +179,7 @@ pub async fn run(
             let after = tokio::select! {
                 n = rd.read_buf(&mut rbuf) => {
                     if n? == 0 {
-                        return Ok(());
+                        return Ok("closed by the initiator");
                     }
                     let after = receive(&mut ffp, &mut rbuf, may_block);
                     // A new write task may bring its Data-Out deadline, or a
@@ -184,8 +188,8 @@ pub async fn run(
                     after
                 }
                 () = &mut killed => {
-                    tracing::info!(%peer, "session reinstated by a new login: closing the old connection");
-                    return Ok(());
+                    tracing::info!(%peer, %initiator, %isid, tsih, "session reinstated by a new login: closing the old connection");
+                    return Ok("session reinstated");
                 }
                 _ = stop.changed() => {
                     // Finish what already arrived, fail what is still
@@ -193,7 +197,7 @@ pub async fn run(
                     let _ = receive(&mut ffp, &mut rbuf, may_block);
                     ffp.shutdown();
                     flush(&mut wr, ffp.outbox()).await?;
-                    return Ok(());
+                    return Ok("target shutting down");
                 }
                 () = &mut timer => {
                     let after = ffp.handle_timeout(Instant::now());
@@ -204,14 +208,27 @@ pub async fn run(
             flush(&mut wr, ffp.outbox()).await?;
             match after {
                 Ok(After::Continue) => {}
-                Ok(After::Close) => return Ok(()),
+                Ok(After::Close) if ffp.logged_out() => return Ok("logout"),
+                Ok(After::Close) if ffp.ping_outstanding() => return Ok("no answer to NOP-In"),
+                Ok(After::Close) => return Ok("target reset"),
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             }
         }
     }
     .await;
     let _ = wr.shutdown().await;
-    tracing::debug!(%peer, logged_out = ffp.logged_out(), result = ?result, "connection closed");
+    match &result {
+        Ok(_) if ffp.logged_out() => {
+            tracing::info!(%peer, %initiator, %isid, tsih, "logout");
+        }
+        Ok(reason) => {
+            tracing::info!(%peer, %initiator, %isid, tsih, pending = ffp.pending_tasks(), "connection lost: {reason}");
+        }
+        Err(e) => {
+            tracing::info!(%peer, %initiator, %isid, tsih, pending = ffp.pending_tasks(), "connection lost: {e}");
+        }
+    }
+    let result = result.map(|_| ());
     ffp.end_of_nexus(if ffp.logged_out() {
         NexusEnd::Logout
     } else {
@@ -219,6 +236,14 @@ pub async fn run(
     });
     drop(session);
     result
+}
+
+fn digest_name(on: bool) -> &'static str {
+    if on { "CRC32C" } else { "None" }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// [`FullFeature::receive`], in a blocking section when the backend may
