@@ -217,6 +217,7 @@ pub async fn run(
     }
     .await;
     let _ = wr.shutdown().await;
+    tracing::debug!(%peer, logged_out = ffp.logged_out(), result = ?result, "connection closed");
     match &result {
         Ok(_) if ffp.logged_out() => {
             tracing::info!(%peer, %initiator, %isid, tsih, "logout");
