@@ -218,11 +218,11 @@ fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A memory size of at least 1 MiB.
+/// A memory size of at least one largest transfer (8 MiB).
 fn parse_budget(s: &str) -> Result<u64, String> {
     let n = units::parse_size(s)?;
     if n < config::MIN_MEMORY_BUDGET {
-        return Err(format!("`{s}` is less than 1MiB"));
+        return Err(format!("`{s}` is less than 8MiB, the largest transfer"));
     }
     Ok(n)
 }

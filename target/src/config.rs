@@ -151,8 +151,10 @@ pub struct Limits {
 /// The default [`Limits::memory_budget`]: 256 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
 
-/// The smallest memory budget or session share: 1 MiB.
-pub const MIN_MEMORY_BUDGET: u64 = 1 << 20;
+/// The smallest memory budget or session share: 8 MiB, the largest transfer
+/// the target advertises (MAXIMUM TRANSFER LENGTH), so that every write an
+/// initiator may send fits.
+pub const MIN_MEMORY_BUDGET: u64 = 8 << 20;
 
 impl Limits {
     /// The rules between limits, whichever way they were set; the message
@@ -171,7 +173,9 @@ impl Limits {
             ));
         }
         if self.session_memory < MIN_MEMORY_BUDGET {
-            return Err("session_memory (--session-memory) is less than 1MiB".into());
+            return Err(
+                "session_memory (--session-memory) is less than 8MiB, the largest transfer".into(),
+            );
         }
         Ok(())
     }

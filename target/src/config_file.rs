@@ -307,7 +307,7 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
         {
             return Err(invalid(
                 format!("limits.{k}"),
-                format!("{v} is less than 1MiB"),
+                format!("{v} is less than 8MiB, the largest transfer"),
             ));
         }
     }

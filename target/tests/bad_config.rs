@@ -106,3 +106,23 @@ fn an_unknown_config_key_exits_2() {
         assert_usage(&out, needle, &text);
     }
 }
+
+#[test]
+fn bad_limits_exit_2() {
+    for (args, needle) in [
+        (&["--memory-budget", "1M"][..], "--memory-budget"),
+        (
+            &["--memory-budget", "64M", "--session-memory", "128M"],
+            "exceeds memory_budget",
+        ),
+        (&["--max-connections", "0"], "--max-connections"),
+        (
+            &["--auth-fail-delay", "2s", "--auth-fail-delay-max", "1s"],
+            "auth_fail_delay_max",
+        ),
+        (&["--data-out-timeout", "0"], "--data-out-timeout"),
+        (&["--discovery-chap"], "--chap-user"),
+    ] {
+        assert_usage(&run(args), needle, &format!("{args:?}"));
+    }
+}

@@ -108,7 +108,9 @@ async fn sixty_four_sessions_at_qd32_mixed_4k_for_a_minute() {
                     let block = first + k as u64;
                     let ok = if rng & (1 << 40) != 0 {
                         generations[k] += 1;
-                        lu.write(block, pattern(block, generations[k])).await.is_ok()
+                        lu.write(block, pattern(block, generations[k]))
+                            .await
+                            .is_ok()
                     } else {
                         match lu.read(block, 1).await {
                             Ok(data) => {
