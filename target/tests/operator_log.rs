@@ -31,8 +31,9 @@ fn start(log: &Path, args: &[&str]) -> (Child, SocketAddr) {
         {
             return (child, addr.trim().parse().expect("address"));
         }
-        if t0.elapsed() > Duration::from_secs(10) {
+        if t0.elapsed() > Duration::from_secs(10) || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("iesp-target did not start; log:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(20));
