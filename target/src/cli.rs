@@ -106,9 +106,52 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_nonzero, conflicts_with = "config")]
     pub nop_timeout: Option<Duration>,
 
-    /// How long a login may wait for the initiator's next PDU. Default 30s.
+    /// The whole-login deadline: a connection not logged in this long after
+    /// it was accepted is dropped, however often it sends. Default 15s.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_nonzero, conflicts_with = "config")]
     pub login_timeout: Option<Duration>,
+
+    /// Connections at once; more are closed on accept. Default 4096.
+    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "config")]
+    pub max_connections: Option<usize>,
+
+    /// Connections still logging in, in total; more are closed on accept.
+    /// Default 256.
+    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "config")]
+    pub max_unauthenticated: Option<usize>,
+
+    /// Connections still logging in from one source address. Default 32.
+    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "config")]
+    pub max_unauthenticated_per_address: Option<usize>,
+
+    /// Normal sessions per target; one more login gets Out of Resources
+    /// (0x0302). Default 1024. A session has one connection.
+    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "config")]
+    pub max_sessions: Option<usize>,
+
+    /// Delay of the first failed authentication of an initiator name or
+    /// address; each failure in a row doubles it. Default 250ms.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "config")]
+    pub auth_fail_delay: Option<Duration>,
+
+    /// The longest failed-authentication delay. Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, conflicts_with = "config")]
+    pub auth_fail_delay_max: Option<Duration>,
+
+    /// Memory for write data of all sessions together; when it runs out
+    /// R2Ts wait and the command window shrinks. Default 256MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_budget, conflicts_with = "config")]
+    pub memory_budget: Option<u64>,
+
+    /// The share of --memory-budget one session may hold. Default a
+    /// quarter of the budget.
+    #[arg(long, value_name = "SIZE", value_parser = parse_budget, conflicts_with = "config")]
+    pub session_memory: Option<u64>,
+
+    /// Abort a write whose Data-Out stops coming for this long, freeing
+    /// its buffer. Default 30s.
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_nonzero, conflicts_with = "config")]
+    pub data_out_timeout: Option<Duration>,
 
     /// Allow only this initiator name (repeatable); without it every
     /// initiator may log in.
@@ -131,6 +174,11 @@ pub struct Args {
     /// Mutual CHAP: the secret this target proves.
     #[arg(long, requires = "mutual_chap_user", conflicts_with = "config")]
     pub mutual_chap_secret: Option<String>,
+
+    /// Require the same CHAP (--chap-user/--chap-secret, and mutual) for
+    /// discovery sessions too.
+    #[arg(long, requires = "chap_user", conflicts_with = "config")]
+    pub discovery_chap: bool,
 
     /// Log filter, e.g. `info`, `debug`, `iesp_target=trace`; IESP_LOG
     /// overrides it. Default: info, or what -v/-q ask for.
@@ -163,6 +211,22 @@ fn parse_segment_length(s: &str) -> Result<u32, String> {
     }
 }
 
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a count of at least 1")),
+    }
+}
+
+/// A memory size of at least one largest transfer (8 MiB).
+fn parse_budget(s: &str) -> Result<u64, String> {
+    let n = units::parse_size(s)?;
+    if n < config::MIN_MEMORY_BUDGET {
+        return Err(format!("`{s}` is less than 8MiB, the largest transfer"));
+    }
+    Ok(n)
+}
+
 /// A configuration that cannot be used: exit 2.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -178,6 +242,8 @@ pub enum UsageError {
     },
     #[error("--lun {0}")]
     Lun(#[from] config::LunSpecError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Args {
@@ -248,6 +314,15 @@ impl Args {
             }),
             _ => None,
         };
+        if let Some(c) = &chap {
+            c.validate("--chap-secret", "--mutual-chap-secret")
+                .map_err(UsageError::Invalid)?;
+        }
+        let discovery_chap = if self.discovery_chap {
+            chap.clone()
+        } else {
+            None
+        };
         let mut cfg = TargetConfig {
             targets: vec![TargetDef {
                 iqn: self.iqn.clone(),
@@ -256,6 +331,7 @@ impl Args {
                 acl: self.acl.clone(),
                 chap,
             }],
+            discovery_chap,
             ..TargetConfig::default()
         };
         let l = &mut cfg.limits;
@@ -277,6 +353,37 @@ impl Args {
         if let Some(d) = self.login_timeout {
             l.login_timeout = d;
         }
+        let caps = [
+            (self.max_connections, &mut l.max_connections),
+            (self.max_unauthenticated, &mut l.max_unauthenticated),
+            (
+                self.max_unauthenticated_per_address,
+                &mut l.max_unauthenticated_per_address,
+            ),
+            (self.max_sessions, &mut l.max_sessions),
+        ];
+        for (v, slot) in caps {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        if let Some(d) = self.auth_fail_delay {
+            l.auth_fail_delay = d;
+        }
+        if let Some(d) = self.auth_fail_delay_max {
+            l.auth_fail_delay_max = d;
+        }
+        if let Some(b) = self.memory_budget {
+            l.memory_budget = b;
+            l.session_memory = b / 4;
+        }
+        if let Some(s) = self.session_memory {
+            l.session_memory = s;
+        }
+        if let Some(d) = self.data_out_timeout {
+            l.data_out_timeout = d;
+        }
+        l.validate().map_err(UsageError::Invalid)?;
         Ok(cfg)
     }
 }

@@ -63,6 +63,38 @@ pub struct ChapAuth {
     pub target: Option<ChapCredentials>,
 }
 
+/// The shortest CHAP secret accepted anywhere (flags and file), in bytes.
+pub const MIN_CHAP_SECRET: usize = 12;
+
+impl ChapAuth {
+    /// The rules every CHAP setting follows, whether it came from flags or
+    /// the file: secrets of at least [`MIN_CHAP_SECRET`] bytes, a mutual
+    /// secret different from the initiator's (RFC 7143 §12.1.3). The
+    /// message names `what` (a flag or key), never a secret.
+    pub fn validate(&self, what: &str, mutual_what: &str) -> Result<(), String> {
+        let len = self.initiator.secret.len();
+        if len < MIN_CHAP_SECRET {
+            return Err(format!(
+                "{what}: secret is {len} characters; use at least {MIN_CHAP_SECRET}"
+            ));
+        }
+        if let Some(t) = &self.target {
+            let len = t.secret.len();
+            if len < MIN_CHAP_SECRET {
+                return Err(format!(
+                    "{mutual_what}: secret is {len} characters; use at least {MIN_CHAP_SECRET}"
+                ));
+            }
+            if t.secret == self.initiator.secret {
+                return Err(format!(
+                    "{mutual_what}: must differ from the initiator secret (RFC 7143 §12.1.3)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What this target accepts and prefers in negotiation and scheduling.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -88,8 +120,65 @@ pub struct Limits {
     pub nop_interval: Option<Duration>,
     /// Drop the connection when a ping stays unanswered this long.
     pub nop_timeout: Duration,
-    /// Drop a connection whose login waits this long for the next PDU.
+    /// The whole-login deadline: a connection not in full feature phase
+    /// this long after it was accepted is dropped, however often it sends.
     pub login_timeout: Duration,
+    /// Connections of every kind at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Connections still logging in (not yet in full feature phase), in
+    /// total; more are closed on accept.
+    pub max_unauthenticated: usize,
+    /// Connections still logging in from one source address.
+    pub max_unauthenticated_per_address: usize,
+    /// Normal sessions per target; one more login is refused with Out of
+    /// Resources (0x0302). Connections per session are 1 (MaxConnections=1):
+    /// another CID is refused with Too Many Connections (0x0206).
+    pub max_sessions: usize,
+    /// The delay of the first failed authentication of an initiator name or
+    /// source address; each further failure doubles it.
+    pub auth_fail_delay: Duration,
+    /// The longest delay of a failed authentication.
+    pub auth_fail_delay_max: Duration,
+    /// Memory for write data of every session together, in bytes.
+    pub memory_budget: u64,
+    /// The share of [`Limits::memory_budget`] one session may hold.
+    pub session_memory: u64,
+    /// A write task whose Data-Out stops coming for this long is aborted
+    /// and its buffer freed.
+    pub data_out_timeout: Duration,
+}
+
+/// The default [`Limits::memory_budget`]: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
+
+/// The smallest memory budget or session share: 8 MiB, the largest transfer
+/// the target advertises (MAXIMUM TRANSFER LENGTH), so that every write an
+/// initiator may send fits.
+pub const MIN_MEMORY_BUDGET: u64 = 8 << 20;
+
+impl Limits {
+    /// The rules between limits, whichever way they were set; the message
+    /// names the flag/key pair.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.auth_fail_delay_max < self.auth_fail_delay {
+            return Err(
+                "auth_fail_delay_max (--auth-fail-delay-max) is less than auth_fail_delay".into(),
+            );
+        }
+        if self.session_memory > self.memory_budget {
+            return Err(format!(
+                "session_memory (--session-memory) {} exceeds memory_budget {}",
+                format_size(self.session_memory),
+                format_size(self.memory_budget)
+            ));
+        }
+        if self.session_memory < MIN_MEMORY_BUDGET {
+            return Err(
+                "session_memory (--session-memory) is less than 8MiB, the largest transfer".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -105,7 +194,16 @@ impl Default for Limits {
             command_window: 128,
             nop_interval: Some(Duration::from_secs(20)),
             nop_timeout: Duration::from_secs(20),
-            login_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(15),
+            max_connections: 4096,
+            max_unauthenticated: 256,
+            max_unauthenticated_per_address: 32,
+            max_sessions: 1024,
+            auth_fail_delay: Duration::from_millis(250),
+            auth_fail_delay_max: Duration::from_secs(10),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            session_memory: DEFAULT_MEMORY_BUDGET / 4,
+            data_out_timeout: Duration::from_secs(30),
         }
     }
 }

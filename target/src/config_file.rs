@@ -58,6 +58,15 @@ struct LimitsFile {
     nop_interval: Option<Secs>,
     nop_timeout: Option<Secs>,
     login_timeout: Option<Secs>,
+    max_connections: Option<usize>,
+    max_unauthenticated: Option<usize>,
+    max_unauthenticated_per_address: Option<usize>,
+    max_sessions: Option<usize>,
+    auth_fail_delay: Option<Secs>,
+    auth_fail_delay_max: Option<Secs>,
+    memory_budget: Option<Size>,
+    session_memory: Option<Size>,
+    data_out_timeout: Option<Secs>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +271,60 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
         }
         l.login_timeout = d;
     }
+    let caps = [
+        ("max_connections", f.max_connections, &mut l.max_connections),
+        (
+            "max_unauthenticated",
+            f.max_unauthenticated,
+            &mut l.max_unauthenticated,
+        ),
+        (
+            "max_unauthenticated_per_address",
+            f.max_unauthenticated_per_address,
+            &mut l.max_unauthenticated_per_address,
+        ),
+        ("max_sessions", f.max_sessions, &mut l.max_sessions),
+    ];
+    for (k, v, slot) in caps {
+        match v {
+            Some(0) => return Err(invalid(format!("limits.{k}"), "must be at least 1")),
+            Some(v) => *slot = v,
+            None => {}
+        }
+    }
+    if let Some(Secs(d)) = f.auth_fail_delay {
+        l.auth_fail_delay = d;
+    }
+    if let Some(Secs(d)) = f.auth_fail_delay_max {
+        l.auth_fail_delay_max = d;
+    }
+    for (k, v) in [
+        ("memory_budget", f.memory_budget),
+        ("session_memory", f.session_memory),
+    ] {
+        if let Some(v) = v
+            && v.0 < config::MIN_MEMORY_BUDGET
+        {
+            return Err(invalid(
+                format!("limits.{k}"),
+                format!("{v} is less than 8MiB, the largest transfer"),
+            ));
+        }
+    }
+    if let Some(v) = f.memory_budget {
+        l.memory_budget = v.0;
+        l.session_memory = v.0 / 4;
+    }
+    if let Some(v) = f.session_memory {
+        l.session_memory = v.0;
+    }
+    if let Some(Secs(d)) = f.data_out_timeout {
+        if d.is_zero() {
+            return Err(invalid("limits.data_out_timeout", "must be more than zero"));
+        }
+        l.data_out_timeout = d;
+    }
+    l.validate().map_err(|e| invalid("limits", e))?;
     Ok(l)
 }
 

@@ -37,12 +37,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod conn;
 pub mod embedded;
+pub mod memory;
 pub mod scsi;
 pub mod server;
 

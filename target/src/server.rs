@@ -22,10 +22,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::admission::{Admission, Refusal};
 use crate::backend::{Backend, FileBackend, NbdBackend, RamBackend};
 use crate::config::{Backing, ChapAuth, Limits, TargetConfig};
 use crate::conn;
 use crate::conn::ffp::FfpParams;
+use crate::memory::{MemoryBudget, return_freed_memory};
 use crate::scsi::{LogicalUnit, LunTable};
 
 /// One target node, ready to serve.
@@ -53,6 +55,10 @@ pub struct Target {
     /// CHAP for discovery sessions.
     pub discovery_chap: Option<ChapAuth>,
     pub sessions: SessionRegistry,
+    /// Connection caps, refusal counts, authentication back-off.
+    pub admission: Arc<Admission>,
+    /// The memory budget for command data of all sessions.
+    pub memory: Arc<MemoryBudget>,
     next_session_id: AtomicU64,
 }
 
@@ -71,7 +77,10 @@ impl Target {
                     Backing::File { path, size } => {
                         Box::new(open(path, *size, spec.read_only, t, n)?)
                     }
-                    Backing::Device { path } => Box::new(open(path, None, spec.read_only, t, n)?),
+                    Backing::Device { path } => {
+                        require_block_device(path, t, n)?;
+                        Box::new(open(path, None, spec.read_only, t, n)?)
+                    }
                     Backing::Nbd { addr, export } => {
                         Box::new(open_nbd(addr, export, spec.read_only, t, n)?)
                     }
@@ -108,6 +117,8 @@ impl Target {
             limits: config.limits.clone(),
             discovery_chap: config.discovery_chap.clone(),
             sessions: SessionRegistry::default(),
+            admission: Arc::new(Admission::default()),
+            memory: MemoryBudget::new(config.limits.memory_budget),
             next_session_id: AtomicU64::new(1),
         }))
     }
@@ -128,6 +139,24 @@ fn open(path: &Path, size: Option<u64>, ro: bool, t: usize, n: usize) -> io::Res
             format!("target {t} LUN {n}: {}: {e}", path.display()),
         )
     })
+}
+
+/// `dev:` serves a block device whole; a regular file there is a mistake
+/// (`file:` is for files), reported as a usage error before binding.
+fn require_block_device(path: &Path, t: usize, n: usize) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() => Ok(()),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "target {t} LUN {n}: dev:{} is not a block device (use file: for a regular file)",
+                path.display()
+            ),
+        )),
+        // Missing or unreadable: the open reports it (exit 3).
+        Err(_) => Ok(()),
+    }
 }
 
 fn open_nbd(addr: &str, export: &str, ro: bool, t: usize, n: usize) -> io::Result<NbdBackend> {
@@ -218,17 +247,31 @@ impl SessionRegistry {
 impl Target {
     /// Registers a new session, closing any live session with the same key
     /// (session reinstatement, §6.3.5). Returns the guard and whether an old
-    /// session was reinstated.
+    /// session was reinstated, or `Err` when the target already has
+    /// `max_sessions` normal sessions (a reinstatement replaces one, so it
+    /// is never refused).
     pub fn register_session(
         self: &Arc<Self>,
         key: SessionKey,
         session_id: u64,
         cid: u16,
         params: FfpParams,
-    ) -> (SessionGuard, bool) {
+    ) -> Result<(SessionGuard, bool), Refusal> {
+        // The cap check, the TSIH choice and the insert under one lock, so
+        // concurrent logins cannot pass the cap together.
+        let mut map = self.sessions.lock();
+        if !key.target_name.is_empty() && !map.contains_key(&key) {
+            let here = map
+                .keys()
+                .filter(|k| k.target_name == key.target_name)
+                .count();
+            if here >= self.limits.max_sessions {
+                return Err(Refusal::Sessions);
+            }
+        }
         let tsih = loop {
             let t = self.sessions.next_tsih.fetch_add(1, Ordering::Relaxed);
-            if t != 0 && !self.sessions.tsih_exists(t) {
+            if t != 0 && !map.values().any(|e| e.tsih == t) {
                 break t;
             }
         };
@@ -240,12 +283,13 @@ impl Target {
             params,
             kill: kill.clone(),
         };
-        let old = self.sessions.lock().insert(key.clone(), entry);
+        let old = map.insert(key.clone(), entry);
+        drop(map);
         let reinstated = old.is_some();
         if let Some(old) = old {
             old.kill.notify_one();
         }
-        (
+        Ok((
             SessionGuard {
                 target: self.clone(),
                 key,
@@ -254,7 +298,7 @@ impl Target {
                 kill,
             },
             reinstated,
-        )
+        ))
     }
 }
 
@@ -344,13 +388,25 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let permit = match target.admission.admit(peer.ip(), &target.limits) {
+                    Ok(p) => p,
+                    Err(cause) => {
+                        // Closed before it can send a byte (RST-free: a
+                        // plain close), counted and logged once per cause.
+                        target.admission.refusals.refuse(cause, peer.ip());
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let portal: SocketAddr = stream.local_addr().unwrap_or(peer);
                 let target = target.clone();
                 let stop = stop_rx.clone();
                 conns.spawn(async move {
-                    if let Err(e) = conn::run(stream, peer, portal, target, stop).await {
+                    if let Err(e) = conn::run(stream, peer, portal, target, stop, permit).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
+                    // Its buffers are freed: give the pages back.
+                    return_freed_memory();
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

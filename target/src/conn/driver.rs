@@ -29,6 +29,8 @@ use tokio::sync::watch;
 
 use super::ffp::{After, FfpSetup, FullFeature, KeepAlive};
 use super::login::{self, Login, LoginStep};
+use crate::admission::ConnPermit;
+use crate::memory::SessionMemory;
 use crate::scsi::NexusEnd;
 use crate::server::Target;
 
@@ -38,13 +40,15 @@ const READ_BUF: usize = 512 * 1024;
 /// A timer far enough away to mean "never" when keep-alive is off.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
-/// Runs one connection to completion.
+/// Runs one connection to completion. `permit` is its place under the
+/// connection caps ([`crate::admission`]), released as it ends.
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     portal: SocketAddr,
     target: Arc<Target>,
     mut stop: watch::Receiver<bool>,
+    mut permit: ConnPermit,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
@@ -57,18 +61,38 @@ pub async fn run(
         max_data_segment: login::MAX_LOGIN_SEGMENT,
     };
     let mut out = Outbox::new(login_cfg);
-    let mut login = Login::new(target.clone(), portal);
+    let mut login = Login::new(target.clone(), portal).with_peer(peer.ip());
+    // One deadline for the whole login, however often the initiator sends
+    // (a PDU every few seconds must not keep a connection unauthenticated).
+    let deadline = tokio::time::Instant::now() + target.limits.login_timeout;
+    let timed_out = || {
+        tracing::info!(%peer, "login not complete within {:?}: dropping the connection",
+            target.limits.login_timeout);
+        io::Error::new(io::ErrorKind::TimedOut, "login timed out")
+    };
     let outcome = loop {
         let frame = tokio::select! {
-            f = tokio::time::timeout(target.limits.login_timeout, next_frame(&mut rd, &mut rbuf, &login_cfg)) => match f {
+            f = tokio::time::timeout_at(deadline, next_frame(&mut rd, &mut rbuf, &login_cfg)) => match f {
                 Ok(Ok(Some(frame))) => frame,
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "login timed out")),
+                Err(_) => return Err(timed_out()),
             },
             _ = stop.changed() => return Ok(()),
         };
         let step = login.handle(frame, &mut out);
+        if let Some(until) = login.take_hold() {
+            // Authentication back-off: the answer waits, within the deadline.
+            let until = tokio::time::Instant::from_std(until);
+            if until >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Err(timed_out());
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        }
         flush(&mut wr, &mut out).await?;
         match step {
             LoginStep::Continue => {}
@@ -76,10 +100,15 @@ pub async fn run(
             LoginStep::Done(outcome) => break outcome,
         }
     };
+    permit.authenticated();
 
     // ---- Full feature phase.
+    let tsih = outcome.session.as_ref().map_or(0, |s| s.tsih);
+    let isid = hex(&outcome.nexus.isid.0);
     tracing::info!(%peer, initiator = %outcome.nexus.initiator_name, target = %outcome.nexus.target_name,
-        kind = ?outcome.kind, "login complete");
+        kind = ?outcome.kind, %isid, tsih, header_digest = %digest_name(outcome.header_digest),
+        data_digest = %digest_name(outcome.data_digest), "login complete");
+    let initiator = outcome.nexus.initiator_name.clone();
     let login::LoginOutcome {
         kind,
         neg,
@@ -117,7 +146,9 @@ pub async fn run(
             timeout: limits.nop_timeout,
         }),
     };
-    let mut ffp = FullFeature::new(setup, Instant::now());
+    let memory = SessionMemory::new(target.memory.clone(), limits.session_memory);
+    let mut ffp =
+        FullFeature::new(setup, Instant::now()).with_memory(memory, Some(limits.data_out_timeout));
     let kill = session.as_ref().map(|s| s.kill.clone());
     let killed = async {
         match &kill {
@@ -148,13 +179,17 @@ pub async fn run(
             let after = tokio::select! {
                 n = rd.read_buf(&mut rbuf) => {
                     if n? == 0 {
-                        return Ok(());
+                        return Ok("closed by the initiator");
                     }
-                    receive(&mut ffp, &mut rbuf, may_block)
+                    let after = receive(&mut ffp, &mut rbuf, may_block);
+                    // A new write task may bring its Data-Out deadline, or a
+                    // wait for memory its retry, before the armed one.
+                    timer.as_mut().reset(deadline(&ffp));
+                    after
                 }
                 () = &mut killed => {
-                    tracing::info!(%peer, "session reinstated by a new login: closing the old connection");
-                    return Ok(());
+                    tracing::info!(%peer, %initiator, %isid, tsih, "session reinstated by a new login: closing the old connection");
+                    return Ok("session reinstated");
                 }
                 _ = stop.changed() => {
                     // Finish what already arrived, fail what is still
@@ -162,7 +197,7 @@ pub async fn run(
                     let _ = receive(&mut ffp, &mut rbuf, may_block);
                     ffp.shutdown();
                     flush(&mut wr, ffp.outbox()).await?;
-                    return Ok(());
+                    return Ok("target shutting down");
                 }
                 () = &mut timer => {
                     let after = ffp.handle_timeout(Instant::now());
@@ -173,7 +208,9 @@ pub async fn run(
             flush(&mut wr, ffp.outbox()).await?;
             match after {
                 Ok(After::Continue) => {}
-                Ok(After::Close) => return Ok(()),
+                Ok(After::Close) if ffp.logged_out() => return Ok("logout"),
+                Ok(After::Close) if ffp.ping_outstanding() => return Ok("no answer to NOP-In"),
+                Ok(After::Close) => return Ok("target reset"),
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             }
         }
@@ -181,6 +218,18 @@ pub async fn run(
     .await;
     let _ = wr.shutdown().await;
     tracing::debug!(%peer, logged_out = ffp.logged_out(), result = ?result, "connection closed");
+    match &result {
+        Ok(_) if ffp.logged_out() => {
+            tracing::info!(%peer, %initiator, %isid, tsih, "logout");
+        }
+        Ok(reason) => {
+            tracing::info!(%peer, %initiator, %isid, tsih, pending = ffp.pending_tasks(), "connection lost: {reason}");
+        }
+        Err(e) => {
+            tracing::info!(%peer, %initiator, %isid, tsih, pending = ffp.pending_tasks(), "connection lost: {e}");
+        }
+    }
+    let result = result.map(|_| ());
     ffp.end_of_nexus(if ffp.logged_out() {
         NexusEnd::Logout
     } else {
@@ -188,6 +237,14 @@ pub async fn run(
     });
     drop(session);
     result
+}
+
+fn digest_name(on: bool) -> &'static str {
+    if on { "CRC32C" } else { "None" }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// [`FullFeature::receive`], in a blocking section when the backend may

@@ -34,7 +34,7 @@
 //!   (§11.7.4) and residuals against ExpectedDataTransferLength (§11.4.5);
 //! - NOP-Out/NOP-In, task management, Text (SendTargets), Logout, Reject.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,7 @@ use iesp_proto::scsi::{Asc, ScsiStatus, Sense, SenseKey};
 use iesp_proto::serial;
 use iesp_proto::text;
 
+use crate::memory::{Charge, SessionMemory};
 use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
 use iesp_proto::outbox::Outbox;
 
@@ -136,7 +137,27 @@ struct WriteTask {
     next_r2t_offset: u32,
     next_r2t_sn: u32,
     r2ts: Vec<OutstandingR2t>,
+    /// The bytes this task holds in the memory budget: its unsolicited
+    /// data from the start, the rest once admitted.
+    charge: Charge,
+    /// Whether the solicited part is charged, so R2Ts may leave.
+    admitted: bool,
+    /// When data last arrived for it (or it was admitted): the Data-Out
+    /// deadline counts from here.
+    last_data: Instant,
 }
+
+impl WriteTask {
+    /// Whether the task waits for the initiator (unsolicited data or an
+    /// answered R2T's data), not for memory.
+    fn waits_for_initiator(&self) -> bool {
+        !self.unsolicited_done || !self.r2ts.is_empty()
+    }
+}
+
+/// How often write tasks waiting for memory retry while another session
+/// holds it.
+const MEMORY_RETRY: Duration = Duration::from_millis(20);
 
 struct OutstandingR2t {
     ttt: u32,
@@ -224,6 +245,19 @@ pub struct FullFeature {
     /// When the outstanding ping left.
     ping_sent: Option<Instant>,
     logged_out: bool,
+    /// The memory budget write data is charged to.
+    memory: SessionMemory,
+    /// Abort a write task whose data stops coming this long.
+    data_out_timeout: Option<Duration>,
+    /// Write tasks waiting for memory before their R2Ts, oldest first.
+    starved: VecDeque<u32>,
+    /// MaxCmdSN held here while memory is short (the window shrinks as
+    /// ExpCmdSN advances); `None` while it follows ExpCmdSN.
+    frozen_max: Option<u32>,
+    /// When starved tasks next retry.
+    retry_at: Option<Instant>,
+    /// The latest time the driver gave.
+    now: Instant,
 }
 
 /// Text payloads we are willing to reassemble (C bit).
@@ -272,7 +306,30 @@ impl FullFeature {
             last_rx: now,
             ping_sent: None,
             logged_out: false,
+            memory: SessionMemory::unlimited(),
+            data_out_timeout: None,
+            starved: VecDeque::new(),
+            frozen_max: None,
+            retry_at: None,
+            now,
         }
+    }
+
+    /// Charges write data to `memory` (the default is unlimited) and
+    /// aborts write tasks whose data stops coming for `data_out_timeout`.
+    pub fn with_memory(
+        mut self,
+        memory: SessionMemory,
+        data_out_timeout: Option<Duration>,
+    ) -> FullFeature {
+        self.memory = memory;
+        self.data_out_timeout = data_out_timeout;
+        self
+    }
+
+    /// Write tasks waiting for memory before their R2Ts.
+    pub fn starved_tasks(&self) -> usize {
+        self.starved.len()
     }
 
     /// The PDUs queued for the initiator; the driver writes them out.
@@ -291,6 +348,7 @@ impl FullFeature {
     /// (header digest error, oversized data segment): close it.
     pub fn receive(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<After, Fatal> {
         self.last_rx = now;
+        self.now = now;
         loop {
             match framing::decode(&self.frame_cfg, rbuf) {
                 Ok(Some(frame)) => {
@@ -298,7 +356,10 @@ impl FullFeature {
                         return Ok(After::Close);
                     }
                 }
-                Ok(None) => return Ok(After::Continue),
+                Ok(None) => {
+                    self.admit_starved();
+                    return Ok(After::Continue);
+                }
                 Err(FrameError::DataDigest { frame, .. }) => self.data_digest_error(&frame),
                 Err(FrameError::HeaderDigest { bhs, .. }) => {
                     // The stream cannot be resynchronised (§7.8): drop.
@@ -319,17 +380,31 @@ impl FullFeature {
     /// answer. `None` without keep-alive. The deadline only ever moves
     /// later, so a driver may arm a timer once and re-arm it when it fires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let k = self.keepalive?;
-        Some(match (self.ping, self.ping_sent) {
+        let keepalive = self.keepalive.map(|k| match (self.ping, self.ping_sent) {
             (Some(_), Some(sent)) => sent + k.timeout,
             _ => self.last_rx + k.interval,
-        })
+        });
+        let data_out = self.data_out_timeout.and_then(|t| {
+            self.tasks
+                .values()
+                .filter(|task| task.waits_for_initiator())
+                .map(|task| task.last_data + t)
+                .min()
+        });
+        [keepalive, data_out, self.retry_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The keep-alive clock at `now`: queues a NOP-In ping after
     /// `interval` of silence; [`After::Close`] when a ping went unanswered
     /// for `timeout` (the initiator is gone).
     pub fn handle_timeout(&mut self, now: Instant) -> After {
+        self.now = now;
+        self.expire_data_out(now);
+        self.retry_at = None;
+        self.admit_starved();
         let Some(k) = self.keepalive else {
             return After::Continue;
         };
@@ -363,7 +438,86 @@ impl FullFeature {
     }
 
     fn max_cmd_sn(&self) -> u32 {
-        self.exp_cmd_sn.wrapping_add(self.window - 1)
+        self.frozen_max
+            .unwrap_or_else(|| self.exp_cmd_sn.wrapping_add(self.window - 1))
+    }
+
+    /// Aborts write tasks whose data has not come for the Data-Out
+    /// deadline: CHECK CONDITION, ABORTED COMMAND, INITIATOR RESPONSE
+    /// TIMEOUT (4Bh/06h); their buffers and budget are freed.
+    fn expire_data_out(&mut self, now: Instant) {
+        let Some(timeout) = self.data_out_timeout else {
+            return;
+        };
+        let expired: Vec<(u32, Lun)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                t.waits_for_initiator() && now.saturating_duration_since(t.last_data) >= timeout
+            })
+            .map(|(itt, t)| (*itt, t.lun))
+            .collect();
+        if !expired.is_empty() {
+            tracing::info!(
+                initiator = %self.nexus.initiator_name,
+                tasks = expired.len(),
+                "write data did not come within {timeout:?}: aborting the tasks"
+            );
+        }
+        for (itt, lun) in expired {
+            self.tasks.remove(&itt);
+            self.fail_task(itt, lun, &Sense::aborted_command(Asc(0x4b06)));
+        }
+    }
+
+    /// Charges the solicited part of a write task if memory allows, in
+    /// arrival order: a task behind others waiting for memory waits too.
+    fn try_admit(&mut self, itt: u32) -> bool {
+        let first_in_line = self.starved.front().is_none_or(|f| *f == itt);
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return false;
+        };
+        if task.admitted {
+            return true;
+        }
+        if first_in_line {
+            let rest = u64::from(task.needed - task.unsolicited_end.min(task.needed));
+            if let Some(c) = self.memory.try_charge(rest) {
+                task.charge.absorb(c);
+                task.admitted = true;
+                task.last_data = self.now;
+                if self.starved.front() == Some(&itt) {
+                    self.starved.pop_front();
+                }
+                return true;
+            }
+        }
+        if !self.starved.contains(&itt) {
+            self.starved.push_back(itt);
+        }
+        false
+    }
+
+    /// Lets tasks waiting for memory go on while it allows, then sets the
+    /// command window: while memory is short MaxCmdSN stops advancing.
+    fn admit_starved(&mut self) {
+        while let Some(&itt) = self.starved.front() {
+            if !self.tasks.contains_key(&itt) {
+                self.starved.pop_front();
+                continue;
+            }
+            if !self.try_admit(itt) {
+                break;
+            }
+            self.progress(itt);
+        }
+        let short = !self.starved.is_empty() || self.memory.exhausted();
+        match (short, self.frozen_max) {
+            (true, None) => self.frozen_max = Some(self.max_cmd_sn()),
+            (false, Some(_)) => self.frozen_max = None,
+            _ => {}
+        }
+        self.retry_at = (!self.starved.is_empty()).then(|| self.now + MEMORY_RETRY);
     }
 
     fn next_stat_sn(&mut self) -> u32 {
@@ -563,9 +717,25 @@ impl FullFeature {
             } else {
                 edtl.min(self.params.first_burst_length).max(immediate)
             };
-            let mut buf = BytesMut::zeroed(needed as usize);
+            if !self.memory.can_ever_fit(u64::from(needed)) {
+                // More than the session's share of memory: it could never
+                // be admitted (INSUFFICIENT RESOURCES, 55h/03h).
+                tracing::info!(
+                    itt = cmd.itt,
+                    needed,
+                    "write larger than the session's memory share: refused"
+                );
+                let sense = Sense::new(SenseKey::ILLEGAL_REQUEST, Asc(0x5503));
+                self.fail_task(cmd.itt, cmd.lun, &sense);
+                return;
+            }
+            // The unsolicited part has come or will come unasked: charged
+            // now, past the budget if need be (the window shrinks then).
+            let unsolicited = unsolicited_end.min(needed);
+            let charge = self.memory.force_charge(u64::from(unsolicited));
             let keep = immediate.min(needed) as usize;
-            buf[..keep].copy_from_slice(&frame.data[..keep]);
+            let mut buf = BytesMut::with_capacity(unsolicited as usize);
+            buf.extend_from_slice(&frame.data[..keep]);
             let task = WriteTask {
                 lun: cmd.lun,
                 cdb,
@@ -580,6 +750,9 @@ impl FullFeature {
                 next_r2t_offset: unsolicited_end,
                 next_r2t_sn: 0,
                 r2ts: Vec::new(),
+                charge,
+                admitted: needed <= unsolicited_end,
+                last_data: self.now,
             };
             self.tasks.insert(cmd.itt, task);
             self.progress(cmd.itt);
@@ -602,9 +775,12 @@ impl FullFeature {
         let done =
             task.unsolicited_done && task.r2ts.is_empty() && task.next_r2t_offset >= task.needed;
         if done {
-            let Some(task) = self.tasks.remove(&itt) else {
+            let Some(mut task) = self.tasks.remove(&itt) else {
                 return;
             };
+            if task.buf.len() < task.needed as usize {
+                task.buf.resize(task.needed as usize, 0);
+            }
             let completion =
                 self.luns
                     .execute(&self.nexus, task.lun, &task.cdb, &task.buf, task.edtl);
@@ -620,6 +796,10 @@ impl FullFeature {
             );
             return;
         }
+        if !self.try_admit(itt) {
+            // No memory for its data yet: no R2T until there is.
+            return;
+        }
         let max_burst = self.params.max_burst_length;
         let max_out = self.params.max_outstanding_r2t as usize;
         let (exp, max) = (self.exp_cmd_sn, self.max_cmd_sn());
@@ -633,6 +813,11 @@ impl FullFeature {
                 issue.push((task.next_r2t_offset, len, task.next_r2t_sn, task.lun));
                 task.next_r2t_offset += len;
                 task.next_r2t_sn += 1;
+            }
+            // Room for the data just asked for, as it is asked for.
+            let want = task.next_r2t_offset.min(task.needed) as usize;
+            if task.buf.capacity() < want {
+                task.buf.reserve(want - task.buf.len());
             }
         }
         for (offset, len, r2t_sn, lun) in issue {
@@ -732,8 +917,12 @@ impl FullFeature {
                 let start = d.buffer_offset as usize;
                 let end = (start + frame.data.len()).min(task.needed as usize);
                 if start < end {
+                    if task.buf.len() < end {
+                        task.buf.resize(end, 0);
+                    }
                     task.buf[start..end].copy_from_slice(&frame.data[..end - start]);
                 }
+                task.last_data = self.now;
                 self.progress(d.itt);
             }
             Err(asc) => {

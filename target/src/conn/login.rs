@@ -7,8 +7,9 @@
 //! Login Response with the status class and detail RFC 7143 §11.13.5
 //! assigns, and the connection closes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use iesp_proto::chap::ChapResponder;
@@ -18,6 +19,7 @@ use iesp_proto::pdu::{Isid, LoginRequest, LoginResponse, LoginStatus, Pdu, Stage
 use iesp_proto::text::{self, KeyValue, TextAccumulator};
 
 use super::ffp::{DiscoveryEntry, FfpParams, SessionKind};
+use crate::admission::{AuthKey, Refusal};
 use crate::scsi::{LunTable, Nexus};
 use crate::server::{SessionGuard, SessionKey, Target};
 use iesp_proto::outbox::Outbox;
@@ -88,7 +90,17 @@ pub struct Login {
     identified: bool,
     /// The CHAP exchange, when the target requires CHAP.
     chap: Option<ChapResponder>,
+    /// The initiator's address: failed authentication is counted against
+    /// it, and against the initiator name.
+    peer: Option<IpAddr>,
+    /// The queued answer may leave only at this instant (authentication
+    /// back-off); the driver waits before flushing.
+    hold: Option<Instant>,
 }
+
+/// The shortest CHAP challenge accepted from an initiator (mutual CHAP):
+/// 16 bytes, the length of the MD5 response it protects.
+pub const MIN_CHAP_CHALLENGE: usize = 16;
 
 impl Login {
     pub fn new(target: Arc<Target>, portal: SocketAddr) -> Login {
@@ -127,7 +139,33 @@ impl Login {
             auth_refused: false,
             identified: false,
             chap: None,
+            peer: None,
+            hold: None,
         }
+    }
+
+    /// The initiator's address, for the authentication back-off and logs.
+    pub fn with_peer(mut self, peer: IpAddr) -> Login {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// When the answer just queued may be sent, if it must wait: the
+    /// back-off of failed authentication. Taken once.
+    pub fn take_hold(&mut self) -> Option<Instant> {
+        self.hold.take()
+    }
+
+    /// Who this login's authentication attempts are counted against.
+    fn auth_keys(&self) -> Vec<AuthKey> {
+        let mut keys = Vec::new();
+        if let Some(name) = self.neg.declared("InitiatorName") {
+            keys.push(AuthKey::Initiator(name.to_owned()));
+        }
+        if let Some(ip) = self.peer {
+            keys.push(AuthKey::Address(ip));
+        }
+        keys
     }
 
     fn max_cmd_sn(&self) -> u32 {
@@ -267,8 +305,26 @@ impl Login {
             if req.csg != Stage::SECURITY || self.neg.result("AuthMethod") != Some("CHAP") {
                 return Err(LoginStatus::INITIATOR_ERROR);
             }
+            if let Some(c) = reply.delegated.iter().find(|kv| kv.key == "CHAP_C") {
+                // A short challenge makes the target's proof cheap to
+                // precompute; refuse it like any failed authentication.
+                let len =
+                    iesp_proto::chap::decode_chap_binary("CHAP_C", &c.value).map_or(0, |b| b.len());
+                if len < MIN_CHAP_CHALLENGE {
+                    tracing::info!(
+                        "CHAP: the initiator's challenge has {len} bytes; at least {MIN_CHAP_CHALLENGE} required"
+                    );
+                    return Err(LoginStatus::AUTHENTICATION_FAILURE);
+                }
+            }
+            let attempt = reply.delegated.iter().any(|kv| kv.key == "CHAP_R");
             let fresh = || (rand::random::<u8>(), rand::random::<[u8; 16]>().to_vec());
-            let keys = chap.step(&reply.delegated, fresh).map_err(|e| {
+            let stepped = chap.step(&reply.delegated, fresh);
+            let done = chap.is_done();
+            if attempt {
+                self.count_attempt(stepped.as_ref().err(), done);
+            }
+            let keys = stepped.map_err(|e| {
                 // The reason, never a secret.
                 tracing::info!("CHAP: {e}");
                 if e.is_protocol_error() {
@@ -315,6 +371,34 @@ impl Login {
         let mut buf = Vec::new();
         text::encode(&answers, &mut buf);
         Ok(self.send_answer(out, req, Bytes::from(buf), transit))
+    }
+
+    /// Applies the authentication back-off to a CHAP response: every answer
+    /// waits for the keys' back-off, a failure extends it (exponentially),
+    /// a success clears it.
+    fn count_attempt(&mut self, error: Option<&iesp_proto::chap::ChapError>, done: bool) {
+        let keys = self.auth_keys();
+        let backoff = self.target.admission.auth();
+        let now = Instant::now();
+        match error {
+            Some(e) if !e.is_protocol_error() => {
+                let (until, failures) = backoff.failed(&keys, now, &self.target.limits);
+                let initiator = self.neg.declared("InitiatorName").unwrap_or("?");
+                let peer = self.peer.map(|p| p.to_string()).unwrap_or_default();
+                tracing::warn!(
+                    %initiator, %peer, failures,
+                    "CHAP authentication failed ({failures} in a row): answering after {:?}",
+                    until.duration_since(now)
+                );
+                self.hold = Some(until);
+            }
+            _ => {
+                self.hold = backoff.hold(&keys, now);
+                if done {
+                    backoff.succeeded(&keys);
+                }
+            }
+        }
     }
 
     /// Picks the authentication of the session from its first payload:
@@ -490,9 +574,15 @@ impl Login {
         } else {
             // Every session gets a TSIH in the final response (§11.13.4);
             // discovery sessions are registered under an empty target name.
-            let (guard, reinstated) =
-                self.target
-                    .register_session(key, session_id, leading.cid, params.clone());
+            let (guard, reinstated) = self
+                .target
+                .register_session(key, session_id, leading.cid, params.clone())
+                .map_err(|cause| {
+                    let ip = self.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                    self.target.admission.refusals.refuse(cause, ip);
+                    debug_assert_eq!(cause, Refusal::Sessions);
+                    LoginStatus::OUT_OF_RESOURCES
+                })?;
             if reinstated {
                 tracing::info!(initiator = %initiator_name, "session reinstatement");
             }
