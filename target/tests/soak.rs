@@ -4,6 +4,10 @@
 //! RSS min/max and IOPS per interval; fails on any error or on RSS growing
 //! past the memory budget.
 //!
+//! The series is written as bench CSV (`soak.csv`, which `iesp-test plot`
+//! reads) and drawn as two charts, `soak-iops.png` and `soak-rss.png`, in
+//! `$IESP_SOAK_OUT` (default: `soak/` under cargo's target tmpdir).
+//!
 //! CI runs 60 s. The 10-minute soak is the same test with
 //! `IESP_SOAK_SECS=600`:
 //!
@@ -135,7 +139,8 @@ async fn sixty_four_sessions_at_qd32_mixed_4k_for_a_minute() {
     let (mut lo, mut hi) = (u64::MAX, 0);
     let mut last_ios = 0;
     let mut last = t0;
-    let interval = Duration::from_secs(10.min(secs.max(1)));
+    let interval = Duration::from_secs((secs / 12).clamp(1, 10));
+    let mut samples: Vec<(f64, f64, f64)> = Vec::new();
     let mut next_report = t0 + interval;
     while t0.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -145,10 +150,12 @@ async fn sixty_four_sessions_at_qd32_mixed_4k_for_a_minute() {
         if Instant::now() >= next_report {
             let ios = counters.ios.load(Ordering::Relaxed);
             let dt = last.elapsed().as_secs_f64();
+            let iops = (ios - last_ios) as f64 / dt;
+            samples.push((t0.elapsed().as_secs_f64(), iops, r as f64 / MIB as f64));
             eprintln!(
                 "soak t={:>4}s IOPS {:>7.0} RSS {} MiB errors {} mismatches {}",
                 t0.elapsed().as_secs(),
-                (ios - last_ios) as f64 / dt,
+                iops,
                 r / MIB,
                 counters.errors.load(Ordering::Relaxed),
                 counters.mismatches.load(Ordering::Relaxed)
@@ -187,4 +194,71 @@ async fn sixty_four_sessions_at_qd32_mixed_4k_for_a_minute() {
     for s in sessions {
         s.logout().await.expect("logout");
     }
+    report(&samples);
+}
+
+/// Writes the series as bench CSV and draws IOPS and RSS over time; the
+/// CSV is read back with plot's reader, so `iesp-test plot` can redraw it.
+fn report(samples: &[(f64, f64, f64)]) {
+    use iesp_plots::input::{CSV_HEADER, CsvRow, Loaded, load};
+    use iesp_plots::{LineChart, Series, line_chart};
+    let out = std::env::var_os("IESP_SOAK_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("soak"));
+    std::fs::create_dir_all(&out).expect("soak output directory");
+    let mut csv = CSV_HEADER.join(",") + "\n";
+    for &(t, iops, _) in samples {
+        let row = CsvRow {
+            time_ms: (t * 1000.0) as u64,
+            iops,
+            ddir: 0,
+            bs: 4096,
+            lat_mean_us: 0.0,
+            lat_p99_us: 0.0,
+            mib_s: iops * 4096.0 / MIB as f64,
+            target: "iesp-target soak (64 sessions, 50% writes)".into(),
+            qd: QD as u32,
+            jobs: SESSIONS as u32,
+        };
+        csv += &(row.to_line() + "\n");
+    }
+    let csv_path = out.join("soak.csv");
+    std::fs::write(&csv_path, csv).expect("write soak.csv");
+    match load(&csv_path).expect("plot reads soak.csv") {
+        Loaded::Data { .. } => {}
+        other => panic!("plot does not take soak.csv as input: {other:?}"),
+    }
+    for (file, title, y_label, pick) in [
+        ("soak-iops.png", "Soak: IOPS over time", "IOPS", 1),
+        ("soak-rss.png", "Soak: target RSS over time", "RSS (MiB)", 2),
+    ] {
+        let points = samples
+            .iter()
+            .map(|s| (s.0, if pick == 1 { s.1 } else { s.2 }))
+            .collect();
+        let series = [Series {
+            label: format!("{SESSIONS} sessions x QD{QD}, 4 KiB mixed"),
+            points,
+        }];
+        let png = out.join(file);
+        line_chart(
+            &png,
+            &LineChart {
+                title,
+                x_label: "time (s)",
+                y_label,
+                series: &series,
+                size: (1000, 600),
+            },
+        )
+        .expect("draw the soak chart");
+        let bytes = std::fs::read(&png).expect("chart written");
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            png.display()
+        );
+        eprintln!("soak: {}", png.display());
+    }
+    eprintln!("soak: {}", csv_path.display());
 }
