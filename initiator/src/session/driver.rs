@@ -17,11 +17,17 @@
 //! - When the connection ends (EOF, an error, an unusable stream, the
 //!   handle dropped) the core is closed and every outstanding request
 //!   fails at once.
+//! - The **watchdog task** (when the session has a default timeout) ticks
+//!   at a fraction of it and answers every SCSI command that is overdue
+//!   with [`CommandError::Timeout`]: one periodic task for the session
+//!   instead of a timer armed and cancelled per command. The command stays
+//!   outstanding in the core (its ITT reserved) until the target answers.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use iesp_proto::framing::{self, FrameConfig, FrameError};
@@ -43,10 +49,29 @@ const READ_BUF: usize = 512 * 1024;
 /// The token the driver gives the core with each request: where its
 /// answer goes.
 pub(super) enum Reply {
-    Scsi(oneshot::Sender<Result<ScsiResult, CommandError>>),
+    Scsi(ScsiReply),
     Bytes(oneshot::Sender<Result<Bytes, CommandError>>),
     Tmf(oneshot::Sender<Result<TmfResponse, CommandError>>),
     Logout(oneshot::Sender<Result<LogoutResponse, CommandError>>),
+}
+
+/// Where a SCSI command's answer goes, and when the watchdog gives up on
+/// it.
+pub(super) struct ScsiReply {
+    /// `None` once the watchdog answered it with a timeout.
+    tx: Option<oneshot::Sender<Result<ScsiResult, CommandError>>>,
+    /// The watchdog tick at which it is overdue, and the timeout it
+    /// reports; `None`: no deadline.
+    due: Option<(u64, Duration)>,
+}
+
+impl ScsiReply {
+    pub(super) fn new(
+        tx: oneshot::Sender<Result<ScsiResult, CommandError>>,
+        due: Option<(u64, Duration)>,
+    ) -> Reply {
+        Reply::Scsi(ScsiReply { tx: Some(tx), due })
+    }
 }
 
 pub(super) type Core = SessionCore<Reply>;
@@ -76,6 +101,8 @@ pub(super) struct Shared {
     /// Hands the send token to the writer task, or tells it the session
     /// closed.
     wake_writer: Notify,
+    /// Watchdog ticks so far (see [`run_watchdog`]).
+    tick: AtomicU64,
 }
 
 /// The running driver of one session.
@@ -102,6 +129,7 @@ pub(super) fn start(
         }),
         wr,
         wake_writer: Notify::new(),
+        tick: AtomicU64::new(0),
     });
     let reader = tokio::spawn(run_reader(shared.clone(), rd, rbuf, cfg)).abort_handle();
     let writer = tokio::spawn(run_writer(shared.clone())).abort_handle();
@@ -132,6 +160,17 @@ impl Shared {
         self.flush(st);
         deliver(&mut events);
         Ok(r)
+    }
+
+    /// The watchdog tick by which a command submitted now, with timeout
+    /// `timeout` checked every `period`, is overdue: the tick now may have
+    /// begun up to a period ago, so one more than the whole periods in
+    /// the timeout (it fires within `timeout + 2 × period`).
+    pub(super) fn due(&self, timeout: Duration, period: Duration) -> (u64, Duration) {
+        let p = period.as_nanos().max(1);
+        let periods = u64::try_from(timeout.as_nanos().div_ceil(p)).unwrap_or(u64::MAX);
+        let now = self.tick.load(Ordering::Relaxed);
+        (now.saturating_add(1).saturating_add(periods), timeout)
     }
 
     /// Closes the session: every request fails with `reason`.
@@ -193,7 +232,9 @@ fn deliver(events: &mut Vec<Event<Reply>>) {
         // as; a mismatch cannot happen, and would drop the sender (the
         // caller then sees the session end).
         match (token, result) {
-            (Reply::Scsi(tx), Completion::Scsi(r)) => drop(tx.send(r)),
+            (Reply::Scsi(ScsiReply { tx: Some(tx), .. }), Completion::Scsi(r)) => {
+                drop(tx.send(r));
+            }
             (Reply::Bytes(tx), Completion::Bytes(r)) => drop(tx.send(r)),
             (Reply::Tmf(tx), Completion::Tmf(r)) => drop(tx.send(r)),
             (Reply::Logout(tx), Completion::Logout(r)) => drop(tx.send(r)),
@@ -347,6 +388,38 @@ async fn run_writer(shared: Arc<Shared>) {
         let st = shared.lock();
         if st.core.close_reason().is_some() && st.sending != Sending::Writer {
             return;
+        }
+    }
+}
+
+/// The session's command watchdog: every `period`, answers the SCSI
+/// commands whose tick of [`Shared::due`] has come with a timeout. Ends
+/// with the session.
+pub(super) async fn run_watchdog(shared: Arc<Shared>, period: Duration) {
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    let mut overdue = Vec::new();
+    loop {
+        every.tick().await;
+        let now = shared.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            let mut st = shared.lock();
+            if st.core.close_reason().is_some() {
+                return;
+            }
+            for token in st.core.scsi_tokens_mut() {
+                if let Reply::Scsi(r) = token
+                    && let Some((due, timeout)) = r.due
+                    && now >= due
+                    && let Some(tx) = r.tx.take()
+                {
+                    overdue.push((tx, timeout));
+                }
+            }
+        }
+        for (tx, timeout) in overdue.drain(..) {
+            drop(tx.send(Err(CommandError::Timeout(timeout))));
         }
     }
 }
