@@ -191,11 +191,41 @@ impl Shared {
         if st.sending != Sending::Idle {
             return;
         }
-        let Some(mut chunks) = st.core.poll_transmit() else {
+        let Some(chunks) = st.core.poll_transmit() else {
             return;
         };
         st.sending = Sending::Direct;
         drop(st);
+        self.send_holding(chunks);
+    }
+
+    /// Takes the send token if nobody holds it, so that what others queue
+    /// meanwhile waits for [`Shared::release`]; whether it was taken.
+    fn hold(&self, st: &mut MutexGuard<'_, State>) -> bool {
+        if st.sending != Sending::Idle {
+            return false;
+        }
+        st.sending = Sending::Direct;
+        true
+    }
+
+    /// Sends what was queued while the token was held (see
+    /// [`Shared::hold`]) and lets the token go.
+    fn release(&self) {
+        let mut st = self.lock();
+        match st.core.poll_transmit() {
+            Some(chunks) => {
+                drop(st);
+                self.send_holding(chunks);
+            }
+            None => st.sending = Sending::Idle,
+        }
+    }
+
+    /// Writes `chunks` and whatever is queued meanwhile, holding the send
+    /// token (`Sending::Direct`); hands it to the writer task if the socket
+    /// fills up, else lets it go.
+    fn send_holding(&self, mut chunks: VecDeque<Bytes>) {
         loop {
             if let Err(e) = try_write_chunks(&self.wr, &mut chunks) {
                 self.lock().sending = Sending::Idle;
@@ -273,7 +303,7 @@ async fn run_reader(
     // Reused for every batch: no allocation per read.
     let mut events = Vec::new();
     let reason = loop {
-        let (fatal, deadline) = {
+        let (fatal, deadline, held) = {
             let mut st = shared.lock();
             let now = Instant::now();
             let mut fatal = None;
@@ -301,9 +331,20 @@ async fn run_reader(
             // Data-Out for R2Ts and ping answers leave before the
             // completions wake anyone.
             shared.flush(st);
-            (fatal, deadline)
+            // The commands the completions' callers submit next are
+            // written together: the reader holds the send token while they
+            // run (it yields to them), then sends them in one write.
+            let held = !events.is_empty() && fatal.is_none() && {
+                let mut st = shared.lock();
+                shared.hold(&mut st)
+            };
+            (fatal, deadline, held)
         };
         deliver(&mut events);
+        if held {
+            tokio::task::yield_now().await;
+            shared.release();
+        }
         if let Some(reason) = fatal {
             break reason;
         }
