@@ -66,7 +66,8 @@ pub(super) struct ScsiReply {
 }
 
 impl ScsiReply {
-    pub(super) fn new(
+    /// The [`Reply`] of a SCSI command answered on `tx`.
+    pub(super) fn reply(
         tx: oneshot::Sender<Result<ScsiResult, CommandError>>,
         due: Option<(u64, Duration)>,
     ) -> Reply {

@@ -290,7 +290,7 @@ impl Session {
         }
         let (tx, rx) = oneshot::channel();
         let itt = self.submit_task(|core| {
-            core.submit_scsi(lun, cdb, data_out, expected_in, ScsiReply::new(tx, due))
+            core.submit_scsi(lun, cdb, data_out, expected_in, ScsiReply::reply(tx, due))
         })?;
         Ok(CommandHandle { itt, rx })
     }
