@@ -458,6 +458,15 @@ impl From<mem::MemDevice> for AnyDevice {
 }
 
 impl AnyDevice {
+    /// A local device runs its system calls on the calling thread when
+    /// `inline` (see [`local::LocalDevice::set_inline`]): for callers with
+    /// one command in flight. Other devices ignore it.
+    pub fn set_inline(&mut self, inline: bool) {
+        if let AnyDevice::Local(d) = self {
+            d.set_inline(inline);
+        }
+    }
+
     /// Opens `target`: an `iscsi://` URL, or a path to a regular file or a
     /// block device. For writing without `force`, also runs the
     /// [`safety`] checks and refuses with [`DeviceError::Refused`].

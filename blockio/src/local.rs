@@ -12,7 +12,11 @@
 //! and size (`BLKGETSIZE64`); a regular file has the block size the user
 //! chose (default [`DEFAULT_FILE_BLOCK_SIZE`]) and its length, whole blocks
 //! only. Each call runs on tokio's blocking pool: N calls in flight are N
-//! system calls in flight, a real queue depth.
+//! system calls in flight, a real queue depth. A caller that never has
+//! more than one command in flight (fsx at queue depth 1) sets
+//! [`LocalDevice::set_inline`]: the system calls then run on the calling
+//! thread, without a hand-off to the pool and back (two thread wake-ups
+//! per command, which cost more than a page-cache `pread`).
 //!
 //! Commands: READ and WRITE are `pread`/`pwrite`; FUA is the write then
 //! `fdatasync`; UNMAP is `fallocate(PUNCH_HOLE)` on a file (reads zeros)
@@ -61,6 +65,8 @@ pub struct LocalDevice {
     trim: TrimGate,
     /// Serialises emulated COMPARE AND WRITEs.
     caw: tokio::sync::Mutex<()>,
+    /// Run system calls on the calling thread, not the blocking pool.
+    inline: bool,
 }
 
 fn open_error(path: &Path, e: impl std::fmt::Display) -> DeviceError {
@@ -230,6 +236,7 @@ impl LocalDevice {
             },
             trim: TrimGate::default(),
             caw: tokio::sync::Mutex::new(()),
+            inline: false,
         };
         if direct {
             dev.probe_direct(path, opts, exclusive)?;
@@ -260,6 +267,40 @@ impl LocalDevice {
         }
     }
 
+    /// Runs the system calls on the calling thread (`true`) or on tokio's
+    /// blocking pool (`false`, the default). Inline, a command blocks the
+    /// thread that awaits it: for callers with one command in flight.
+    pub fn set_inline(&mut self, inline: bool) {
+        self.inline = inline;
+    }
+
+    /// Runs `f` with the file: inline, or on the blocking pool.
+    async fn on_file<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&File) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        if self.inline {
+            return Ok(f(&self.file));
+        }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || f(&file)).await
+    }
+
+    /// Runs `f` with the file and the buffer, inline or on the blocking
+    /// pool, and hands the buffer back.
+    async fn with_buf<T: Send + 'static>(
+        &self,
+        mut buf: AlignedBuf,
+        f: impl FnOnce(&File, &mut AlignedBuf) -> io::Result<T> + Send + 'static,
+    ) -> (AlignedBuf, io::Result<T>) {
+        if self.inline {
+            let r = f(&self.file, &mut buf);
+            return (buf, r);
+        }
+        let file = self.file.clone();
+        blocking(buf, self.info.align, move |buf| f(&file, buf)).await
+    }
+
     fn offset(&self, lba: u64) -> u64 {
         lba.saturating_mul(u64::from(self.info.block_size))
     }
@@ -272,8 +313,7 @@ impl LocalDevice {
         blocks: u64,
         f: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
     ) -> Result<T, DeviceError> {
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || f(&file))
+        self.on_file(f)
             .await
             .map_err(io::Error::other)
             .and_then(|r| r)
@@ -283,20 +323,21 @@ impl LocalDevice {
     /// Punches a hole (file) or discards (block device); `Ok(false)` when
     /// the system does not support it here.
     async fn deallocate(&self, lba: u64, blocks: u64) -> Result<bool, DeviceError> {
-        let (file, off) = (self.file.clone(), self.offset(lba));
+        let off = self.offset(lba);
         let len = blocks.saturating_mul(u64::from(self.info.block_size));
         let kind = self.info.kind;
-        let r = tokio::task::spawn_blocking(move || match kind {
-            Kind::BlockDevice => ioctl::discard(file.as_fd(), off, len),
-            _ => fallocate(
-                file.as_fd(),
-                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                i64::try_from(off).unwrap_or(i64::MAX),
-                i64::try_from(len).unwrap_or(i64::MAX),
-            ),
-        })
-        .await
-        .map_err(|e| DeviceError::io("UNMAP", lba, blocks, e))?;
+        let r = self
+            .on_file(move |file| match kind {
+                Kind::BlockDevice => ioctl::discard(file.as_fd(), off, len),
+                _ => fallocate(
+                    file.as_fd(),
+                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                    i64::try_from(off).unwrap_or(i64::MAX),
+                    i64::try_from(len).unwrap_or(i64::MAX),
+                ),
+            })
+            .await
+            .map_err(|e| DeviceError::io("UNMAP", lba, blocks, e))?;
         match r {
             Ok(()) => Ok(true),
             Err(nix::Error::EOPNOTSUPP | nix::Error::ENOTTY | nix::Error::EINVAL) => Ok(false),
@@ -308,24 +349,25 @@ impl LocalDevice {
     /// `fallocate(ZERO_RANGE)` / `PUNCH_HOLE`; `Ok(false)` when the system
     /// cannot, and the caller writes zeros.
     async fn zero_range(&self, lba: u64, blocks: u64, unmap: bool) -> Result<bool, DeviceError> {
-        let (file, off) = (self.file.clone(), self.offset(lba));
+        let off = self.offset(lba);
         let len = blocks.saturating_mul(u64::from(self.info.block_size));
         let kind = self.info.kind;
-        let r = tokio::task::spawn_blocking(move || match kind {
-            Kind::BlockDevice => ioctl::zero_out(file.as_fd(), off, len),
-            _ => fallocate(
-                file.as_fd(),
-                if unmap {
-                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE
-                } else {
-                    FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE
-                },
-                i64::try_from(off).unwrap_or(i64::MAX),
-                i64::try_from(len).unwrap_or(i64::MAX),
-            ),
-        })
-        .await
-        .map_err(|e| DeviceError::io("WRITE SAME", lba, blocks, e))?;
+        let r = self
+            .on_file(move |file| match kind {
+                Kind::BlockDevice => ioctl::zero_out(file.as_fd(), off, len),
+                _ => fallocate(
+                    file.as_fd(),
+                    if unmap {
+                        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+                    } else {
+                        FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE
+                    },
+                    i64::try_from(off).unwrap_or(i64::MAX),
+                    i64::try_from(len).unwrap_or(i64::MAX),
+                ),
+            })
+            .await
+            .map_err(|e| DeviceError::io("WRITE SAME", lba, blocks, e))?;
         match r {
             Ok(()) => Ok(true),
             Err(nix::Error::EOPNOTSUPP | nix::Error::ENOTTY | nix::Error::EINVAL) => Ok(false),
@@ -344,11 +386,10 @@ impl Device for LocalDevice {
             Ok(b) => b,
             Err(e) => return (buf, Err(e)),
         };
-        let (file, off) = (self.file.clone(), self.offset(lba));
-        let (buf, r) = blocking(buf, self.info.align, move |buf| {
-            file.read_exact_at(buf, off)
-        })
-        .await;
+        let off = self.offset(lba);
+        let (buf, r) = self
+            .with_buf(buf, move |file, buf| file.read_exact_at(buf, off))
+            .await;
         (buf, r.map_err(|e| DeviceError::io("read", lba, blocks, e)))
     }
 
@@ -358,12 +399,13 @@ impl Device for LocalDevice {
             Ok(b) => b,
             Err(e) => return (buf, Err(e)),
         };
-        let (file, off) = (self.file.clone(), self.offset(lba));
-        let (buf, r) = blocking(buf, self.info.align, move |buf| {
-            file.write_all_at(buf, off)?;
-            if fua { file.sync_data() } else { Ok(()) }
-        })
-        .await;
+        let off = self.offset(lba);
+        let (buf, r) = self
+            .with_buf(buf, move |file, buf| {
+                file.write_all_at(buf, off)?;
+                if fua { file.sync_data() } else { Ok(()) }
+            })
+            .await;
         (buf, r.map_err(|e| DeviceError::io(op, lba, blocks, e)))
     }
 
@@ -434,21 +476,22 @@ impl Device for LocalDevice {
         };
         let _one_at_a_time = self.caw.lock().await;
         let half = buf.len() / 2;
-        let (file, off) = (self.file.clone(), self.offset(lba));
+        let off = self.offset(lba);
         let align = self.info.align;
-        let (buf, r) = blocking(buf, align, move |buf| {
-            let mut current = AlignedBuf::new(half, align);
-            file.read_exact_at(&mut current, off)?;
-            if let Some(i) = first_difference(&current, &buf[..half]) {
-                return Ok(Some(i));
-            }
-            file.write_all_at(&buf[half..], off)?;
-            if fua {
-                file.sync_data()?;
-            }
-            Ok(None)
-        })
-        .await;
+        let (buf, r) = self
+            .with_buf(buf, move |file, buf| {
+                let mut current = AlignedBuf::new(half, align);
+                file.read_exact_at(&mut current, off)?;
+                if let Some(i) = first_difference(&current, &buf[..half]) {
+                    return Ok(Some(i));
+                }
+                file.write_all_at(&buf[half..], off)?;
+                if fua {
+                    file.sync_data()?;
+                }
+                Ok(None)
+            })
+            .await;
         let r = match r {
             Ok(None) => Ok(()),
             Ok(Some(i)) => Err(DeviceError::Check {

@@ -567,3 +567,39 @@ async fn keep_alive_pings_an_idle_target_and_closes_when_it_stays_silent() {
     drop(s);
     server.join().await;
 }
+
+/// A session's default timeout answers a command the target leaves
+/// unanswered with `Timeout` (the session's watchdog, not a timer per
+/// command); the late answer that follows is dropped quietly, its ITT was
+/// not reused meanwhile, and the next command completes as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_timeout_answers_an_unanswered_command() {
+    let (late_tx, late_rx) = tokio::sync::oneshot::channel::<()>();
+    let (s, server) = setup(opts(), 64, |mut f| async move {
+        let first = f.recv_command().await;
+        // Answer only after the initiator gave up on it.
+        late_rx.await.unwrap();
+        let second = f.recv_command().await;
+        assert_ne!(
+            second.itt, first.itt,
+            "the ITT of a timed-out task is reused"
+        );
+        f.respond(first.itt, ScsiStatus::GOOD, Residual::None).await;
+        f.respond(second.itt, ScsiStatus::GOOD, Residual::None)
+            .await;
+    })
+    .await;
+    let timeout = Duration::from_millis(100);
+    s.set_default_timeout(Some(timeout));
+    let t0 = Instant::now();
+    let r = s.command(Lun(0), &read_cdb(1), Bytes::new(), 0).await;
+    let waited = t0.elapsed();
+    assert_eq!(r, Err(CommandError::Timeout(timeout)));
+    assert!(waited >= timeout, "answered after {waited:?}");
+    late_tx.send(()).unwrap();
+    let r = tokio::time::timeout(T, s.command(Lun(0), &read_cdb(1), Bytes::new(), 0))
+        .await
+        .expect("the second command is answered");
+    assert!(r.unwrap().is_good());
+    server.join().await;
+}

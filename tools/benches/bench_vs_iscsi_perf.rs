@@ -16,9 +16,9 @@
 //! Knobs: `IESP_BENCH_SECONDS` (per run, default 5), `IESP_BENCH_ROUNDS`
 //! (default 3), `IESP_BENCH_QD` (32), `IESP_BENCH_NO_TGT=1`.
 //! Figures are reported, never asserted: the machine is shared and noisy.
-//! Last measured (README, a shared 2-core machine): 1.11× on our target,
-//! 0.95× on tgt; bench's client CPU 6.5 and 15.5 µs per I/O against
-//! iscsi-perf's 6.1 and 14.2, most of it the kernel's in both clients.
+//! Last measured (README, a shared 2-core machine): 1.92-2.11× on our
+//! target, 0.70-1.04× on tgt (tgt-bound); bench's client CPU 3.3-3.4 and
+//! 11-15 µs per I/O against iscsi-perf's 6.0-6.1 and 10-15.
 
 use std::io::Write;
 use std::process::Command;

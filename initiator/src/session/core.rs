@@ -439,6 +439,15 @@ impl<T> SessionCore<T> {
         &mut self.out.trace
     }
 
+    /// The tokens of the SCSI commands sent or queued whose outcome is not
+    /// delivered yet: a watchdog looks for overdue ones among them.
+    pub fn scsi_tokens_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        self.tasks.values_mut().filter_map(|t| match t {
+            Task::Scsi(s) => s.token.as_mut(),
+            _ => None,
+        })
+    }
+
     fn check_open(&self) -> Result<(), CommandError> {
         match &self.closed {
             Some(reason) => Err(CommandError::Closed(reason.clone())),

@@ -17,11 +17,17 @@
 //! - When the connection ends (EOF, an error, an unusable stream, the
 //!   handle dropped) the core is closed and every outstanding request
 //!   fails at once.
+//! - The **watchdog task** (when the session has a default timeout) ticks
+//!   at a fraction of it and answers every SCSI command that is overdue
+//!   with [`CommandError::Timeout`]: one periodic task for the session
+//!   instead of a timer armed and cancelled per command. The command stays
+//!   outstanding in the core (its ITT reserved) until the target answers.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use iesp_proto::framing::{self, FrameConfig, FrameError};
@@ -43,10 +49,30 @@ const READ_BUF: usize = 512 * 1024;
 /// The token the driver gives the core with each request: where its
 /// answer goes.
 pub(super) enum Reply {
-    Scsi(oneshot::Sender<Result<ScsiResult, CommandError>>),
+    Scsi(ScsiReply),
     Bytes(oneshot::Sender<Result<Bytes, CommandError>>),
     Tmf(oneshot::Sender<Result<TmfResponse, CommandError>>),
     Logout(oneshot::Sender<Result<LogoutResponse, CommandError>>),
+}
+
+/// Where a SCSI command's answer goes, and when the watchdog gives up on
+/// it.
+pub(super) struct ScsiReply {
+    /// `None` once the watchdog answered it with a timeout.
+    tx: Option<oneshot::Sender<Result<ScsiResult, CommandError>>>,
+    /// The watchdog tick at which it is overdue, and the timeout it
+    /// reports; `None`: no deadline.
+    due: Option<(u64, Duration)>,
+}
+
+impl ScsiReply {
+    /// The [`Reply`] of a SCSI command answered on `tx`.
+    pub(super) fn reply(
+        tx: oneshot::Sender<Result<ScsiResult, CommandError>>,
+        due: Option<(u64, Duration)>,
+    ) -> Reply {
+        Reply::Scsi(ScsiReply { tx: Some(tx), due })
+    }
 }
 
 pub(super) type Core = SessionCore<Reply>;
@@ -76,6 +102,8 @@ pub(super) struct Shared {
     /// Hands the send token to the writer task, or tells it the session
     /// closed.
     wake_writer: Notify,
+    /// Watchdog ticks so far (see [`run_watchdog`]).
+    tick: AtomicU64,
 }
 
 /// The running driver of one session.
@@ -102,6 +130,7 @@ pub(super) fn start(
         }),
         wr,
         wake_writer: Notify::new(),
+        tick: AtomicU64::new(0),
     });
     let reader = tokio::spawn(run_reader(shared.clone(), rd, rbuf, cfg)).abort_handle();
     let writer = tokio::spawn(run_writer(shared.clone())).abort_handle();
@@ -134,6 +163,17 @@ impl Shared {
         Ok(r)
     }
 
+    /// The watchdog tick by which a command submitted now, with timeout
+    /// `timeout` checked every `period`, is overdue: the tick now may have
+    /// begun up to a period ago, so one more than the whole periods in
+    /// the timeout (it fires within `timeout + 2 × period`).
+    pub(super) fn due(&self, timeout: Duration, period: Duration) -> (u64, Duration) {
+        let p = period.as_nanos().max(1);
+        let periods = u64::try_from(timeout.as_nanos().div_ceil(p)).unwrap_or(u64::MAX);
+        let now = self.tick.load(Ordering::Relaxed);
+        (now.saturating_add(1).saturating_add(periods), timeout)
+    }
+
     /// Closes the session: every request fails with `reason`.
     pub(super) fn fail_all(&self, reason: String) {
         let mut events = Vec::new();
@@ -152,11 +192,41 @@ impl Shared {
         if st.sending != Sending::Idle {
             return;
         }
-        let Some(mut chunks) = st.core.poll_transmit() else {
+        let Some(chunks) = st.core.poll_transmit() else {
             return;
         };
         st.sending = Sending::Direct;
         drop(st);
+        self.send_holding(chunks);
+    }
+
+    /// Takes the send token if nobody holds it, so that what others queue
+    /// meanwhile waits for [`Shared::release`]; whether it was taken.
+    fn hold(&self, st: &mut MutexGuard<'_, State>) -> bool {
+        if st.sending != Sending::Idle {
+            return false;
+        }
+        st.sending = Sending::Direct;
+        true
+    }
+
+    /// Sends what was queued while the token was held (see
+    /// [`Shared::hold`]) and lets the token go.
+    fn release(&self) {
+        let mut st = self.lock();
+        match st.core.poll_transmit() {
+            Some(chunks) => {
+                drop(st);
+                self.send_holding(chunks);
+            }
+            None => st.sending = Sending::Idle,
+        }
+    }
+
+    /// Writes `chunks` and whatever is queued meanwhile, holding the send
+    /// token (`Sending::Direct`); hands it to the writer task if the socket
+    /// fills up, else lets it go.
+    fn send_holding(&self, mut chunks: VecDeque<Bytes>) {
         loop {
             if let Err(e) = try_write_chunks(&self.wr, &mut chunks) {
                 self.lock().sending = Sending::Idle;
@@ -193,7 +263,9 @@ fn deliver(events: &mut Vec<Event<Reply>>) {
         // as; a mismatch cannot happen, and would drop the sender (the
         // caller then sees the session end).
         match (token, result) {
-            (Reply::Scsi(tx), Completion::Scsi(r)) => drop(tx.send(r)),
+            (Reply::Scsi(ScsiReply { tx: Some(tx), .. }), Completion::Scsi(r)) => {
+                drop(tx.send(r));
+            }
             (Reply::Bytes(tx), Completion::Bytes(r)) => drop(tx.send(r)),
             (Reply::Tmf(tx), Completion::Tmf(r)) => drop(tx.send(r)),
             (Reply::Logout(tx), Completion::Logout(r)) => drop(tx.send(r)),
@@ -232,7 +304,7 @@ async fn run_reader(
     // Reused for every batch: no allocation per read.
     let mut events = Vec::new();
     let reason = loop {
-        let (fatal, deadline) = {
+        let (fatal, deadline, held) = {
             let mut st = shared.lock();
             let now = Instant::now();
             let mut fatal = None;
@@ -260,9 +332,20 @@ async fn run_reader(
             // Data-Out for R2Ts and ping answers leave before the
             // completions wake anyone.
             shared.flush(st);
-            (fatal, deadline)
+            // The commands the completions' callers submit next are
+            // written together: the reader holds the send token while they
+            // run (it yields to them), then sends them in one write.
+            let held = !events.is_empty() && fatal.is_none() && {
+                let mut st = shared.lock();
+                shared.hold(&mut st)
+            };
+            (fatal, deadline, held)
         };
         deliver(&mut events);
+        if held {
+            tokio::task::yield_now().await;
+            shared.release();
+        }
         if let Some(reason) = fatal {
             break reason;
         }
@@ -347,6 +430,38 @@ async fn run_writer(shared: Arc<Shared>) {
         let st = shared.lock();
         if st.core.close_reason().is_some() && st.sending != Sending::Writer {
             return;
+        }
+    }
+}
+
+/// The session's command watchdog: every `period`, answers the SCSI
+/// commands whose tick of [`Shared::due`] has come with a timeout. Ends
+/// with the session.
+pub(super) async fn run_watchdog(shared: Arc<Shared>, period: Duration) {
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    let mut overdue = Vec::new();
+    loop {
+        every.tick().await;
+        let now = shared.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            let mut st = shared.lock();
+            if st.core.close_reason().is_some() {
+                return;
+            }
+            for token in st.core.scsi_tokens_mut() {
+                if let Reply::Scsi(r) = token
+                    && let Some((due, timeout)) = r.due
+                    && now >= due
+                    && let Some(tx) = r.tx.take()
+                {
+                    overdue.push((tx, timeout));
+                }
+            }
+        }
+        for (tx, timeout) in overdue.drain(..) {
+            drop(tx.send(Err(CommandError::Timeout(timeout))));
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::core::KeepAlive;
-use super::driver::{self, Core, Reply, Shared};
+use super::driver::{self, Core, Reply, ScsiReply, Shared};
 use super::{CommandError, MAX_CDB_LEN, ScsiResult, SessionEvent, SessionStats};
 use crate::login::{self, LoginError, LoginOptions, LoginOutcome};
 use crate::raw::{RawConnection, Trace};
@@ -40,6 +40,48 @@ struct Handle {
     writer: AbortHandle,
     /// Default per-request timeout in nanoseconds; 0 = none.
     timeout_ns: AtomicU64,
+    /// The watchdog's period in nanoseconds while it runs; 0 = none (a
+    /// default timeout is then a timer per request).
+    watchdog_ns: AtomicU64,
+    /// The watchdog task and its period.
+    watchdog: Mutex<Option<(Duration, AbortHandle)>>,
+}
+
+/// How often the watchdog checks a default timeout: a sixteenth of it,
+/// from 1 ms to 1 s (a 60 s timeout fires within 62 s).
+fn watchdog_period(timeout: Duration) -> Duration {
+    (timeout / 16).clamp(Duration::from_millis(1), Duration::from_secs(1))
+}
+
+impl Handle {
+    /// Starts, restarts or stops the watchdog for `timeout`. Outside a
+    /// tokio runtime there is none, and requests fall back to a timer each.
+    fn set_watchdog(&self, timeout: Option<Duration>) {
+        let mut w = self.watchdog.lock().unwrap_or_else(|p| p.into_inner());
+        let period = timeout.map(watchdog_period);
+        if w.as_ref().map(|(p, _)| *p) == period {
+            return;
+        }
+        self.watchdog_ns.store(0, Ordering::Relaxed);
+        if let Some((_, task)) = w.take() {
+            task.abort();
+        }
+        if let (Some(p), Ok(rt)) = (period, tokio::runtime::Handle::try_current()) {
+            let task = rt
+                .spawn(driver::run_watchdog(self.shared.clone(), p))
+                .abort_handle();
+            *w = Some((p, task));
+            let ns = u64::try_from(p.as_nanos()).unwrap_or(u64::MAX);
+            self.watchdog_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    fn watchdog_period(&self) -> Option<Duration> {
+        match self.watchdog_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
 }
 
 impl Drop for Handle {
@@ -48,6 +90,9 @@ impl Drop for Handle {
             .fail_all("the session handle was dropped".to_owned());
         self.reader.abort();
         self.writer.abort();
+        if let Some((_, task)) = self.watchdog.get_mut().ok().and_then(|w| w.take()) {
+            task.abort();
+        }
     }
 }
 
@@ -146,6 +191,8 @@ impl Session {
                 reader: running.reader,
                 writer: running.writer,
                 timeout_ns: AtomicU64::new(0),
+                watchdog_ns: AtomicU64::new(0),
+                watchdog: Mutex::new(None),
             }),
         }
     }
@@ -166,12 +213,16 @@ impl Session {
     }
 
     /// A default timeout for every request of this session (`None`: wait
-    /// for ever, the default).
+    /// for ever, the default). [`Session::command`] is watched by the
+    /// session's watchdog task (started here, inside a tokio runtime),
+    /// which answers an overdue command within `timeout` plus two of its
+    /// periods (a sixteenth of the timeout each, 1 ms to 1 s).
     pub fn set_default_timeout(&self, timeout: Option<Duration>) {
         let ns = timeout.map_or(0, |t| {
             u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
         });
         self.handle.timeout_ns.store(ns, Ordering::Relaxed);
+        self.handle.set_watchdog(timeout);
     }
 
     fn default_timeout(&self) -> Option<Duration> {
@@ -213,6 +264,18 @@ impl Session {
         data_out: Bytes,
         expected_in: u32,
     ) -> Result<CommandHandle, CommandError> {
+        self.submit_due(lun, cdb, data_out, expected_in, None)
+    }
+
+    /// [`Session::submit`]; `due`: the watchdog's deadline.
+    fn submit_due(
+        &self,
+        lun: Lun,
+        cdb: &[u8],
+        data_out: Bytes,
+        expected_in: u32,
+        due: Option<(u64, Duration)>,
+    ) -> Result<CommandHandle, CommandError> {
         if cdb.is_empty() || cdb.len() > MAX_CDB_LEN {
             return Err(CommandError::Invalid(format!(
                 "a CDB of {} bytes (1 to {MAX_CDB_LEN} allowed)",
@@ -227,7 +290,7 @@ impl Session {
         }
         let (tx, rx) = oneshot::channel();
         let itt = self.submit_task(|core| {
-            core.submit_scsi(lun, cdb, data_out, expected_in, Reply::Scsi(tx))
+            core.submit_scsi(lun, cdb, data_out, expected_in, ScsiReply::reply(tx, due))
         })?;
         Ok(CommandHandle { itt, rx })
     }
@@ -240,7 +303,15 @@ impl Session {
         data_out: Bytes,
         expected_in: u32,
     ) -> Result<ScsiResult, CommandError> {
-        let h = self.submit(lun, cdb, data_out, expected_in)?;
+        let timeout = self.default_timeout();
+        let due = timeout
+            .zip(self.handle.watchdog_period())
+            .map(|(t, p)| self.handle.shared.due(t, p));
+        let h = self.submit_due(lun, cdb, data_out, expected_in, due)?;
+        if due.is_some() {
+            // The watchdog answers it if the target does not in time.
+            return await_reply(h.rx).await;
+        }
         self.wait(h.rx).await
     }
 

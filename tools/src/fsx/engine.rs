@@ -9,6 +9,10 @@
 //! same model whatever the timing. Ops that replace or reset the session
 //! (reconnect, LUN reset) are barriers: everything in flight finishes
 //! first.
+//!
+//! READ and WRITE buffers are recycled ([`BufPool`]): a fresh buffer is
+//! zeroed memory, and zeroing it cost more than the read or the render
+//! that overwrites it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,7 +180,38 @@ struct Done {
     /// Data read: a READ's, or what a COMPARE AND WRITE read first.
     read: Option<AlignedBuf>,
     interrupted: Option<InterruptedWrite>,
+    /// A buffer the op is done with (a write's), for the pool.
+    spare: Option<AlignedBuf>,
     latency: Duration,
+}
+
+/// Buffers of finished READs and WRITEs, handed to the next ones. Their
+/// contents are stale: a read or a render overwrites all of it.
+struct BufPool {
+    free: Vec<AlignedBuf>,
+    keep: usize,
+}
+
+impl BufPool {
+    fn new(qd: usize) -> BufPool {
+        BufPool {
+            free: Vec::new(),
+            keep: qd + 1,
+        }
+    }
+
+    fn give(&mut self, b: AlignedBuf) {
+        if self.free.len() < self.keep && b.capacity() > 0 {
+            self.free.push(b);
+        }
+    }
+
+    /// A buffer for `op`'s data, if it is a READ or WRITE and one is free.
+    fn take(&mut self, op: &Op) -> Option<AlignedBuf> {
+        matches!(op.op, Kind::Read | Kind::Write | Kind::WriteFua)
+            .then(|| self.free.pop())
+            .flatten()
+    }
 }
 
 /// Runs the ops of `source` on `dev`, checking each against a fresh
@@ -194,6 +229,7 @@ pub async fn run(
         ops: std::collections::VecDeque::new(),
         issued: 0,
         failure: None,
+        pool: BufPool::new(setup.qd.max(1)),
     };
     // Polled in this task: no hand-off to another worker per op.
     let mut tasks: FuturesUnordered<Pending> = FuturesUnordered::new();
@@ -266,7 +302,8 @@ pub async fn run(
         }
         st.keep(&op);
         busy.take(op.i, &spans);
-        tasks.push(Box::pin(exec(dev.clone(), op, setup.stamp, expect)));
+        let buf = st.pool.take(&op);
+        tasks.push(Box::pin(exec(dev.clone(), op, setup.stamp, expect, buf)));
     }
     while let Some(done) = tasks.next().await {
         st.complete(done);
@@ -295,6 +332,7 @@ struct State {
     ops: std::collections::VecDeque<Op>,
     issued: u64,
     failure: Option<Failure>,
+    pool: BufPool,
 }
 
 impl State {
@@ -363,7 +401,14 @@ impl State {
         }
     }
 
-    fn complete(&mut self, d: Done) {
+    fn complete(&mut self, mut d: Done) {
+        self.check_and_apply(&d);
+        for b in [d.read.take(), d.spare.take()].into_iter().flatten() {
+            self.pool.give(b);
+        }
+    }
+
+    fn check_and_apply(&mut self, d: &Done) {
         let bs = u64::from(self.model.stamp.block_size);
         self.stats
             .record(d.op.op, d.latency, d.op.data_blocks() * bs);
@@ -537,27 +582,51 @@ fn data_buf(dev: &AnyDevice, blocks: u64) -> AlignedBuf {
     )
 }
 
+/// `reuse` cut to `blocks` if it is large enough, else a fresh buffer.
+fn data_buf_from(reuse: Option<AlignedBuf>, dev: &AnyDevice, blocks: u64) -> AlignedBuf {
+    let len = (blocks.max(1) * u64::from(dev.info().block_size)) as usize;
+    match reuse {
+        Some(mut b) if b.capacity() >= len => {
+            b.set_len(len);
+            b
+        }
+        _ => data_buf(dev, blocks),
+    }
+}
+
 /// The unique data an op writes (generation `i + 1`).
 fn render(stamp: &Stamp, op: &Op, buf: &mut [u8]) {
     iesp_blockio::block::render_unique(stamp, op.lba, op.generation(), buf);
 }
 
 /// Runs one op on the device.
-async fn exec(dev: Arc<AnyDevice>, op: Op, stamp: Stamp, expect: Option<Vec<Content>>) -> Done {
+/// `reuse`: a pooled buffer for a READ's or WRITE's data.
+async fn exec(
+    dev: Arc<AnyDevice>,
+    op: Op,
+    stamp: Stamp,
+    expect: Option<Vec<Content>>,
+    reuse: Option<AlignedBuf>,
+) -> Done {
     let t = Instant::now();
     let bs = stamp.block_size as usize;
     let mut read = None;
+    let mut spare = None;
     let mut interrupted = None;
     let result = match op.op {
         Kind::Read => {
-            let (b, r) = dev.read(op.lba, data_buf(&dev, op.blocks)).await;
+            let (b, r) = dev
+                .read(op.lba, data_buf_from(reuse, &dev, op.blocks))
+                .await;
             read = Some(b);
             r
         }
         Kind::Write | Kind::WriteFua => {
-            let mut b = data_buf(&dev, op.blocks);
+            let mut b = data_buf_from(reuse, &dev, op.blocks);
             render(&stamp, &op, &mut b);
-            dev.write(op.lba, b, op.op == Kind::WriteFua).await.1
+            let (b, r) = dev.write(op.lba, b, op.op == Kind::WriteFua).await;
+            spare = Some(b);
+            r
         }
         Kind::Unmap => {
             let ranges: Vec<_> = op
@@ -635,6 +704,7 @@ async fn exec(dev: Arc<AnyDevice>, op: Op, stamp: Stamp, expect: Option<Vec<Cont
         result,
         read,
         interrupted,
+        spare,
         latency: t.elapsed(),
     }
 }

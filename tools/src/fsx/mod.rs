@@ -338,6 +338,10 @@ pub async fn run_on(
             duration: opts.duration,
         },
     };
+    // One op at a time: a local device's system calls run inline, without
+    // a hand-off to the blocking pool and back per op.
+    let mut dev = dev;
+    dev.set_inline(qd == 1);
     let (mut dev, out) = engine::run(Arc::new(dev), &setup, source, writer.as_mut()).await;
     if let Some(e) = writer.as_mut().and_then(|w| w.flush()) {
         notes.push(format!("the op log is incomplete: {e}"));
