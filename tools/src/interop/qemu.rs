@@ -94,6 +94,43 @@ impl Qemu {
     }
 }
 
+/// Console output as plain lines: `\r` dropped, ANSI escape sequences
+/// removed, and a cursor move to column 1 (how sgabios draws each BIOS text
+/// line) taken as a line break; blank lines collapsed.
+pub fn plain_text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {}
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    let mut params = String::new();
+                    while let Some(&p) = chars.peek() {
+                        chars.next();
+                        if p.is_ascii_alphabetic() {
+                            if p == 'H' && params.ends_with(";1") && !out.ends_with('\n') {
+                                out.push('\n');
+                            }
+                            break;
+                        }
+                        params.push(p);
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    let mut lines: Vec<&str> = Vec::new();
+    for l in out.lines() {
+        if !(l.trim().is_empty() && lines.last().is_some_and(|p| p.trim().is_empty())) {
+            lines.push(l);
+        }
+    }
+    lines.join("\n") + if out.ends_with('\n') { "\n" } else { "" }
+}
+
 /// The `-netdev` value: restricted user networking whose only way out is
 /// the relay to `target`; `extra` is appended (`tftp=…,bootfile=…`).
 pub fn netdev(target: SocketAddr, extra: &str) -> anyhow::Result<String> {
@@ -123,6 +160,8 @@ pub enum Waited {
     Timeout(Duration),
     /// qemu exited first.
     Exited(ExitStatus),
+    /// The console showed that the guest gave up (the text it printed).
+    GaveUp(&'static str),
 }
 
 /// A running VM; killed and reaped on drop.
@@ -153,10 +192,10 @@ impl Vm {
         })
     }
 
-    /// The console so far (lossy UTF-8, `\r` dropped).
+    /// The console so far as plain text (see [`plain_text`]).
     pub fn console(&self) -> String {
         std::fs::read(&self.console)
-            .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+            .map(|b| plain_text(&String::from_utf8_lossy(&b)))
             .unwrap_or_default()
     }
 
