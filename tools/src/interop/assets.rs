@@ -302,6 +302,8 @@ pub fn fetch(cache: &Cache, set: Set) -> anyhow::Result<Fetched> {
     if set == Set::Qemu {
         link_firmware(&root, &cache.firmware_dir())?;
     }
+    // The unpacked tree is what runs; the archives only take room.
+    let _ = std::fs::remove_dir_all(&debs);
     std::fs::write(cache.stamp(set), packages.join("\n") + "\n")?;
     Ok(Fetched {
         set,

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use super::common::{Run, iesp_test_env};
 
+#[path = "../../../testsuite/tests/support/json_schema.rs"]
+mod json_schema;
+
 /// The cache `.ci/run` fetches into: `$IESP_CACHE`, else
 /// `~/.cache/iesp-test`.
 pub fn cache_dir() -> PathBuf {
@@ -16,7 +19,7 @@ pub fn cache_dir() -> PathBuf {
         .join(".cache/iesp-test")
 }
 
-/// The cache when asset set `set` (`qemu` or `guest`) was fetched; else
+/// The cache when every asset set of `sets` (`qemu` or `guest`) was fetched; else
 /// `None` after a SKIPPED line, or a panic under CI (never a silent pass).
 pub fn cache_or_skip(sets: &[&str]) -> Option<PathBuf> {
     let dir = cache_dir();
@@ -64,6 +67,14 @@ pub fn check(
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null);
+    // Every report a check writes is valid against its JSON Schema.
+    if !report.is_null() {
+        json_schema::assert_valid(
+            &json_schema::validator("interop.schema.json"),
+            &format!("interop {check} --json"),
+            &report,
+        );
+    }
     (run, report)
 }
 
