@@ -11,6 +11,7 @@
 //! - [`bench`] — IOPS and latency sweeps (and `bench merge`).
 //! - [`plot`] — PNG charts of bench results (over [`iesp_plots`]).
 //! - [`conformance`] — the protocol-level conformance suite against any target.
+//! - [`interop`] — real initiators (qemu, iPXE, Linux) as test drivers.
 //! - [`output`] — progress, human-readable figures, output paths, JSON files.
 //! - [`exit`] — exit codes (docs/cli.md) and the error that carries one.
 //! - [`signal`] — SIGINT/SIGTERM as a stop request.
@@ -31,6 +32,7 @@ pub use iesp_blockio::{block, pattern};
 pub mod bench;
 pub mod conformance;
 pub mod fsx;
+pub mod interop;
 pub mod output;
 pub mod plot;
 pub mod selftest;

@@ -68,6 +68,9 @@ enum Command {
     /// Measure random-read (or write) IOPS and latency over block sizes and
     /// queue depths: `iesp-test bench TARGET`, `iesp-test bench merge A.json B.json`.
     Bench(Box<bench::cli::BenchCommand>),
+    /// Real initiators against a target: qemu's block driver, iPXE sanboot
+    /// with iBFT checks, the Linux kernel initiator in a VM.
+    Interop(Box<iesp_tools::interop::InteropArgs>),
     /// Draw PNG charts of bench results: `iesp-test plot INPUT… -o DIR`.
     Plot(plot::PlotArgs),
     /// Print a shell completion script to stdout.
@@ -237,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Conformance(a) => conformance::run(*a, verbosity).await,
         Command::Bench(a) => bench::cli::run(*a, verbosity.quiet).await,
+        Command::Interop(a) => iesp_tools::interop::run(*a, verbosity.quiet).await,
         Command::Plot(a) => plot::run(&a),
         Command::Completions(a) => {
             let mut out = std::io::stdout().lock();
