@@ -43,8 +43,11 @@ pub mod config;
 pub mod config_file;
 pub mod conn;
 pub mod embedded;
+pub mod endpoints;
+pub mod metrics;
 pub mod scsi;
 pub mod server;
+pub mod stats;
 
 pub use config::{DEFAULT_IQN, TargetConfig};
 pub use server::{Target, serve};

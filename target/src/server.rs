@@ -54,6 +54,8 @@ pub struct Target {
     pub discovery_chap: Option<ChapAuth>,
     pub sessions: SessionRegistry,
     next_session_id: AtomicU64,
+    /// Login, connection and target-wide counters ([`crate::stats`]).
+    pub stats: Arc<crate::stats::TargetStats>,
 }
 
 impl Target {
@@ -109,11 +111,19 @@ impl Target {
             discovery_chap: config.discovery_chap.clone(),
             sessions: SessionRegistry::default(),
             next_session_id: AtomicU64::new(1),
+            stats: Arc::new(crate::stats::TargetStats::new()),
         }))
     }
 
     pub fn node(&self, iqn: &str) -> Option<&TargetNode> {
         self.nodes.iter().find(|n| n.iqn == iqn)
+    }
+
+    /// Turns the per-LU counters on (the default) or off.
+    pub fn set_statistics(&self, on: bool) {
+        for lu in self.nodes.iter().flat_map(|n| n.luns.iter()) {
+            lu.stats.set_enabled(on);
+        }
     }
 
     pub fn new_session_id(&self) -> u64 {

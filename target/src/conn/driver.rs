@@ -31,6 +31,7 @@ use super::ffp::{After, FfpSetup, FullFeature, KeepAlive};
 use super::login::{self, Login, LoginStep};
 use crate::scsi::NexusEnd;
 use crate::server::Target;
+use crate::stats::ConnInfo;
 
 /// Read buffer size: room for several large PDUs per read.
 const READ_BUF: usize = 512 * 1024;
@@ -99,6 +100,18 @@ pub async fn run(
         data_digest,
         max_data_segment: params.target_mrdsl,
     };
+    let conn_info = ConnInfo {
+        initiator: nexus.initiator_name.to_string(),
+        target: nexus.target_name.to_string(),
+        isid: nexus.isid.0.iter().map(|b| format!("{b:02x}")).collect(),
+        tsih: session.as_ref().map_or(0, |s| s.tsih),
+        cid,
+        discovery: kind == super::ffp::SessionKind::Discovery,
+        header_digest,
+        data_digest,
+        local: portal.to_string(),
+        peer: peer.to_string(),
+    };
     let limits = &target.limits;
     let setup = FfpSetup {
         params,
@@ -118,6 +131,9 @@ pub async fn run(
         }),
     };
     let mut ffp = FullFeature::new(setup, Instant::now());
+    let registration = target.stats.connection_up(conn_info);
+    let stats = registration.stats.clone();
+    ffp.set_stats(stats.clone());
     let kill = session.as_ref().map(|s| s.kill.clone());
     let killed = async {
         match &kill {
@@ -147,7 +163,9 @@ pub async fn run(
             }
             let after = tokio::select! {
                 n = rd.read_buf(&mut rbuf) => {
-                    if n? == 0 {
+                    let n = n?;
+                    stats.counters.bytes_in.add(n as u64);
+                    if n == 0 {
                         return Ok(());
                     }
                     receive(&mut ffp, &mut rbuf, may_block)
@@ -170,7 +188,9 @@ pub async fn run(
                     Ok(after)
                 }
             };
-            flush(&mut wr, ffp.outbox()).await?;
+            stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+            let sent = flush(&mut wr, ffp.outbox()).await?;
+            stats.counters.bytes_out.add(sent as u64);
             match after {
                 Ok(After::Continue) => {}
                 Ok(After::Close) => return Ok(()),
@@ -181,6 +201,8 @@ pub async fn run(
     .await;
     let _ = wr.shutdown().await;
     tracing::debug!(%peer, logged_out = ffp.logged_out(), result = ?result, "connection closed");
+    target.stats.login.logged_out(ffp.logged_out());
+    drop(registration);
     ffp.end_of_nexus(if ffp.logged_out() {
         NexusEnd::Logout
     } else {
@@ -233,8 +255,9 @@ async fn next_frame(
 }
 
 /// Writes everything queued, with as few syscalls as the kernel allows.
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<()> {
+async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<usize> {
     let mut chunks: VecDeque<Bytes> = out.take();
+    let total = chunks.iter().map(Bytes::len).sum();
     while !chunks.is_empty() {
         let mut slices = [IoSlice::new(&[]); 64];
         let mut used = 0;
@@ -248,5 +271,5 @@ async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<()> {
         }
         outbox::consume(&mut chunks, n);
     }
-    Ok(())
+    Ok(total)
 }

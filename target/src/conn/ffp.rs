@@ -52,6 +52,7 @@ use iesp_proto::serial;
 use iesp_proto::text;
 
 use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
+use crate::stats::ConnStats;
 use iesp_proto::outbox::Outbox;
 
 /// Negotiated values the full feature phase works with (§13).
@@ -224,6 +225,8 @@ pub struct FullFeature {
     /// When the outstanding ping left.
     ping_sent: Option<Instant>,
     logged_out: bool,
+    /// This connection's counters ([`crate::stats`]).
+    stats: Arc<ConnStats>,
 }
 
 /// Text payloads we are willing to reassemble (C bit).
@@ -272,7 +275,18 @@ impl FullFeature {
             last_rx: now,
             ping_sent: None,
             logged_out: false,
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts this connection's PDUs and errors into `stats`.
+    pub fn set_stats(&mut self, stats: Arc<ConnStats>) {
+        self.stats = stats;
+    }
+
+    /// This connection's counters.
+    pub fn stats(&self) -> &Arc<ConnStats> {
+        &self.stats
     }
 
     /// The PDUs queued for the initiator; the driver writes them out.
@@ -301,6 +315,7 @@ impl FullFeature {
                 Ok(None) => return Ok(After::Continue),
                 Err(FrameError::DataDigest { frame, .. }) => self.data_digest_error(&frame),
                 Err(FrameError::HeaderDigest { bhs, .. }) => {
+                    self.stats.counters.header_digest_errors.inc();
                     // The stream cannot be resynchronised (§7.8): drop.
                     return Err(Fatal::Protocol(format!("header digest error on {bhs:?}")));
                 }
@@ -338,6 +353,7 @@ impl FullFeature {
         }
         match self.ping_sent {
             Some(sent) if now.saturating_duration_since(sent) >= k.timeout => {
+                self.stats.counters.nop_timeouts.inc();
                 tracing::info!(
                     initiator = %self.nexus.initiator_name,
                     "no answer to NOP-In within {:?}: dropping the connection",
@@ -406,6 +422,7 @@ impl FullFeature {
 
     /// Handles one frame from the initiator.
     pub fn handle(&mut self, frame: Frame) -> Result<After, Fatal> {
+        self.stats.counters.pdus_in.inc();
         let op = frame.bhs.opcode();
         match op {
             Opcode::NOP_OUT
@@ -437,6 +454,7 @@ impl FullFeature {
     /// (§7.8). A write task losing Data-Out this way cannot complete at
     /// ErrorRecoveryLevel 0, so it fails.
     pub fn data_digest_error(&mut self, frame: &Frame) {
+        self.stats.counters.data_digest_errors.inc();
         self.reject(RejectReason::DATA_DIGEST_ERROR, &frame.bhs);
         if frame.bhs.opcode() == Opcode::DATA_OUT {
             let itt = frame.bhs.itt();
@@ -514,6 +532,7 @@ impl FullFeature {
     // ---- SCSI commands ----------------------------------------------------
 
     fn scsi_command(&mut self, cmd: ScsiCommand, frame: &Frame) {
+        self.stats.counters.commands.inc();
         if self.kind == SessionKind::Discovery {
             self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
             return;
@@ -1149,6 +1168,7 @@ impl FullFeature {
 
     /// Rejects a PDU, carrying its header back.
     pub fn reject(&mut self, reason: RejectReason, bhs: &Bhs) {
+        self.stats.counters.rejects.inc();
         let rej = Reject {
             reason,
             stat_sn: self.next_stat_sn(),
