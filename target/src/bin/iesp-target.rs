@@ -138,6 +138,11 @@ async fn start_endpoints(
     endpoints: &Endpoints,
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Failure> {
+    if let Some(addr) = endpoints.snmp {
+        return Err(Failure::Usage(format!(
+            "--snmp {addr}: the SNMP agent is not built yet (issue 15); use --metrics"
+        )));
+    }
     if let Some(addr) = endpoints.metrics {
         let l = iesp_target::endpoints::bind_metrics(addr)
             .await
