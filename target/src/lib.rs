@@ -47,6 +47,7 @@ pub mod endpoints;
 pub mod metrics;
 pub mod scsi;
 pub mod server;
+pub mod snmp;
 pub mod stats;
 
 pub use config::{DEFAULT_IQN, TargetConfig};

@@ -139,9 +139,23 @@ async fn start_endpoints(
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Failure> {
     if let Some(addr) = endpoints.snmp {
-        return Err(Failure::Usage(format!(
-            "--snmp {addr}: the SNMP agent is not built yet (issue 15); use --metrics"
-        )));
+        let sock = iesp_target::endpoints::bind_snmp(addr)
+            .await
+            .map_err(Failure::Usage)?;
+        eprintln!(
+            "iesp-target: SNMP v2c agent on udp {}",
+            sock.local_addr().unwrap_or(addr)
+        );
+        let mut stopped = stopped.clone();
+        let community = endpoints.snmp_community.clone();
+        tokio::spawn(iesp_target::snmp::serve_snmp(
+            sock,
+            target.clone(),
+            community,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
     }
     if let Some(addr) = endpoints.metrics {
         let l = iesp_target::endpoints::bind_metrics(addr)
