@@ -306,3 +306,16 @@ fn non_loopback_endpoints_need_the_flag() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
     }
 }
+
+#[test]
+fn snmp_address_in_use_is_a_usage_error() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iesp-target"))
+        .args(["--listen", "127.0.0.1:0", "--snmp", &addr])
+        .output()
+        .expect("run iesp-target");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("--snmp {addr}: address already in use")), "{err}");
+}
