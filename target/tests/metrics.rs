@@ -317,5 +317,8 @@ fn snmp_address_in_use_is_a_usage_error() {
         .expect("run iesp-target");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(&format!("--snmp {addr}: address already in use")), "{err}");
+    assert!(
+        err.contains(&format!("--snmp {addr}: address already in use")),
+        "{err}"
+    );
 }
