@@ -170,6 +170,26 @@ async fn snmpget_and_snmpwalk_read_the_counters() {
     let (ok, out) = tool("snmpwalk", args("lab", &[".1.3.6.1.2.1.142"])).await;
     assert!(ok, "{out}");
     assert!(out.contains(&format!("{ACCEPTS} = Counter32: 1")), "{out}");
+    // The session's row (instance 1, node 1, iscsiSsnIndex = TSIH): its
+    // initiator, and its SCSI commands so far (LUN open + the writes).
+    let ssn = out
+        .lines()
+        .find(|l| l.starts_with(".1.3.6.1.2.1.142.1.10.1.1.4.1.1."))
+        .unwrap_or_else(|| panic!("no iscsiSsnInitiatorName: {out}"));
+    assert!(ssn.ends_with(&format!("STRING: \"{ALLOWED}\"")), "{ssn}");
+    let tsih = ssn
+        .split(" = ")
+        .next()
+        .and_then(|o| o.rsplit('.').next())
+        .unwrap();
+    let cmds = format!(".1.3.6.1.2.1.142.1.10.2.1.1.1.1.{tsih} = Counter32: ");
+    let n: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&cmds))
+        .unwrap_or_else(|| panic!("no iscsiSsnCmdPDUs: {out}"))
+        .parse()
+        .unwrap();
+    assert!(n > WRITES, "{n} commands");
 
     // Through the MIB file: names in, names out.
     let (ok, out) = tool_mib(

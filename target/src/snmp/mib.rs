@@ -26,6 +26,52 @@ fn g32(v: u64) -> Value {
     Value::Gauge32(v.min(u64::from(u32::MAX)) as u32)
 }
 
+/// iscsiSessionAttributesTable, iscsiSessionStatsTable and
+/// iscsiSessionCxnErrorStatsTable (…1.10.{1,2,3}.1.col.inst.node.ssn): one
+/// row per normal session, iscsiSsnIndex = its TSIH, node = the target's
+/// position + 1. One connection per session, so the session's counters
+/// are its connection's; the octet counters count whole PDUs.
+fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
+    for c in t.stats.connections() {
+        let info = &c.info;
+        let Some(node) = t.nodes.iter().position(|n| n.iqn == info.target) else {
+            continue;
+        };
+        if info.discovery || info.tsih == 0 {
+            continue;
+        }
+        let idx = [1, node as u32 + 1, u32::from(info.tsih)];
+        let row = |table: u32, col: u32| {
+            let mut o = under(&ISCSI_OBJECTS, &[10, table, 1, col]);
+            o.extend_from_slice(&idx);
+            o
+        };
+        let isid: Vec<u8> = (0..info.isid.len() / 2)
+            .filter_map(|i| u8::from_str_radix(info.isid.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        let k = &c.counters;
+        m.extend([
+            (row(1, 3), Value::Integer(1)),
+            (
+                row(1, 4),
+                Value::Octets(info.initiator.clone().into_bytes()),
+            ),
+            (row(1, 5), Value::Octets(info.target.clone().into_bytes())),
+            (row(1, 6), Value::Gauge32(u32::from(info.tsih))),
+            (row(1, 7), Value::Octets(isid)),
+            (row(2, 1), c32(k.commands.get())),
+            (row(2, 2), c32(k.pdus_out.get())),
+            (row(2, 3), Value::Counter64(k.bytes_out.get())),
+            (row(2, 4), Value::Counter64(k.bytes_in.get())),
+            (
+                row(3, 1),
+                c32(k.header_digest_errors.get() + k.data_digest_errors.get()),
+            ),
+            (row(3, 2), c32(k.nop_timeouts.get())),
+        ]);
+    }
+}
+
 /// Every object, sorted by OID.
 pub fn snapshot(t: &Arc<Target>) -> Vec<(Vec<u32>, Value)> {
     let s = &t.stats;
@@ -65,6 +111,7 @@ pub fn snapshot(t: &Arc<Target>) -> Vec<(Vec<u32>, Value)> {
         (i(&[6, 3, 1, 1, 1, 1]), c32(l.logouts_normal.get())),
         (i(&[6, 3, 1, 2, 1, 1]), c32(l.logouts_other.get())),
     ];
+    sessions(t, &mut m);
     let base = &IESP_OBJECTS[..9];
     let e = |rest: &[u32]| under(base, rest);
     let scalars = [
