@@ -28,6 +28,8 @@ pub struct Outbox {
     pub cfg: FrameConfig,
     scratch: BytesMut,
     chunks: VecDeque<Bytes>,
+    /// PDUs queued since the last [`Outbox::take_pdu_count`].
+    pdus: u64,
 }
 
 impl Outbox {
@@ -36,6 +38,7 @@ impl Outbox {
             cfg,
             scratch: BytesMut::with_capacity(SCRATCH),
             chunks: VecDeque::new(),
+            pdus: 0,
         }
     }
 
@@ -49,6 +52,7 @@ impl Outbox {
     pub fn push_with_ahs(&mut self, mut bhs: Bhs, ahs: &[u8], data: Bytes) -> Bhs {
         bhs.set_total_ahs_words(ahs.len().div_ceil(4).min(255) as u8);
         bhs.set_data_segment_len(data.len() as u32);
+        self.pdus += 1;
         framing::encode_head(&self.cfg, &bhs, ahs, &mut self.scratch);
         if data.len() <= INLINE_DATA {
             self.scratch.put_slice(&data);
@@ -65,6 +69,11 @@ impl Outbox {
             let head = self.scratch.split().freeze();
             self.chunks.push_back(head);
         }
+    }
+
+    /// How many PDUs were queued since the last call (for statistics).
+    pub fn take_pdu_count(&mut self) -> u64 {
+        std::mem::take(&mut self.pdus)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -29,6 +29,7 @@ use iesp_cli::units;
 
 use crate::config::{self, ChapAuth, ChapCredentials, LunSpec, TargetConfig, TargetDef};
 use crate::config_file;
+use crate::endpoints::Endpoints;
 
 /// The target's exit codes, for `--help` (a server's variant of
 /// [`iesp_cli::exit::HELP`]: a signal is the normal way to stop it).
@@ -179,6 +180,24 @@ pub struct Args {
     /// discovery sessions too.
     #[arg(long, requires = "chap_user", conflicts_with = "config")]
     pub discovery_chap: bool,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics.
+    /// Off by default; a non-loopback ADDR needs --allow-remote-endpoints.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Serve an SNMP v2c agent (read-only; iSCSI-MIB and IESP-TARGET-MIB)
+    /// on UDP ADDR, e.g. 127.0.0.1:1161. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub snmp: Option<SocketAddr>,
+
+    /// The SNMP community requests must carry. Default `public`.
+    #[arg(long, value_name = "NAME")]
+    pub snmp_community: Option<String>,
+
+    /// Allow --metrics and --snmp on non-loopback addresses (they are
+    /// unauthenticated; the target warns).
+    #[arg(long)]
+    pub allow_remote_endpoints: bool,
 
     /// Log filter, e.g. `info`, `debug`, `iesp_target=trace`; IESP_LOG
     /// overrides it. Default: info, or what -v/-q ask for.
@@ -259,6 +278,13 @@ impl Args {
     /// target the flags describe. `--listen` overrides the file's portals;
     /// with neither, 127.0.0.1:3260.
     pub fn load(&self) -> Result<(TargetConfig, Vec<SocketAddr>), UsageError> {
+        self.load_all().map(|(cfg, listen, _)| (cfg, listen))
+    }
+
+    /// [`Args::load`] and the observability endpoints: the file's
+    /// `[observability]` table, overridden by the flags.
+    pub fn load_all(&self) -> Result<(TargetConfig, Vec<SocketAddr>, Endpoints), UsageError> {
+        let mut endpoints = Endpoints::default();
         let (cfg, mut listen) = match &self.config {
             Some(path) => {
                 let shown = path.display().to_string();
@@ -270,6 +296,7 @@ impl Args {
                     path: shown,
                     source,
                 })?;
+                endpoints = loaded.endpoints;
                 (loaded.config, loaded.listen)
             }
             None => (self.flags_config()?, Vec::new()),
@@ -280,7 +307,17 @@ impl Args {
         if listen.is_empty() {
             listen.push(SocketAddr::from(([127, 0, 0, 1], config::DEFAULT_PORT)));
         }
-        Ok((cfg, listen))
+        if self.metrics.is_some() {
+            endpoints.metrics = self.metrics;
+        }
+        if self.snmp.is_some() {
+            endpoints.snmp = self.snmp;
+        }
+        if let Some(c) = &self.snmp_community {
+            endpoints.snmp_community = c.clone();
+        }
+        endpoints.allow_remote |= self.allow_remote_endpoints;
+        Ok((cfg, listen, endpoints))
     }
 
     /// The configuration the flags describe: one target.

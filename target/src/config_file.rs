@@ -42,6 +42,18 @@ struct File {
     discovery: Option<DiscoveryFile>,
     #[serde(default)]
     target: Vec<TargetFile>,
+    #[serde(default)]
+    observability: ObservabilityFile,
+}
+
+/// `[observability]`: the metrics and SNMP endpoints ([`crate::endpoints`]).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ObservabilityFile {
+    metrics: Option<String>,
+    snmp: Option<String>,
+    snmp_community: Option<String>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,6 +142,8 @@ pub struct Loaded {
     pub config: TargetConfig,
     /// Empty when the file does not say; the caller applies its default.
     pub listen: Vec<SocketAddr>,
+    /// The `[observability]` table.
+    pub endpoints: crate::endpoints::Endpoints,
 }
 
 /// Parses and validates a configuration file's text.
@@ -145,6 +159,7 @@ pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
         })?);
     }
     let limits = limits(&file.limits)?;
+    let endpoints = observability(&file.observability)?;
     let discovery_chap = match file.discovery.and_then(|d| d.chap) {
         Some(c) => Some(chap("discovery.chap", c)?),
         None => None,
@@ -204,7 +219,39 @@ pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
         limits,
         discovery_chap,
     };
-    Ok(Loaded { config, listen })
+    Ok(Loaded {
+        config,
+        listen,
+        endpoints,
+    })
+}
+
+fn observability(f: &ObservabilityFile) -> Result<crate::endpoints::Endpoints, ConfigError> {
+    let addr = |k: &str, v: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+        v.as_deref()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    invalid(
+                        format!("observability.{k}"),
+                        format!("`{s}` is not an address:port"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let mut e = crate::endpoints::Endpoints {
+        metrics: addr("metrics", &f.metrics)?,
+        snmp: addr("snmp", &f.snmp)?,
+        allow_remote: f.allow_remote.unwrap_or(false),
+        ..Default::default()
+    };
+    if let Some(c) = &f.snmp_community {
+        if c.is_empty() {
+            return Err(invalid("observability.snmp_community", "must not be empty"));
+        }
+        e.snmp_community = c.clone();
+    }
+    Ok(e)
 }
 
 fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {

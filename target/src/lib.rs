@@ -45,8 +45,12 @@ pub mod config_file;
 pub mod conn;
 pub mod embedded;
 pub mod memory;
+pub mod endpoints;
+pub mod metrics;
 pub mod scsi;
 pub mod server;
+pub mod snmp;
+pub mod stats;
 
 pub use config::{DEFAULT_IQN, TargetConfig};
 pub use server::{Target, serve};

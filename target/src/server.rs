@@ -60,6 +60,8 @@ pub struct Target {
     /// The memory budget for command data of all sessions.
     pub memory: Arc<MemoryBudget>,
     next_session_id: AtomicU64,
+    /// Login, connection and target-wide counters ([`crate::stats`]).
+    pub stats: Arc<crate::stats::TargetStats>,
 }
 
 impl Target {
@@ -120,11 +122,19 @@ impl Target {
             admission: Arc::new(Admission::default()),
             memory: MemoryBudget::new(config.limits.memory_budget),
             next_session_id: AtomicU64::new(1),
+            stats: Arc::new(crate::stats::TargetStats::new()),
         }))
     }
 
     pub fn node(&self, iqn: &str) -> Option<&TargetNode> {
         self.nodes.iter().find(|n| n.iqn == iqn)
+    }
+
+    /// Turns the per-LU counters on (the default) or off.
+    pub fn set_statistics(&self, on: bool) {
+        for lu in self.nodes.iter().flat_map(|n| n.luns.iter()) {
+            lu.stats.set_enabled(on);
+        }
     }
 
     pub fn new_session_id(&self) -> u64 {

@@ -38,6 +38,7 @@ pub mod plot;
 pub mod selftest;
 pub mod signal;
 pub mod target_args;
+pub mod target_metrics;
 pub mod verify;
 
 /// Exit codes and the error that carries one.

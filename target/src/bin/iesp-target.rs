@@ -15,6 +15,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use iesp_cli::exit;
 use iesp_target::cli::{self, Args};
+use iesp_target::endpoints::Endpoints;
 use iesp_target::server::{Target, serve};
 
 /// Why the target stopped other than cleanly; each maps to an exit code.
@@ -61,16 +62,23 @@ fn lun_failure(e: io::Error) -> Failure {
 
 fn run(args: &Args) -> Result<(), Failure> {
     iesp_cli::log::init(&args.log_filter()).map_err(Failure::Usage)?;
-    let (cfg, listen) = args.load().map_err(|e| Failure::Usage(e.to_string()))?;
+    let (cfg, listen, endpoints) = args.load_all().map_err(|e| Failure::Usage(e.to_string()))?;
+    for w in endpoints.check().map_err(Failure::Usage)? {
+        eprintln!("iesp-target: {w}");
+    }
     let target = Target::from_config(&cfg).map_err(lun_failure)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Io(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(serve_all(target, listen))
+    rt.block_on(serve_all(target, listen, endpoints))
 }
 
-async fn serve_all(target: Arc<Target>, listen: Vec<SocketAddr>) -> Result<(), Failure> {
+async fn serve_all(
+    target: Arc<Target>,
+    listen: Vec<SocketAddr>,
+    endpoints: Endpoints,
+) -> Result<(), Failure> {
     // Install the handlers before the first bind: once a client can
     // connect, SIGINT/SIGTERM must already mean "shut down gracefully"
     // rather than the default of dying on the spot.
@@ -100,6 +108,7 @@ async fn serve_all(target: Arc<Target>, listen: Vec<SocketAddr>) -> Result<(), F
     }
     // One signal stops every portal.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    start_endpoints(&target, &endpoints, &stopped).await?;
     tokio::spawn(async move {
         signals.recv().await;
         let _ = stop.send(true);
@@ -119,6 +128,52 @@ async fn serve_all(target: Arc<Target>, listen: Vec<SocketAddr>) -> Result<(), F
         }
     }
     eprintln!("iesp-target: stopped");
+    Ok(())
+}
+
+/// Binds and spawns the metrics endpoint and the SNMP agent, if asked for;
+/// an address that cannot be bound is a usage error.
+async fn start_endpoints(
+    target: &Arc<Target>,
+    endpoints: &Endpoints,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Failure> {
+    if let Some(addr) = endpoints.snmp {
+        let sock = iesp_target::endpoints::bind_snmp(addr)
+            .await
+            .map_err(Failure::Usage)?;
+        eprintln!(
+            "iesp-target: SNMP v2c agent on udp {}",
+            sock.local_addr().unwrap_or(addr)
+        );
+        let mut stopped = stopped.clone();
+        let community = endpoints.snmp_community.clone();
+        tokio::spawn(iesp_target::snmp::serve_snmp(
+            sock,
+            target.clone(),
+            community,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    if let Some(addr) = endpoints.metrics {
+        let l = iesp_target::endpoints::bind_metrics(addr)
+            .await
+            .map_err(Failure::Usage)?;
+        eprintln!(
+            "iesp-target: metrics on http://{}/metrics",
+            l.local_addr().unwrap_or(addr)
+        );
+        let mut stopped = stopped.clone();
+        tokio::spawn(iesp_target::metrics::serve_metrics(
+            l,
+            target.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+    }
     Ok(())
 }
 

@@ -33,6 +33,7 @@ use crate::admission::ConnPermit;
 use crate::memory::SessionMemory;
 use crate::scsi::NexusEnd;
 use crate::server::Target;
+use crate::stats::ConnInfo;
 
 /// Read buffer size: room for several large PDUs per read.
 const READ_BUF: usize = 512 * 1024;
@@ -128,6 +129,18 @@ pub async fn run(
         data_digest,
         max_data_segment: params.target_mrdsl,
     };
+    let conn_info = ConnInfo {
+        initiator: nexus.initiator_name.to_string(),
+        target: nexus.target_name.to_string(),
+        isid: nexus.isid.0.iter().map(|b| format!("{b:02x}")).collect(),
+        tsih: session.as_ref().map_or(0, |s| s.tsih),
+        cid,
+        discovery: kind == super::ffp::SessionKind::Discovery,
+        header_digest,
+        data_digest,
+        local: portal.to_string(),
+        peer: peer.to_string(),
+    };
     let limits = &target.limits;
     let setup = FfpSetup {
         params,
@@ -149,6 +162,9 @@ pub async fn run(
     let memory = SessionMemory::new(target.memory.clone(), limits.session_memory);
     let mut ffp =
         FullFeature::new(setup, Instant::now()).with_memory(memory, Some(limits.data_out_timeout));
+    let registration = target.stats.connection_up(conn_info);
+    let stats = registration.stats.clone();
+    ffp.set_stats(stats.clone());
     let kill = session.as_ref().map(|s| s.kill.clone());
     let killed = async {
         match &kill {
@@ -178,7 +194,9 @@ pub async fn run(
             }
             let after = tokio::select! {
                 n = rd.read_buf(&mut rbuf) => {
-                    if n? == 0 {
+                    let n = n?;
+                    stats.counters.bytes_in.add(n as u64);
+                    if n == 0 {
                         return Ok("closed by the initiator");
                     }
                     let after = receive(&mut ffp, &mut rbuf, may_block);
@@ -205,7 +223,9 @@ pub async fn run(
                     Ok(after)
                 }
             };
-            flush(&mut wr, ffp.outbox()).await?;
+            stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+            let sent = flush(&mut wr, ffp.outbox()).await?;
+            stats.counters.bytes_out.add(sent as u64);
             match after {
                 Ok(After::Continue) => {}
                 Ok(After::Close) if ffp.logged_out() => return Ok("logout"),
@@ -230,6 +250,8 @@ pub async fn run(
         }
     }
     let result = result.map(|_| ());
+    target.stats.login.logged_out(ffp.logged_out());
+    drop(registration);
     ffp.end_of_nexus(if ffp.logged_out() {
         NexusEnd::Logout
     } else {
@@ -290,8 +312,9 @@ async fn next_frame(
 }
 
 /// Writes everything queued, with as few syscalls as the kernel allows.
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<()> {
+async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<usize> {
     let mut chunks: VecDeque<Bytes> = out.take();
+    let total = chunks.iter().map(Bytes::len).sum();
     while !chunks.is_empty() {
         let mut slices = [IoSlice::new(&[]); 64];
         let mut used = 0;
@@ -305,5 +328,5 @@ async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<()> {
         }
         outbox::consume(&mut chunks, n);
     }
-    Ok(())
+    Ok(total)
 }

@@ -53,6 +53,7 @@ use iesp_proto::text;
 
 use crate::memory::{Charge, SessionMemory};
 use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
+use crate::stats::ConnStats;
 use iesp_proto::outbox::Outbox;
 
 /// Negotiated values the full feature phase works with (§13).
@@ -258,6 +259,8 @@ pub struct FullFeature {
     retry_at: Option<Instant>,
     /// The latest time the driver gave.
     now: Instant,
+    /// This connection's counters ([`crate::stats`]).
+    stats: Arc<ConnStats>,
 }
 
 /// Text payloads we are willing to reassemble (C bit).
@@ -312,6 +315,7 @@ impl FullFeature {
             frozen_max: None,
             retry_at: None,
             now,
+            stats: Arc::default(),
         }
     }
 
@@ -330,6 +334,16 @@ impl FullFeature {
     /// Write tasks waiting for memory before their R2Ts.
     pub fn starved_tasks(&self) -> usize {
         self.starved.len()
+    }
+
+    /// Counts this connection's PDUs and errors into `stats`.
+    pub fn set_stats(&mut self, stats: Arc<ConnStats>) {
+        self.stats = stats;
+    }
+
+    /// This connection's counters.
+    pub fn stats(&self) -> &Arc<ConnStats> {
+        &self.stats
     }
 
     /// The PDUs queued for the initiator; the driver writes them out.
@@ -362,6 +376,7 @@ impl FullFeature {
                 }
                 Err(FrameError::DataDigest { frame, .. }) => self.data_digest_error(&frame),
                 Err(FrameError::HeaderDigest { bhs, .. }) => {
+                    self.stats.counters.header_digest_errors.inc();
                     // The stream cannot be resynchronised (§7.8): drop.
                     return Err(Fatal::Protocol(format!("header digest error on {bhs:?}")));
                 }
@@ -413,6 +428,7 @@ impl FullFeature {
         }
         match self.ping_sent {
             Some(sent) if now.saturating_duration_since(sent) >= k.timeout => {
+                self.stats.counters.nop_timeouts.inc();
                 tracing::info!(
                     initiator = %self.nexus.initiator_name,
                     "no answer to NOP-In within {:?}: dropping the connection",
@@ -560,6 +576,7 @@ impl FullFeature {
 
     /// Handles one frame from the initiator.
     pub fn handle(&mut self, frame: Frame) -> Result<After, Fatal> {
+        self.stats.counters.pdus_in.inc();
         let op = frame.bhs.opcode();
         match op {
             Opcode::NOP_OUT
@@ -591,6 +608,7 @@ impl FullFeature {
     /// (§7.8). A write task losing Data-Out this way cannot complete at
     /// ErrorRecoveryLevel 0, so it fails.
     pub fn data_digest_error(&mut self, frame: &Frame) {
+        self.stats.counters.data_digest_errors.inc();
         self.reject(RejectReason::DATA_DIGEST_ERROR, &frame.bhs);
         if frame.bhs.opcode() == Opcode::DATA_OUT {
             let itt = frame.bhs.itt();
@@ -668,6 +686,7 @@ impl FullFeature {
     // ---- SCSI commands ----------------------------------------------------
 
     fn scsi_command(&mut self, cmd: ScsiCommand, frame: &Frame) {
+        self.stats.counters.commands.inc();
         if self.kind == SessionKind::Discovery {
             self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
             return;
@@ -1338,6 +1357,7 @@ impl FullFeature {
 
     /// Rejects a PDU, carrying its header back.
     pub fn reject(&mut self, reason: RejectReason, bhs: &Bhs) {
+        self.stats.counters.rejects.inc();
         let rej = Reject {
             reason,
             stat_sn: self.next_stat_sn(),

@@ -667,6 +667,7 @@ impl Login {
             max_cmd_sn: self.max_cmd_sn(),
             status,
         };
+        self.target.stats.login.responded(status);
         out.push(Pdu::LoginResponse(rsp).encode(), data);
     }
 

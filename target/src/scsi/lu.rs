@@ -100,6 +100,8 @@ pub struct LogicalUnit {
     state: Mutex<LuState>,
     /// The I/O gate (module docs).
     gate: RwLock<()>,
+    /// Counters of this LU ([`crate::stats`]).
+    pub stats: crate::stats::LuStats,
 }
 
 /// What commands change, and what is per I_T nexus (see the module docs).
@@ -151,6 +153,7 @@ impl LogicalUnit {
                 copies: xcopy::CopyResults::default(),
             }),
             gate: RwLock::new(()),
+            stats: crate::stats::LuStats::default(),
         }
     }
 

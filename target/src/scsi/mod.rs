@@ -215,6 +215,15 @@ impl LunTable {
         expected_length: u32,
     ) -> Completion {
         match self.get(lun) {
+            Some(lu) if lu.stats.enabled() => {
+                let started = lu.stats.start();
+                let c = lu.execute(nexus, cdb, data_out, expected_length, self);
+                let data_in = c.data.len().min(expected_length as usize);
+                let sense = c.sense.as_deref();
+                lu.stats
+                    .finish(started, cdb, data_out, data_in, c.status, sense);
+                c
+            }
             Some(lu) => lu.execute(nexus, cdb, data_out, expected_length, self),
             None => luns::execute_without_lu(cdb, self),
         }

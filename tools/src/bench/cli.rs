@@ -185,6 +185,9 @@ pub struct BenchArgs {
     /// How TARGET is opened.
     #[command(flatten)]
     pub open: TargetArgs,
+    /// The target's own counters before and after.
+    #[command(flatten)]
+    pub target_metrics: crate::target_metrics::TargetMetricsArgs,
 }
 
 impl BenchArgs {
@@ -271,6 +274,10 @@ pub async fn run(cmd: BenchCommand, quiet: bool) -> anyhow::Result<()> {
     super::check_options(&opts).map_err(coded)?;
     let envelope =
         iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, Some(seed));
+    let recorder = a
+        .target_metrics
+        .start()
+        .map_err(|e| crate::exit::io(anyhow::anyhow!(e)))?;
     let body = super::run(&opts).await.map_err(coded)?;
     let interrupted = crate::signal::received().is_some();
     write_outputs(
@@ -281,6 +288,9 @@ pub async fn run(cmd: BenchCommand, quiet: bool) -> anyhow::Result<()> {
         a.dat.as_deref(),
     )?;
     crate::output::say_str(&super::report::table(&body));
+    if let Some(r) = &recorder {
+        crate::output::say_str(&r.finish());
+    }
     Ok(())
 }
 

@@ -123,6 +123,9 @@ pub struct VerifyArgs {
     /// How TARGET is opened.
     #[command(flatten)]
     pub open: TargetArgs,
+    /// The target's own counters before and after.
+    #[command(flatten)]
+    pub target_metrics: crate::target_metrics::TargetMetricsArgs,
     /// With --check: expect what this state file says.
     #[arg(long, value_name = "FILE", requires = "check")]
     pub state_in: Option<PathBuf>,
@@ -237,8 +240,15 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         // A check takes its seed from the block headers when not given.
         opts.seed = Some(iesp_cli::seed::resolve(opts.seed, "iesp-test verify"));
     }
+    let recorder = args
+        .target_metrics
+        .start()
+        .map_err(|e| crate::exit::io(anyhow::anyhow!(e)))?;
     let summary = crate::verify::run(&opts).await.map_err(coded)?;
     crate::output::say_str(&summary.render(opts.show));
+    if let Some(r) = &recorder {
+        crate::output::say_str(&r.finish());
+    }
     match summary.exit_code {
         exit::PASS => Ok(()),
         code => Err(crate::exit::Coded {
