@@ -33,6 +33,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
+/// How long a new connection waits, under [`Fault::CrashOnMalformed`], for
+/// older connections to notice the malformed PDU that "crashes" the target.
+const CRASH_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The rule the proxy breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Fault {
@@ -201,6 +205,17 @@ impl Proxy {
                         let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
                         let (shared, logins, fs) = (shared.clone(), logins.clone(), fs.clone());
                         conns.spawn(async move {
+                            // A client that closes a connection inside a PDU
+                            // and reconnects at once races the old
+                            // connection's task to the `crashed` flag: let
+                            // the older tasks see their FIN before this
+                            // connection is let through.
+                            if fs.contains(&Fault::CrashOnMalformed) {
+                                tokio::time::sleep(CRASH_SETTLE).await;
+                                if shared.crashed.load(Ordering::SeqCst) {
+                                    return;
+                                }
+                            }
                             if let Ok(up) = TcpStream::connect(upstream).await {
                                 let _ = Conn::new(fs, id, shared, logins).run(client, up).await;
                             }
