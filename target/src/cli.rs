@@ -154,6 +154,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration_nonzero, conflicts_with = "config")]
     pub data_out_timeout: Option<Duration>,
 
+    /// READ/WRITE commands of one session that run at once on LUNs whose
+    /// backend may block (NBD, block devices), on I/O worker threads: 1 to
+    /// 256. Default 8.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256), conflicts_with = "config")]
+    pub io_workers: Option<u32>,
+
     /// Allow only this initiator name (repeatable); without it every
     /// initiator may log in.
     #[arg(long = "acl", value_name = "INITIATOR_IQN", conflicts_with = "config")]
@@ -419,6 +425,9 @@ impl Args {
         }
         if let Some(d) = self.data_out_timeout {
             l.data_out_timeout = d;
+        }
+        if let Some(n) = self.io_workers {
+            l.io_workers = n as usize;
         }
         l.validate().map_err(UsageError::Invalid)?;
         Ok(cfg)

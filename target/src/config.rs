@@ -146,6 +146,10 @@ pub struct Limits {
     /// A write task whose Data-Out stops coming for this long is aborted
     /// and its buffer freed.
     pub data_out_timeout: Duration,
+    /// READ and WRITE commands of one session that run at once on LUs
+    /// whose backend may block, on I/O worker threads
+    /// ([`crate::conn::deferred`]); at least 1.
+    pub io_workers: usize,
 }
 
 /// The default [`Limits::memory_budget`]: 256 MiB.
@@ -204,6 +208,7 @@ impl Default for Limits {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             session_memory: DEFAULT_MEMORY_BUDGET / 4,
             data_out_timeout: Duration::from_secs(30),
+            io_workers: crate::conn::deferred::DEFAULT_IO_WORKERS,
         }
     }
 }

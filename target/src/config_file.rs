@@ -79,6 +79,7 @@ struct LimitsFile {
     memory_budget: Option<Size>,
     session_memory: Option<Size>,
     data_out_timeout: Option<Secs>,
+    io_workers: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -370,6 +371,9 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
             return Err(invalid("limits.data_out_timeout", "must be more than zero"));
         }
         l.data_out_timeout = d;
+    }
+    if let Some(v) = f.io_workers {
+        l.io_workers = range("io_workers", v, 1, 256)? as usize;
     }
     l.validate().map_err(|e| invalid("limits", e))?;
     Ok(l)

@@ -126,3 +126,30 @@ fn bad_limits_exit_2() {
         assert_usage(&run(args), needle, &format!("{args:?}"));
     }
 }
+
+/// `--io-workers` and `limits.io_workers` (issue 16): 0, too many or not a
+/// number is one line and exit 2; a good value starts the target.
+#[test]
+fn a_bad_io_workers_count_exits_2() {
+    for bad in ["0", "257", "many", "-1"] {
+        let out = run(&[&format!("--io-workers={bad}")]);
+        assert_usage(&out, "--io-workers", &format!("--io-workers {bad}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[[target]]\niqn = \"iqn.2026-11.org.iesp-test:t\"\nluns = [\"ram:1M\"]\n";
+    for bad in ["0", "1000"] {
+        let text = format!("[limits]\nio_workers = {bad}\n{base}");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_iesp-target"))
+            .args(["--config", path.to_str().unwrap()])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert_usage(&out, "io_workers", &text);
+    }
+    // The same key with a good value is taken.
+    let good = format!("[limits]\nio_workers = 3\n{base}");
+    let loaded = iesp_target::config_file::parse(&good).expect("io_workers = 3");
+    assert_eq!(loaded.config.limits.io_workers, 3);
+}

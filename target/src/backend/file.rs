@@ -206,6 +206,35 @@ mod ioctl {
     }
 }
 
+/// `pread(2)` into uninitialised memory.
+#[allow(unsafe_code)]
+mod uninit {
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsRawFd;
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many, whose
+    /// first `n` bytes of `buf` are then initialised.
+    pub fn pread(
+        file: &std::fs::File,
+        buf: &mut [MaybeUninit<u8>],
+        offset: u64,
+    ) -> io::Result<usize> {
+        let off = nix::libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: the descriptor is open for the call; `buf` is a live,
+        // writable region of `buf.len()` bytes, which the kernel only
+        // writes (never reads), so its being uninitialised is fine.
+        let n =
+            unsafe { nix::libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
 impl Backend for FileBackend {
     fn size(&self) -> u64 {
         self.size
@@ -213,6 +242,32 @@ impl Backend for FileBackend {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+
+    /// `pread` straight into the buffer's spare capacity: no zero-fill.
+    fn read_into(&self, buf: &mut bytes::BytesMut, offset: u64, len: usize) -> io::Result<()> {
+        let start = buf.len();
+        buf.reserve(len);
+        while buf.len() - start < len {
+            let done = buf.len() - start;
+            let at = offset + done as u64;
+            match uninit::pread(&self.file, &mut buf.spare_capacity_mut()[..len - done], at) {
+                Ok(0) => {
+                    buf.truncate(start);
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                // SAFETY: `pread` initialised the first `n` bytes of the
+                // spare capacity (n <= its length).
+                #[allow(unsafe_code)]
+                Ok(n) => unsafe { buf.set_len(buf.len() + n) },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
@@ -378,6 +433,23 @@ mod tests {
         b.discard(8192, 4096).unwrap();
         b.read_at(&mut buf, 8192).unwrap();
         assert!(buf.iter().all(|x| *x == 0));
+    }
+
+    #[test]
+    fn read_into_appends_without_zero_filling_and_stops_at_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun.img");
+        let b = FileBackend::open(&path, Some(1 << 20), false).unwrap();
+        let data: Vec<u8> = (0..(256 << 10)).map(|i: u32| (i % 253) as u8).collect();
+        b.write_at(&data, 4096).unwrap();
+        let mut buf = bytes::BytesMut::from(&b"xy"[..]);
+        b.read_into(&mut buf, 4096, data.len()).unwrap();
+        assert_eq!(&buf[..2], b"xy");
+        assert_eq!(&buf[2..], &data[..]);
+        // Past the end of the file: an error, and the buffer unchanged.
+        let mut short = bytes::BytesMut::new();
+        assert!(b.read_into(&mut short, (1 << 20) - 512, 4096).is_err());
+        assert!(short.is_empty());
     }
 
     #[test]

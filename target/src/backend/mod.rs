@@ -20,6 +20,8 @@
 
 use std::io;
 
+use bytes::BytesMut;
+
 pub mod file;
 pub mod nbd;
 pub mod ram;
@@ -65,6 +67,22 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Fills `buf` from `offset`. The range is within `size()`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Appends `len` bytes read from `offset` to `buf`: the read path's
+    /// buffer, which is then sent as is. The range is within `size()`. On
+    /// an error `buf` is left as it was. The default zero-fills the new
+    /// bytes and calls [`Backend::read_at`]; backends that can fill
+    /// uninitialised memory themselves (a file's `pread`, the RAM
+    /// backend's copy) override it and skip the memset.
+    fn read_into(&self, buf: &mut BytesMut, offset: u64, len: usize) -> io::Result<()> {
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        let r = self.read_at(&mut buf[start..], offset);
+        if r.is_err() {
+            buf.truncate(start);
+        }
+        r
+    }
 
     /// Writes `data` at `offset`. The range is within `size()`.
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
@@ -223,5 +241,13 @@ mod tests {
         assert!(plain.discard(0, 512).is_err());
         assert!(!plain.prefetch(0, 512).unwrap());
         assert!(!plain.write_cache());
+        // The default read_into appends, and leaves the buffer alone on
+        // an error.
+        let mut buf = BytesMut::from(&b"head"[..]);
+        plain.read_into(&mut buf, 0, 600).unwrap();
+        assert_eq!(&buf[..4], b"head");
+        assert!(buf[4..516].iter().all(|b| *b == 7));
+        assert!(buf[516..].iter().all(|b| *b == 0));
+        assert_eq!(buf.len(), 604);
     }
 }

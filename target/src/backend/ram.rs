@@ -118,6 +118,22 @@ impl Backend for RamBackend {
         Ok(())
     }
 
+    fn read_into(&self, buf: &mut bytes::BytesMut, offset: u64, len: usize) -> io::Result<()> {
+        self.check(offset, len)?;
+        buf.reserve(len);
+        let start = buf.len();
+        for (idx, within, n) in Self::pieces(offset, len) {
+            match &*self.chunks[idx].read().map_err(|_| {
+                buf.truncate(start);
+                poisoned()
+            })? {
+                Some(chunk) => buf.extend_from_slice(&chunk[within..within + n]),
+                None => buf.resize(buf.len() + n, 0),
+            }
+        }
+        Ok(())
+    }
+
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.check(offset, data.len())?;
         let mut done = 0;

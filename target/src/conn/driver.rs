@@ -1,13 +1,23 @@
 //! The tokio socket driver of one connection, around the sans-IO login
 //! ([`super::login`]) and full feature phase ([`super::ffp`]) cores.
 //!
-//! The driver reads into one large buffer, lets the core frame and handle
-//! every complete PDU in it ([`FullFeature::receive`]), and then writes
-//! everything queued with one vectored write. A burst of pipelined
-//! commands thus costs one `read` and one `writev`, and no lock is held
-//! across any socket I/O. Nagle is off: responses leave as soon as a batch
-//! is done. SCSI commands run in the connection's task; on LUs whose
-//! backend may block, inside `block_in_place`.
+//! In the full feature phase a connection is two tasks:
+//!
+//! - the **reader/executor** reads into one large buffer, lets the core
+//!   frame and handle every complete PDU in it ([`FullFeature::receive`]):
+//!   SCSI commands run there, backend reads included; what the core queued
+//!   goes to the writer as one batch;
+//! - the **writer** ([`write_loop`]) writes each batch (headers and data
+//!   segments, zero-copy `Bytes`) with vectored writes, joining the batches
+//!   already waiting into one `writev`.
+//!
+//! The batches travel through a bounded channel ([`WRITE_QUEUE`] batches):
+//! while command N's Data-In is being copied into the socket on one core,
+//! command N+1's backend read runs on the other; a writer that falls behind
+//! holds the reader back. A burst of pipelined commands still costs one
+//! `read` and, usually, one `writev`; no lock is held across socket I/O.
+//! Nagle is off. On LUs whose backend may block, commands run inside
+//! `block_in_place`.
 //!
 //! Time reaches the core only as the `now` the driver passes: one timer,
 //! armed at [`FullFeature::poll_timeout`] and re-armed when it fires (the
@@ -25,8 +35,9 @@ use iesp_proto::outbox::{self, Outbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::deferred::Deferred;
 use super::ffp::{After, FfpSetup, FullFeature, KeepAlive};
 use super::login::{self, Login, LoginStep};
 use crate::admission::ConnPermit;
@@ -37,6 +48,13 @@ use crate::stats::ConnInfo;
 
 /// Read buffer size: room for several large PDUs per read.
 const READ_BUF: usize = 512 * 1024;
+
+/// Batches of PDUs queued for the writer task before the reader waits: one
+/// being written, more being prepared.
+const WRITE_QUEUE: usize = 4;
+
+/// The batches the reader hands the writer.
+type Batch = VecDeque<Bytes>;
 
 /// A timer far enough away to mean "never" when keep-alive is off.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -181,12 +199,28 @@ pub async fn run(
     let may_block = ffp.may_block()
         && tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
+    // READ and WRITE on those LUs overlap on the runtime's blocking
+    // threads, up to `io_workers` per session ([`super::deferred`]).
+    let finished = Arc::new(tokio::sync::Notify::new());
+    if may_block {
+        let handle = tokio::runtime::Handle::current();
+        let wake = finished.clone();
+        ffp = ffp.with_deferred(Deferred::new(
+            limits.io_workers,
+            Box::new(move |job| {
+                handle.spawn_blocking(job);
+            }),
+            Arc::new(move || wake.notify_one()),
+        ));
+    }
     let deadline = |ffp: &FullFeature| {
         let at = ffp.poll_timeout().unwrap_or_else(|| Instant::now() + FAR);
         tokio::time::Instant::from_std(at)
     };
     let timer = tokio::time::sleep_until(deadline(&ffp));
     tokio::pin!(timer);
+    let (tx, rx) = mpsc::channel::<Batch>(WRITE_QUEUE);
+    let writer = tokio::spawn(write_loop(wr, rx, stats.clone()));
     let result = async {
         loop {
             if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
@@ -213,9 +247,16 @@ pub async fn run(
                     // Finish what already arrived, fail what is still
                     // waiting for data, tell the initiator, flush.
                     let _ = receive(&mut ffp, &mut rbuf, may_block);
+                    blocking(may_block, || ffp.drain_deferred());
                     ffp.shutdown();
-                    flush(&mut wr, ffp.outbox()).await?;
+                    stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+                    send(&tx, ffp.outbox()).await?;
                     return Ok("target shutting down");
+                }
+                () = tx.closed() => return Err(writer_gone()),
+                () = finished.notified() => {
+                    ffp.poll_deferred();
+                    Ok(After::Continue)
                 }
                 () = &mut timer => {
                     let after = ffp.handle_timeout(Instant::now());
@@ -224,8 +265,7 @@ pub async fn run(
                 }
             };
             stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
-            let sent = flush(&mut wr, ffp.outbox()).await?;
-            stats.counters.bytes_out.add(sent as u64);
+            send(&tx, ffp.outbox()).await?;
             match after {
                 Ok(After::Continue) => {}
                 Ok(After::Close) if ffp.logged_out() => return Ok("logout"),
@@ -236,7 +276,27 @@ pub async fn run(
         }
     }
     .await;
-    let _ = wr.shutdown().await;
+    // Commands still on workers finish before the nexus ends (their
+    // answers are sent if the connection still stands).
+    blocking(may_block, || ffp.drain_deferred());
+    stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+    let last = ffp.outbox().take();
+    if !last.is_empty() {
+        // Never waits: a writer that is stuck must not hold the end up.
+        let _ = tx.try_send(last);
+    }
+    // The writer sends what is queued (a Logout Response, the last
+    // Data-In), then shuts the socket down. Its error, if any, is the real
+    // cause of a reader that found it gone.
+    drop(tx);
+    let written = writer
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("writer task: {e}"))));
+    let result = match (result, written) {
+        (Err(e), Err(w)) if e.kind() == io::ErrorKind::BrokenPipe => Err(w),
+        (Ok(_), Err(w)) => Err(w),
+        (r, _) => r,
+    };
     tracing::debug!(%peer, logged_out = ffp.logged_out(), result = ?result, "connection closed");
     match &result {
         Ok(_) if ffp.logged_out() => {
@@ -267,6 +327,15 @@ fn digest_name(on: bool) -> &'static str {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `f`, in a blocking section when the backend may block.
+fn blocking<R>(may_block: bool, f: impl FnOnce() -> R) -> R {
+    if may_block {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
 }
 
 /// [`FullFeature::receive`], in a blocking section when the backend may
@@ -311,9 +380,54 @@ async fn next_frame(
     }
 }
 
+fn writer_gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the connection's writer stopped")
+}
+
+/// Hands everything queued in `out` to the writer task, waiting while its
+/// queue is full.
+async fn send(tx: &mpsc::Sender<Batch>, out: &mut Outbox) -> io::Result<()> {
+    let batch = out.take();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    tx.send(batch).await.map_err(|_| writer_gone())
+}
+
+/// The writer task of a connection in full feature phase: writes every
+/// batch in order, joining the batches already queued into one vectored
+/// write, until the reader drops its end; then shuts the socket down. A
+/// failed write ends it (the reader sees the channel close).
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Batch>,
+    stats: Arc<crate::stats::ConnStats>,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    while let Some(mut chunks) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            chunks.extend(more);
+        }
+        match write_chunks(&mut wr, chunks).await {
+            Ok(sent) => stats.counters.bytes_out.add(sent as u64),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let _ = wr.shutdown().await;
+    result
+}
+
 /// Writes everything queued, with as few syscalls as the kernel allows.
 async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<usize> {
-    let mut chunks: VecDeque<Bytes> = out.take();
+    write_chunks(wr, out.take()).await
+}
+
+/// Writes `chunks` in order with vectored writes of up to 64 slices.
+async fn write_chunks(wr: &mut OwnedWriteHalf, mut chunks: Batch) -> io::Result<usize> {
     let total = chunks.iter().map(Bytes::len).sum();
     while !chunks.is_empty() {
         let mut slices = [IoSlice::new(&[]); 64];

@@ -51,6 +51,7 @@ use iesp_proto::scsi::{Asc, ScsiStatus, Sense, SenseKey};
 use iesp_proto::serial;
 use iesp_proto::text;
 
+use super::deferred::{Access, Deferred, Running};
 use crate::memory::{Charge, SessionMemory};
 use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
 use crate::stats::ConnStats;
@@ -143,6 +144,8 @@ struct WriteTask {
     charge: Charge,
     /// Whether the solicited part is charged, so R2Ts may leave.
     admitted: bool,
+    /// SIMPLE task attribute: may run beside others ([`super::deferred`]).
+    simple: bool,
     /// When data last arrived for it (or it was admitted): the Data-Out
     /// deadline counts from here.
     last_data: Instant,
@@ -261,6 +264,9 @@ pub struct FullFeature {
     now: Instant,
     /// This connection's counters ([`crate::stats`]).
     stats: Arc<ConnStats>,
+    /// Commands running on I/O workers ([`super::deferred`]); `None`: every
+    /// command runs inline.
+    deferred: Option<Deferred>,
 }
 
 /// Text payloads we are willing to reassemble (C bit).
@@ -316,7 +322,15 @@ impl FullFeature {
             retry_at: None,
             now,
             stats: Arc::default(),
+            deferred: None,
         }
+    }
+
+    /// Runs READ and WRITE on LUs whose backend may block on worker
+    /// threads, as [`super::deferred`] describes.
+    pub fn with_deferred(mut self, deferred: Deferred) -> FullFeature {
+        self.deferred = Some(deferred);
+        self
     }
 
     /// Charges write data to `memory` (the default is unlimited) and
@@ -672,6 +686,11 @@ impl FullFeature {
     }
 
     fn dispatch(&mut self, frame: Frame) -> Result<After, Fatal> {
+        let op = frame.bhs.opcode();
+        if op != Opcode::SCSI_COMMAND && op != Opcode::NOP_OUT {
+            // Task management, Text, Logout: after every running command.
+            self.drain_deferred();
+        }
         match Pdu::decode(&frame.bhs) {
             Pdu::ScsiCommand(cmd) => self.scsi_command(cmd, &frame),
             Pdu::NopOut(nop) => self.nop_out(nop, frame.data),
@@ -691,7 +710,8 @@ impl FullFeature {
             self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
             return;
         }
-        if cmd.itt == RESERVED_TAG || self.tasks.contains_key(&cmd.itt) {
+        if cmd.itt == RESERVED_TAG || self.tasks.contains_key(&cmd.itt) || self.is_running(cmd.itt)
+        {
             self.reject(RejectReason::TASK_IN_PROGRESS, &frame.bhs);
             return;
         }
@@ -771,17 +791,32 @@ impl FullFeature {
                 r2ts: Vec::new(),
                 charge,
                 admitted: needed <= unsolicited_end,
+                simple: cmd.attr == pdu::TaskAttr::SIMPLE,
                 last_data: self.now,
             };
             self.tasks.insert(cmd.itt, task);
             self.progress(cmd.itt);
         } else {
-            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[], edtl);
             let wanted = if transfer.direction == Direction::Write {
                 transfer.length
             } else {
                 0
             };
+            let simple = cmd.attr == pdu::TaskAttr::SIMPLE;
+            if let Some(access) = self.may_defer(cmd.lun, &cdb, simple) {
+                let run = Running {
+                    lun: cmd.lun,
+                    edtl,
+                    read: cmd.read,
+                    wanted_out: wanted,
+                    r2ts: 0,
+                    access,
+                    charge: None,
+                };
+                self.defer(cmd.itt, cdb, Bytes::new(), run);
+                return;
+            }
+            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[], edtl);
             self.complete(cmd.itt, cmd.lun, edtl, cmd.read, wanted, 0, completion);
         }
     }
@@ -799,6 +834,19 @@ impl FullFeature {
             };
             if task.buf.len() < task.needed as usize {
                 task.buf.resize(task.needed as usize, 0);
+            }
+            if let Some(access) = self.may_defer(task.lun, &task.cdb, task.simple) {
+                let run = Running {
+                    lun: task.lun,
+                    edtl: task.edtl,
+                    read: false,
+                    wanted_out: task.spdtl,
+                    r2ts: task.next_r2t_sn,
+                    access,
+                    charge: Some(task.charge),
+                };
+                self.defer(itt, task.cdb, task.buf.freeze(), run);
+                return;
             }
             let completion =
                 self.luns
@@ -1040,6 +1088,108 @@ impl FullFeature {
             .map(pdu::scsi::encode_sense_segment)
             .unwrap_or_default();
         self.out.push(Pdu::ScsiResponse(rsp).encode(), data);
+    }
+
+    // ---- Deferred execution ([`super::deferred`]) ---------------------------
+
+    /// Whether `itt` is running on a worker.
+    fn is_running(&self, itt: u32) -> bool {
+        self.deferred
+            .as_ref()
+            .is_some_and(|d| d.running.contains_key(&itt))
+    }
+
+    /// Whether the command may go to a worker: `Some(range)` once it may
+    /// start (after waiting for a conflicting command or a free worker).
+    /// `None`: it runs inline, after every running command has completed.
+    fn may_defer(&mut self, lun: Lun, cdb: &[u8], simple: bool) -> Option<Access> {
+        let d = self.deferred.as_ref()?;
+        let access = Access::of(lun, cdb)
+            .filter(|_| simple && self.luns.get(lun).is_some_and(|lu| lu.may_block()));
+        let Some(access) = access else {
+            if d.running() > 0 {
+                self.drain_deferred();
+            }
+            return None;
+        };
+        if d.conflicts(&access) {
+            self.drain_deferred();
+        }
+        while self
+            .deferred
+            .as_ref()
+            .is_some_and(|d| d.running() >= d.workers)
+        {
+            self.wait_one();
+        }
+        Some(access)
+    }
+
+    /// Sends a command to a worker.
+    fn defer(&mut self, itt: u32, cdb: Vec<u8>, data: Bytes, run: Running) {
+        let (luns, nexus) = (self.luns.clone(), self.nexus.clone());
+        let Some(d) = self.deferred.as_mut() else {
+            return;
+        };
+        let (lun, edtl) = (run.lun, run.edtl);
+        d.running.insert(itt, run);
+        let (done, wake) = (d.done_tx.clone(), d.wake.clone());
+        (d.spawn)(Box::new(move || {
+            let c = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                luns.execute(&nexus, lun, &cdb, &data, edtl)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!(itt, "a command panicked on its I/O worker");
+                // INTERNAL TARGET FAILURE (44h/00h).
+                Completion::check_condition(&Sense::new(SenseKey::HARDWARE_ERROR, Asc(0x4400)))
+            });
+            let _ = done.send((itt, c));
+            wake();
+        }));
+    }
+
+    /// Answers a command a worker finished.
+    fn finish_deferred(&mut self, itt: u32, c: Completion) {
+        let Some(run) = self.deferred.as_mut().and_then(|d| d.running.remove(&itt)) else {
+            return;
+        };
+        self.complete(
+            itt,
+            run.lun,
+            run.edtl,
+            run.read,
+            run.wanted_out,
+            run.r2ts,
+            c,
+        );
+        drop(run.charge);
+    }
+
+    /// Blocks until one running command finishes, and answers it.
+    fn wait_one(&mut self) {
+        // The sender lives in `self`: `recv` never fails.
+        let got = self.deferred.as_ref().map(|d| d.done_rx.recv());
+        if let Some(Ok((itt, c))) = got {
+            self.finish_deferred(itt, c);
+        }
+    }
+
+    /// Answers every command the workers have finished; does not block.
+    pub fn poll_deferred(&mut self) {
+        loop {
+            let got = self.deferred.as_ref().map(|d| d.done_rx.try_recv());
+            match got {
+                Some(Ok((itt, c))) => self.finish_deferred(itt, c),
+                _ => return,
+            }
+        }
+    }
+
+    /// Blocks until every running command has finished, and answers them.
+    pub fn drain_deferred(&mut self) {
+        while self.deferred.as_ref().is_some_and(|d| d.running() > 0) {
+            self.wait_one();
+        }
     }
 
     // ---- NOP --------------------------------------------------------------

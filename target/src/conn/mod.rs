@@ -1,13 +1,16 @@
-//! One iSCSI connection, in three files:
+//! One iSCSI connection, in four files:
 //!
 //! - [`login`] — the login phase (RFC 7143 §6, §11.12, §11.13): a sans-IO
 //!   state machine from the first Login Request to a [`login::LoginOutcome`];
 //! - [`ffp`] — the full feature phase core (§3.2, §4.2, §11): sans-IO,
 //!   bytes in, PDUs out, the keep-alive clock driven by the `now` it is
 //!   given;
-//! - [`driver`] — the tokio socket driver around both ([`run`]): one read
-//!   buffer, one vectored write per batch, shutdown and reinstatement.
+//! - [`deferred`] — the commands of a session that run on I/O worker
+//!   threads (blocking backends), and what waits for what;
+//! - [`driver`] — the tokio socket driver around both ([`run`]): a reader/
+//!   executor task and a writer task, shutdown and reinstatement.
 
+pub mod deferred;
 pub mod driver;
 pub mod ffp;
 pub mod login;

@@ -440,10 +440,10 @@ fn whole_blocks<'a>(lu: &LogicalUnit, blocks: u32, data_out: &'a [u8]) -> Result
 
 fn read(lu: &LogicalUnit, lba: u64, blocks: u32) -> Result<BytesMut, Sense> {
     let (offset, len) = bytes_of(lu, lba, blocks);
-    let mut buf = BytesMut::zeroed(len);
+    let mut buf = BytesMut::with_capacity(len);
     if len > 0 {
         lu.backend()
-            .read_at(&mut buf, offset)
+            .read_into(&mut buf, offset, len)
             .map_err(|e| io_error(IoOp::Read, lba, &e))?;
     }
     Ok(buf)
