@@ -9,7 +9,9 @@
 //! - 4 sessions of the real `iesp-test verify` binary, one process each,
 //!   random mode (read-verify then rewrite 4 KiB ranges, QD32), saving its
 //!   state with `--state-out`. When the soak ends each region is read back
-//!   by `iesp-test verify --check --state-in`: 0 mismatches required.
+//!   by `iesp-test verify --check --state-in`: 0 mismatches required. Then
+//!   one block of the first area is overwritten and its check must fail
+//!   (exit 1, a mismatch), so the check is shown able to fail.
 //!
 //! `iesp-test` is looked up next to `iesp-target` in cargo's output
 //! directory (`cargo test --workspace` builds both; `IESP_TEST_BIN`
@@ -217,7 +219,7 @@ async fn sixty_four_sessions_at_qd32_mixed_4k_for_a_minute() {
             let (url, d) = (url.clone(), dir.path().to_owned());
             tokio::task::spawn_blocking(move || {
                 (0..verifiers)
-                    .map(|i| VerifyRun::check(&tool, &url, &d, i))
+                    .map(|i| VerifyRun::check(&tool, &url, &d, i, "check"))
                     .collect()
             })
             .await
@@ -261,6 +263,34 @@ async fn sixty_four_sessions_at_qd32_mixed_4k_for_a_minute() {
     assert!(ios > own * QD, "the soak barely ran: {ios} I/Os");
     for o in written.iter().chain(&checked) {
         o.assert_clean();
+    }
+    for o in &checked {
+        o.assert_whole_area();
+    }
+    if let Some(tool) = &tool {
+        // The check can fail: one block of verify #0's area overwritten
+        // behind its back is a mismatch (exit 1).
+        let lu = sessions[0].logical_unit(0).await.expect("LUN 0");
+        let block = own * area / 4096;
+        lu.write(block, Bytes::from(vec![0xa5u8; 4096]))
+            .await
+            .expect("overwrite one block");
+        let (tool, url, d) = (tool.clone(), url.clone(), dir.path().to_owned());
+        let o =
+            tokio::task::spawn_blocking(move || VerifyRun::check(&tool, &url, &d, 0, "recheck"))
+                .await
+                .unwrap();
+        assert_eq!(o.code, Some(1), "{} after an overwrite:\n{}", o.what, o.log);
+        assert!(
+            (1..u64::MAX).contains(&o.mismatches),
+            "{}: the overwritten block was not reported:\n{}",
+            o.what,
+            o.log
+        );
+        eprintln!(
+            "soak: {}: {} mismatch after overwriting LBA {block} (expected)",
+            o.what, o.mismatches
+        );
     }
     // Bounded by the memory budget (256 MiB default) plus a fixed overhead:
     // nothing accumulates per command.
@@ -374,11 +404,11 @@ impl VerifyRun {
     }
 
     /// `iesp-test verify --check --state-in` over area `i` (its state file
-    /// gives the range), run to completion.
-    fn check(tool: &Path, url: &str, dir: &Path, i: u64) -> Outcome {
-        let what = format!("verify --check #{i}");
-        let log = dir.join(format!("check{i}.log"));
-        let json = dir.join(format!("check{i}.json"));
+    /// gives the range), run to completion; `tag` names its log and report.
+    fn check(tool: &Path, url: &str, dir: &Path, i: u64, tag: &str) -> Outcome {
+        let what = format!("verify --check #{i} ({tag})");
+        let log = dir.join(format!("{tag}{i}.log"));
+        let json = dir.join(format!("{tag}{i}.json"));
         let name = format!("iqn.2026-11.org.iesp-test:soak-check{i}");
         let state = dir.join(format!("verify{i}.state"));
         #[rustfmt::skip]
@@ -396,21 +426,7 @@ impl VerifyRun {
             .spawn()
             .expect("spawn iesp-test verify --check");
         let code = child.wait().expect("wait for verify --check").code();
-        let o = Outcome::read(what, code, &log, &json);
-        // The check reads every block of the area, none left unverifiable.
-        assert_eq!(
-            o.distinct.0, o.distinct.1,
-            "{}: not every block checked:\n{}",
-            o.what, o.log
-        );
-        assert_eq!(
-            o.distinct.1,
-            QD * SLOT_BLOCKS,
-            "{}: the wrong range:\n{}",
-            o.what,
-            o.log
-        );
-        o
+        Outcome::read(what, code, &log, &json)
     }
 }
 
@@ -447,6 +463,22 @@ impl Outcome {
             mismatches: n("mismatch_count"),
             io_errors: n("io_error_count"),
         }
+    }
+
+    /// A check read every block of its area, none left unverifiable.
+    fn assert_whole_area(&self) {
+        let w = &self.what;
+        assert_eq!(
+            self.distinct.0, self.distinct.1,
+            "{w}: not every block checked:\n{}",
+            self.log
+        );
+        assert_eq!(
+            self.distinct.1,
+            QD * SLOT_BLOCKS,
+            "{w}: the wrong range:\n{}",
+            self.log
+        );
     }
 
     fn assert_clean(&self) {
