@@ -52,7 +52,7 @@ use iesp_proto::serial;
 use iesp_proto::text;
 
 use crate::memory::{Charge, SessionMemory};
-use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
+use crate::scsi::{Command, Completion, Direction, LunTable, Nexus, NexusEnd, RawCdb};
 use crate::stats::ConnStats;
 use iesp_proto::outbox::Outbox;
 
@@ -119,7 +119,8 @@ pub enum After {
 /// A write command collecting its data.
 struct WriteTask {
     lun: Lun,
-    cdb: Vec<u8>,
+    /// The command, parsed once when it arrived.
+    command: Command,
     /// ExpectedDataTransferLength.
     edtl: u32,
     /// SCSI transfer length from the CDB (SPDTL).
@@ -695,11 +696,12 @@ impl FullFeature {
             self.reject(RejectReason::TASK_IN_PROGRESS, &frame.bhs);
             return;
         }
+        // The CDB stays in the BHS's 16 bytes unless an AHS extends it.
         let cdb = if frame.ahs.is_empty() {
-            cmd.cdb.to_vec()
+            RawCdb::Header(cmd.cdb)
         } else {
             match pdu::ahs::full_cdb(&cmd.cdb, &frame.ahs) {
-                Ok(cdb) => cdb,
+                Ok(cdb) => RawCdb::Extended(cdb.into()),
                 Err(_) => {
                     self.reject(RejectReason::INVALID_PDU_FIELD, &frame.bhs);
                     return;
@@ -707,7 +709,9 @@ impl FullFeature {
             }
         };
         let edtl = cmd.expected_data_transfer_length;
-        let transfer = self.luns.transfer(cmd.lun, &cdb);
+        // Parsed once: the transfer now, the same command runs later.
+        let command = self.luns.prepare(cmd.lun, cdb);
+        let transfer = command.transfer();
         let immediate = frame.data.len() as u32;
         if immediate > 0
             && (!cmd.write
@@ -757,7 +761,7 @@ impl FullFeature {
             buf.extend_from_slice(&frame.data[..keep]);
             let task = WriteTask {
                 lun: cmd.lun,
-                cdb,
+                command,
                 edtl,
                 spdtl: transfer.length,
                 needed,
@@ -776,7 +780,7 @@ impl FullFeature {
             self.tasks.insert(cmd.itt, task);
             self.progress(cmd.itt);
         } else {
-            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[], edtl);
+            let completion = self.luns.run(&self.nexus, &command, &[], edtl);
             let wanted = if transfer.direction == Direction::Write {
                 transfer.length
             } else {
@@ -800,9 +804,9 @@ impl FullFeature {
             if task.buf.len() < task.needed as usize {
                 task.buf.resize(task.needed as usize, 0);
             }
-            let completion =
-                self.luns
-                    .execute(&self.nexus, task.lun, &task.cdb, &task.buf, task.edtl);
+            let completion = self
+                .luns
+                .run(&self.nexus, &task.command, &task.buf, task.edtl);
             let wanted = task.spdtl;
             self.complete(
                 itt,
