@@ -146,6 +146,9 @@ pub struct Limits {
     /// A write task whose Data-Out stops coming for this long is aborted
     /// and its buffer freed.
     pub data_out_timeout: Duration,
+    /// Busy-poll: microseconds a connection spins on its socket before it
+    /// sleeps waiting for the next PDU (0: off; see `conn::poll`).
+    pub poll_us: u32,
 }
 
 /// The default [`Limits::memory_budget`]: 256 MiB.
@@ -204,6 +207,7 @@ impl Default for Limits {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             session_memory: DEFAULT_MEMORY_BUDGET / 4,
             data_out_timeout: Duration::from_secs(30),
+            poll_us: 0,
         }
     }
 }

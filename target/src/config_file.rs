@@ -79,6 +79,7 @@ struct LimitsFile {
     memory_budget: Option<Size>,
     session_memory: Option<Size>,
     data_out_timeout: Option<Secs>,
+    poll_us: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +365,9 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
     }
     if let Some(v) = f.session_memory {
         l.session_memory = v.0;
+    }
+    if let Some(us) = f.poll_us {
+        l.poll_us = range("poll_us", us, 0, crate::conn::poll::MAX_POLL_US)?;
     }
     if let Some(Secs(d)) = f.data_out_timeout {
         if d.is_zero() {

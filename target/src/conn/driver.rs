@@ -187,13 +187,14 @@ pub async fn run(
     };
     let timer = tokio::time::sleep_until(deadline(&ffp));
     tokio::pin!(timer);
+    let mut busy = super::poll::BusyPoll::new(rd.as_ref(), limits.poll_us);
     let result = async {
         loop {
             if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
                 rbuf.reserve(READ_BUF);
             }
             let after = tokio::select! {
-                n = rd.read_buf(&mut rbuf) => {
+                n = busy.read_buf(&mut rd, &mut rbuf) => {
                     let n = n?;
                     stats.counters.bytes_in.add(n as u64);
                     if n == 0 {

@@ -11,5 +11,6 @@
 pub mod driver;
 pub mod ffp;
 pub mod login;
+pub mod poll;
 
 pub use driver::run;
