@@ -172,7 +172,8 @@ fn bench_digest(c: &mut Criterion) {
 
 fn config() -> Criterion {
     let quick = std::env::var_os("IESP_BENCH_QUICK").is_some();
-    let c = Criterion::default();
+    // No plots: they need fonts a CI machine may lack, and nobody reads them.
+    let c = Criterion::default().without_plots();
     if quick {
         c.warm_up_time(Duration::from_millis(100))
             .measurement_time(Duration::from_millis(300))
