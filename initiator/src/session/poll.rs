@@ -6,8 +6,9 @@
 //! `--poll-us` is the same mechanism; the two crates share no I/O code.)
 //!
 //! [`BusyPoll::read_buf`] first spins for up to the budget trying a
-//! non-blocking `read` on the socket, and only then waits in the runtime as
-//! usual. The spin reads through a duplicate of the socket's descriptor,
+//! non-blocking `read` on the socket (yielding to the runtime's other
+//! tasks between tries), and only then waits in the runtime as usual.
+//! The spin reads through a duplicate of the socket's descriptor,
 //! because tokio's own `try_read` answers from readiness it caches between
 //! reactor turns and would never see data arrive while we spin. The
 //! duplicate shares the open file description (already non-blocking), so
@@ -78,38 +79,50 @@ impl BusyPoll {
 
     /// Reads into `rbuf` as `read_buf` does: bytes read, 0 at end of
     /// stream. Spins first (module docs), then waits in the runtime.
-    pub(super) async fn read_buf(
+    ///
+    /// Between two tries the spin yields to the runtime, so the tasks this
+    /// one just woke (the command's submitter, other connections on the
+    /// same worker) run instead of waiting out the budget behind it.
+    pub async fn read_buf(
         &mut self,
         rd: &mut OwnedReadHalf,
         rbuf: &mut BytesMut,
     ) -> io::Result<usize> {
-        if let Some(n) = self.spin(rbuf)? {
-            return Ok(n);
+        if self.sock.is_some() {
+            let start = Instant::now();
+            loop {
+                if let Some(n) = self.try_read(rbuf)? {
+                    return Ok(n);
+                }
+                if start.elapsed() >= self.budget {
+                    break;
+                }
+                // The peer may be waiting for this very core (a shared
+                // machine): give it up for a moment, then let this
+                // worker's other tasks run.
+                std::thread::yield_now();
+                tokio::task::yield_now().await;
+            }
         }
         rd.read_buf(rbuf).await
     }
 
-    /// Up to the budget of non-blocking reads: `Some(n)` when one
-    /// returned (n = 0 at end of stream), `None` when the budget ran out.
-    fn spin(&mut self, rbuf: &mut BytesMut) -> io::Result<Option<usize>> {
+    /// One non-blocking read: `Some(n)` when it returned (n = 0 at end of
+    /// stream), `None` when nothing was there.
+    fn try_read(&mut self, rbuf: &mut BytesMut) -> io::Result<Option<usize>> {
         let Some(sock) = self.sock.as_mut() else {
             return Ok(None);
         };
-        let start = Instant::now();
         loop {
             match sock.read(&mut self.scratch) {
                 Ok(n) => {
                     rbuf.extend_from_slice(&self.scratch[..n]);
                     return Ok(Some(n));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            if start.elapsed() >= self.budget {
-                return Ok(None);
-            }
-            std::hint::spin_loop();
         }
     }
 }
@@ -134,8 +147,8 @@ mod tests {
         let mut poll = BusyPoll::new(&rx, 200);
         let (mut rd, _wr) = rx.into_split();
         let mut rbuf = BytesMut::new();
-        // Nothing sent: the spin gives up and the runtime read waits.
-        assert_eq!(poll.spin(&mut rbuf).expect("spin"), None);
+        // Nothing sent: nothing to read without waiting.
+        assert_eq!(poll.try_read(&mut rbuf).expect("try"), None);
         tx.write_all(b"first").await.expect("write");
         let mut got = 0;
         while got < 5 {
