@@ -91,6 +91,7 @@ impl IscsiDevice {
         };
         let mut login = LoginOptions::from_url(&url, &opts.initiator_name);
         login.connect_timeout = opts.connect_timeout;
+        login.poll_us = opts.poll_us;
         login.negotiation = if opts.strict_negotiation {
             NegotiationPolicy::Strict
         } else {

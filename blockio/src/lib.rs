@@ -274,6 +274,9 @@ pub struct OpenOptions {
     /// iSCSI: fail the login on an answer outside the legal range instead
     /// of clamping it with a warning.
     pub strict_negotiation: bool,
+    /// iSCSI: busy-poll budget of the session's reader in microseconds
+    /// (`LoginOptions::poll_us`); 0 is off.
+    pub poll_us: u32,
 }
 
 impl Default for OpenOptions {
@@ -287,6 +290,7 @@ impl Default for OpenOptions {
             initiator_name: DEFAULT_INITIATOR.to_owned(),
             connect_timeout: iesp_initiator::DEFAULT_CONNECT_TIMEOUT,
             strict_negotiation: false,
+            poll_us: 0,
         }
     }
 }

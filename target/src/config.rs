@@ -150,6 +150,9 @@ pub struct Limits {
     /// whose backend may block, on I/O worker threads
     /// ([`crate::conn::deferred`]); at least 1.
     pub io_workers: usize,
+    /// Busy-poll: microseconds a connection spins on its socket before it
+    /// sleeps waiting for the next PDU (0: off; see `conn::poll`).
+    pub poll_us: u32,
 }
 
 /// The default [`Limits::memory_budget`]: 256 MiB.
@@ -209,6 +212,7 @@ impl Default for Limits {
             session_memory: DEFAULT_MEMORY_BUDGET / 4,
             data_out_timeout: Duration::from_secs(30),
             io_workers: crate::conn::deferred::DEFAULT_IO_WORKERS,
+            poll_us: 0,
         }
     }
 }

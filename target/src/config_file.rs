@@ -80,6 +80,7 @@ struct LimitsFile {
     session_memory: Option<Size>,
     data_out_timeout: Option<Secs>,
     io_workers: Option<u32>,
+    poll_us: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +366,9 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
     }
     if let Some(v) = f.session_memory {
         l.session_memory = v.0;
+    }
+    if let Some(us) = f.poll_us {
+        l.poll_us = range("poll_us", us, 0, crate::conn::poll::MAX_POLL_US)?;
     }
     if let Some(Secs(d)) = f.data_out_timeout {
         if d.is_zero() {

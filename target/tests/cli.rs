@@ -283,6 +283,19 @@ fn assert_one_line(out: &Output, code: i32, needle: &str, what: &str) {
 }
 
 #[test]
+fn poll_us_flag_and_key_set_the_busy_poll_budget() {
+    assert_eq!(flags(&[]).expect("defaults").limits.poll_us, 0);
+    for (v, us) in [("0", 0), ("50", 50), ("1000", 1000)] {
+        let c = flags(&["--poll-us".into(), v.into()]).expect(v);
+        assert_eq!(c.limits.poll_us, us);
+        let c = toml(&format!("[limits]\npoll_us = {v}\n")).expect(v);
+        assert_eq!(c.limits.poll_us, us);
+    }
+    assert!(flags(&["--poll-us".into(), "1001".into()]).is_err());
+    assert!(toml("[limits]\npoll_us = 1001\n").is_err());
+}
+
+#[test]
 fn bad_values_exit_2_with_one_line() {
     let size_flags = [
         ("--lun", "ram:"),
@@ -311,6 +324,10 @@ fn bad_values_exit_2_with_one_line() {
             assert_one_line(&out, 2, flag, &format!("{flag} {bad}"));
         }
     }
+    for bad in ["1001", "-1", "5us", "", "4294967296"] {
+        let out = run(&[&format!("--poll-us={bad}")]);
+        assert_one_line(&out, 2, "--poll-us", &format!("--poll-us {bad}"));
+    }
     for (args, needle) in [
         (&["--no-such-flag"][..], "--no-such-flag"),
         (&["--listen", "nowhere"], "--listen"),
@@ -335,6 +352,8 @@ fn a_bad_config_file_exits_2_with_one_line_naming_the_place() {
         ),
         ("[limits]\nnop_timeout = \"soon\"\n", "line 2"),
         ("[limits]\nmax_burst_length = \"12Q\"\n", "12Q"),
+        ("[limits]\npoll_us = 1001\n", "poll_us"),
+        ("[limits]\npoll_us = -5\n", "poll_us"),
         ("listen = [\n", "line"),
     ] {
         let path: PathBuf = dir.path().join("bad.toml");

@@ -53,6 +53,7 @@ impl TargetArgs {
             initiator_name: self.initiator_name.clone(),
             connect_timeout: self.connect_timeout,
             strict_negotiation: self.strict,
+            poll_us: 0,
         }
     }
 

@@ -426,6 +426,17 @@ fn bad_input_fails_before_any_io() {
         "{}",
         run.text()
     );
+    // A busy-poll budget out of range, or not a number.
+    for bad in ["1001", "-1", "fast", "4294967296"] {
+        let run = iesp_test(&["bench", &format!("--poll-us={bad}"), &img]);
+        assert_eq!(run.code, 2, "--poll-us {bad}: {}", run.text());
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains("--poll-us"),
+            "--poll-us {bad}: {}",
+            run.text()
+        );
+    }
     // A block size that is not a multiple of the LUN's.
     let target = BlockingTarget::ram(4 << 20, 4096);
     let run = iesp_test(&["bench", "--bs", "512", "--runtime", RUNTIME, &target.url(0)]);

@@ -23,6 +23,7 @@
 //!   instead of a timer armed and cancelled per command. The command stays
 //!   outstanding in the core (its ITT reserved) until the target answers.
 
+use super::poll::BusyPoll;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,6 @@ use bytes::{Bytes, BytesMut};
 use iesp_proto::framing::{self, FrameConfig, FrameError};
 use iesp_proto::outbox;
 use iesp_proto::pdu::{LogoutResponse, TmfResponse};
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
@@ -119,8 +119,10 @@ pub(super) fn start(
     conn: RawConnection,
     outcome: &LoginOutcome,
     keep_alive: Option<KeepAlive>,
+    poll_us: u32,
 ) -> Running {
     let (stream, rbuf, cfg, trace) = conn.into_parts();
+    let busy = BusyPoll::new(&stream, poll_us);
     let (rd, wr) = stream.into_split();
     let core = SessionCore::new(outcome, cfg, trace, keep_alive, Instant::now());
     let shared = Arc::new(Shared {
@@ -132,7 +134,7 @@ pub(super) fn start(
         wake_writer: Notify::new(),
         tick: AtomicU64::new(0),
     });
-    let reader = tokio::spawn(run_reader(shared.clone(), rd, rbuf, cfg)).abort_handle();
+    let reader = tokio::spawn(run_reader(shared.clone(), rd, rbuf, cfg, busy)).abort_handle();
     let writer = tokio::spawn(run_writer(shared.clone())).abort_handle();
     Running {
         shared,
@@ -300,6 +302,7 @@ async fn run_reader(
     mut rd: OwnedReadHalf,
     mut rbuf: BytesMut,
     cfg: FrameConfig,
+    mut busy: BusyPoll,
 ) {
     // Reused for every batch: no allocation per read.
     let mut events = Vec::new();
@@ -353,10 +356,10 @@ async fn run_reader(
             rbuf.reserve(READ_BUF);
         }
         let read = match deadline {
-            None => rd.read_buf(&mut rbuf).await,
+            None => busy.read_buf(&mut rd, &mut rbuf).await,
             Some(at) => {
                 tokio::select! {
-                    r = rd.read_buf(&mut rbuf) => r,
+                    r = busy.read_buf(&mut rd, &mut rbuf) => r,
                     () = tokio::time::sleep_until(at.into()) => {
                         let closed = {
                             let mut st = shared.lock();

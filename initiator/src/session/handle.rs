@@ -147,7 +147,7 @@ impl Session {
     pub async fn login(addr: SocketAddr, opts: LoginOptions) -> Result<Session, LoginError> {
         let mut conn = login::connect(addr, &opts).await?;
         let outcome = login::login(&mut conn, &opts).await?;
-        Ok(Session::from_login_with(conn, outcome, opts.keep_alive))
+        Ok(Session::start(conn, outcome, opts.keep_alive, opts.poll_us))
     }
 
     /// Logs in to the target a URL names, with its credentials and
@@ -181,8 +181,18 @@ impl Session {
         outcome: LoginOutcome,
         keep_alive: Option<KeepAlive>,
     ) -> Session {
+        Session::start(conn, outcome, keep_alive, 0)
+    }
+
+    /// Starts the driver; `poll_us` is [`LoginOptions::poll_us`].
+    fn start(
+        conn: RawConnection,
+        outcome: LoginOutcome,
+        keep_alive: Option<KeepAlive>,
+        poll_us: u32,
+    ) -> Session {
         let peer = conn.peer_addr();
-        let running = driver::start(conn, &outcome, keep_alive);
+        let running = driver::start(conn, &outcome, keep_alive, poll_us);
         Session {
             handle: Arc::new(Handle {
                 shared: running.shared,

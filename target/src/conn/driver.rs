@@ -221,13 +221,14 @@ pub async fn run(
     tokio::pin!(timer);
     let (tx, rx) = mpsc::channel::<Batch>(WRITE_QUEUE);
     let writer = tokio::spawn(write_loop(wr, rx, stats.clone()));
+    let mut busy = super::poll::BusyPoll::new(rd.as_ref(), limits.poll_us);
     let result = async {
         loop {
             if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {
                 rbuf.reserve(READ_BUF);
             }
             let after = tokio::select! {
-                n = rd.read_buf(&mut rbuf) => {
+                n = busy.read_buf(&mut rd, &mut rbuf) => {
                     let n = n?;
                     stats.counters.bytes_in.add(n as u64);
                     if n == 0 {

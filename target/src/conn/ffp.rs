@@ -53,7 +53,7 @@ use iesp_proto::text;
 
 use super::deferred::{Access, Deferred, Running};
 use crate::memory::{Charge, SessionMemory};
-use crate::scsi::{Completion, Direction, LunTable, Nexus, NexusEnd};
+use crate::scsi::{Command, Completion, Direction, LunTable, Nexus, NexusEnd, RawCdb};
 use crate::stats::ConnStats;
 use iesp_proto::outbox::Outbox;
 
@@ -120,7 +120,8 @@ pub enum After {
 /// A write command collecting its data.
 struct WriteTask {
     lun: Lun,
-    cdb: Vec<u8>,
+    /// The command, parsed once when it arrived.
+    command: Command,
     /// ExpectedDataTransferLength.
     edtl: u32,
     /// SCSI transfer length from the CDB (SPDTL).
@@ -715,11 +716,12 @@ impl FullFeature {
             self.reject(RejectReason::TASK_IN_PROGRESS, &frame.bhs);
             return;
         }
+        // The CDB stays in the BHS's 16 bytes unless an AHS extends it.
         let cdb = if frame.ahs.is_empty() {
-            cmd.cdb.to_vec()
+            RawCdb::Header(cmd.cdb)
         } else {
             match pdu::ahs::full_cdb(&cmd.cdb, &frame.ahs) {
-                Ok(cdb) => cdb,
+                Ok(cdb) => RawCdb::Extended(cdb.into()),
                 Err(_) => {
                     self.reject(RejectReason::INVALID_PDU_FIELD, &frame.bhs);
                     return;
@@ -727,7 +729,9 @@ impl FullFeature {
             }
         };
         let edtl = cmd.expected_data_transfer_length;
-        let transfer = self.luns.transfer(cmd.lun, &cdb);
+        // Parsed once: the transfer now, the same command runs later.
+        let command = self.luns.prepare(cmd.lun, cdb);
+        let transfer = command.transfer();
         let immediate = frame.data.len() as u32;
         if immediate > 0
             && (!cmd.write
@@ -777,7 +781,7 @@ impl FullFeature {
             buf.extend_from_slice(&frame.data[..keep]);
             let task = WriteTask {
                 lun: cmd.lun,
-                cdb,
+                command,
                 edtl,
                 spdtl: transfer.length,
                 needed,
@@ -803,7 +807,7 @@ impl FullFeature {
                 0
             };
             let simple = cmd.attr == pdu::TaskAttr::SIMPLE;
-            if let Some(access) = self.may_defer(cmd.lun, &cdb, simple) {
+            if let Some(access) = self.may_defer(cmd.lun, command.raw(), simple) {
                 let run = Running {
                     lun: cmd.lun,
                     edtl,
@@ -813,10 +817,10 @@ impl FullFeature {
                     access,
                     charge: None,
                 };
-                self.defer(cmd.itt, cdb, Bytes::new(), run);
+                self.defer(cmd.itt, command, Bytes::new(), run);
                 return;
             }
-            let completion = self.luns.execute(&self.nexus, cmd.lun, &cdb, &[], edtl);
+            let completion = self.luns.run(&self.nexus, &command, &[], edtl);
             self.complete(cmd.itt, cmd.lun, edtl, cmd.read, wanted, 0, completion);
         }
     }
@@ -835,7 +839,7 @@ impl FullFeature {
             if task.buf.len() < task.needed as usize {
                 task.buf.resize(task.needed as usize, 0);
             }
-            if let Some(access) = self.may_defer(task.lun, &task.cdb, task.simple) {
+            if let Some(access) = self.may_defer(task.lun, task.command.raw(), task.simple) {
                 let run = Running {
                     lun: task.lun,
                     edtl: task.edtl,
@@ -845,12 +849,12 @@ impl FullFeature {
                     access,
                     charge: Some(task.charge),
                 };
-                self.defer(itt, task.cdb, task.buf.freeze(), run);
+                self.defer(itt, task.command, task.buf.freeze(), run);
                 return;
             }
-            let completion =
-                self.luns
-                    .execute(&self.nexus, task.lun, &task.cdb, &task.buf, task.edtl);
+            let completion = self
+                .luns
+                .run(&self.nexus, &task.command, &task.buf, task.edtl);
             let wanted = task.spdtl;
             self.complete(
                 itt,
@@ -1126,17 +1130,17 @@ impl FullFeature {
     }
 
     /// Sends a command to a worker.
-    fn defer(&mut self, itt: u32, cdb: Vec<u8>, data: Bytes, run: Running) {
+    fn defer(&mut self, itt: u32, command: Command, data: Bytes, run: Running) {
         let (luns, nexus) = (self.luns.clone(), self.nexus.clone());
         let Some(d) = self.deferred.as_mut() else {
             return;
         };
-        let (lun, edtl) = (run.lun, run.edtl);
+        let edtl = run.edtl;
         d.running.insert(itt, run);
         let (done, wake) = (d.done_tx.clone(), d.wake.clone());
         (d.spawn)(Box::new(move || {
             let c = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                luns.execute(&nexus, lun, &cdb, &data, edtl)
+                luns.run(&nexus, &command, &data, edtl)
             }))
             .unwrap_or_else(|_| {
                 tracing::error!(itt, "a command panicked on its I/O worker");

@@ -14,5 +14,6 @@ pub mod deferred;
 pub mod driver;
 pub mod ffp;
 pub mod login;
+pub mod poll;
 
 pub use driver::run;

@@ -70,6 +70,7 @@ use bytes::Bytes;
 use iesp_proto::scsi::{Asc, Cdb, ScsiOpcode, Sense, usage};
 
 use super::NexusEnd;
+use super::command::{Checked, Command, Parsed};
 use super::mode::ModeValues;
 use super::opcodes::{self, Support};
 use super::pr::{self, Reservations};
@@ -227,33 +228,55 @@ impl LogicalUnit {
         move |cdb: &[u8]| opcodes::supported(cdb, thin)
     }
 
-    pub(super) fn transfer(&self, cdb: &[u8]) -> Transfer {
-        let Ok(parsed) = decode(cdb, self.supported()) else {
-            return Transfer::NONE;
+    /// Steps 2 and 4 of the processing order (the CDB-only ones), once per
+    /// command: the decoded CDB, the checks' outcome and the transfer.
+    pub(super) fn parse(&self, cdb: &[u8]) -> (Parsed, Transfer) {
+        let decoded = decode(cdb, self.supported());
+        let Ok(parsed) = &decoded else {
+            return (
+                Parsed::Lu {
+                    decoded,
+                    checked: None,
+                },
+                Transfer::NONE,
+            );
         };
         // SWP is looked up only for commands that could write.
-        let wp = writes_medium(&parsed) && (self.read_only || self.lock().mode.control.swp);
-        if precheck(self, &parsed, wp).is_err() {
-            return Transfer::NONE;
-        }
-        transfer_of(&parsed, self.block_size)
+        let write_protected =
+            writes_medium(parsed) && (self.read_only || self.lock().mode.control.swp);
+        let outcome = precheck(self, parsed, write_protected);
+        let transfer = if outcome.is_ok() {
+            transfer_of(parsed, self.block_size)
+        } else {
+            Transfer::NONE
+        };
+        let checked = Some(Checked {
+            write_protected,
+            outcome,
+        });
+        (Parsed::Lu { decoded, checked }, transfer)
     }
 
+    /// Runs a command parsed by [`LogicalUnit::parse`] (steps 1, 3 and 5;
+    /// step 4 again only if write protection changed since).
     pub(super) fn execute(
         &self,
         nexus: &Nexus,
-        cdb: &[u8],
+        command: &Command,
         data_out: &[u8],
         expected_length: u32,
         table: &LunTable,
     ) -> Completion {
+        let Parsed::Lu { decoded, checked } = &command.parsed else {
+            // LunTable::run parses for the unit first.
+            return respond(Err(Sense::invalid_command_operation_code()), false);
+        };
         let key = NexusKey::of(nexus);
-        let opcode = cdb.first().copied().map(ScsiOpcode);
-        let decoded = decode(cdb, self.supported());
+        let opcode = ScsiOpcode(command.opcode());
         let (pending, conflict, snapshot) = {
             let mut st = self.lock();
             let pending = match opcode {
-                Some(ScsiOpcode::INQUIRY | ScsiOpcode::REPORT_LUNS | ScsiOpcode::REQUEST_SENSE) => {
+                ScsiOpcode::INQUIRY | ScsiOpcode::REPORT_LUNS | ScsiOpcode::REQUEST_SENSE => {
                     st.nexuses.touch(&key);
                     None
                 }
@@ -275,19 +298,27 @@ impl LogicalUnit {
         }
         let parsed = match decoded {
             Ok(parsed) => parsed,
-            Err(sense) => return respond(Err(sense), d_sense),
+            Err(sense) => return respond(Err(sense.clone()), d_sense),
         };
         if conflict {
             return respond_fault(Err(Fault::Conflict), d_sense);
         }
-        let wp = self.read_only || snapshot.software_write_protect;
-        if let Err(sense) = precheck(self, &parsed, writes_medium(&parsed) && wp) {
-            return respond(Err(sense), d_sense);
+        let wp = writes_medium(parsed) && (self.read_only || snapshot.software_write_protect);
+        let recheck;
+        let outcome = match checked {
+            Some(c) if c.write_protected == wp => &c.outcome,
+            _ => {
+                recheck = precheck(self, parsed, wp);
+                &recheck
+            }
+        };
+        if let Err(sense) = outcome {
+            return respond(Err(sense.clone()), d_sense);
         }
         self.run(
             nexus,
             &key,
-            &parsed,
+            parsed,
             data_out,
             expected_length,
             table,

@@ -58,6 +58,7 @@ use iesp_proto::bhs::Lun;
 use iesp_proto::pdu::Isid;
 use iesp_proto::scsi::{Asc, ScsiStatus, Sense};
 
+mod command;
 mod inquiry;
 mod lu;
 mod luns;
@@ -70,6 +71,7 @@ mod sense;
 mod ua;
 mod xcopy;
 
+pub use command::{Command, RawCdb};
 pub use lu::LogicalUnit;
 
 /// The I_T nexus a command arrives on: who is asking, through which session.
@@ -196,16 +198,47 @@ impl LunTable {
         self.luns.is_empty()
     }
 
-    /// What `cdb` will transfer on `lun`.
-    pub fn transfer(&self, lun: Lun, cdb: &[u8]) -> Transfer {
+    /// Parses `cdb` for the unit at `lun`, once: the typed command that
+    /// [`LunTable::run`] executes, with its [`Transfer`].
+    pub fn prepare(&self, lun: Lun, cdb: RawCdb) -> Command {
         match self.get(lun) {
-            Some(lu) => lu.transfer(cdb),
-            None => luns::transfer_without_lu(cdb),
+            Some(lu) => {
+                let (parsed, transfer) = lu.parse(cdb.as_slice());
+                Command {
+                    lun,
+                    raw: cdb,
+                    parsed,
+                    transfer,
+                }
+            }
+            None => Command {
+                lun,
+                transfer: luns::transfer_without_lu(cdb.as_slice()),
+                raw: cdb,
+                parsed: command::Parsed::NoLu,
+            },
         }
     }
 
+    /// [`LunTable::prepare`] from a CDB slice (copied into the command).
+    pub fn prepare_slice(&self, lun: Lun, cdb: &[u8]) -> Command {
+        // Any length other than the BHS field's is kept as it is, so a
+        // truncated CDB is still reported as one.
+        let raw = match <[u8; 16]>::try_from(cdb) {
+            Ok(b) => RawCdb::Header(b),
+            Err(_) => RawCdb::Extended(cdb.into()),
+        };
+        self.prepare(lun, raw)
+    }
+
+    /// What `cdb` will transfer on `lun`.
+    pub fn transfer(&self, lun: Lun, cdb: &[u8]) -> Transfer {
+        self.prepare_slice(lun, cdb).transfer()
+    }
+
     /// Runs `cdb` on `lun` with the write data received; `expected_length`
-    /// is the initiator's Expected Data Transfer Length.
+    /// is the initiator's Expected Data Transfer Length. (Parses, then
+    /// [`LunTable::run`].)
     pub fn execute(
         &self,
         nexus: &Nexus,
@@ -214,18 +247,37 @@ impl LunTable {
         data_out: &[u8],
         expected_length: u32,
     ) -> Completion {
-        match self.get(lun) {
-            Some(lu) if lu.stats.enabled() => {
-                let started = lu.stats.start();
-                let c = lu.execute(nexus, cdb, data_out, expected_length, self);
-                let data_in = c.data.len().min(expected_length as usize);
-                let sense = c.sense.as_deref();
-                lu.stats
-                    .finish(started, cdb, data_out, data_in, c.status, sense);
-                c
-            }
-            Some(lu) => lu.execute(nexus, cdb, data_out, expected_length, self),
-            None => luns::execute_without_lu(cdb, self),
+        let command = self.prepare_slice(lun, cdb);
+        self.run(nexus, &command, data_out, expected_length)
+    }
+
+    /// Runs a prepared command with the write data received;
+    /// `expected_length` is the initiator's Expected Data Transfer Length.
+    pub fn run(
+        &self,
+        nexus: &Nexus,
+        command: &Command,
+        data_out: &[u8],
+        expected_length: u32,
+    ) -> Completion {
+        let Some(lu) = self.get(command.lun) else {
+            return luns::execute_without_lu(command.raw(), self);
+        };
+        if matches!(command.parsed, command::Parsed::NoLu) {
+            // Prepared before this unit existed: parse for it now.
+            let fresh = self.prepare(command.lun, command.raw.clone());
+            return self.run(nexus, &fresh, data_out, expected_length);
+        }
+        if lu.stats.enabled() {
+            let started = lu.stats.start();
+            let c = lu.execute(nexus, command, data_out, expected_length, self);
+            let data_in = c.data.len().min(expected_length as usize);
+            let sense = c.sense.as_deref();
+            lu.stats
+                .finish(started, command.raw(), data_out, data_in, c.status, sense);
+            c
+        } else {
+            lu.execute(nexus, command, data_out, expected_length, self)
         }
     }
 

@@ -246,8 +246,9 @@ pub fn max_compare_and_write_blocks(lu: &LogicalUnit) -> u32 {
     (lu.max_transfer_blocks() / 2).clamp(1, 255)
 }
 
-/// Runs a command of the family (after [`precheck`]). `expected_length` is
-/// the initiator's Expected Data Transfer Length.
+/// Runs a command of the family, which passed [`precheck`] (the caller's
+/// job: it runs once per command). `expected_length` is the initiator's
+/// Expected Data Transfer Length.
 pub fn execute(
     lu: &LogicalUnit,
     cdb: &Cdb,
@@ -255,7 +256,6 @@ pub fn execute(
     expected_length: u32,
     snap: Snapshot,
 ) -> Outcome {
-    precheck(lu, cdb, lu.read_only() || snap.software_write_protect)?;
     // With WCE=0 every write is forced to the medium (module docs).
     let write_through = lu.write_cache() && !snap.write_cache;
     match *cdb {
