@@ -140,6 +140,8 @@ pub async fn run(
         data_digest,
         local: portal.to_string(),
         peer: peer.to_string(),
+        max_recv_data_segment: params.target_mrdsl,
+        max_xmit_data_segment: params.initiator_mrdsl,
     };
     let limits = &target.limits;
     let setup = FfpSetup {
@@ -195,7 +197,9 @@ pub async fn run(
             let after = tokio::select! {
                 n = rd.read_buf(&mut rbuf) => {
                     let n = n?;
-                    stats.counters.bytes_in.add(n as u64);
+                    if let Some(c) = stats.counting() {
+                        c.bytes_in.add(n as u64);
+                    }
                     if n == 0 {
                         return Ok("closed by the initiator");
                     }
@@ -223,9 +227,14 @@ pub async fn run(
                     Ok(after)
                 }
             };
-            stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+            let pdus_out = ffp.outbox().take_pdu_count();
+            if let Some(c) = stats.counting() {
+                c.pdus_out.add(pdus_out);
+            }
             let sent = flush(&mut wr, ffp.outbox()).await?;
-            stats.counters.bytes_out.add(sent as u64);
+            if let Some(c) = stats.counting() {
+                c.bytes_out.add(sent as u64);
+            }
             match after {
                 Ok(After::Continue) => {}
                 Ok(After::Close) if ffp.logged_out() => return Ok("logout"),
