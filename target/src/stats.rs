@@ -664,6 +664,11 @@ mod tests {
         t.set_enabled(true);
         assert!(live.stats.counting().is_some());
         assert!(later.stats.counting().is_some());
-        assert!(t.connection_up(ConnInfo::default()).stats.counting().is_some());
+        assert!(
+            t.connection_up(ConnInfo::default())
+                .stats
+                .counting()
+                .is_some()
+        );
     }
 }

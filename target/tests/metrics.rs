@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +14,6 @@ use iesp_proto::bhs::{Lun, RESERVED_TAG};
 use iesp_proto::framing::Frame;
 use iesp_proto::negotiation::Digest;
 use iesp_proto::pdu::{NopOut, Pdu, Reject, RejectReason};
-use iesp_target::config::TargetConfig;
-use iesp_target::server::{Target, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const READS: u64 = 7;
@@ -24,41 +21,33 @@ const WRITES: u64 = 5;
 const ALLOWED: &str = "iqn.2026-11.org.iesp-test:metrics-ok";
 const REFUSED: &str = "iqn.2026-11.org.iesp-test:metrics-refused";
 
+#[path = "common/in_process.rs"]
+mod in_process;
+use in_process::InProcess;
+
 /// A target with its iSCSI portal and metrics endpoint, both on ephemeral
 /// loopback ports.
 struct Running {
     iscsi: SocketAddr,
     metrics: SocketAddr,
     iqn: String,
-    _stop: tokio::sync::watch::Sender<bool>,
+    _target: InProcess,
 }
 
 async fn start() -> Running {
-    let mut cfg = TargetConfig::default();
-    cfg.targets[0].acl = vec![ALLOWED.to_owned()];
-    let iqn = cfg.targets[0].iqn.clone();
-    let target: Arc<Target> = Target::from_config(&cfg).expect("target");
-    let portal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let t = InProcess::start(ALLOWED).await;
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (iscsi, maddr) = (portal.local_addr().unwrap(), metrics.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut s1 = stopped.clone();
-    tokio::spawn(serve(portal, target.clone(), async move {
-        let _ = s1.wait_for(|s| *s).await;
-    }));
-    let mut s2 = stopped;
+    let maddr = metrics.local_addr().unwrap();
     tokio::spawn(iesp_target::metrics::serve_metrics(
         metrics,
-        target,
-        async move {
-            let _ = s2.wait_for(|s| *s).await;
-        },
+        t.target.clone(),
+        t.stopped(),
     ));
     Running {
-        iscsi,
+        iscsi: t.iscsi,
         metrics: maddr,
-        iqn,
-        _stop: stop,
+        iqn: t.iqn.clone(),
+        _target: t,
     }
 }
 

@@ -87,7 +87,10 @@ fn portals(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
             (col(11), Value::Integer(secondary)),
             (col(12), truth(false)),
             (col(13), Value::Integer(READ_ONLY)),
-            (col(14), Value::Octets(format!("iSCSI portal {addr}").into_bytes())),
+            (
+                col(14),
+                Value::Octets(format!("iSCSI portal {addr}").into_bytes()),
+            ),
         ]);
         let tcol = |col: u32| under(&ISCSI_OBJECTS, &[3, 1, 1, col, 1, idx, 0]);
         m.extend([
@@ -128,11 +131,7 @@ fn nodes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
 
 /// iscsiConnectionAttributesTable (…1.11.1.1.col.inst.node.ssn.cxn): the
 /// one connection of each normal session, iscsiCxnIndex 1.
-fn connection(
-    info: &crate::stats::ConnInfo,
-    idx: &[u32; 3],
-    m: &mut Vec<(Vec<u32>, Value)>,
-) {
+fn connection(info: &crate::stats::ConnInfo, idx: &[u32; 3], m: &mut Vec<(Vec<u32>, Value)>) {
     let (Ok(local), Ok(peer)) = (
         info.local.parse::<SocketAddr>(),
         info.peer.parse::<SocketAddr>(),
