@@ -1,9 +1,9 @@
 //! The objects the SNMP agent serves, read from [`crate::stats`] at each
 //! request and sorted by OID. docs/mib/IESP-TARGET-MIB.txt describes our
-//! subtree; the iSCSI-MIB part follows RFC 4544 (instance index 1, node
-//! index = target position + 1, portal index = listening portal position
-//! + 1; login and logout statistics are counted for the whole target and
-//! served under node 1).
+//! subtree; the iSCSI-MIB part follows RFC 4544 (instance index 1; node
+//! and portal indexes are one more than the target's or listening
+//! portal's position; login and logout statistics are counted for the
+//! whole target and served under node 1).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
