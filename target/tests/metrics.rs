@@ -31,7 +31,7 @@ struct Running {
     iscsi: SocketAddr,
     metrics: SocketAddr,
     iqn: String,
-    _target: InProcess,
+    t: InProcess,
 }
 
 async fn start() -> Running {
@@ -47,7 +47,7 @@ async fn start() -> Running {
         iscsi: t.iscsi,
         metrics: maddr,
         iqn: t.iqn.clone(),
-        _target: t,
+        t,
     }
 }
 
@@ -310,4 +310,46 @@ fn snmp_address_in_use_is_a_usage_error() {
         err.contains(&format!("--snmp {addr}: address already in use")),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_off_counts_nothing_and_on_resumes_on_a_live_connection() {
+    let t = start().await;
+    t.t.target.set_statistics(false);
+    let lu_reads = format!(
+        "iesp_target_lu_commands_total{{target=\"{}\",lun=\"0\",type=\"read\"}}",
+        t.iqn
+    );
+    let session = Session::login(t.iscsi, LoginOptions::new(ALLOWED, Some(&t.iqn)))
+        .await
+        .expect("login");
+    let lu = session.logical_unit(0).await.expect("LUN 0");
+    for i in 0..READS {
+        lu.read(i * 8, 8).await.expect("read");
+    }
+    let m = scrape(t.metrics).await;
+    // The login is counted (once per login) and the connection listed ...
+    assert_eq!(get(&m, "iesp_target_login_accepts_total"), 1.0);
+    assert_eq!(get(&m, "iesp_target_connections"), 1.0);
+    // ... but no command, PDU or byte.
+    assert_eq!(get(&m, &lu_reads), 0.0);
+    for name in [
+        "iesp_target_pdus_received_total",
+        "iesp_target_pdus_sent_total",
+        "iesp_target_received_bytes_total",
+        "iesp_target_sent_bytes_total",
+        "iesp_target_scsi_commands_total",
+    ] {
+        assert_eq!(get(&m, name), 0.0, "{name} while statistics are off");
+    }
+    // Back on: the same connection counts again.
+    t.t.target.set_statistics(true);
+    for i in 0..READS {
+        lu.read(i * 8, 8).await.expect("read");
+    }
+    let m = scrape(t.metrics).await;
+    assert_eq!(get(&m, &lu_reads), READS as f64);
+    assert_eq!(get(&m, "iesp_target_scsi_commands_total"), READS as f64);
+    assert!(get(&m, "iesp_target_pdus_received_total") >= READS as f64);
+    session.logout().await.expect("logout");
 }
