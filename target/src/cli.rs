@@ -212,6 +212,11 @@ pub struct Args {
     #[arg(long)]
     pub allow_remote_endpoints: bool,
 
+    /// Count commands, PDUs and bytes (`on`, the default) or not (`off`:
+    /// the data path then skips every counter; for measuring their cost).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub statistics: Option<bool>,
+
     /// Log filter, e.g. `info`, `debug`, `iesp_target=trace`; IESP_LOG
     /// overrides it. Default: info, or what -v/-q ask for.
     #[arg(long, value_name = "FILTER")]
@@ -341,6 +346,9 @@ impl Args {
             endpoints.snmp_community = c.clone();
         }
         endpoints.allow_remote |= self.allow_remote_endpoints;
+        if let Some(on) = self.statistics {
+            endpoints.statistics = on;
+        }
         Ok((cfg, listen, endpoints))
     }
 
@@ -474,6 +482,15 @@ pub fn one_line(e: &clap::Error) -> String {
     format!("{first} (see --help)")
 }
 
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{s}` is neither `on` nor `off`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +532,15 @@ mod tests {
                 .log_filter(),
             "iesp_target=trace"
         );
+    }
+
+    #[test]
+    fn statistics_takes_on_or_off() {
+        let (_, _, e) = parse(&["--statistics", "off"]).unwrap().load_all().unwrap();
+        assert!(!e.statistics);
+        let (_, _, e) = parse(&[]).unwrap().load_all().unwrap();
+        assert!(e.statistics);
+        assert!(parse(&["--statistics", "no"]).is_err());
     }
 
     #[test]

@@ -54,6 +54,7 @@ struct ObservabilityFile {
     snmp: Option<String>,
     snmp_community: Option<String>,
     allow_remote: Option<bool>,
+    statistics: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +246,7 @@ fn observability(f: &ObservabilityFile) -> Result<crate::endpoints::Endpoints, C
         metrics: addr("metrics", &f.metrics)?,
         snmp: addr("snmp", &f.snmp)?,
         allow_remote: f.allow_remote.unwrap_or(false),
+        statistics: f.statistics.unwrap_or(true),
         ..Default::default()
     };
     if let Some(c) = &f.snmp_community {

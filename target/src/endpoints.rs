@@ -24,6 +24,9 @@ pub struct Endpoints {
     pub snmp_community: String,
     /// Whether a non-loopback address is allowed.
     pub allow_remote: bool,
+    /// Whether the target counts at all (`--statistics off`): off leaves
+    /// the endpoints serving zeros, for measuring what counting costs.
+    pub statistics: bool,
 }
 
 impl Default for Endpoints {
@@ -33,6 +36,7 @@ impl Default for Endpoints {
             snmp: None,
             snmp_community: DEFAULT_COMMUNITY.to_owned(),
             allow_remote: false,
+            statistics: true,
         }
     }
 }

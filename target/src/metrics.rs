@@ -216,7 +216,7 @@ impl Collector for TargetCollector {
         )?;
         let per: Vec<_> = conns
             .iter()
-            .map(|k| (labels(&k.info), &k.counters))
+            .map(|k| (labels(&k.info), k.counters()))
             .collect();
         conn_families(
             &mut enc,

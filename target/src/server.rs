@@ -130,11 +130,13 @@ impl Target {
         self.nodes.iter().find(|n| n.iqn == iqn)
     }
 
-    /// Turns the per-LU counters on (the default) or off.
+    /// Turns the per-LU and per-connection counters on (the default) or
+    /// off ([`crate::stats`]).
     pub fn set_statistics(&self, on: bool) {
         for lu in self.nodes.iter().flat_map(|n| n.luns.iter()) {
             lu.stats.set_enabled(on);
         }
+        self.stats.set_enabled(on);
     }
 
     pub fn new_session_id(&self) -> u64 {
@@ -385,6 +387,8 @@ pub async fn serve(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    // Listed by the SNMP agent's portal tables while this runs.
+    let _portal = listener.local_addr().map(|a| target.stats.portal_up(a));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -18,7 +18,15 @@
 //! Updating a counter is one `fetch_add(Relaxed)` on a cache line the
 //! connection's own task mostly owns; registering a connection takes a
 //! mutex, but only at login and at close, never per command.
+//!
+//! Statistics can be turned off ([`crate::server::Target::set_statistics`],
+//! `iesp-target --statistics off`): then the data path does one relaxed
+//! load of a flag per counter site ([`LuStats::enabled`],
+//! [`ConnStats::counting`]) and bumps nothing. Login outcomes are still
+//! counted (once per login, never per command) and connections still
+//! register, so the endpoints keep listing who is logged in.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -337,6 +345,12 @@ pub struct ConnInfo {
     pub data_digest: bool,
     pub local: String,
     pub peer: String,
+    /// MaxRecvDataSegmentLength this target declared (the most it receives
+    /// in one PDU).
+    pub max_recv_data_segment: u32,
+    /// MaxRecvDataSegmentLength the initiator declared (the most this
+    /// target sends in one PDU).
+    pub max_xmit_data_segment: u32,
 }
 
 /// One connection in full feature phase.
@@ -345,7 +359,34 @@ pub struct ConnStats {
     pub info: ConnInfo,
     /// Seconds since the Unix epoch when the login completed.
     pub login_time: u64,
-    pub counters: ConnCounters,
+    /// Read through [`counting`](Self::counting), which honours the
+    /// on/off switch.
+    counters: ConnCounters,
+    /// Set while statistics are off; next to the counters, so checking it
+    /// touches the cache line the bump would.
+    disabled: AtomicBool,
+}
+
+impl ConnStats {
+    /// The counters to bump, or `None` while statistics are off: one
+    /// relaxed load. Call sites read `if let Some(c) = s.counting() {…}`.
+    #[inline]
+    pub fn counting(&self) -> Option<&ConnCounters> {
+        if self.disabled.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(&self.counters)
+        }
+    }
+
+    /// The counters, for reading (the endpoints).
+    pub fn counters(&self) -> &ConnCounters {
+        &self.counters
+    }
+
+    fn set_enabled(&self, on: bool) {
+        self.disabled.store(!on, Ordering::Relaxed);
+    }
 }
 
 /// Login outcomes (RFC 4544 iscsiTgtLoginStats).
@@ -423,6 +464,26 @@ pub struct TargetStats {
     live: Mutex<Vec<Weak<ConnStats>>>,
     /// When the target started, seconds since the Unix epoch.
     pub started: u64,
+    /// Set while statistics are off: new connections start off too.
+    disabled: AtomicBool,
+    /// The portals [`crate::server::serve`] listens on now, in start order.
+    portals: Mutex<Vec<SocketAddr>>,
+}
+
+/// A portal being served; dropping it removes it from
+/// [`TargetStats::portals`].
+pub struct PortalRegistration {
+    target: Arc<TargetStats>,
+    addr: SocketAddr,
+}
+
+impl Drop for PortalRegistration {
+    fn drop(&mut self) {
+        let mut p = lock(&self.target.portals);
+        if let Some(i) = p.iter().position(|a| *a == self.addr) {
+            p.remove(i);
+        }
+    }
 }
 
 /// A live connection's registration; dropping it adds the connection's
@@ -461,6 +522,21 @@ impl TargetStats {
         }
     }
 
+    /// Turns the per-connection counters of the live connections, and of
+    /// those logging in later, on or off.
+    pub fn set_enabled(&self, on: bool) {
+        let live = lock(&self.live);
+        self.disabled.store(!on, Ordering::Relaxed);
+        for c in live.iter().filter_map(Weak::upgrade) {
+            c.set_enabled(on);
+        }
+    }
+
+    /// Whether per-connection counters are on (the default).
+    pub fn enabled(&self) -> bool {
+        !self.disabled.load(Ordering::Relaxed)
+    }
+
     /// A login completed: counts it and registers the connection.
     pub fn connection_up(self: &Arc<Self>, info: ConnInfo) -> ConnRegistration {
         self.login.accepts.inc();
@@ -468,12 +544,31 @@ impl TargetStats {
             info,
             login_time: unix_now(),
             counters: ConnCounters::default(),
+            disabled: AtomicBool::new(false),
         });
-        lock(&self.live).push(Arc::downgrade(&stats));
+        // Under the lock, so a concurrent `set_enabled` cannot miss it.
+        let mut live = lock(&self.live);
+        stats.set_enabled(self.enabled());
+        live.push(Arc::downgrade(&stats));
+        drop(live);
         ConnRegistration {
             target: self.clone(),
             stats,
         }
+    }
+
+    /// A portal starts listening on `addr`.
+    pub fn portal_up(self: &Arc<Self>, addr: SocketAddr) -> PortalRegistration {
+        lock(&self.portals).push(addr);
+        PortalRegistration {
+            target: self.clone(),
+            addr,
+        }
+    }
+
+    /// The portals listening now, in the order they started.
+    pub fn portals(&self) -> Vec<SocketAddr> {
+        lock(&self.portals).clone()
     }
 
     /// The connections in full feature phase now, in login order.
@@ -545,9 +640,9 @@ mod tests {
     fn closed_connections_stay_in_the_totals() {
         let t = Arc::new(TargetStats::new());
         let a = t.connection_up(ConnInfo::default());
-        a.stats.counters.pdus_in.add(3);
+        a.stats.counting().unwrap().pdus_in.add(3);
         let b = t.connection_up(ConnInfo::default());
-        b.stats.counters.pdus_in.add(4);
+        b.stats.counting().unwrap().pdus_in.add(4);
         assert_eq!(t.connections().len(), 2);
         drop(a);
         assert_eq!(t.connections().len(), 1);
@@ -556,5 +651,24 @@ mod tests {
         t.login.responded(LoginStatus::AUTHORIZATION_FAILURE);
         t.login.responded(LoginStatus::SUCCESS);
         assert_eq!(t.login.failures(), 1);
+    }
+
+    #[test]
+    fn off_reaches_live_and_later_connections_and_back_on() {
+        let t = Arc::new(TargetStats::new());
+        let live = t.connection_up(ConnInfo::default());
+        t.set_enabled(false);
+        assert!(live.stats.counting().is_none());
+        let later = t.connection_up(ConnInfo::default());
+        assert!(later.stats.counting().is_none());
+        t.set_enabled(true);
+        assert!(live.stats.counting().is_some());
+        assert!(later.stats.counting().is_some());
+        assert!(
+            t.connection_up(ConnInfo::default())
+                .stats
+                .counting()
+                .is_some()
+        );
     }
 }

@@ -12,17 +12,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
 use iesp_initiator::discovery::discover_with;
 use iesp_initiator::login::login;
-use iesp_initiator::{ChapCredentials, LoginError, LoginOptions, RawConnection, Received};
-use iesp_proto::chap::chap_md5;
-use iesp_proto::framing::Frame;
-use iesp_proto::pdu::{Isid, LoginRequest, LoginStatus, Pdu, Stage};
-use iesp_proto::text::{self, KeyValue};
+use iesp_initiator::{ChapCredentials, LoginError, LoginOptions, RawConnection};
+use iesp_proto::pdu::LoginStatus;
+use iesp_proto::text;
 use iesp_target::config::{ChapAuth, Limits, TargetConfig};
 use iesp_target::embedded::EmbeddedTarget;
+use iesp_testsupport::chap_login::{self, chap_response, login_status, security_step};
 use tokio::net::TcpSocket;
 
 const USER: &str = "alice";
@@ -30,7 +28,6 @@ const SECRET: &str = "Right-s3cret-42";
 const TARGET_SECRET: &str = "T4rget-s3cret-88";
 const STEP: Duration = Duration::from_millis(2);
 const MAX: Duration = Duration::from_millis(20);
-const T: Duration = Duration::from_secs(5);
 
 fn chap_target() -> TargetConfig {
     let mut cfg = TargetConfig {
@@ -149,68 +146,19 @@ async fn wrong_chap_for_one_initiator_name_is_slowed_from_any_address() {
     wrong_then_right(false).await;
 }
 
-async fn security_step(conn: &mut RawConnection, pairs: &[(&str, &str)], transit: bool) -> Frame {
-    let kv: Vec<KeyValue> = pairs.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect();
-    let req = LoginRequest {
-        transit,
-        csg: Stage::SECURITY,
-        nsg: if transit {
-            Stage::OPERATIONAL
-        } else {
-            Stage(0)
-        },
-        isid: Isid::random(9),
-        itt: 1,
-        ..Default::default()
-    };
-    let data = Bytes::from(text::encode_to_vec(&kv));
-    conn.send(&Frame::with_data(&Pdu::LoginRequest(req), data))
-        .await
-        .unwrap();
-    match conn.recv(T).await {
-        Received::Frame(f) => f,
-        other => panic!("expected a Login Response, got {other:?}"),
-    }
-}
-
-fn status(f: &Frame) -> LoginStatus {
-    match f.pdu() {
-        Pdu::LoginResponse(r) => r.status,
-        other => panic!("expected a Login Response, got {other:?}"),
-    }
-}
-
 /// Answers the target's challenge correctly, offering `ours` as the mutual
 /// challenge; returns the login status.
 async fn mutual_with_challenge(addr: SocketAddr, ours: &[u8]) -> LoginStatus {
-    let mut c = RawConnection::connect(addr).await.unwrap();
-    let first = security_step(
-        &mut c,
-        &[
-            ("InitiatorName", "iqn.2026-11.org.iesp-test:mutual"),
-            ("TargetName", iesp_target::DEFAULT_IQN),
-            ("SessionType", "Normal"),
-            ("AuthMethod", "CHAP"),
-        ],
-        false,
+    let mut c = chap_login::challenged(
+        addr,
+        "iqn.2026-11.org.iesp-test:mutual",
+        iesp_target::DEFAULT_IQN,
     )
     .await;
-    assert_eq!(status(&first), LoginStatus::SUCCESS);
-    let second = security_step(&mut c, &[("CHAP_A", "5")], false).await;
-    let pairs = text::decode(&second.data).unwrap();
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|kv| kv.key == k)
-            .map(|kv| kv.value.clone())
-            .unwrap()
-    };
-    let id: u8 = get("CHAP_I").parse().unwrap();
-    let challenge = text::decode_binary(&get("CHAP_C")).unwrap();
-    let r = text::encode_hex(&chap_md5(id, SECRET.as_bytes(), &challenge));
+    let r = chap_response(c.id, SECRET.as_bytes(), &c.challenge);
     let c_hex = text::encode_hex(ours);
     let f = security_step(
-        &mut c,
+        &mut c.conn,
         &[
             ("CHAP_N", USER),
             ("CHAP_R", &r),
@@ -220,7 +168,7 @@ async fn mutual_with_challenge(addr: SocketAddr, ours: &[u8]) -> LoginStatus {
         true,
     )
     .await;
-    status(&f)
+    login_status(&f)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

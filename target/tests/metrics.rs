@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +14,6 @@ use iesp_proto::bhs::{Lun, RESERVED_TAG};
 use iesp_proto::framing::Frame;
 use iesp_proto::negotiation::Digest;
 use iesp_proto::pdu::{NopOut, Pdu, Reject, RejectReason};
-use iesp_target::config::TargetConfig;
-use iesp_target::server::{Target, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const READS: u64 = 7;
@@ -24,41 +21,33 @@ const WRITES: u64 = 5;
 const ALLOWED: &str = "iqn.2026-11.org.iesp-test:metrics-ok";
 const REFUSED: &str = "iqn.2026-11.org.iesp-test:metrics-refused";
 
+#[path = "common/in_process.rs"]
+mod in_process;
+use in_process::InProcess;
+
 /// A target with its iSCSI portal and metrics endpoint, both on ephemeral
 /// loopback ports.
 struct Running {
     iscsi: SocketAddr,
     metrics: SocketAddr,
     iqn: String,
-    _stop: tokio::sync::watch::Sender<bool>,
+    t: InProcess,
 }
 
 async fn start() -> Running {
-    let mut cfg = TargetConfig::default();
-    cfg.targets[0].acl = vec![ALLOWED.to_owned()];
-    let iqn = cfg.targets[0].iqn.clone();
-    let target: Arc<Target> = Target::from_config(&cfg).expect("target");
-    let portal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let t = InProcess::start(ALLOWED).await;
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (iscsi, maddr) = (portal.local_addr().unwrap(), metrics.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut s1 = stopped.clone();
-    tokio::spawn(serve(portal, target.clone(), async move {
-        let _ = s1.wait_for(|s| *s).await;
-    }));
-    let mut s2 = stopped;
+    let maddr = metrics.local_addr().unwrap();
     tokio::spawn(iesp_target::metrics::serve_metrics(
         metrics,
-        target,
-        async move {
-            let _ = s2.wait_for(|s| *s).await;
-        },
+        t.target.clone(),
+        t.stopped(),
     ));
     Running {
-        iscsi,
+        iscsi: t.iscsi,
         metrics: maddr,
-        iqn,
-        _stop: stop,
+        iqn: t.iqn.clone(),
+        t,
     }
 }
 
@@ -321,4 +310,46 @@ fn snmp_address_in_use_is_a_usage_error() {
         err.contains(&format!("--snmp {addr}: address already in use")),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_off_counts_nothing_and_on_resumes_on_a_live_connection() {
+    let t = start().await;
+    t.t.target.set_statistics(false);
+    let lu_reads = format!(
+        "iesp_target_lu_commands_total{{target=\"{}\",lun=\"0\",type=\"read\"}}",
+        t.iqn
+    );
+    let session = Session::login(t.iscsi, LoginOptions::new(ALLOWED, Some(&t.iqn)))
+        .await
+        .expect("login");
+    let lu = session.logical_unit(0).await.expect("LUN 0");
+    for i in 0..READS {
+        lu.read(i * 8, 8).await.expect("read");
+    }
+    let m = scrape(t.metrics).await;
+    // The login is counted (once per login) and the connection listed ...
+    assert_eq!(get(&m, "iesp_target_login_accepts_total"), 1.0);
+    assert_eq!(get(&m, "iesp_target_connections"), 1.0);
+    // ... but no command, PDU or byte.
+    assert_eq!(get(&m, &lu_reads), 0.0);
+    for name in [
+        "iesp_target_pdus_received_total",
+        "iesp_target_pdus_sent_total",
+        "iesp_target_received_bytes_total",
+        "iesp_target_sent_bytes_total",
+        "iesp_target_scsi_commands_total",
+    ] {
+        assert_eq!(get(&m, name), 0.0, "{name} while statistics are off");
+    }
+    // Back on: the same connection counts again.
+    t.t.target.set_statistics(true);
+    for i in 0..READS {
+        lu.read(i * 8, 8).await.expect("read");
+    }
+    let m = scrape(t.metrics).await;
+    assert_eq!(get(&m, &lu_reads), READS as f64);
+    assert_eq!(get(&m, "iesp_target_scsi_commands_total"), READS as f64);
+    assert!(get(&m, "iesp_target_pdus_received_total") >= READS as f64);
+    session.logout().await.expect("logout");
 }

@@ -5,12 +5,10 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use iesp_initiator::{LoginOptions, Session};
-use iesp_target::config::TargetConfig;
-use iesp_target::server::{Target, serve};
+use iesp_proto::negotiation::Digest;
 use proptest::prelude::*;
 
 const ALLOWED: &str = "iqn.2026-11.org.iesp-test:snmp-ok";
@@ -34,40 +32,34 @@ fn snmp_tools() -> Option<()> {
     Some(())
 }
 
+#[path = "common/in_process.rs"]
+mod in_process;
+use in_process::InProcess;
+
+/// A target with its iSCSI portal and SNMP agent (community `lab`), both
+/// on ephemeral loopback ports.
 struct Running {
     iscsi: SocketAddr,
     snmp: SocketAddr,
     iqn: String,
-    _stop: tokio::sync::watch::Sender<bool>,
+    t: InProcess,
 }
 
 async fn start() -> Running {
-    let mut cfg = TargetConfig::default();
-    cfg.targets[0].acl = vec![ALLOWED.to_owned()];
-    let iqn = cfg.targets[0].iqn.clone();
-    let target: Arc<Target> = Target::from_config(&cfg).expect("target");
-    let portal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let t = InProcess::start(ALLOWED).await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (iscsi, snmp) = (portal.local_addr().unwrap(), sock.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut s1 = stopped.clone();
-    tokio::spawn(serve(portal, target.clone(), async move {
-        let _ = s1.wait_for(|s| *s).await;
-    }));
-    let mut s2 = stopped;
+    let snmp = sock.local_addr().unwrap();
     tokio::spawn(iesp_target::snmp::serve_snmp(
         sock,
-        target,
+        t.target.clone(),
         "lab".into(),
-        async move {
-            let _ = s2.wait_for(|s| *s).await;
-        },
+        t.stopped(),
     ));
     Running {
-        iscsi,
+        iscsi: t.iscsi,
         snmp,
-        iqn,
-        _stop: stop,
+        iqn: t.iqn.clone(),
+        t,
     }
 }
 
@@ -190,6 +182,7 @@ async fn snmpget_and_snmpwalk_read_the_counters() {
         .parse()
         .unwrap();
     assert!(n > WRITES, "{n} commands");
+    attribute_tables_match_the_configuration(&out, &t, &session, tsih);
 
     // Through the MIB file: names in, names out.
     let (ok, out) = tool_mib(
@@ -237,6 +230,109 @@ async fn snmpget_and_snmpwalk_read_the_counters() {
     let (ok, out) = tool("snmpset", set).await;
     assert!(!ok && out.contains("noAccess"), "{out}");
     session.logout().await.expect("logout");
+}
+
+/// The value net-snmp printed for exactly `oid` in a walk, trimmed.
+fn walked<'a>(out: &'a str, oid: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(oid)?.strip_prefix(" = "))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {oid} in the walk:\n{out}"))
+}
+
+/// RFC 4544's portal, target-portal, node and connection attribute rows
+/// in the walk `out` of mib-2.142, against the target's configuration and
+/// the session's own view of its connection.
+fn attribute_tables_match_the_configuration(out: &str, t: &Running, session: &Session, tsih: &str) {
+    let l = &t.t.target.limits;
+    let truth = |b: bool| format!("INTEGER: {}", if b { 1 } else { 2 });
+    let g = |v: u32| format!("Gauge32: {v}");
+    let loopback = "Hex-STRING: 7F 00 00 01";
+    let (primary, secondary) = if l.digests { (4, 3) } else { (3, 1) };
+    // iscsiInstPortalNumber: one portal.
+    assert_eq!(walked(out, ".1.3.6.1.2.1.142.1.1.1.1.7.1"), g(1));
+    // iscsiPortalAttributesEntry, instance 1, portal 1.
+    let portal = |col: u32| walked(out, &format!(".1.3.6.1.2.1.142.1.2.1.1.{col}.1.1"));
+    let expect_portal = [
+        (2, "INTEGER: 1".to_owned()),     // RowStatus active
+        (3, "Hex-STRING: 80".to_owned()), // Roles: targetTypePortal
+        (4, "INTEGER: 1".to_owned()),     // ipv4
+        (5, loopback.to_owned()),
+        (6, g(6)), // TCP
+        (7, g(l.max_recv_data_segment_length)),
+        (8, format!("INTEGER: {primary}")),
+        (9, format!("INTEGER: {primary}")),
+        (10, format!("INTEGER: {secondary}")),
+        (11, format!("INTEGER: {secondary}")),
+        (12, truth(false)),
+        (13, "INTEGER: 5".to_owned()), // StorageType readOnly
+        (14, format!("STRING: \"iSCSI portal {}\"", t.iscsi)),
+    ];
+    for (col, want) in expect_portal {
+        assert_eq!(portal(col), want, "iscsiPortalAttributesEntry column {col}");
+    }
+    // iscsiTgtPortalAttributesEntry: port and portal group tag, node 0.
+    let tgt_portal = |col: u32| walked(out, &format!(".1.3.6.1.2.1.142.1.3.1.1.{col}.1.1.0"));
+    assert_eq!(tgt_portal(2), g(u32::from(t.iscsi.port())));
+    assert_eq!(tgt_portal(3), g(u32::from(t.t.target.portal_group_tag)));
+    // iscsiNodeAttributesEntry, instance 1, node 1.
+    let node = |col: u32| walked(out, &format!(".1.3.6.1.2.1.142.1.5.1.1.{col}.1.1"));
+    let expect_node = [
+        (2, format!("STRING: \"{}\"", t.iqn)),
+        (3, "STRING: \"endpoint test\"".to_owned()),
+        (4, "Hex-STRING: 80".to_owned()), // Roles: targetTypeNode
+        (6, truth(l.initial_r2t)),
+        (7, truth(l.immediate_data)),
+        (8, g(l.max_outstanding_r2t)),
+        (9, g(l.first_burst_length)),
+        (10, g(l.max_burst_length)),
+        (11, g(1)),
+        (12, truth(true)),
+        (13, truth(true)),
+        (14, g(2)),
+        (15, g(20)),
+        (16, g(0)),
+        (18, "INTEGER: 5".to_owned()),
+    ];
+    for (col, want) in expect_node {
+        assert_eq!(node(col), want, "iscsiNodeAttributesEntry column {col}");
+    }
+    // iscsiConnectionAttributesEntry: instance 1, node 1, the session
+    // (iscsiSsnIndex = TSIH), connection 1.
+    let outcome = session.login_outcome();
+    assert_eq!(tsih, outcome.tsih.to_string());
+    let p = session.params();
+    let digest = |d: Digest| format!("INTEGER: {}", if d == Digest::Crc32c { 4 } else { 3 });
+    let cxn = |col: u32| {
+        walked(
+            out,
+            &format!(".1.3.6.1.2.1.142.1.11.1.1.{col}.1.1.{tsih}.1"),
+        )
+    };
+    let expect_cxn = [
+        (2, g(u32::from(outcome.cid))),
+        (3, "INTEGER: 2".to_owned()), // full feature phase
+        (4, "INTEGER: 1".to_owned()),
+        (5, loopback.to_owned()),
+        (6, g(6)),
+        (7, g(u32::from(t.iscsi.port()))),
+        (8, loopback.to_owned()),
+        (9, g(u32::from(session.local_addr().port()))),
+        (10, g(p.target_mrdsl)),
+        (11, g(p.initiator_mrdsl)),
+        (12, digest(p.header_digest)),
+        (13, digest(p.data_digest)),
+        (14, truth(false)),
+        (15, truth(false)),
+        (16, g(0)),
+    ];
+    for (col, want) in expect_cxn {
+        assert_eq!(
+            cxn(col),
+            want,
+            "iscsiConnectionAttributesEntry column {col}"
+        );
+    }
 }
 
 /// A valid GetRequest for `oid` with community `lab`.

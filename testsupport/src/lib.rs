@@ -15,6 +15,8 @@
 //!   (on a private runtime, for synchronous tests), plus one-LUN
 //!   configurations. Both wrap `iesp_target::embedded::EmbeddedTarget`,
 //!   which `iesp-test selftest` uses at run time.
+//! - [`chap_login`] — a CHAP login driven by hand, step by step, for
+//!   tests that answer the target's challenge themselves.
 //! - [`fake`] — [`FakeTarget`]: a scripted fake target on loopback that
 //!   answers the login with chosen keys (e.g. `FirstBurstLength=268435456`)
 //!   and then plays whatever full-feature PDUs a test scripts; and
@@ -29,6 +31,7 @@
 //!   ([`peers::tool_or_skip`]): a missing peer fails the test under
 //!   `CI=true` and is skipped with a `SKIPPED:` line elsewhere.
 
+pub mod chap_login;
 pub mod embedded;
 pub mod fake;
 pub mod loopdev;

@@ -17,6 +17,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Args;
+use serde::Serialize;
 
 /// The flag, flattened into `bench` and `verify`.
 #[derive(Args, Clone, Debug, Default)]
@@ -89,68 +90,100 @@ fn family(key: &str) -> &str {
     key.split('{').next().unwrap_or(key)
 }
 
-/// What changed on the target during the run.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TargetDelta {
-    pub commands: f64,
-    pub read_bytes: f64,
-    pub written_bytes: f64,
-    /// CHECK CONDITIONs (and other bad statuses, `none`) by sense key.
-    pub errors_by_sense_key: BTreeMap<String, f64>,
-    pub rejects: f64,
-    pub header_digest_errors: f64,
-    pub data_digest_errors: f64,
-    pub login_failures: f64,
-    pub nop_timeouts: f64,
+/// The target-wide counters of one scrape, or the difference of two.
+/// Integers: every counter counts events or bytes (a difference can be
+/// negative only if the target restarted during the run).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TargetCounters {
+    /// SCSI commands the LUs completed, every type.
+    pub commands: i64,
+    pub read_bytes: i64,
+    pub written_bytes: i64,
+    /// CHECK CONDITIONs (and other bad statuses, `none`) by sense key;
+    /// keys whose value is 0 are left out.
+    pub errors_by_sense_key: BTreeMap<String, i64>,
+    pub rejects: i64,
+    pub header_digest_errors: i64,
+    pub data_digest_errors: i64,
+    pub login_failures: i64,
+    pub nop_timeouts: i64,
 }
 
-impl TargetDelta {
-    pub fn between(before: &Samples, after: &Samples) -> TargetDelta {
-        let d =
-            |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
-        let sum = |fam: &str| -> f64 {
-            after
-                .keys()
-                .filter(|k| family(k) == fam)
-                .map(|k| d(k))
+/// A counter value as an integer (expositions print them as floats).
+fn int(v: f64) -> i64 {
+    v.round() as i64
+}
+
+impl TargetCounters {
+    /// The counters in `samples`, summed over their labels.
+    pub fn of(samples: &Samples) -> TargetCounters {
+        let get = |k: &str| int(samples.get(k).copied().unwrap_or(0.0));
+        let sum = |fam: &str| -> i64 {
+            samples
+                .iter()
+                .filter(|(k, _)| family(k) == fam)
+                .map(|(_, v)| int(*v))
                 .sum()
         };
         let mut errors = BTreeMap::new();
-        for k in after
-            .keys()
-            .filter(|k| family(k) == "iesp_target_lu_errors_total")
+        for (k, v) in samples
+            .iter()
+            .filter(|(k, _)| family(k) == "iesp_target_lu_errors_total")
         {
-            let v = d(k);
-            if v != 0.0 {
-                let key = k
-                    .split("sense_key=\"")
-                    .nth(1)
-                    .and_then(|s| s.split('"').next())
-                    .unwrap_or("?");
-                *errors.entry(key.to_owned()).or_insert(0.0) += v;
-            }
+            let key = k
+                .split("sense_key=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or("?");
+            *errors.entry(key.to_owned()).or_insert(0) += int(*v);
         }
-        TargetDelta {
+        errors.retain(|_, v| *v != 0);
+        TargetCounters {
             commands: sum("iesp_target_lu_commands_total"),
             read_bytes: sum("iesp_target_lu_read_bytes_total"),
             written_bytes: sum("iesp_target_lu_written_bytes_total"),
             errors_by_sense_key: errors,
-            rejects: d("iesp_target_rejects_sent_total"),
-            header_digest_errors: d("iesp_target_header_digest_errors_total"),
-            data_digest_errors: d("iesp_target_data_digest_errors_total"),
+            rejects: get("iesp_target_rejects_sent_total"),
+            header_digest_errors: get("iesp_target_header_digest_errors_total"),
+            data_digest_errors: get("iesp_target_data_digest_errors_total"),
             login_failures: sum("iesp_target_login_failures_total"),
-            nop_timeouts: d("iesp_target_nop_timeouts_total"),
+            nop_timeouts: get("iesp_target_nop_timeouts_total"),
         }
+    }
+
+    /// `self - before`, counter by counter.
+    pub fn minus(&self, before: &TargetCounters) -> TargetCounters {
+        let mut errors = self.errors_by_sense_key.clone();
+        for (k, v) in &before.errors_by_sense_key {
+            *errors.entry(k.clone()).or_insert(0) -= v;
+        }
+        errors.retain(|_, v| *v != 0);
+        TargetCounters {
+            commands: self.commands - before.commands,
+            read_bytes: self.read_bytes - before.read_bytes,
+            written_bytes: self.written_bytes - before.written_bytes,
+            errors_by_sense_key: errors,
+            rejects: self.rejects - before.rejects,
+            header_digest_errors: self.header_digest_errors - before.header_digest_errors,
+            data_digest_errors: self.data_digest_errors - before.data_digest_errors,
+            login_failures: self.login_failures - before.login_failures,
+            nop_timeouts: self.nop_timeouts - before.nop_timeouts,
+        }
+    }
+
+    /// What changed on the target between two scrapes.
+    pub fn between(before: &Samples, after: &Samples) -> TargetCounters {
+        TargetCounters::of(after).minus(&TargetCounters::of(before))
     }
 
     /// Target-side errors of every kind. UNIT ATTENTION is left out: every
     /// new I_T nexus gets one (power on or reset) on its first command.
-    pub fn errors(&self) -> f64 {
+    pub fn errors(&self) -> i64 {
         self.errors_by_sense_key
             .iter()
             .filter(|(k, _)| k.as_str() != "unit_attention")
             .map(|(_, v)| v)
-            .sum::<f64>()
+            .sum::<i64>()
             + self.rejects
             + self.header_digest_errors
             + self.data_digest_errors
@@ -161,16 +194,16 @@ impl TargetDelta {
     /// Two lines for the terminal report.
     pub fn render(&self, url: &str) -> String {
         let mut out = format!(
-            "target side ({url}): {:.0} commands, {:.0} bytes read, {:.0} bytes written\n",
+            "target side ({url}): {} commands, {} bytes read, {} bytes written\n",
             self.commands, self.read_bytes, self.written_bytes
         );
         let by_key: Vec<String> = self
             .errors_by_sense_key
             .iter()
-            .map(|(k, v)| format!("{k} {v:.0}"))
+            .map(|(k, v)| format!("{k} {v}"))
             .collect();
         out += &format!(
-            "target-side errors: {:.0} (CHECK CONDITION by sense key, unit_attention not counted: {}; Rejects {:.0}, digest errors {:.0} header / {:.0} data, failed logins {:.0}, NOP timeouts {:.0})\n",
+            "target-side errors: {} (CHECK CONDITION by sense key, unit_attention not counted: {}; Rejects {}, digest errors {} header / {} data, failed logins {}, NOP timeouts {})\n",
             self.errors(),
             if by_key.is_empty() {
                 "none".to_owned()
@@ -187,7 +220,35 @@ impl TargetDelta {
     }
 }
 
+/// The `target_metrics` object of the bench and verify JSON reports
+/// (docs/schemas/target-metrics.schema.json).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TargetMetricsReport {
+    pub url: String,
+    pub before: TargetCounters,
+    /// `None` when the endpoint could not be read after the run.
+    pub after: Option<TargetCounters>,
+    /// `after - before`, when both were read.
+    pub difference: Option<TargetCounters>,
+    /// [`TargetCounters::errors`] of the difference.
+    pub target_errors: Option<i64>,
+    /// Why `after` is missing.
+    pub warning: Option<String>,
+}
+
+impl TargetMetricsReport {
+    /// The terminal lines: the difference, or the warning.
+    pub fn render(&self) -> String {
+        match (&self.difference, &self.warning) {
+            (Some(d), _) => d.render(&self.url),
+            (None, Some(w)) => format!("warning: target counters after the run: {w}\n"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// A run's before-and-after reading.
+#[derive(Clone, Debug)]
 pub struct Recorder {
     url: String,
     before: Samples,
@@ -207,12 +268,31 @@ impl TargetMetricsArgs {
 }
 
 impl Recorder {
-    /// Reads the counters after the run and renders the difference; a
-    /// failure is a warning line.
-    pub fn finish(&self) -> String {
+    /// Reads the counters after the run; a failure leaves `after` out and
+    /// says why.
+    pub fn finish(&self) -> TargetMetricsReport {
+        let before = TargetCounters::of(&self.before);
         match scrape(&self.url) {
-            Ok(after) => TargetDelta::between(&self.before, &after).render(&self.url),
-            Err(e) => format!("warning: target counters after the run: {e}\n"),
+            Ok(after) => {
+                let after = TargetCounters::of(&after);
+                let difference = after.minus(&before);
+                TargetMetricsReport {
+                    url: self.url.clone(),
+                    target_errors: Some(difference.errors()),
+                    before,
+                    after: Some(after),
+                    difference: Some(difference),
+                    warning: None,
+                }
+            }
+            Err(e) => TargetMetricsReport {
+                url: self.url.clone(),
+                before,
+                after: None,
+                difference: None,
+                target_errors: None,
+                warning: Some(e),
+            },
         }
     }
 }
@@ -236,12 +316,14 @@ mod tests {
              iesp_target_rejects_sent_total 2\n\
              # EOF\n",
         );
-        let d = TargetDelta::between(&before, &after);
-        assert_eq!(d.commands, 8.0);
-        assert_eq!(d.errors_by_sense_key.get("medium_error"), Some(&2.0));
-        assert_eq!(d.rejects, 0.0);
-        assert_eq!(d.errors(), 2.0);
+        let d = TargetCounters::between(&before, &after);
+        assert_eq!(d.commands, 8);
+        assert_eq!(d.errors_by_sense_key.get("medium_error"), Some(&2));
+        assert_eq!(d.rejects, 0);
+        assert_eq!(d.errors(), 2);
         assert!(d.render("u").contains("medium_error 2"));
+        assert_eq!(TargetCounters::of(&after).commands, 18);
+        assert_eq!(TargetCounters::of(&before).errors_by_sense_key.len(), 1);
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! `--target-metrics URL` on `verify` and `bench`: the reference target's
 //! counters read before and after a run against it, shown next to the
-//! client's results; an endpoint that cannot be read is exit 3.
+//! client's results and written into the JSON reports (`target_metrics`,
+//! validated against docs/schemas); an endpoint that cannot be read is
+//! exit 3.
 
 mod common;
+#[path = "../../testsuite/tests/support/json_schema.rs"]
+mod json_schema;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +51,9 @@ fn verify_and_bench_show_the_targets_counters() {
         .build()
         .unwrap();
     let (lun, metrics) = start(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let verify_json = dir.path().join("verify.json");
+    let bench_json = dir.path().join("bench.json");
 
     // 1 MiB written, then read back.
     let run = iesp_test(&[
@@ -56,6 +63,8 @@ fn verify_and_bench_show_the_targets_counters() {
         "3",
         "--length",
         "1M",
+        "--json",
+        verify_json.to_str().unwrap(),
         "--target-metrics",
         &metrics,
         &lun,
@@ -75,6 +84,18 @@ fn verify_and_bench_show_the_targets_counters() {
         run.text()
     );
 
+    let doc = report(&verify_json, "verify.schema.json", &metrics);
+    let d = &doc["target_metrics"]["difference"];
+    assert_eq!(d["written_bytes"], 1 << 20, "{doc:#}");
+    // verify also reads the first blocks before writing (is the target in
+    // use?), so the target sent at least what the report counts.
+    let read = doc["bytes_read"].as_i64().unwrap();
+    assert!(read >= 1 << 20, "{doc:#}");
+    assert!(
+        d["read_bytes"].as_i64().unwrap() >= read,
+        "the target sent less than verify read: {doc:#}"
+    );
+
     let run = iesp_test(&[
         "bench",
         "--runtime",
@@ -83,6 +104,8 @@ fn verify_and_bench_show_the_targets_counters() {
         "2",
         "--bs",
         "4k",
+        "--json",
+        bench_json.to_str().unwrap(),
         "--target-metrics",
         &metrics,
         &lun,
@@ -94,6 +117,54 @@ fn verify_and_bench_show_the_targets_counters() {
         run.text()
     );
     assert!(run.stdout.contains("bytes read"), "{}", run.text());
+    let doc = report(&bench_json, "bench.schema.json", &metrics);
+    let d = &doc["target_metrics"]["difference"];
+    let client_bytes: i64 = doc["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes"].as_i64().unwrap())
+        .sum();
+    // The client counts the measured window only (after the ramp), the
+    // target every command: the target saw at least what the client did.
+    assert!(client_bytes > 0, "{doc:#}");
+    assert!(
+        d["read_bytes"].as_i64().unwrap() >= client_bytes,
+        "target {} < client {client_bytes}: {doc:#}",
+        d["read_bytes"]
+    );
+}
+
+/// Reads and validates a JSON report; checks that its `target_metrics`
+/// names `url`, has no warning and no target-side error, and that its
+/// difference is `after - before` for every counter.
+fn report(path: &std::path::Path, schema: &str, url: &str) -> serde_json::Value {
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json_schema::assert_valid(&json_schema::validator(schema), schema, &doc);
+    let t = &doc["target_metrics"];
+    assert_eq!(t["url"], url, "{doc:#}");
+    assert!(t["warning"].is_null(), "{doc:#}");
+    assert_eq!(t["target_errors"], 0, "{doc:#}");
+    for k in [
+        "commands",
+        "read_bytes",
+        "written_bytes",
+        "rejects",
+        "header_digest_errors",
+        "data_digest_errors",
+        "login_failures",
+        "nop_timeouts",
+    ] {
+        let (b, a, d) = (
+            t["before"][k].as_i64().unwrap(),
+            t["after"][k].as_i64().unwrap(),
+            t["difference"][k].as_i64().unwrap(),
+        );
+        assert_eq!(a - b, d, "{k}: {doc:#}");
+    }
+    assert!(t["difference"]["commands"].as_i64().unwrap() > 0, "{doc:#}");
+    doc
 }
 
 #[test]

@@ -36,6 +36,7 @@ struct Handle {
     shared: Arc<Shared>,
     outcome: LoginOutcome,
     peer: SocketAddr,
+    local: SocketAddr,
     reader: AbortHandle,
     writer: AbortHandle,
     /// Default per-request timeout in nanoseconds; 0 = none.
@@ -192,12 +193,14 @@ impl Session {
         poll_us: u32,
     ) -> Session {
         let peer = conn.peer_addr();
+        let local = conn.local_addr();
         let running = driver::start(conn, &outcome, keep_alive, poll_us);
         Session {
             handle: Arc::new(Handle {
                 shared: running.shared,
                 outcome,
                 peer,
+                local,
                 reader: running.reader,
                 writer: running.writer,
                 timeout_ns: AtomicU64::new(0),
@@ -220,6 +223,11 @@ impl Session {
     /// The target's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.handle.peer
+    }
+
+    /// This side's address of the connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local
     }
 
     /// A default timeout for every request of this session (`None`: wait

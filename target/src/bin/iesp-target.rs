@@ -83,6 +83,7 @@ async fn serve_all(
     // connect, SIGINT/SIGTERM must already mean "shut down gracefully"
     // rather than the default of dying on the spot.
     let signals = ShutdownSignals::install();
+    target.set_statistics(endpoints.statistics);
     let mut listeners = Vec::new();
     for addr in &listen {
         let l = tokio::net::TcpListener::bind(addr)

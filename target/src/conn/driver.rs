@@ -158,6 +158,8 @@ pub async fn run(
         data_digest,
         local: portal.to_string(),
         peer: peer.to_string(),
+        max_recv_data_segment: params.target_mrdsl,
+        max_xmit_data_segment: params.initiator_mrdsl,
     };
     let limits = &target.limits;
     let setup = FfpSetup {
@@ -230,7 +232,9 @@ pub async fn run(
             let after = tokio::select! {
                 n = busy.read_buf(&mut rd, &mut rbuf) => {
                     let n = n?;
-                    stats.counters.bytes_in.add(n as u64);
+                    if let Some(c) = stats.counting() {
+                        c.bytes_in.add(n as u64);
+                    }
                     if n == 0 {
                         return Ok("closed by the initiator");
                     }
@@ -250,7 +254,10 @@ pub async fn run(
                     let _ = receive(&mut ffp, &mut rbuf, may_block);
                     blocking(may_block, || ffp.drain_deferred());
                     ffp.shutdown();
-                    stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+                    let pdus_out = ffp.outbox().take_pdu_count();
+    if let Some(c) = stats.counting() {
+        c.pdus_out.add(pdus_out);
+    }
                     send(&tx, ffp.outbox()).await?;
                     return Ok("target shutting down");
                 }
@@ -265,7 +272,10 @@ pub async fn run(
                     Ok(after)
                 }
             };
-            stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+            let pdus_out = ffp.outbox().take_pdu_count();
+            if let Some(c) = stats.counting() {
+                c.pdus_out.add(pdus_out);
+            }
             send(&tx, ffp.outbox()).await?;
             match after {
                 Ok(After::Continue) => {}
@@ -280,7 +290,10 @@ pub async fn run(
     // Commands still on workers finish before the nexus ends (their
     // answers are sent if the connection still stands).
     blocking(may_block, || ffp.drain_deferred());
-    stats.counters.pdus_out.add(ffp.outbox().take_pdu_count());
+    let pdus_out = ffp.outbox().take_pdu_count();
+    if let Some(c) = stats.counting() {
+        c.pdus_out.add(pdus_out);
+    }
     let last = ffp.outbox().take();
     if !last.is_empty() {
         // Never waits: a writer that is stuck must not hold the end up.
@@ -410,7 +423,11 @@ async fn write_loop(
             chunks.extend(more);
         }
         match write_chunks(&mut wr, chunks).await {
-            Ok(sent) => stats.counters.bytes_out.add(sent as u64),
+            Ok(sent) => {
+                if let Some(c) = stats.counting() {
+                    c.bytes_out.add(sent as u64);
+                }
+            }
             Err(e) => {
                 result = Err(e);
                 break;

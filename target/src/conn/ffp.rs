@@ -391,7 +391,9 @@ impl FullFeature {
                 }
                 Err(FrameError::DataDigest { frame, .. }) => self.data_digest_error(&frame),
                 Err(FrameError::HeaderDigest { bhs, .. }) => {
-                    self.stats.counters.header_digest_errors.inc();
+                    if let Some(c) = self.stats.counting() {
+                        c.header_digest_errors.inc();
+                    }
                     // The stream cannot be resynchronised (§7.8): drop.
                     return Err(Fatal::Protocol(format!("header digest error on {bhs:?}")));
                 }
@@ -443,7 +445,9 @@ impl FullFeature {
         }
         match self.ping_sent {
             Some(sent) if now.saturating_duration_since(sent) >= k.timeout => {
-                self.stats.counters.nop_timeouts.inc();
+                if let Some(c) = self.stats.counting() {
+                    c.nop_timeouts.inc();
+                }
                 tracing::info!(
                     initiator = %self.nexus.initiator_name,
                     "no answer to NOP-In within {:?}: dropping the connection",
@@ -591,7 +595,9 @@ impl FullFeature {
 
     /// Handles one frame from the initiator.
     pub fn handle(&mut self, frame: Frame) -> Result<After, Fatal> {
-        self.stats.counters.pdus_in.inc();
+        if let Some(c) = self.stats.counting() {
+            c.pdus_in.inc();
+        }
         let op = frame.bhs.opcode();
         match op {
             Opcode::NOP_OUT
@@ -623,7 +629,9 @@ impl FullFeature {
     /// (§7.8). A write task losing Data-Out this way cannot complete at
     /// ErrorRecoveryLevel 0, so it fails.
     pub fn data_digest_error(&mut self, frame: &Frame) {
-        self.stats.counters.data_digest_errors.inc();
+        if let Some(c) = self.stats.counting() {
+            c.data_digest_errors.inc();
+        }
         self.reject(RejectReason::DATA_DIGEST_ERROR, &frame.bhs);
         if frame.bhs.opcode() == Opcode::DATA_OUT {
             let itt = frame.bhs.itt();
@@ -706,7 +714,9 @@ impl FullFeature {
     // ---- SCSI commands ----------------------------------------------------
 
     fn scsi_command(&mut self, cmd: ScsiCommand, frame: &Frame) {
-        self.stats.counters.commands.inc();
+        if let Some(c) = self.stats.counting() {
+            c.commands.inc();
+        }
         if self.kind == SessionKind::Discovery {
             self.reject(RejectReason::PROTOCOL_ERROR, &frame.bhs);
             return;
@@ -1511,7 +1521,9 @@ impl FullFeature {
 
     /// Rejects a PDU, carrying its header back.
     pub fn reject(&mut self, reason: RejectReason, bhs: &Bhs) {
-        self.stats.counters.rejects.inc();
+        if let Some(c) = self.stats.counting() {
+            c.rejects.inc();
+        }
         let rej = Reject {
             reason,
             stat_sn: self.next_stat_sn(),

@@ -1,9 +1,11 @@
 //! The objects the SNMP agent serves, read from [`crate::stats`] at each
 //! request and sorted by OID. docs/mib/IESP-TARGET-MIB.txt describes our
-//! subtree; the iSCSI-MIB part follows RFC 4544 (instance index 1, node
-//! index = target position + 1; login and logout statistics are counted
-//! for the whole target and served under node 1).
+//! subtree; the iSCSI-MIB part follows RFC 4544 (instance index 1; node
+//! and portal indexes are one more than the target's or listening
+//! portal's position; login and logout statistics are counted for the
+//! whole target and served under node 1).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::ber::Value;
@@ -24,6 +26,145 @@ fn c32(v: u64) -> Value {
 
 fn g32(v: u64) -> Value {
     Value::Gauge32(v.min(u64::from(u32::MAX)) as u32)
+}
+
+/// TruthValue (SNMPv2-TC): true(1), false(2).
+fn truth(b: bool) -> Value {
+    Value::Integer(if b { 1 } else { 2 })
+}
+
+/// StorageType readOnly(5): rows come from the configuration, and the
+/// agent refuses writes.
+const READ_ONLY: i64 = 5;
+/// IscsiTransportProtocol: TCP's protocol number.
+const TCP: u32 = 6;
+/// IscsiDigestMethod none(1): no secondary method.
+const DIGEST_NONE: i64 = 1;
+/// IscsiDigestMethod noDigest(3).
+const NO_DIGEST: i64 = 3;
+/// IscsiDigestMethod crc32c(4).
+const CRC32C: i64 = 4;
+/// BITS with bit 0 set: targetTypePortal / targetTypeNode.
+fn target_role() -> Value {
+    Value::Octets(vec![0x80])
+}
+
+/// InetAddressType and InetAddress (RFC 4001) of `ip`.
+fn inet(ip: IpAddr) -> (Value, Value) {
+    match ip {
+        IpAddr::V4(v4) => (Value::Integer(1), Value::Octets(v4.octets().to_vec())),
+        IpAddr::V6(v6) => (Value::Integer(2), Value::Octets(v6.octets().to_vec())),
+    }
+}
+
+/// iscsiPortalAttributesTable (…1.2.1.1.col.inst.portal) and
+/// iscsiTgtPortalAttributesTable (…1.3.1.1.col.inst.portal.0): one row per
+/// listening portal; every target node is reachable on every portal, so
+/// the target-portal rows have iscsiTgtPortalNodeIndexOrZero = 0.
+fn portals(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
+    let l = &t.limits;
+    // The target offers CRC32C first when digests are allowed, and always
+    // accepts None.
+    let (primary, secondary) = if l.digests {
+        (CRC32C, NO_DIGEST)
+    } else {
+        (NO_DIGEST, DIGEST_NONE)
+    };
+    for (i, addr) in t.stats.portals().into_iter().enumerate() {
+        let idx = i as u32 + 1;
+        let col = |col: u32| under(&ISCSI_OBJECTS, &[2, 1, 1, col, 1, idx]);
+        let (kind, ip) = inet(addr.ip());
+        m.extend([
+            (col(2), Value::Integer(1)),
+            (col(3), target_role()),
+            (col(4), kind),
+            (col(5), ip),
+            (col(6), Value::Gauge32(TCP)),
+            (col(7), Value::Gauge32(l.max_recv_data_segment_length)),
+            (col(8), Value::Integer(primary)),
+            (col(9), Value::Integer(primary)),
+            (col(10), Value::Integer(secondary)),
+            (col(11), Value::Integer(secondary)),
+            (col(12), truth(false)),
+            (col(13), Value::Integer(READ_ONLY)),
+            (
+                col(14),
+                Value::Octets(format!("iSCSI portal {addr}").into_bytes()),
+            ),
+        ]);
+        let tcol = |col: u32| under(&ISCSI_OBJECTS, &[3, 1, 1, col, 1, idx, 0]);
+        m.extend([
+            (tcol(2), Value::Gauge32(u32::from(addr.port()))),
+            (tcol(3), Value::Gauge32(u32::from(t.portal_group_tag))),
+        ]);
+    }
+}
+
+/// iscsiNodeAttributesTable (…1.5.1.1.col.inst.node): one row per target
+/// node, with the operational values its logins start negotiating from.
+fn nodes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
+    let l = &t.limits;
+    let d = iesp_proto::negotiation::Limits::default();
+    for (i, node) in t.nodes.iter().enumerate() {
+        let col = |col: u32| under(&ISCSI_OBJECTS, &[5, 1, 1, col, 1, i as u32 + 1]);
+        let alias = node.alias.clone().unwrap_or_default();
+        m.extend([
+            (col(2), Value::Octets(node.iqn.clone().into_bytes())),
+            (col(3), Value::Octets(alias.into_bytes())),
+            (col(4), target_role()),
+            (col(6), truth(l.initial_r2t)),
+            (col(7), truth(l.immediate_data)),
+            (col(8), Value::Gauge32(l.max_outstanding_r2t)),
+            (col(9), Value::Gauge32(l.first_burst_length)),
+            (col(10), Value::Gauge32(l.max_burst_length)),
+            // MaxConnections=1: one connection per session.
+            (col(11), Value::Gauge32(1)),
+            (col(12), truth(d.data_sequence_in_order)),
+            (col(13), truth(d.data_pdu_in_order)),
+            (col(14), Value::Gauge32(u32::from(d.default_time2wait))),
+            (col(15), Value::Gauge32(u32::from(d.default_time2retain))),
+            (col(16), Value::Gauge32(0)),
+            (col(18), Value::Integer(READ_ONLY)),
+        ]);
+    }
+}
+
+/// iscsiConnectionAttributesTable (…1.11.1.1.col.inst.node.ssn.cxn): the
+/// one connection of each normal session, iscsiCxnIndex 1.
+fn connection(info: &crate::stats::ConnInfo, idx: &[u32; 3], m: &mut Vec<(Vec<u32>, Value)>) {
+    let (Ok(local), Ok(peer)) = (
+        info.local.parse::<SocketAddr>(),
+        info.peer.parse::<SocketAddr>(),
+    ) else {
+        return;
+    };
+    let col = |col: u32| {
+        let mut o = under(&ISCSI_OBJECTS, &[11, 1, 1, col]);
+        o.extend_from_slice(idx);
+        o.push(1);
+        o
+    };
+    let digest = |on: bool| Value::Integer(if on { CRC32C } else { NO_DIGEST });
+    let (kind, local_ip) = inet(local.ip());
+    let (_, peer_ip) = inet(peer.ip());
+    m.extend([
+        (col(2), Value::Gauge32(u32::from(info.cid))),
+        // full(2): rows exist only in full feature phase.
+        (col(3), Value::Integer(2)),
+        (col(4), kind),
+        (col(5), local_ip),
+        (col(6), Value::Gauge32(TCP)),
+        (col(7), Value::Gauge32(u32::from(local.port()))),
+        (col(8), peer_ip),
+        (col(9), Value::Gauge32(u32::from(peer.port()))),
+        (col(10), Value::Gauge32(info.max_recv_data_segment)),
+        (col(11), Value::Gauge32(info.max_xmit_data_segment)),
+        (col(12), digest(info.header_digest)),
+        (col(13), digest(info.data_digest)),
+        (col(14), truth(false)),
+        (col(15), truth(false)),
+        (col(16), Value::Gauge32(0)),
+    ]);
 }
 
 /// iscsiSessionAttributesTable, iscsiSessionStatsTable and
@@ -49,7 +190,7 @@ fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
         let isid: Vec<u8> = (0..info.isid.len() / 2)
             .filter_map(|i| u8::from_str_radix(info.isid.get(2 * i..2 * i + 2)?, 16).ok())
             .collect();
-        let k = &c.counters;
+        let k = c.counters();
         m.extend([
             (row(1, 3), Value::Integer(1)),
             (
@@ -69,6 +210,7 @@ fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
             ),
             (row(3, 2), c32(k.nop_timeouts.get())),
         ]);
+        connection(info, &idx, m);
     }
 }
 
@@ -91,6 +233,7 @@ pub fn snapshot(t: &Arc<Target>) -> Vec<(Vec<u32>, Value)> {
             i(&[1, 1, 1, 6, 1]),
             Value::Octets(env!("CARGO_PKG_VERSION").as_bytes().to_vec()),
         ),
+        (i(&[1, 1, 1, 7, 1]), g32(s.portals().len() as u64)),
         (i(&[1, 1, 1, 8, 1]), g32(t.nodes.len() as u64)),
         (i(&[1, 1, 1, 9, 1]), g32(t.sessions.len() as u64)),
         (i(&[1, 1, 1, 10, 1]), c32(l.logouts_other.get())),
@@ -111,6 +254,8 @@ pub fn snapshot(t: &Arc<Target>) -> Vec<(Vec<u32>, Value)> {
         (i(&[6, 3, 1, 1, 1, 1]), c32(l.logouts_normal.get())),
         (i(&[6, 3, 1, 2, 1, 1]), c32(l.logouts_other.get())),
     ];
+    portals(t, &mut m);
+    nodes(t, &mut m);
     sessions(t, &mut m);
     let base = &IESP_OBJECTS[..9];
     let e = |rest: &[u32]| under(base, rest);

@@ -256,6 +256,7 @@ fn coded(f: Failure) -> anyhow::Error {
 /// Writes the JSON, CSV and .dat outputs that were asked for.
 fn write_outputs(
     body: &BenchBody,
+    target_metrics: Option<&crate::target_metrics::TargetMetricsReport>,
     envelope: &iesp_cli::envelope::Envelope,
     json: Option<&Path>,
     csv: Option<&Path>,
@@ -265,7 +266,20 @@ fn write_outputs(
         crate::exit::io(anyhow::anyhow!("{flag} {}: {e}", p.display()))
     };
     if let Some(p) = json {
-        envelope.write(p, body).map_err(|e| io("--json", p, e))?;
+        match target_metrics {
+            None => envelope.write(p, body),
+            // The body's fields, then `target_metrics`.
+            Some(t) => serde_json::to_value(body)
+                .and_then(|mut v| {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("target_metrics".to_owned(), serde_json::to_value(t)?);
+                    }
+                    Ok(v)
+                })
+                .map_err(std::io::Error::other)
+                .and_then(|v| envelope.write(p, &v)),
+        }
+        .map_err(|e| io("--json", p, e))?;
     }
     if let Some(p) = csv {
         crate::output::write_output(p, super::report::csv(body).as_bytes())
@@ -301,16 +315,20 @@ pub async fn run(cmd: BenchCommand, quiet: bool) -> anyhow::Result<()> {
         .map_err(|e| crate::exit::io(anyhow::anyhow!(e)))?;
     let body = super::run(&opts).await.map_err(coded)?;
     let interrupted = crate::signal::received().is_some();
+    let target_metrics = recorder
+        .as_ref()
+        .map(crate::target_metrics::Recorder::finish);
     write_outputs(
         &body,
+        target_metrics.as_ref(),
         &envelope.interrupted(interrupted),
         a.json.as_deref(),
         a.csv.as_deref(),
         a.dat.as_deref(),
     )?;
     crate::output::say_str(&super::report::table(&body));
-    if let Some(r) = &recorder {
-        crate::output::say_str(&r.finish());
+    if let Some(r) = &target_metrics {
+        crate::output::say_str(&r.render());
     }
     Ok(())
 }
@@ -331,6 +349,7 @@ fn merge(m: MergeArgs) -> anyhow::Result<()> {
     let envelope = iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, None);
     write_outputs(
         &body,
+        None,
         &envelope,
         m.json.as_deref(),
         m.csv.as_deref(),

@@ -200,6 +200,7 @@ impl VerifyArgs {
             state_out: self.state_out.clone(),
             state_in: self.state_in.clone(),
             json: self.json.clone(),
+            target_metrics: None,
             progress: self.progress,
             interval: self
                 .progress_interval
@@ -240,14 +241,14 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         // A check takes its seed from the block headers when not given.
         opts.seed = Some(iesp_cli::seed::resolve(opts.seed, "iesp-test verify"));
     }
-    let recorder = args
+    opts.target_metrics = args
         .target_metrics
         .start()
         .map_err(|e| crate::exit::io(anyhow::anyhow!(e)))?;
     let summary = crate::verify::run(&opts).await.map_err(coded)?;
     crate::output::say_str(&summary.render(opts.show));
-    if let Some(r) = &recorder {
-        crate::output::say_str(&r.finish());
+    if let Some(r) = &summary.target_metrics {
+        crate::output::say_str(&r.render());
     }
     match summary.exit_code {
         exit::PASS => Ok(()),

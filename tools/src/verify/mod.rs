@@ -130,6 +130,9 @@ pub struct Options {
     pub flush_every: durable::FlushPolicy,
     /// Save the state file this often while the run goes on.
     pub state_every: Option<Duration>,
+    /// `--target-metrics`: the target's counters read before the run; the
+    /// reading after goes into [`Summary::target_metrics`].
+    pub target_metrics: Option<crate::target_metrics::Recorder>,
 }
 
 impl Default for Options {
@@ -155,6 +158,7 @@ impl Default for Options {
             state_out: None,
             state_in: None,
             json: None,
+            target_metrics: None,
             progress: ProgressMode::Auto,
             interval: Duration::from_secs(5),
             show: 10,
@@ -617,6 +621,10 @@ pub async fn run_on(
         };
         file.save(path, summary.interrupted).map_err(Failure::io)?;
     }
+    summary.target_metrics = opts
+        .target_metrics
+        .as_ref()
+        .map(crate::target_metrics::Recorder::finish);
     if let Some(path) = &opts.json {
         summary
             .write_json(path, summary.interrupted)
@@ -862,6 +870,7 @@ fn summarize(
         rewritten_after_save: Stats::get(&s.rewritten_after_save),
         flushes: 0,
         unflushed_blocks: 0,
+        target_metrics: None,
     }
 }
 

@@ -227,6 +227,10 @@ pub struct Summary {
     /// when the run ended.
     pub flushes: u64,
     pub unflushed_blocks: u64,
+    /// `--target-metrics`: the target's counters before and after the
+    /// run and their difference; absent without the flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_metrics: Option<crate::target_metrics::TargetMetricsReport>,
 }
 
 /// A percentage rounded down to 0.1, so that 99.99 does not read 100.0.
