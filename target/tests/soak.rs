@@ -539,10 +539,12 @@ fn report(samples: &[(f64, f64, f64)], own: u64) {
             .iter()
             .map(|s| (s.0, if pick == 1 { s.1 } else { s.2 }))
             .collect();
-        let series = [Series {
-            label: format!("{own} of {SESSIONS} sessions x QD{QD}, 4 KiB mixed"),
-            points,
-        }];
+        let label = if pick == 1 {
+            format!("{own} of {SESSIONS} sessions x QD{QD}, 4 KiB mixed")
+        } else {
+            format!("iesp-target, {SESSIONS} sessions x QD{QD}, 4 KiB mixed")
+        };
+        let series = [Series { label, points }];
         let png = out.join(file);
         line_chart(
             &png,
