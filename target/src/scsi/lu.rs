@@ -21,8 +21,10 @@
 //!    LBA range, write protect, parameter list lengths).
 //! 5. Execution. Backend I/O happens without the state lock held.
 //!
-//! [`LunTable::transfer`](super::LunTable::transfer) runs steps 2 and 4 (the
-//! CDB-only ones) so a command that will be rejected solicits no data.
+//! [`LunTable::prepare`](super::LunTable::prepare) runs steps 2 and 4 (the
+//! CDB-only ones) once, when the command arrives, so a command that will be
+//! rejected solicits no data; execution reuses their outcome and repeats
+//! step 4 only if write protection changed since.
 //!
 //! ## State
 //!

@@ -1,15 +1,17 @@
 //! SCSI command execution: where a CDB becomes backend I/O and a status.
 //!
-//! The transport ([`crate::conn`]) asks two things of this layer:
+//! The transport ([`crate::conn`]) parses each CDB once, when the command
+//! arrives ([`LunTable::prepare`] → a typed [`Command`], see `command`),
+//! and asks two things of it:
 //!
-//! 1. [`LunTable::transfer`] — from the CDB alone, which way data flows and
+//! 1. [`Command::transfer`] — from the CDB alone, which way data flows and
 //!    how much the command wants (the SCSI transfer length, SPDTL). The
 //!    transport uses it to solicit write data with R2Ts and to compute
 //!    residuals against the initiator's ExpectedDataTransferLength. A
 //!    command the logical unit will reject from its CDB alone (unsupported,
 //!    invalid field, LBA out of range, write-protected, too long) reports
 //!    [`Transfer::NONE`], so no write data is solicited only to be dropped.
-//! 2. [`LunTable::execute`] — run the command with the write data received
+//! 2. [`LunTable::run`] — run the command with the write data received
 //!    (possibly shorter than SPDTL when the initiator's EDTL was shorter) and
 //!    the initiator's Expected Data Transfer Length, and return status
 //!    (GOOD, CHECK CONDITION, RESERVATION CONFLICT, CONDITION MET), read
@@ -27,8 +29,13 @@
 //! answers INQUIRY (peripheral qualifier 3), REPORT LUNS and REQUEST SENSE;
 //! anything else gets LOGICAL UNIT NOT SUPPORTED (SPC-4 §4.6.4, SAM-5 §5.9).
 //!
+//! ([`LunTable::transfer`] and [`LunTable::execute`] do the same from CDB
+//! bytes, for tests and the fuzz target.)
+//!
 //! ## Layout
 //!
+//! - `command` — [`Command`]: a CDB parsed once, with its checks and
+//!   transfer.
 //! - `lu` — [`LogicalUnit`]: geometry, per-LU state behind one mutex, and
 //!   the command dispatcher with the checks every command goes through.
 //! - `ua` — per-I_T-nexus state: unit attention queues (SAM-5 §5.14).
