@@ -255,9 +255,9 @@ fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A busy-poll budget in microseconds, 0 to [`MAX_POLL_US`](crate::conn::poll::MAX_POLL_US).
+/// A busy-poll budget in microseconds, 0 to [`MAX_POLL_US`](iesp_netpoll::MAX_POLL_US).
 fn parse_poll_us(s: &str) -> Result<u32, String> {
-    let max = crate::conn::poll::MAX_POLL_US;
+    let max = iesp_netpoll::MAX_POLL_US;
     match s.parse::<u32>() {
         Ok(n) if n <= max => Ok(n),
         _ => Err(format!(

@@ -151,7 +151,7 @@ pub struct Limits {
     /// ([`crate::conn::deferred`]); at least 1.
     pub io_workers: usize,
     /// Busy-poll: microseconds a connection spins on its socket before it
-    /// sleeps waiting for the next PDU (0: off; see `conn::poll`).
+    /// sleeps waiting for the next PDU (0: off; see the `iesp-netpoll` crate).
     pub poll_us: u32,
 }
 

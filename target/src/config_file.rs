@@ -370,7 +370,7 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
         l.session_memory = v.0;
     }
     if let Some(us) = f.poll_us {
-        l.poll_us = range("poll_us", us, 0, crate::conn::poll::MAX_POLL_US)?;
+        l.poll_us = range("poll_us", us, 0, iesp_netpoll::MAX_POLL_US)?;
     }
     if let Some(Secs(d)) = f.data_out_timeout {
         if d.is_zero() {

@@ -23,7 +23,7 @@
 //!   instead of a timer armed and cancelled per command. The command stays
 //!   outstanding in the core (its ITT reserved) until the target answers.
 
-use super::poll::BusyPoll;
+use iesp_netpoll::BusyPoll;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};

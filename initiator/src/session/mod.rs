@@ -50,7 +50,6 @@
 pub mod core;
 mod driver;
 mod handle;
-mod poll;
 
 use std::time::Duration;
 
@@ -63,7 +62,7 @@ use iesp_proto::scsi::{ScsiStatus, Sense};
 
 pub use self::core::{Completion, Event, KeepAlive, SessionCore};
 pub use self::handle::{CommandHandle, Session};
-pub use self::poll::MAX_POLL_US;
+pub use iesp_netpoll::MAX_POLL_US;
 
 /// The longest CDB a SCSI Command can carry: 16 bytes in the BHS plus an
 /// Extended CDB AHS (AHSLength is 16 bits, §11.2.2.3).

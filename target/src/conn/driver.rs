@@ -223,7 +223,7 @@ pub async fn run(
     tokio::pin!(timer);
     let (tx, rx) = mpsc::channel::<Batch>(WRITE_QUEUE);
     let writer = tokio::spawn(write_loop(wr, rx, stats.clone()));
-    let mut busy = super::poll::BusyPoll::new(rd.as_ref(), limits.poll_us);
+    let mut busy = iesp_netpoll::BusyPoll::new(rd.as_ref(), limits.poll_us);
     let result = async {
         loop {
             if rbuf.capacity() - rbuf.len() < READ_BUF / 4 {

@@ -14,6 +14,5 @@ pub mod deferred;
 pub mod driver;
 pub mod ffp;
 pub mod login;
-pub mod poll;
 
 pub use driver::run;

@@ -1,7 +1,15 @@
-//! Busy-poll before sleeping (`--poll-us`): at queue depth 1 the next
-//! command arrives a few microseconds after the response left, and a
-//! thread that sleeps in the runtime for it pays the machine's wake-up
-//! latency (often tens of µs on a virtual machine) on every command.
+//! Busy-poll before sleeping, for both ends of an iSCSI connection: the
+//! target's `--poll-us` and the initiator's `LoginOptions::poll_us`
+//! (`iesp-test bench --poll-us`).
+//!
+//! Why a crate of its own: the wire layer (`iesp-proto`) is sans-IO and must
+//! stay free of sockets, and the target and the initiator depend on no
+//! common I/O crate; this one piece of socket code is the same on both
+//! sides, so it lives here once instead of as two copies.
+//!
+//! At queue depth 1 the next PDU arrives a few microseconds after the last
+//! one left, and a task that sleeps in the runtime for it pays the machine's
+//! wake-up latency (often tens of µs on a virtual machine) on every command.
 //!
 //! [`BusyPoll::read_buf`] first spins for up to the budget trying a
 //! non-blocking `read` on the socket (yielding to the runtime's other
@@ -13,9 +21,9 @@
 //! both see one byte stream; the reactor's edge-triggered readiness stays
 //! correct, since a `read` that finds nothing clears it.
 //!
-//! The cost: while it spins, the connection's worker thread is busy,
+//! The cost: while it spins, the reading task's worker thread is busy,
 //! whether data comes or not. An idle connection burns up to the budget
-//! after each batch it answers, then sleeps; a connection at queue depth 1
+//! after each batch it reads, then sleeps; a connection at queue depth 1
 //! keeps about one core busy.
 
 use std::io::{self, Read};
@@ -26,14 +34,14 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
-/// The largest budget `--poll-us` accepts, in microseconds: beyond a
+/// The largest budget, in microseconds (`--poll-us` accepts 0 to this): beyond a
 /// millisecond spinning costs far more than any wake-up it could save.
 pub const MAX_POLL_US: u32 = 1000;
 
 /// What one spin can read at once; more waits for the next read.
 const SPIN_CHUNK: usize = 64 * 1024;
 
-/// The busy-poll state of one connection (see the module docs).
+/// The busy-poll state of one connection's reader (see the crate docs).
 pub struct BusyPoll {
     /// A duplicate of the connection's descriptor; `None`: polling is off.
     sock: Option<std::net::TcpStream>,
@@ -52,7 +60,8 @@ impl BusyPoll {
         }
     }
 
-    /// Spins up to `poll_us` microseconds before each sleep on `stream`;
+    /// Spins up to `poll_us` microseconds (at most [`MAX_POLL_US`]) before
+    /// each sleep on `stream`;
     /// 0 is [`BusyPoll::off`]. If the descriptor cannot be duplicated
     /// (out of descriptors) the connection runs without polling.
     pub fn new(stream: &TcpStream, poll_us: u32) -> BusyPoll {
@@ -65,7 +74,7 @@ impl BusyPoll {
         match sock {
             Ok(sock) => BusyPoll {
                 sock: Some(sock),
-                budget: Duration::from_micros(u64::from(poll_us)),
+                budget: Duration::from_micros(u64::from(poll_us.min(MAX_POLL_US))),
                 scratch: vec![0; SPIN_CHUNK],
             },
             Err(e) => {
@@ -76,7 +85,7 @@ impl BusyPoll {
     }
 
     /// Reads into `rbuf` as `read_buf` does: bytes read, 0 at end of
-    /// stream. Spins first (module docs), then waits in the runtime.
+    /// stream. Spins first (crate docs), then waits in the runtime.
     ///
     /// Between two tries the spin yields to the runtime, so the tasks this
     /// one just woke (the command's submitter, other connections on the
