@@ -26,6 +26,7 @@
 //! run, default 5), `IESP_BENCH_ROUNDS` (default 3), `IESP_BENCH_POLL_US`
 //! (default 50), `IESP_BENCH_QD1_ONLY=1`.
 
+use iesp_testsupport::bench::{env_u32, fill};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -42,32 +43,6 @@ use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};
 
 const LUN_BYTES: u64 = 64 << 20;
 const IO: usize = 4096;
-
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fill(path: &std::path::Path) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open LUN file");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..LUN_BYTES >> 20 {
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes());
-        }
-        f.write_all(&block).expect("fill LUN file");
-    }
-    f.sync_all().expect("sync LUN file");
-}
 
 // ---- Our target as a process ----------------------------------------------
 
@@ -333,7 +308,7 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let our_file = create_sparse_file(dir.path(), LUN_BYTES).expect("LUN file");
-    fill(&our_file);
+    fill(&our_file, LUN_BYTES);
     let ours = OurTarget::start(&our_file, 0);
     let ours_polling = OurTarget::start(&our_file, poll_us);
     let (tgtd, tgt_url) = Tgtd::with_file_lun(LUN_BYTES).expect("tgtd");
@@ -343,7 +318,7 @@ fn main() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "img"))
         .expect("tgt backing file");
-    fill(&tgt_file);
+    fill(&tgt_file, LUN_BYTES);
     let tgt_pid = tgtd.pid();
 
     // The client: a multi-thread runtime, as `iesp-test bench` uses.

@@ -7,6 +7,7 @@
 //! Both clients are single-threaded: our session runs on a current-thread
 //! runtime, as iscsi-perf runs one event loop.
 
+use iesp_testsupport::bench::{env_u32, median};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,18 +16,6 @@ use iesp_initiator::{LoginOptions, Session};
 use iesp_testsupport::BlockingTarget;
 use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
 use iesp_testsupport::peers::tools_or_skip;
-
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// 4 KiB random READs with `depth` in flight for `secs`, on its own
 /// single-threaded runtime; returns IOPS.

@@ -14,6 +14,7 @@
 //! by the target. Each QD 1 round therefore also measures that bound: a bare
 //! 48-byte TCP ping-pong between two threads over loopback, no iSCSI at all.
 
+use iesp_testsupport::bench::{env_u32, fill, median};
 use std::io::Write;
 use std::time::Duration;
 
@@ -25,32 +26,6 @@ use iesp_testsupport::peers::tgt::Tgtd;
 use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};
 
 const LUN_BYTES: u64 = 64 << 20;
-
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fill(path: &std::path::Path) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open LUN file");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..LUN_BYTES >> 20 {
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes());
-        }
-        f.write_all(&block).expect("fill LUN file");
-    }
-    f.sync_all().expect("sync LUN file");
-}
 
 /// Round trips per second of a bare 48-byte TCP ping-pong over loopback
 /// between two blocking threads: what no QD 1 target can beat here.
@@ -86,11 +61,6 @@ fn loopback_ping_pong(seconds: u32) -> f64 {
     rate
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too
     // with no time to spare: do nothing then.
@@ -106,7 +76,7 @@ fn main() {
     // Ours, in this process, on a file LUN like tgt's.
     let dir = tempfile::tempdir().expect("tempdir");
     let our_file = create_sparse_file(dir.path(), LUN_BYTES).expect("LUN file");
-    fill(&our_file);
+    fill(&our_file, LUN_BYTES);
     // On a default runtime (a worker per core), as `iesp-target` runs.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,7 +102,7 @@ fn main() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "img"))
         .expect("tgt backing file");
-    fill(&tgt_file);
+    fill(&tgt_file, LUN_BYTES);
 
     println!(
         "iscsi-perf -r -b 8 (4 KiB random READ16), {seconds} s per run, median of {rounds} rounds"

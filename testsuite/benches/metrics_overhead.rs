@@ -34,6 +34,7 @@
 //! `iesp-target` binary; default: built with `cargo build --release -p
 //! iesp-target` and taken from beside this bench's own executable).
 
+use iesp_testsupport::bench::env_u32;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -43,13 +44,6 @@ use std::time::Duration;
 
 use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
 use iesp_testsupport::peers::tools_or_skip;
-
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

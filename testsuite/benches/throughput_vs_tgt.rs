@@ -20,6 +20,7 @@
 //!
 //! Nothing is asserted about speed; the figures are printed.
 
+use iesp_testsupport::bench::{env_u32, fill, median};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -40,37 +41,6 @@ const LUN_BYTES: u64 = 64 << 20;
 const IO_BYTES: usize = 1 << 20;
 const QD: usize = 8;
 const BLOCK: u64 = 512;
-
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fill(path: &std::path::Path) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open LUN file");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..LUN_BYTES >> 20 {
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes());
-        }
-        f.write_all(&block).expect("fill LUN file");
-    }
-    f.sync_all().expect("sync LUN file");
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn range(v: &[f64]) -> String {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -268,7 +238,7 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let our_file = create_sparse_file(dir.path(), LUN_BYTES).expect("LUN file");
-    fill(&our_file);
+    fill(&our_file, LUN_BYTES);
     // On a default runtime (a worker per core), as `iesp-target` runs.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .thread_name("iesp-target")
@@ -292,7 +262,7 @@ fn main() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "img"))
         .expect("tgt backing file");
-    fill(&tgt_file);
+    fill(&tgt_file, LUN_BYTES);
     let tgt_pid = tgtd.pid();
 
     let client = tokio::runtime::Builder::new_multi_thread()

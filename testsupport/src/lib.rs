@@ -31,6 +31,7 @@
 //!   ([`peers::tool_or_skip`]): a missing peer fails the test under
 //!   `CI=true` and is skipped with a `SKIPPED:` line elsewhere.
 
+pub mod bench;
 pub mod chap_login;
 pub mod embedded;
 pub mod fake;

@@ -30,6 +30,7 @@
 //! Figures are reported, never asserted: the machine is shared and noisy.
 //! Figures measured: README, "bench vs iscsi-perf".
 
+use iesp_testsupport::bench::median;
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::Command;
@@ -50,11 +51,6 @@ fn env_u32(name: &str, default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .filter(|&v| v > 0)
         .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Fills a LUN file with pseudo-random data (no holes: reads hit data).
