@@ -26,8 +26,7 @@
 //! run, default 5), `IESP_BENCH_ROUNDS` (default 3), `IESP_BENCH_POLL_US`
 //! (default 50), `IESP_BENCH_QD1_ONLY=1`.
 
-use iesp_testsupport::bench::{env_u32, fill};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +36,7 @@ use iesp_blockio::engine::{self, Completion, Op, Workload};
 use iesp_blockio::iscsi::IscsiDevice;
 use iesp_blockio::{AlignedBuf, Device, OpenOptions};
 use iesp_target::config::Backing;
+use iesp_testsupport::bench::{env_u32, fill, loopback_ping_pong};
 use iesp_testsupport::embedded::one_lun;
 use iesp_testsupport::peers::tgt::Tgtd;
 use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};
@@ -237,37 +237,6 @@ fn run(
 
 /// Round trips per second of a bare 48-byte TCP ping-pong over loopback
 /// between two blocking threads: the QD 1 bound of this machine.
-fn loopback_ping_pong(seconds: u32) -> f64 {
-    use std::net::{TcpListener, TcpStream};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let echo = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        s.set_nodelay(true).expect("nodelay");
-        let mut b = [0u8; 48];
-        while s.read_exact(&mut b).is_ok() {
-            if s.write_all(&b).is_err() {
-                break;
-            }
-        }
-    });
-    let mut c = TcpStream::connect(addr).expect("connect");
-    c.set_nodelay(true).expect("nodelay");
-    let mut b = [0u8; 48];
-    let t0 = Instant::now();
-    let limit = Duration::from_secs(u64::from(seconds));
-    let mut n = 0u64;
-    while t0.elapsed() < limit {
-        c.write_all(&b).expect("ping");
-        c.read_exact(&mut b).expect("pong");
-        n += 1;
-    }
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    drop(c);
-    let _ = echo.join();
-    rate
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

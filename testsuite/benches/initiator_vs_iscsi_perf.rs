@@ -7,13 +7,13 @@
 //! Both clients are single-threaded: our session runs on a current-thread
 //! runtime, as iscsi-perf runs one event loop.
 
-use iesp_testsupport::bench::{env_u32, median};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use iesp_initiator::{LoginOptions, Session};
 use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::bench::{env_u32, median};
 use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
 use iesp_testsupport::peers::tools_or_skip;
 

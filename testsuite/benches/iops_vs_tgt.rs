@@ -14,12 +14,9 @@
 //! by the target. Each QD 1 round therefore also measures that bound: a bare
 //! 48-byte TCP ping-pong between two threads over loopback, no iSCSI at all.
 
-use iesp_testsupport::bench::{env_u32, fill, median};
-use std::io::Write;
-use std::time::Duration;
-
 use iesp_target::config::Backing;
 use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::bench::{env_u32, fill, loopback_ping_pong, median};
 use iesp_testsupport::embedded::one_lun;
 use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
 use iesp_testsupport::peers::tgt::Tgtd;
@@ -29,38 +26,6 @@ const LUN_BYTES: u64 = 64 << 20;
 
 /// Round trips per second of a bare 48-byte TCP ping-pong over loopback
 /// between two blocking threads: what no QD 1 target can beat here.
-fn loopback_ping_pong(seconds: u32) -> f64 {
-    use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let echo = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        s.set_nodelay(true).expect("nodelay");
-        let mut b = [0u8; 48];
-        while s.read_exact(&mut b).is_ok() {
-            if s.write_all(&b).is_err() {
-                break;
-            }
-        }
-    });
-    let mut c = TcpStream::connect(addr).expect("connect");
-    c.set_nodelay(true).expect("nodelay");
-    let mut b = [0u8; 48];
-    let t0 = std::time::Instant::now();
-    let limit = Duration::from_secs(u64::from(seconds));
-    let mut n = 0u64;
-    while t0.elapsed() < limit {
-        c.write_all(&b).expect("ping");
-        c.read_exact(&mut b).expect("pong");
-        n += 1;
-    }
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    drop(c);
-    let _ = echo.join();
-    rate
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too
     // with no time to spare: do nothing then.

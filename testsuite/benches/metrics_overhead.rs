@@ -34,7 +34,6 @@
 //! `iesp-target` binary; default: built with `cargo build --release -p
 //! iesp-target` and taken from beside this bench's own executable).
 
-use iesp_testsupport::bench::env_u32;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -42,6 +41,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use iesp_testsupport::bench::env_u32;
 use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
 use iesp_testsupport::peers::tools_or_skip;
 

@@ -20,7 +20,6 @@
 //!
 //! Nothing is asserted about speed; the figures are printed.
 
-use iesp_testsupport::bench::{env_u32, fill, median};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -33,6 +32,7 @@ use iesp_blockio::iscsi::IscsiDevice;
 use iesp_blockio::{AlignedBuf, Device, OpenOptions};
 use iesp_target::config::Backing;
 use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::bench::{env_u32, fill, median};
 use iesp_testsupport::embedded::one_lun;
 use iesp_testsupport::peers::tgt::Tgtd;
 use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};

@@ -1,9 +1,10 @@
 //! What the side-by-side benches (`testsuite/benches`, `tools/benches`)
-//! share: their environment knobs, the median they report, and the LUN
-//! image both targets serve.
+//! share: their environment knobs, the median they report, the LUN image
+//! both targets serve, and the bare TCP ping-pong bound of queue depth 1.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// A `u32` from the environment (`IESP_BENCH_SECONDS`, `IESP_BENCH_ROUNDS`,
 /// …), or `default` when it is unset or not a number.
@@ -41,6 +42,39 @@ pub fn fill(path: &Path, bytes: u64) {
         f.write_all(&block).expect("fill LUN file");
     }
     f.sync_all().expect("sync LUN file");
+}
+
+/// The bare loopback bound at queue depth 1: 48-byte TCP ping-pongs between
+/// two threads for `seconds`, no iSCSI at all; round trips per second.
+pub fn loopback_ping_pong(seconds: u32) -> f64 {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        let mut b = [0u8; 48];
+        while s.read_exact(&mut b).is_ok() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let mut b = [0u8; 48];
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(u64::from(seconds));
+    let mut n = 0u64;
+    while t0.elapsed() < limit {
+        c.write_all(&b).expect("ping");
+        c.read_exact(&mut b).expect("pong");
+        n += 1;
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    drop(c);
+    let _ = echo.join();
+    rate
 }
 
 #[cfg(test)]

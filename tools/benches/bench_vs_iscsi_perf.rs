@@ -30,14 +30,13 @@
 //! Figures are reported, never asserted: the machine is shared and noisy.
 //! Figures measured: README, "bench vs iscsi-perf".
 
-use iesp_testsupport::bench::median;
 use std::collections::HashMap;
-use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
 use iesp_target::config::Backing;
 use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::bench::{fill, median};
 use iesp_testsupport::embedded::one_lun;
 use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
 use iesp_testsupport::peers::tgt::Tgtd;
@@ -54,25 +53,6 @@ fn env_u32(name: &str, default: u32) -> u32 {
 }
 
 /// Fills a LUN file with pseudo-random data (no holes: reads hit data).
-fn fill(path: &std::path::Path) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open LUN file");
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..LUN_BYTES >> 20 {
-        for c in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).expect("fill");
-    }
-    f.sync_all().expect("sync");
-}
-
 /// CPU seconds (user + system) of reaped children so far.
 fn children_cpu() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
@@ -291,7 +271,7 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = create_sparse_file(dir.path(), LUN_BYTES).expect("LUN file");
-    fill(&file);
+    fill(&file, LUN_BYTES);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -319,7 +299,7 @@ fn main() {
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "img"))
             .expect("tgt backing file");
-        fill(&backing);
+        fill(&backing, LUN_BYTES);
         targets.push(("tgt".to_owned(), url, t.pid()));
         Some(t)
     };
