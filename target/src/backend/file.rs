@@ -206,35 +206,6 @@ mod ioctl {
     }
 }
 
-/// `pread(2)` into uninitialised memory.
-#[allow(unsafe_code)]
-mod uninit {
-    use std::io;
-    use std::mem::MaybeUninit;
-    use std::os::fd::AsRawFd;
-
-    /// Reads up to `buf.len()` bytes at `offset`; returns how many, whose
-    /// first `n` bytes of `buf` are then initialised.
-    pub fn pread(
-        file: &std::fs::File,
-        buf: &mut [MaybeUninit<u8>],
-        offset: u64,
-    ) -> io::Result<usize> {
-        let off = nix::libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: the descriptor is open for the call; `buf` is a live,
-        // writable region of `buf.len()` bytes, which the kernel only
-        // writes (never reads), so its being uninitialised is fine.
-        let n =
-            unsafe { nix::libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-}
-
 impl Backend for FileBackend {
     fn size(&self) -> u64 {
         self.size
@@ -251,7 +222,12 @@ impl Backend for FileBackend {
         while buf.len() - start < len {
             let done = buf.len() - start;
             let at = offset + done as u64;
-            match uninit::pread(&self.file, &mut buf.spare_capacity_mut()[..len - done], at) {
+            // rustix reads into uninitialised memory and returns the part
+            // it filled.
+            match rustix::io::pread(&self.file, &mut buf.spare_capacity_mut()[..len - done], at)
+                .map(|(filled, _)| filled.len())
+                .map_err(io::Error::from)
+            {
                 Ok(0) => {
                     buf.truncate(start);
                     return Err(io::ErrorKind::UnexpectedEof.into());
