@@ -13,6 +13,10 @@
 //!    or [`NO_IBFT`] when nothing matched;
 //! 4. halts.
 //!
+//! Interrupts are off from the first instruction, and each byte waits for
+//! the UART's transmit register to be empty, so the dump reaches the
+//! console whole and uninterleaved.
+//!
 //! The host decodes the hex ([`super::ipxe::Ibft`]), checks the checksum
 //! again and compares the initiator IQN, target IQN, address, port and LUN
 //! with the URL. The signature is compared as an immediate (never stored
@@ -136,7 +140,8 @@ pub fn sector() -> [u8; 512] {
         .op(&[0x8e, 0xd8]) // mov ds, ax
         .op(&[0x8e, 0xd0]) // mov ss, ax
         .op(&[0xbc, 0x00, 0x7c]) // mov sp, 0x7c00
-        .op(&[0xfb]) // sti
+        // Interrupts stay off to the end: no handler (the BIOS's, iPXE's)
+        // can write to COM1 in the middle of the dump.
         .op(&[0xfc]) // cld
         .mov_si("marker")
         .call("puts")
@@ -192,9 +197,18 @@ pub fn sector() -> [u8; 512] {
         .rel8(0xeb, "puts") // jmp puts
         .label("puts_ret")
         .op(&[0xc3]) // ret
-        // putc: al to COM1's transmit register.
+        // putc: al to COM1's transmit register, once the UART says the
+        // register is empty (line status 0x3FD, bit 5), so no byte is
+        // overwritten whatever pace the UART keeps.
         .label("putc")
         .op(&[0x52]) // push dx
+        .op(&[0x50]) // push ax
+        .op(&[0xba, 0xfd, 0x03]) // mov dx, 0x3fd
+        .label("thre")
+        .op(&[0xec]) // in al, dx
+        .op(&[0xa8, 0x20]) // test al, 0x20
+        .rel8(0x74, "thre") // jz thre
+        .op(&[0x58]) // pop ax
         .op(&[0xba, 0xf8, 0x03]) // mov dx, 0x3f8
         .op(&[0xee]) // out dx, al
         .op(&[0x5a]) // pop dx

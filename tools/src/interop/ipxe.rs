@@ -114,15 +114,23 @@ impl Ibft {
 }
 
 /// The table's bytes from the console, between [`IBFT_PREFIX`] and [`END`].
+/// Anything but hex digits in between is an error that shows where the
+/// dump broke and what interrupted it.
 fn dumped_table(console: &str) -> Result<Vec<u8>, String> {
     let start = console
         .find(IBFT_PREFIX)
         .ok_or("no iBFT dump on the console")?
         + IBFT_PREFIX.len();
-    let hex: String = console[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit())
-        .collect();
+    let end = console[start..]
+        .find(END)
+        .map_or(console.len(), |e| start + e);
+    let hex = console[start..end].trim_end();
+    if let Some(bad) = hex.find(|c: char| !c.is_ascii_hexdigit()) {
+        let after: String = hex[bad..].chars().take(40).collect();
+        return Err(format!(
+            "the iBFT dump breaks after {bad} hex digits: {after:?} follows"
+        ));
+    }
     if hex.len() % 2 != 0 {
         return Err("odd number of hex digits in the iBFT dump".into());
     }
@@ -277,6 +285,7 @@ fn boot(ctx: &Context, a: &IpxeArgs, mut rep: Report) -> anyhow::Result<Report> 
         }
         Err(e) => {
             rep.step("iBFT checksum", Duration::ZERO, Err(e));
+            rep.console_tail = Some(vm.tail(TAIL_LINES));
             return Ok(rep);
         }
     };
@@ -312,5 +321,40 @@ fn no_marker(marker: &str, secs: f64, w: &Waited) -> String {
         Waited::GaveUp(why) => {
             format!("no marker {marker:?} within {secs:.0} s: the console says {why:?}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_dump_gives_its_bytes() {
+        let console = format!("x\n{MARKER}\n{IBFT_PREFIX}69424654FF00\n{END}\n");
+        assert_eq!(
+            dumped_table(&console).unwrap(),
+            vec![0x69, 0x42, 0x46, 0x54, 0xff, 0x00]
+        );
+    }
+
+    #[test]
+    fn an_interrupted_dump_says_where_it_broke() {
+        let console = format!("{IBFT_PREFIX}6942\nBooting from ROM..\n4654\n{END}\n");
+        let e = dumped_table(&console).unwrap_err();
+        assert!(
+            e.starts_with("the iBFT dump breaks after 4 hex digits: \"\\nBooting from"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_short_table_fails_on_its_length() {
+        let mut t = vec![0u8; 64];
+        t[..4].copy_from_slice(b"iBFT");
+        t[4] = 80;
+        assert_eq!(
+            Ibft::decode(&t).unwrap_err(),
+            "iBFT length 80, 64 bytes dumped"
+        );
     }
 }
