@@ -22,9 +22,11 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::Notify;
+
+use crate::memory::SessionMemory;
 
 /// Connection identities, unique within the process.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -72,6 +74,9 @@ pub struct SessionShared {
     members: Mutex<Vec<Member>>,
     /// The negotiated MaxConnections (§13.2): members at most.
     pub max_connections: u16,
+    /// The session's share of the memory budget, one for all its
+    /// connections.
+    memory: OnceLock<SessionMemory>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,7 +95,14 @@ impl SessionShared {
             consumed: Mutex::new(HashSet::new()),
             members: Mutex::new(Vec::new()),
             max_connections: max_connections.max(1),
+            memory: OnceLock::new(),
         })
+    }
+
+    /// The session's memory share, made by `make` for its first
+    /// connection.
+    pub fn memory(&self, make: impl FnOnce() -> SessionMemory) -> SessionMemory {
+        self.memory.get_or_init(make).clone()
     }
 
     /// The ordering lock; see the module documentation.

@@ -567,3 +567,62 @@ async fn a_cap_of_1_keeps_one_connection_per_session() {
     assert_eq!(r.answer().await.status, 0);
     t.shutdown().await.unwrap();
 }
+
+/// Sends the data an R2T asks for, in Data-Outs of `seg` bytes.
+async fn answer_r2t(c: &mut Conn, itt: u32, r2t: &iesp_proto::pdu::R2t, data: &Bytes, seg: usize) {
+    let (off, len) = (
+        r2t.buffer_offset as usize,
+        r2t.desired_data_transfer_length as usize,
+    );
+    let mut frames = Vec::new();
+    for (sn, at) in (off..off + len).step_by(seg).enumerate() {
+        let end = (at + seg).min(off + len);
+        let d = DataOut {
+            final_bit: end == off + len,
+            lun: Lun(0),
+            itt,
+            ttt: r2t.ttt,
+            exp_stat_sn: c.exp_stat_sn,
+            data_sn: sn as u32,
+            buffer_offset: at as u32,
+        };
+        frames.push(Frame::with_data(&Pdu::DataOut(d), data.slice(at..end)));
+    }
+    c.raw.send_batch(&frames).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connections_of_a_session_share_its_memory() {
+    const WRITE: usize = 8 << 20;
+    let cfg = TargetConfig {
+        limits: Limits {
+            max_connections_per_session: 2,
+            session_memory: WRITE as u64,
+            ..Limits::default()
+        },
+        ..TargetConfig::default()
+    };
+    let t = EmbeddedTarget::start(cfg).await.expect("target");
+    let (mut a, mut b, sn) = pair(&t, "memory").await;
+    let (x, y) = (pattern(3, WRITE), pattern(4, WRITE));
+    // A's 8 MiB write takes the session's whole share: its R2T leaves.
+    a.send(&write_cmd(0x50, sn, 0, &x, false)).await;
+    let ra = match a.next(WAIT).await {
+        Some(Pdu::R2t(r)) => r,
+        other => panic!("expected A's R2T, got {other:?}"),
+    };
+    // B's, in the same session, waits for memory: no R2T yet.
+    b.send(&write_cmd(0x60, sn.wrapping_add(1), 16384, &y, false))
+        .await;
+    b.quiet("an R2T beyond the session's memory share").await;
+    // A's data frees the share; then B's R2T comes.
+    answer_r2t(&mut a, 0x50, &ra, &x, 256 * 1024).await;
+    assert_eq!(a.answer().await.status, 0);
+    let rb = match b.next(WAIT).await {
+        Some(Pdu::R2t(r)) => r,
+        other => panic!("expected B's R2T once A's write completed, got {other:?}"),
+    };
+    answer_r2t(&mut b, 0x60, &rb, &y, 256 * 1024).await;
+    assert_eq!(b.answer().await.status, 0);
+    t.shutdown().await.unwrap();
+}

@@ -179,7 +179,13 @@ pub async fn run(
             timeout: limits.nop_timeout,
         }),
     };
-    let memory = SessionMemory::new(target.memory.clone(), limits.session_memory);
+    // One share for the whole session, whichever connection its data
+    // comes on.
+    let new_share = || SessionMemory::new(target.memory.clone(), limits.session_memory);
+    let memory = match &session {
+        Some(s) => s.shared.memory(new_share),
+        None => new_share(),
+    };
     let mut ffp =
         FullFeature::new(setup, Instant::now()).with_memory(memory, Some(limits.data_out_timeout));
     if let Some(s) = &session {
