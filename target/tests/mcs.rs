@@ -626,3 +626,24 @@ async fn the_connections_of_a_session_share_its_memory() {
     assert_eq!(b.answer().await.status, 0);
     t.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_held_on_a_lost_connection_do_not_stall_the_session() {
+    let t = target(4).await;
+    let (mut a, mut b, sn) = pair(&t, "lost").await;
+    let data = pattern(0x21, 4096);
+    // A holds CmdSN sn+1 (sn is missing), then its TCP connection drops.
+    a.send(&write_cmd(0x70, sn.wrapping_add(1), 200, &data, true))
+        .await;
+    a.quiet("a command ahead of ExpCmdSN ran").await;
+    a.raw.reset().unwrap();
+    // B fills sn; sn+1 ended with A (whenever the target notices the
+    // loss), so sn+2 on B runs.
+    b.send(&read_cmd(0x80, sn, 200, 8)).await;
+    assert_eq!(b.answer().await.status, 0);
+    b.send(&read_cmd(0x81, sn.wrapping_add(2), 200, 8)).await;
+    let r = b.answer().await;
+    assert_eq!((r.itt, r.status), (0x81, 0));
+    assert_eq!(r.exp_cmd_sn, sn.wrapping_add(3));
+    t.shutdown().await.unwrap();
+}

@@ -316,6 +316,9 @@ pub async fn run(
     // Commands still on workers finish before the nexus ends (their
     // answers are sent if the connection still stands).
     blocking(may_block, || ffp.drain_deferred());
+    // Commands held for CmdSN order end with the connection; the other
+    // connections of the session go on past them.
+    ffp.release_held();
     let pdus_out = ffp.outbox().take_pdu_count();
     if let Some(c) = stats.counting() {
         c.pdus_out.add(pdus_out);

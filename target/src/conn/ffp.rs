@@ -353,6 +353,22 @@ impl FullFeature {
         self.in_turn(Self::drain)
     }
 
+    /// The connection ends: the commands it holds ahead of ExpCmdSN are
+    /// terminated with it (RFC 7143 §6.3.4: its tasks end with it). Their
+    /// CmdSNs count as received, so that the session's other connections
+    /// are not left waiting for them.
+    pub fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let _ = self.in_turn(|this| {
+            for (sn, _) in this.held.drain() {
+                this.session.mark_consumed(sn);
+            }
+            this.drain()
+        });
+    }
+
     /// Runs `f` holding the session's ordering lock, with ExpCmdSN taken
     /// from the session and given back to it; wakes the other connections
     /// when it moved.
