@@ -24,7 +24,11 @@
 //! What lives here:
 //! - the CmdSN window (§4.2.2.1): commands run in CmdSN order, commands that
 //!   arrive early wait, commands outside [ExpCmdSN, MaxCmdSN] are silently
-//!   ignored, immediate commands bypass ordering;
+//!   ignored, immediate commands bypass ordering. The window is the
+//!   session's ([`crate::session::SessionShared`], shared by its
+//!   connections): numbering and dispatch happen under its ordering lock,
+//!   and a command held here runs when another connection moves ExpCmdSN
+//!   to it ([`FullFeature::resume`]);
 //! - write data collection: immediate data, unsolicited Data-Out up to
 //!   FirstBurstLength, then R2Ts of at most MaxBurstLength with at most
 //!   MaxOutstandingR2T outstanding per task (§4.2.3, §11.7, §11.8); DataSN,
