@@ -147,6 +147,10 @@ pub struct LoginOptions {
     pub first_burst_length: u32,
     /// MaxOutstandingR2T offered (§13.17).
     pub max_outstanding_r2t: u16,
+    /// MaxConnections offered (§13.2): more than 1 asks for a session
+    /// that may add connections (a login with its TSIH and a new `cid`).
+    /// Only the leading login offers it.
+    pub max_connections: u16,
     /// CHAP name and secret; authentication is skipped when `None`.
     pub chap: Option<ChapCredentials>,
     /// Mutual CHAP: the name and secret the target must prove.
@@ -199,6 +203,7 @@ impl LoginOptions {
             max_burst_length: 16_776_192,
             first_burst_length: 262_144,
             max_outstanding_r2t: 8,
+            max_connections: 1,
             chap: None,
             mutual_chap: None,
             extra_security_keys: Vec::new(),
@@ -265,6 +270,7 @@ impl LoginOptions {
             max_burst_length: self.max_burst_length,
             first_burst_length: self.first_burst_length,
             max_outstanding_r2t: self.max_outstanding_r2t,
+            max_connections: self.max_connections,
             ..Limits::default()
         }
     }
@@ -389,6 +395,9 @@ pub async fn login(
     neg.set_lenient(true);
     let session_type = opts.session_type();
     neg.set_session_type(session_type);
+    // A login with a TSIH adds (or reinstates) a connection of a session:
+    // leading-only keys are not negotiated again (§13).
+    neg.set_leading(opts.tsih == 0);
     neg.declare("InitiatorName", &opts.initiator_name);
     if let Some(alias) = &opts.initiator_alias {
         neg.declare("InitiatorAlias", alias);

@@ -29,14 +29,19 @@ pub enum Refusal {
     UnauthenticatedPerAddress,
     /// `max_sessions` of a target reached: Out of Resources (0x0302).
     Sessions,
+    /// A session's negotiated MaxConnections (at most
+    /// `max_connections_per_session`) reached: Too Many Connections
+    /// (0x0206).
+    SessionConnections,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 5] = [
         Refusal::Connections,
         Refusal::Unauthenticated,
         Refusal::UnauthenticatedPerAddress,
         Refusal::Sessions,
+        Refusal::SessionConnections,
     ];
 
     fn index(self) -> usize {
@@ -54,6 +59,9 @@ impl Refusal {
                 "too many connections logging in from one address (max_unauthenticated_per_address)"
             }
             Refusal::Sessions => "too many sessions on the target (max_sessions): Out of Resources",
+            Refusal::SessionConnections => {
+                "too many connections in one session (its MaxConnections, at most max_connections_per_session): Too Many Connections"
+            }
         }
     }
 }
@@ -64,9 +72,9 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The refusal counters and their rate-limited log.
 #[derive(Default)]
 pub struct RefusalLog {
-    total: [AtomicU64; 4],
+    total: [AtomicU64; 5],
     /// Per cause: when it was last logged and the count logged then.
-    logged: Mutex<[Option<(Instant, u64)>; 4]>,
+    logged: Mutex<[Option<(Instant, u64)>; 5]>,
 }
 
 impl RefusalLog {

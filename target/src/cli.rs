@@ -126,9 +126,16 @@ pub struct Args {
     pub max_unauthenticated_per_address: Option<usize>,
 
     /// Normal sessions per target; one more login gets Out of Resources
-    /// (0x0302). Default 1024. A session has one connection.
+    /// (0x0302). Default 1024.
     #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "config")]
     pub max_sessions: Option<usize>,
+
+    /// Connections per session (MC/S): the MaxConnections the target
+    /// accepts, 1 to 65535; a session gets the smaller of this and the
+    /// initiator's offer (RFC default 1), one more connection gets Too Many
+    /// Connections (0x0206). Default 8.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "config")]
+    pub max_connections_per_session: Option<u16>,
 
     /// Delay of the first failed authentication of an initiator name or
     /// address; each failure in a row doubles it. Default 250ms.
@@ -435,6 +442,9 @@ impl Args {
             if let Some(v) = v {
                 *slot = v;
             }
+        }
+        if let Some(n) = self.max_connections_per_session {
+            l.max_connections_per_session = n;
         }
         if let Some(d) = self.auth_fail_delay {
             l.auth_fail_delay = d;

@@ -131,9 +131,13 @@ pub struct Limits {
     /// Connections still logging in from one source address.
     pub max_unauthenticated_per_address: usize,
     /// Normal sessions per target; one more login is refused with Out of
-    /// Resources (0x0302). Connections per session are 1 (MaxConnections=1):
-    /// another CID is refused with Too Many Connections (0x0206).
+    /// Resources (0x0302).
     pub max_sessions: usize,
+    /// Connections per session (RFC 7143 §13.2): the MaxConnections the
+    /// target accepts; a session gets the smaller of this and the
+    /// initiator's offer (default 1), and a login adding a connection
+    /// beyond it gets Too Many Connections (0x0206). 1 to 65535.
+    pub max_connections_per_session: u16,
     /// The delay of the first failed authentication of an initiator name or
     /// source address; each further failure doubles it.
     pub auth_fail_delay: Duration,
@@ -154,6 +158,11 @@ pub struct Limits {
     /// sleeps waiting for the next PDU (0: off; see the `iesp-netpoll` crate).
     pub poll_us: u32,
 }
+
+/// The default [`Limits::max_connections_per_session`]: MC/S on offer, for
+/// initiators that ask for it (the RFC default, 1, holds for those that
+/// do not).
+pub const DEFAULT_MAX_CONNECTIONS_PER_SESSION: u16 = 8;
 
 /// The default [`Limits::memory_budget`]: 256 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
@@ -206,6 +215,7 @@ impl Default for Limits {
             max_unauthenticated: 256,
             max_unauthenticated_per_address: 32,
             max_sessions: 1024,
+            max_connections_per_session: DEFAULT_MAX_CONNECTIONS_PER_SESSION,
             auth_fail_delay: Duration::from_millis(250),
             auth_fail_delay_max: Duration::from_secs(10),
             memory_budget: DEFAULT_MEMORY_BUDGET,

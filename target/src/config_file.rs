@@ -75,6 +75,7 @@ struct LimitsFile {
     max_unauthenticated: Option<usize>,
     max_unauthenticated_per_address: Option<usize>,
     max_sessions: Option<usize>,
+    max_connections_per_session: Option<u32>,
     auth_fail_delay: Option<Secs>,
     auth_fail_delay_max: Option<Secs>,
     memory_budget: Option<Size>,
@@ -342,6 +343,9 @@ fn limits(f: &LimitsFile) -> Result<Limits, ConfigError> {
             Some(v) => *slot = v,
             None => {}
         }
+    }
+    if let Some(v) = f.max_connections_per_session {
+        l.max_connections_per_session = range("max_connections_per_session", v, 1, 65_535)? as u16;
     }
     if let Some(Secs(d)) = f.auth_fail_delay {
         l.auth_fail_delay = d;

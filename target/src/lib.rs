@@ -19,6 +19,8 @@
 //!   ([`conn::ffp`]: CmdSN window, R2T/Data-Out, Data-In, TMF, NOP and the
 //!   keep-alive clock, Text, Logout, Reject; transcript-tested), and the
 //!   tokio socket driver ([`conn::driver`], [`conn::run`]).
+//! - [`session`] — what the connections of one session share (MC/S): the
+//!   session-wide command window and the list of its connections.
 //! - [`scsi`] — SCSI command execution on a logical unit (SPC-4, SBC-4).
 //! - [`backend`] — where blocks live: RAM, file, block device, NBD export.
 //! - [`embedded`] — run the target inside another program (tools, tests).
@@ -49,6 +51,7 @@ pub mod memory;
 pub mod metrics;
 pub mod scsi;
 pub mod server;
+pub mod session;
 pub mod snmp;
 pub mod stats;
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use iesp_proto::pdu::Isid;
+use iesp_proto::pdu::{Isid, LoginStatus};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -29,6 +29,7 @@ use crate::conn;
 use crate::conn::ffp::FfpParams;
 use crate::memory::{MemoryBudget, return_freed_memory};
 use crate::scsi::{LogicalUnit, LunTable};
+use crate::session::{Member, SessionShared};
 
 /// One target node, ready to serve.
 pub struct TargetNode {
@@ -201,20 +202,25 @@ pub struct SessionKey {
 
 struct SessionEntry {
     tsih: u16,
-    session_id: u64,
-    /// The CID of the session's connection.
-    cid: u16,
-    /// The session-wide values negotiated by the leading login, for a
-    /// connection that reinstates this one.
+    /// The session-wide values negotiated by the leading login, for the
+    /// connections that join or reinstate one.
     params: FfpParams,
-    /// Wakes the session's connection to close it.
-    kill: Arc<Notify>,
+    /// The command window and connections ([`crate::session`]).
+    shared: Arc<SessionShared>,
+    /// The I_T nexus of the session's connections.
+    nexus_id: u64,
 }
 
-/// What a connection reinstatement continues from.
-pub struct Reinstated {
+/// What a login into an existing session continues from.
+pub struct Joined {
     pub guard: SessionGuard,
     pub params: FfpParams,
+    /// The nexus the connection serves (the session's, or a new one when
+    /// the session's only connection is reinstated).
+    pub nexus_id: u64,
+    /// Whether the login reinstated a connection (same CID) rather than
+    /// adding one.
+    pub reinstated: bool,
 }
 
 /// Live sessions, for TSIH allocation and reinstatement.
@@ -224,14 +230,23 @@ pub struct SessionRegistry {
     next_tsih: AtomicU16,
 }
 
-/// A registered session; dropping it removes the registration.
+/// One connection's place in a registered session; dropping it takes the
+/// connection out (and the session, with its last connection).
 pub struct SessionGuard {
     target: Arc<Target>,
     key: SessionKey,
-    session_id: u64,
     pub tsih: u16,
-    /// Notified when a new login reinstates this session.
+    /// This connection's identity ([`crate::session::Member::conn_id`]).
+    pub conn_id: u64,
+    pub shared: Arc<SessionShared>,
+    /// Notified when this connection must close (reinstatement, a logout
+    /// of it or of the session from another connection).
     pub kill: Arc<Notify>,
+    /// Why `kill` was notified.
+    why: Arc<Mutex<&'static str>>,
+    /// Notified when another connection moved the session's ExpCmdSN.
+    pub wake: Arc<Notify>,
+    left: Option<bool>,
 }
 
 impl SessionRegistry {
@@ -256,18 +271,63 @@ impl SessionRegistry {
     }
 }
 
+/// A new member of `shared` with its guard.
+fn enlist(
+    target: &Arc<Target>,
+    key: SessionKey,
+    tsih: u16,
+    cid: u16,
+    nexus_id: u64,
+    shared: &Arc<SessionShared>,
+) -> SessionGuard {
+    let (kill, wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let why: Arc<Mutex<&'static str>> = Arc::default();
+    let conn_id = crate::session::new_conn_id();
+    shared.join(Member {
+        conn_id,
+        cid,
+        nexus_id,
+        kill: kill.clone(),
+        why: why.clone(),
+        wake: wake.clone(),
+    });
+    SessionGuard {
+        target: target.clone(),
+        key,
+        tsih,
+        conn_id,
+        shared: shared.clone(),
+        kill,
+        why,
+        wake,
+        left: None,
+    }
+}
+
+/// How a login with a TSIH relates to its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// The CID is in the session: connection reinstatement (§6.3.4).
+    Reinstate,
+    /// A new CID within the session's MaxConnections.
+    Add,
+}
+
 impl Target {
-    /// Registers a new session, closing any live session with the same key
-    /// (session reinstatement, §6.3.5). Returns the guard and whether an old
-    /// session was reinstated, or `Err` when the target already has
-    /// `max_sessions` normal sessions (a reinstatement replaces one, so it
-    /// is never refused).
+    /// Registers a new session whose leading connection is `cid`, closing
+    /// any live session with the same key (session reinstatement, §6.3.5).
+    /// Returns the guard and whether an old session was reinstated, or
+    /// `Err` when the target already has `max_sessions` normal sessions (a
+    /// reinstatement replaces one, so it is never refused).
+    #[allow(clippy::too_many_arguments)]
     pub fn register_session(
         self: &Arc<Self>,
         key: SessionKey,
         session_id: u64,
         cid: u16,
         params: FfpParams,
+        max_connections: u16,
+        exp_cmd_sn: u32,
     ) -> Result<(SessionGuard, bool), Refusal> {
         // The cap check, the TSIH choice and the insert under one lock, so
         // concurrent logins cannot pass the cap together.
@@ -287,94 +347,124 @@ impl Target {
                 break t;
             }
         };
-        let kill = Arc::new(Notify::new());
+        let shared = SessionShared::new(exp_cmd_sn, max_connections);
+        let guard = enlist(self, key.clone(), tsih, cid, session_id, &shared);
         let entry = SessionEntry {
             tsih,
-            session_id,
-            cid,
             params,
-            kill: kill.clone(),
+            shared,
+            nexus_id: session_id,
         };
-        let old = map.insert(key.clone(), entry);
+        let old = map.insert(key, entry);
         drop(map);
         let reinstated = old.is_some();
         if let Some(old) = old {
-            old.kill.notify_one();
+            old.shared.close_all(0, "session reinstated by a new login");
         }
-        Ok((
-            SessionGuard {
-                target: self.clone(),
-                key,
-                session_id,
-                tsih,
-                kill,
-            },
-            reinstated,
-        ))
+        Ok((guard, reinstated))
     }
-}
 
-impl Target {
-    /// Whether a live session with this key and TSIH exists, and the CID of
-    /// its connection.
-    pub fn session_cid(&self, key: &SessionKey, tsih: u16) -> Option<u16> {
-        self.sessions
-            .lock()
+    /// What a login naming session `key`/`tsih` with `cid` would do:
+    /// reinstate that connection or add one; `Err` with the login status
+    /// when the session is gone or already has MaxConnections connections
+    /// (Too Many Connections, 0x0206).
+    pub fn session_join_kind(
+        &self,
+        key: &SessionKey,
+        tsih: u16,
+        cid: u16,
+    ) -> Result<JoinKind, LoginStatus> {
+        let map = self.sessions.lock();
+        let e = map
             .get(key)
             .filter(|e| e.tsih == tsih)
-            .map(|e| e.cid)
+            .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
+        if e.shared.has_cid(cid) {
+            Ok(JoinKind::Reinstate)
+        } else if e.shared.connections() < usize::from(e.shared.max_connections) {
+            Ok(JoinKind::Add)
+        } else {
+            Err(LoginStatus::TOO_MANY_CONNECTIONS)
+        }
     }
 
-    /// Connection reinstatement (RFC 7143 §6.3.4): the session `key`/`tsih`
-    /// continues on a new connection with the same CID; the old connection
-    /// is told to close. `None` if the session is gone meanwhile.
-    pub fn reinstate_connection(
+    /// A login into session `key`/`tsih` with `cid` completes: connection
+    /// reinstatement (RFC 7143 §6.3.4: the old connection with that CID is
+    /// told to close and this one takes its place) or a new connection of
+    /// the session (§13.2, up to its MaxConnections). When the session's
+    /// only connection is reinstated the session starts over on the new
+    /// one: a new nexus, the command window from `exp_cmd_sn` (the login's
+    /// CmdSN). Otherwise the connection joins the session's window.
+    pub fn join_session(
         self: &Arc<Self>,
         key: SessionKey,
         tsih: u16,
         cid: u16,
         session_id: u64,
-    ) -> Option<Reinstated> {
+        exp_cmd_sn: u32,
+    ) -> Result<Joined, LoginStatus> {
         let mut map = self.sessions.lock();
-        let entry = map
+        let e = map
             .get_mut(&key)
-            .filter(|e| e.tsih == tsih && e.cid == cid)?;
-        entry.kill.notify_one();
-        let kill = Arc::new(Notify::new());
-        entry.kill = kill.clone();
-        entry.session_id = session_id;
-        let params = entry.params.clone();
-        drop(map);
-        let guard = SessionGuard {
-            target: self.clone(),
-            key,
-            session_id,
-            tsih,
-            kill,
-        };
-        Some(Reinstated { guard, params })
+            .filter(|e| e.tsih == tsih)
+            .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
+        let reinstated = e.shared.has_cid(cid);
+        if reinstated {
+            e.shared
+                .close_cid(cid, 0, "connection reinstated by a new login");
+            if e.shared.connections() == 1 {
+                let fresh = SessionShared::new(exp_cmd_sn, e.shared.max_connections);
+                e.shared = fresh;
+                e.nexus_id = session_id;
+            }
+        } else if e.shared.connections() >= usize::from(e.shared.max_connections) {
+            return Err(LoginStatus::TOO_MANY_CONNECTIONS);
+        }
+        let guard = enlist(self, key, tsih, cid, e.nexus_id, &e.shared);
+        Ok(Joined {
+            guard,
+            params: e.params.clone(),
+            nexus_id: e.nexus_id,
+            reinstated,
+        })
     }
 }
 
 impl SessionGuard {
-    /// Whether this session now continues on another connection
-    /// (connection reinstatement took it over with the same TSIH).
-    pub fn continued_elsewhere(&self) -> bool {
-        let map = self.target.sessions.lock();
-        map.get(&self.key)
-            .is_some_and(|e| e.tsih == self.tsih && e.session_id != self.session_id)
+    /// Why the session told this connection to close
+    /// ([`SessionGuard::kill`]).
+    pub fn close_reason(&self) -> &'static str {
+        let why = *self.why.lock().unwrap_or_else(|p| p.into_inner());
+        if why.is_empty() {
+            "closed by the session"
+        } else {
+            why
+        }
+    }
+
+    /// Takes this connection out of its session; returns whether it was the
+    /// last connection serving its nexus (which then ends). Later calls
+    /// return the same answer.
+    pub fn leave(&mut self) -> bool {
+        if let Some(last) = self.left {
+            return last;
+        }
+        let last = self.shared.leave(self.conn_id);
+        self.left = Some(last);
+        let mut map = self.target.sessions.lock();
+        if map
+            .get(&self.key)
+            .is_some_and(|e| Arc::ptr_eq(&e.shared, &self.shared) && e.shared.connections() == 0)
+        {
+            map.remove(&self.key);
+        }
+        last
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut map = self.target.sessions.lock();
-        if map
-            .get(&self.key)
-            .is_some_and(|e| e.session_id == self.session_id)
-        {
-            map.remove(&self.key);
-        }
+        self.leave();
     }
 }
 

@@ -7,8 +7,9 @@
 //!   commands by type, bytes read and written, errors by sense key, blocks
 //!   unmapped, commands executing, and a latency histogram
 //!   ([`LatencyHistogram`], fixed buckets fit for Prometheus);
-//! - [`ConnStats`], one per connection in full feature phase (a session has
-//!   one connection: MaxConnections=1): who logged in, ISID/TSIH, digests,
+//! - [`ConnStats`], one per connection in full feature phase (a session may
+//!   have several, with the same TSIH and their own CIDs): who logged in,
+//!   ISID/TSIH/CID, digests,
 //!   login time, and PDUs, bytes, digest errors, Rejects and NOP timeouts;
 //! - [`TargetStats`], one per process ([`crate::server::Target::stats`]):
 //!   login outcomes by reason, logouts, the live connections, and the

@@ -296,6 +296,30 @@ fn poll_us_flag_and_key_set_the_busy_poll_budget() {
 }
 
 #[test]
+fn max_connections_per_session_flag_and_key_set_the_cap() {
+    let default = flags(&[]).expect("defaults").limits;
+    assert_eq!(default.max_connections_per_session, 8);
+    for (v, n) in [("1", 1u16), ("2", 2), ("65535", 65_535)] {
+        let c = flags(&["--max-connections-per-session".into(), v.into()]).expect(v);
+        assert_eq!(c.limits.max_connections_per_session, n);
+        let c = toml(&format!("[limits]\nmax_connections_per_session = {v}\n")).expect(v);
+        assert_eq!(c.limits.max_connections_per_session, n);
+    }
+    for bad in ["0", "65536"] {
+        assert!(toml(&format!("[limits]\nmax_connections_per_session = {bad}\n")).is_err());
+    }
+    for bad in ["0", "65536", "-1", "two", ""] {
+        let out = run(&[&format!("--max-connections-per-session={bad}")]);
+        assert_one_line(
+            &out,
+            2,
+            "--max-connections-per-session",
+            &format!("--max-connections-per-session {bad}"),
+        );
+    }
+}
+
+#[test]
 fn bad_values_exit_2_with_one_line() {
     let size_flags = [
         ("--lun", "ram:"),

@@ -69,7 +69,15 @@ fn opts(name: &str, isid: Isid) -> LoginOptions {
 fn logins_logouts_losses_reinstatements_and_refusals_are_logged_at_info() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("target.log");
-    let (mut child, addr) = start(&log, &["--max-unauthenticated-per-address", "2"]);
+    let (mut child, addr) = start(
+        &log,
+        &[
+            "--max-unauthenticated-per-address",
+            "2",
+            "--max-connections-per-session",
+            "2",
+        ],
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -107,6 +115,30 @@ fn logins_logouts_losses_reinstatements_and_refusals_are_logged_at_info() {
         drop(first);
         second.logout().await.unwrap();
 
+        // A second connection joins a session (MC/S); five more beyond its
+        // MaxConnections are refused with 0x0206: one line for the cause.
+        let isid = Isid([0x80, 0, 0, 0, 0, 4]);
+        let mut o = opts("delta", isid);
+        o.max_connections = 2;
+        let mut lead = RawConnection::connect(addr).await.unwrap();
+        let first = login(&mut lead, &o).await.expect("leading login");
+        o.tsih = first.tsih;
+        o.cmd_sn = first.cmd_sn;
+        o.cid = 1;
+        let mut second = RawConnection::connect(addr).await.unwrap();
+        login(&mut second, &o).await.expect("second connection");
+        wait_for_line(&log, &["connection added to the session", "delta", "cid=1"]);
+        for cid in 2..7 {
+            o.cid = cid;
+            let mut over = RawConnection::connect(addr).await.unwrap();
+            match login(&mut over, &o).await {
+                Err(iesp_initiator::LoginError::Refused(s))
+                    if s == iesp_proto::pdu::LoginStatus::TOO_MANY_CONNECTIONS => {}
+                other => panic!("CID {cid}: {:?}", other.map(|o| o.tsih)),
+            }
+        }
+        drop((lead, second));
+
         // Ten refused connections from one address: one line for the cause.
         let mut idle = Vec::new();
         for _ in 0..12 {
@@ -124,6 +156,11 @@ fn logins_logouts_losses_reinstatements_and_refusals_are_logged_at_info() {
         refusals, 1,
         "one line per cause, not per connection:\n{text}"
     );
+    let too_many = text
+        .lines()
+        .filter(|l| l.contains("refusing: too many connections in one session"))
+        .count();
+    assert_eq!(too_many, 1, "one line for five refused joins:\n{text}");
     let _ = child.kill();
     let _ = child.wait();
 }

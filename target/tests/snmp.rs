@@ -286,7 +286,7 @@ fn attribute_tables_match_the_configuration(out: &str, t: &Running, session: &Se
         (8, g(l.max_outstanding_r2t)),
         (9, g(l.first_burst_length)),
         (10, g(l.max_burst_length)),
-        (11, g(1)),
+        (11, g(u32::from(l.max_connections_per_session))),
         (12, truth(true)),
         (13, truth(true)),
         (14, g(2)),

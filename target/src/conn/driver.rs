@@ -140,7 +140,7 @@ pub async fn run(
         cid,
         stat_sn,
         exp_cmd_sn,
-        session,
+        mut session,
     } = *outcome;
     let frame = FrameConfig {
         header_digest,
@@ -179,9 +179,20 @@ pub async fn run(
             timeout: limits.nop_timeout,
         }),
     };
-    let memory = SessionMemory::new(target.memory.clone(), limits.session_memory);
+    // One share for the whole session, whichever connection its data
+    // comes on.
+    let new_share = || SessionMemory::new(target.memory.clone(), limits.session_memory);
+    let memory = match &session {
+        Some(s) => s.shared.memory(new_share),
+        None => new_share(),
+    };
     let mut ffp =
         FullFeature::new(setup, Instant::now()).with_memory(memory, Some(limits.data_out_timeout));
+    if let Some(s) = &session {
+        // The session's command window (RFC 7143 §4.2.2.1), shared by its
+        // connections ([`crate::session`]).
+        ffp = ffp.with_session(s.shared.clone(), s.conn_id);
+    }
     let registration = target.stats.connection_up(conn_info);
     let stats = registration.stats.clone();
     ffp.set_stats(stats.clone());
@@ -193,6 +204,9 @@ pub async fn run(
         }
     };
     tokio::pin!(killed);
+    // Another connection of the session moved ExpCmdSN: commands held here
+    // may be next.
+    let wake = session.as_ref().map(|s| s.wake.clone());
     // Commands run in this task. On LUs whose backend may wait (NBD, block
     // devices) that wait must not stall the other connections this worker
     // thread serves: `block_in_place` hands them to another thread first.
@@ -245,8 +259,20 @@ pub async fn run(
                     after
                 }
                 () = &mut killed => {
-                    tracing::info!(%peer, %initiator, %isid, tsih, "session reinstated by a new login: closing the old connection");
-                    return Ok("session reinstated");
+                    let why = session.as_ref().map_or("closed by the session", |s| s.close_reason());
+                    tracing::info!(%peer, %initiator, %isid, tsih, cid, "{why}: closing the connection");
+                    return Ok(why);
+                }
+                () = async {
+                    match &wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = Instant::now();
+                    let after = blocking(may_block, || ffp.resume(now));
+                    timer.as_mut().reset(deadline(&ffp));
+                    after
                 }
                 _ = stop.changed() => {
                     // Finish what already arrived, fail what is still
@@ -290,6 +316,9 @@ pub async fn run(
     // Commands still on workers finish before the nexus ends (their
     // answers are sent if the connection still stands).
     blocking(may_block, || ffp.drain_deferred());
+    // Commands held for CmdSN order end with the connection; the other
+    // connections of the session go on past them.
+    ffp.release_held();
     let pdus_out = ffp.outbox().take_pdu_count();
     if let Some(c) = stats.counting() {
         c.pdus_out.add(pdus_out);
@@ -326,11 +355,16 @@ pub async fn run(
     let result = result.map(|_| ());
     target.stats.login.logged_out(ffp.logged_out());
     drop(registration);
-    ffp.end_of_nexus(if ffp.logged_out() {
-        NexusEnd::Logout
-    } else {
-        NexusEnd::Lost
-    });
+    // The nexus ends with the last connection serving it (a discovery
+    // session has no registration and no nexus).
+    let last = session.as_mut().is_none_or(|s| s.leave());
+    if last {
+        ffp.end_of_nexus(if ffp.logged_out() {
+            NexusEnd::Logout
+        } else {
+            NexusEnd::Lost
+        });
+    }
     drop(session);
     result
 }

@@ -24,7 +24,11 @@
 //! What lives here:
 //! - the CmdSN window (§4.2.2.1): commands run in CmdSN order, commands that
 //!   arrive early wait, commands outside [ExpCmdSN, MaxCmdSN] are silently
-//!   ignored, immediate commands bypass ordering;
+//!   ignored, immediate commands bypass ordering. The window is the
+//!   session's ([`crate::session::SessionShared`], shared by its
+//!   connections): numbering and dispatch happen under its ordering lock,
+//!   and a command held here runs when another connection moves ExpCmdSN
+//!   to it ([`FullFeature::resume`]);
 //! - write data collection: immediate data, unsolicited Data-Out up to
 //!   FirstBurstLength, then R2Ts of at most MaxBurstLength with at most
 //!   MaxOutstandingR2T outstanding per task (§4.2.3, §11.7, §11.8); DataSN,
@@ -34,7 +38,7 @@
 //!   (§11.7.4) and residuals against ExpectedDataTransferLength (§11.4.5);
 //! - NOP-Out/NOP-In, task management, Text (SendTargets), Logout, Reject.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +58,7 @@ use iesp_proto::text;
 use super::deferred::{Access, Deferred, Running};
 use crate::memory::{Charge, SessionMemory};
 use crate::scsi::{Command, Completion, Direction, LunTable, Nexus, NexusEnd, RawCdb};
+use crate::session::SessionShared;
 use crate::stats::ConnStats;
 use iesp_proto::outbox::Outbox;
 
@@ -231,11 +236,14 @@ pub struct FullFeature {
     stat_sn: u32,
     exp_cmd_sn: u32,
     window: u32,
-    /// Commands that arrived ahead of ExpCmdSN, by CmdSN.
+    /// Commands that arrived on this connection ahead of ExpCmdSN, by
+    /// CmdSN.
     held: HashMap<u32, Frame>,
-    /// CmdSNs to treat as received when ExpCmdSN reaches them (ABORT TASK
-    /// of a command never received, §11.5.1).
-    consumed: HashSet<u32>,
+    /// The session's command window and connections
+    /// ([`crate::session`]); `exp_cmd_sn` caches its ExpCmdSN.
+    session: Arc<SessionShared>,
+    /// This connection's identity in `session`.
+    conn_id: u64,
     tasks: HashMap<u32, WriteTask>,
     next_ttt: u32,
     text_in: Vec<u8>,
@@ -305,7 +313,8 @@ impl FullFeature {
             exp_cmd_sn,
             window: command_window.max(1),
             held: HashMap::new(),
-            consumed: HashSet::new(),
+            session: SessionShared::new(exp_cmd_sn, 1),
+            conn_id: 0,
             tasks: HashMap::new(),
             next_ttt: 1,
             text_in: Vec::new(),
@@ -324,6 +333,70 @@ impl FullFeature {
             now,
             stats: Arc::default(),
             deferred: None,
+        }
+    }
+
+    /// Makes this connection `conn_id` of `session`: its command window
+    /// is the session's (RFC 7143 §4.2.2.1, multiple connections per
+    /// session). The default is a session of its own.
+    pub fn with_session(mut self, session: Arc<SessionShared>, conn_id: u64) -> FullFeature {
+        self.exp_cmd_sn = session.exp_cmd_sn();
+        self.session = session;
+        self.conn_id = conn_id;
+        self
+    }
+
+    /// Another connection of the session moved ExpCmdSN at `now`: runs the
+    /// commands held here that are now next in CmdSN order.
+    pub fn resume(&mut self, now: Instant) -> Result<After, Fatal> {
+        self.now = now;
+        if self.held.is_empty() {
+            self.exp_cmd_sn = self.session.exp_cmd_sn();
+            return Ok(After::Continue);
+        }
+        self.in_turn(Self::drain)
+    }
+
+    /// The connection ends: the commands it holds ahead of ExpCmdSN are
+    /// terminated with it (RFC 7143 §6.3.4: its tasks end with it). Their
+    /// CmdSNs count as received, so that the session's other connections
+    /// are not left waiting for them.
+    pub fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let _ = self.in_turn(|this| {
+            for (sn, _) in this.held.drain() {
+                this.session.mark_consumed(sn);
+            }
+            this.drain()
+        });
+    }
+
+    /// Runs `f` holding the session's ordering lock, with ExpCmdSN taken
+    /// from the session and given back to it; wakes the other connections
+    /// when it moved.
+    fn in_turn(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<After, Fatal>,
+    ) -> Result<After, Fatal> {
+        let session = self.session.clone();
+        let _turn = session.turn();
+        let before = session.exp_cmd_sn();
+        self.exp_cmd_sn = before;
+        let result = f(self);
+        if self.exp_cmd_sn != before {
+            session.set_exp_cmd_sn(self.exp_cmd_sn);
+            session.wake_others(self.conn_id);
+        }
+        result
+    }
+
+    /// Takes the session's ExpCmdSN (other connections may have moved it).
+    fn refresh_window(&mut self) {
+        let sn = self.session.exp_cmd_sn();
+        if serial::gt(sn, self.exp_cmd_sn) {
+            self.exp_cmd_sn = sn;
         }
     }
 
@@ -378,6 +451,7 @@ impl FullFeature {
     pub fn receive(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<After, Fatal> {
         self.last_rx = now;
         self.now = now;
+        self.refresh_window();
         loop {
             match framing::decode(&self.frame_cfg, rbuf) {
                 Ok(Some(frame)) => {
@@ -434,6 +508,7 @@ impl FullFeature {
     /// for `timeout` (the initiator is gone).
     pub fn handle_timeout(&mut self, now: Instant) -> After {
         self.now = now;
+        self.refresh_window();
         self.expire_data_out(now);
         self.retry_at = None;
         self.admit_starved();
@@ -641,8 +716,13 @@ impl FullFeature {
         }
     }
 
-    /// CmdSN ordering (§4.2.2.1, §3.2.2.1).
+    /// CmdSN ordering (§4.2.2.1, §3.2.2.1), session-wide: under the
+    /// session's ordering lock.
     fn ordered(&mut self, frame: Frame) -> Result<After, Fatal> {
+        self.in_turn(|this| this.ordered_in_turn(frame))
+    }
+
+    fn ordered_in_turn(&mut self, frame: Frame) -> Result<After, Fatal> {
         if frame.bhs.immediate() {
             return self.dispatch(frame);
         }
@@ -673,7 +753,7 @@ impl FullFeature {
     /// skipped, held commands run in order.
     fn drain(&mut self) -> Result<After, Fatal> {
         loop {
-            if self.consumed.remove(&self.exp_cmd_sn) {
+            if self.session.take_consumed(self.exp_cmd_sn) {
                 self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
                 continue;
             }
@@ -1190,6 +1270,7 @@ impl FullFeature {
 
     /// Answers every command the workers have finished; does not block.
     pub fn poll_deferred(&mut self) {
+        self.refresh_window();
         loop {
             let got = self.deferred.as_ref().map(|d| d.done_rx.try_recv());
             match got {
@@ -1273,14 +1354,14 @@ impl FullFeature {
                     .map(|(sn, _)| *sn)
                 {
                     self.held.remove(&sn);
-                    self.consumed.insert(sn);
+                    self.session.mark_consumed(sn);
                     TmfResponse::FUNCTION_COMPLETE
                 } else if serial::in_window(tmf.ref_cmd_sn, self.exp_cmd_sn, self.max_cmd_sn())
                     && serial::lt(tmf.ref_cmd_sn, tmf.cmd_sn)
                 {
                     // Never received but inside the window: consider it
                     // received so the window does not stall (§11.5.1).
-                    self.consumed.insert(tmf.ref_cmd_sn);
+                    self.session.mark_consumed(tmf.ref_cmd_sn);
                     TmfResponse::FUNCTION_COMPLETE
                 } else {
                     TmfResponse::TASK_DOES_NOT_EXIST
@@ -1489,11 +1570,27 @@ impl FullFeature {
 
     // ---- Logout (§11.14) ----------------------------------------------------
 
+    /// Reason 0 closes the session: every connection of it; reason 1 one
+    /// connection, this one or (named by its CID) another of the session,
+    /// which is told to close while this one goes on.
     fn logout(&mut self, req: LogoutRequest) -> After {
         let (response, after) = match req.reason {
-            LogoutReason::CLOSE_SESSION => (LogoutResponseCode::SUCCESS, After::Close),
+            LogoutReason::CLOSE_SESSION => {
+                self.session
+                    .close_all(self.conn_id, "session logged out on another connection");
+                (LogoutResponseCode::SUCCESS, After::Close)
+            }
             LogoutReason::CLOSE_CONNECTION if req.cid == self.cid => {
                 (LogoutResponseCode::SUCCESS, After::Close)
+            }
+            LogoutReason::CLOSE_CONNECTION
+                if self.session.close_cid(
+                    req.cid,
+                    self.conn_id,
+                    "logged out from another connection of the session",
+                ) =>
+            {
+                (LogoutResponseCode::SUCCESS, After::Continue)
             }
             LogoutReason::CLOSE_CONNECTION => (LogoutResponseCode::CID_NOT_FOUND, After::Continue),
             // Connection recovery needs ErrorRecoveryLevel 2.

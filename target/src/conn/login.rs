@@ -114,7 +114,7 @@ impl Login {
             header_digest: digests.clone(),
             data_digest: digests,
             auth_methods: vec![negotiation::NONE.to_owned()],
-            max_connections: 1,
+            max_connections: l.max_connections_per_session,
             initial_r2t: l.initial_r2t,
             immediate_data: l.immediate_data,
             max_recv_data_segment_length: l.max_recv_data_segment_length,
@@ -449,17 +449,30 @@ impl Login {
         if let Some(leading) = self.leading
             && leading.tsih != 0
         {
-            // A login into an existing session: with its CID it reinstates
-            // that connection (§6.3.4); with another CID it would add a
-            // connection, and we run one per session (MaxConnections=1).
+            // A login into an existing session: with one of its CIDs it
+            // reinstates that connection (§6.3.4); with another CID it adds
+            // a connection, up to the session's MaxConnections (§13.2).
             let key = self.session_key(leading)?;
-            return match self.target.session_cid(&key, leading.tsih) {
-                Some(cid) if cid == leading.cid => Ok(()),
-                Some(_) => Err(LoginStatus::TOO_MANY_CONNECTIONS),
-                None => Err(LoginStatus::SESSION_DOES_NOT_EXIST),
-            };
+            return self
+                .target
+                .session_join_kind(&key, leading.tsih, leading.cid)
+                .map(|_| ())
+                .map_err(|status| self.refused_join(status));
         }
         Ok(())
+    }
+
+    /// Counts and logs (once per cause and interval) a login refused for
+    /// the session's connection cap.
+    fn refused_join(&self, status: LoginStatus) -> LoginStatus {
+        if status == LoginStatus::TOO_MANY_CONNECTIONS {
+            let ip = self.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            self.target
+                .admission
+                .refusals
+                .refuse(Refusal::SessionConnections, ip);
+        }
+        status
     }
 
     /// The session identity the login names (§6.3.5): initiator name,
@@ -545,7 +558,7 @@ impl Login {
             }
             SessionKind::Discovery => ("".into(), Arc::new(LunTable::default())),
         };
-        let session_id = self.target.new_session_id();
+        let mut session_id = self.target.new_session_id();
         let key = self.session_key(leading)?;
         let mut params = FfpParams {
             initiator_mrdsl: p.initiator_mrdsl,
@@ -557,14 +570,23 @@ impl Login {
             immediate_data: p.immediate_data,
         };
         let guard = if leading.tsih != 0 {
-            // Connection reinstatement: the session's own values go on;
-            // only the connection's (MaxRecvDataSegmentLength, digests)
-            // come from this login.
+            // Connection reinstatement or a connection added to the
+            // session: the session's own values go on; only the
+            // connection's (MaxRecvDataSegmentLength, digests) come from
+            // this login.
             let r = self
                 .target
-                .reinstate_connection(key, leading.tsih, leading.cid, session_id)
-                .ok_or(LoginStatus::SESSION_DOES_NOT_EXIST)?;
-            tracing::info!(initiator = %initiator_name, tsih = leading.tsih, "connection reinstatement");
+                .join_session(key, leading.tsih, leading.cid, session_id, self.exp_cmd_sn)
+                .map_err(|status| self.refused_join(status))?;
+            if r.reinstated {
+                tracing::info!(initiator = %initiator_name, tsih = leading.tsih, cid = leading.cid, "connection reinstatement");
+            } else {
+                tracing::info!(initiator = %initiator_name, tsih = leading.tsih, cid = leading.cid,
+                    connections = r.guard.shared.connections(), "connection added to the session");
+            }
+            session_id = r.nexus_id;
+            // The session's command window goes on (§4.2.2.1).
+            self.exp_cmd_sn = r.guard.shared.exp_cmd_sn();
             params = FfpParams {
                 initiator_mrdsl: p.initiator_mrdsl,
                 target_mrdsl: p.target_mrdsl,
@@ -576,7 +598,14 @@ impl Login {
             // discovery sessions are registered under an empty target name.
             let (guard, reinstated) = self
                 .target
-                .register_session(key, session_id, leading.cid, params.clone())
+                .register_session(
+                    key,
+                    session_id,
+                    leading.cid,
+                    params.clone(),
+                    p.max_connections,
+                    self.exp_cmd_sn,
+                )
                 .map_err(|cause| {
                     let ip = self.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
                     self.target.admission.refusals.refuse(cause, ip);

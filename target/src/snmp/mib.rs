@@ -5,6 +5,7 @@
 //! portal's position; login and logout statistics are counted for the
 //! whole target and served under node 1).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -117,8 +118,11 @@ fn nodes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
             (col(8), Value::Gauge32(l.max_outstanding_r2t)),
             (col(9), Value::Gauge32(l.first_burst_length)),
             (col(10), Value::Gauge32(l.max_burst_length)),
-            // MaxConnections=1: one connection per session.
-            (col(11), Value::Gauge32(1)),
+            // The MaxConnections logins may negotiate up to.
+            (
+                col(11),
+                Value::Gauge32(u32::from(l.max_connections_per_session)),
+            ),
             (col(12), truth(d.data_sequence_in_order)),
             (col(13), truth(d.data_pdu_in_order)),
             (col(14), Value::Gauge32(u32::from(d.default_time2wait))),
@@ -129,9 +133,14 @@ fn nodes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
     }
 }
 
-/// iscsiConnectionAttributesTable (…1.11.1.1.col.inst.node.ssn.cxn): the
-/// one connection of each normal session, iscsiCxnIndex 1.
-fn connection(info: &crate::stats::ConnInfo, idx: &[u32; 3], m: &mut Vec<(Vec<u32>, Value)>) {
+/// iscsiConnectionAttributesTable (…1.11.1.1.col.inst.node.ssn.cxn): each
+/// connection of a normal session, iscsiCxnIndex from 1 in CID order.
+fn connection(
+    info: &crate::stats::ConnInfo,
+    idx: &[u32; 3],
+    cxn: u32,
+    m: &mut Vec<(Vec<u32>, Value)>,
+) {
     let (Ok(local), Ok(peer)) = (
         info.local.parse::<SocketAddr>(),
         info.peer.parse::<SocketAddr>(),
@@ -141,7 +150,7 @@ fn connection(info: &crate::stats::ConnInfo, idx: &[u32; 3], m: &mut Vec<(Vec<u3
     let col = |col: u32| {
         let mut o = under(&ISCSI_OBJECTS, &[11, 1, 1, col]);
         o.extend_from_slice(idx);
-        o.push(1);
+        o.push(cxn);
         o
     };
     let digest = |on: bool| Value::Integer(if on { CRC32C } else { NO_DIGEST });
@@ -170,9 +179,10 @@ fn connection(info: &crate::stats::ConnInfo, idx: &[u32; 3], m: &mut Vec<(Vec<u3
 /// iscsiSessionAttributesTable, iscsiSessionStatsTable and
 /// iscsiSessionCxnErrorStatsTable (…1.10.{1,2,3}.1.col.inst.node.ssn): one
 /// row per normal session, iscsiSsnIndex = its TSIH, node = the target's
-/// position + 1. One connection per session, so the session's counters
-/// are its connection's; the octet counters count whole PDUs.
+/// position + 1. A session's counters are the sums over its connections
+/// (MC/S: several share a TSIH); the octet counters count whole PDUs.
 fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
+    let mut by_session: BTreeMap<(usize, u16), Vec<Arc<crate::stats::ConnStats>>> = BTreeMap::new();
     for c in t.stats.connections() {
         let info = &c.info;
         let Some(node) = t.nodes.iter().position(|n| n.iqn == info.target) else {
@@ -181,7 +191,12 @@ fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
         if info.discovery || info.tsih == 0 {
             continue;
         }
-        let idx = [1, node as u32 + 1, u32::from(info.tsih)];
+        by_session.entry((node, info.tsih)).or_default().push(c);
+    }
+    for ((node, tsih), mut conns) in by_session {
+        conns.sort_by_key(|c| c.info.cid);
+        let info = &conns[0].info;
+        let idx = [1, node as u32 + 1, u32::from(tsih)];
         let row = |table: u32, col: u32| {
             let mut o = under(&ISCSI_OBJECTS, &[10, table, 1, col]);
             o.extend_from_slice(&idx);
@@ -190,7 +205,9 @@ fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
         let isid: Vec<u8> = (0..info.isid.len() / 2)
             .filter_map(|i| u8::from_str_radix(info.isid.get(2 * i..2 * i + 2)?, 16).ok())
             .collect();
-        let k = c.counters();
+        let sum = |f: &dyn Fn(&crate::stats::ConnCounters) -> u64| {
+            conns.iter().map(|c| f(c.counters())).sum::<u64>()
+        };
         m.extend([
             (row(1, 3), Value::Integer(1)),
             (
@@ -198,19 +215,23 @@ fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
                 Value::Octets(info.initiator.clone().into_bytes()),
             ),
             (row(1, 5), Value::Octets(info.target.clone().into_bytes())),
-            (row(1, 6), Value::Gauge32(u32::from(info.tsih))),
+            (row(1, 6), Value::Gauge32(u32::from(tsih))),
             (row(1, 7), Value::Octets(isid)),
-            (row(2, 1), c32(k.commands.get())),
-            (row(2, 2), c32(k.pdus_out.get())),
-            (row(2, 3), Value::Counter64(k.bytes_out.get())),
-            (row(2, 4), Value::Counter64(k.bytes_in.get())),
+            (row(2, 1), c32(sum(&|k| k.commands.get()))),
+            (row(2, 2), c32(sum(&|k| k.pdus_out.get()))),
+            (row(2, 3), Value::Counter64(sum(&|k| k.bytes_out.get()))),
+            (row(2, 4), Value::Counter64(sum(&|k| k.bytes_in.get()))),
             (
                 row(3, 1),
-                c32(k.header_digest_errors.get() + k.data_digest_errors.get()),
+                c32(sum(&|k| {
+                    k.header_digest_errors.get() + k.data_digest_errors.get()
+                })),
             ),
-            (row(3, 2), c32(k.nop_timeouts.get())),
+            (row(3, 2), c32(sum(&|k| k.nop_timeouts.get()))),
         ]);
-        connection(info, &idx, m);
+        for (i, c) in conns.iter().enumerate() {
+            connection(&c.info, &idx, i as u32 + 1, m);
+        }
     }
 }
 
@@ -298,4 +319,61 @@ pub fn snapshot(t: &Arc<Target>) -> Vec<(Vec<u32>, Value)> {
     }
     m.sort_by(|a, b| a.0.cmp(&b.0));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TargetConfig;
+    use crate::stats::ConnInfo;
+
+    fn conn(tsih: u16, cid: u16, port: u16) -> ConnInfo {
+        ConnInfo {
+            initiator: "iqn.2026-12.org.iesp-test:mib".into(),
+            target: crate::DEFAULT_IQN.into(),
+            isid: "800000000001".into(),
+            tsih,
+            cid,
+            local: "127.0.0.1:3260".into(),
+            peer: format!("127.0.0.1:{port}"),
+            ..ConnInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_session_with_two_connections_is_one_session_row_and_two_connection_rows() {
+        let t = Target::from_config(&TargetConfig::default()).unwrap();
+        // Registered out of CID order, with a single-connection session
+        // beside them.
+        let regs = [
+            t.stats.connection_up(conn(7, 3, 40003)),
+            t.stats.connection_up(conn(7, 1, 40001)),
+            t.stats.connection_up(conn(8, 0, 40008)),
+        ];
+        regs[0].stats.counters().commands.add(5);
+        regs[1].stats.counters().commands.add(2);
+        let m = snapshot(&t);
+        let mut oids: Vec<&Vec<u32>> = m.iter().map(|(o, _)| o).collect();
+        let n = oids.len();
+        oids.dedup();
+        assert_eq!(oids.len(), n, "duplicate OIDs in the snapshot");
+        let get = |rest: &[u32]| {
+            let oid = under(&ISCSI_OBJECTS, rest);
+            m.iter()
+                .find(|(o, _)| *o == oid)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {rest:?}"))
+        };
+        // iscsiSsnCmdPDUs of session 7: both connections' commands.
+        assert_eq!(get(&[10, 2, 1, 1, 1, 1, 7]), Value::Counter32(7));
+        // iscsiCxnCid: connection 1 and 2 of session 7, in CID order.
+        assert_eq!(get(&[11, 1, 1, 2, 1, 1, 7, 1]), Value::Gauge32(1));
+        assert_eq!(get(&[11, 1, 1, 2, 1, 1, 7, 2]), Value::Gauge32(3));
+        assert_eq!(get(&[11, 1, 1, 2, 1, 1, 8, 1]), Value::Gauge32(0));
+        let rows = m
+            .iter()
+            .filter(|(o, _)| o.starts_with(&under(&ISCSI_OBJECTS, &[10, 1, 1, 6, 1, 1])))
+            .count();
+        assert_eq!(rows, 2, "one iscsiSsnTSIH per session");
+    }
 }
