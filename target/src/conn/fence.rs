@@ -94,3 +94,80 @@ impl SpliceFence {
         !self.held.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use iesp_proto::bhs::Bhs;
+
+    fn pdu(op: Opcode, exp_stat_sn: u32, tweak: impl Fn(&mut Bhs)) -> Frame {
+        let mut bhs = Bhs::new(op);
+        bhs.set_u32_at(28, exp_stat_sn);
+        tweak(&mut bhs);
+        Frame {
+            bhs,
+            ahs: Bytes::new(),
+            data: Bytes::new(),
+        }
+    }
+
+    fn read(exp: u32) -> Frame {
+        pdu(Opcode::SCSI_COMMAND, exp, |b| {
+            b.set_bit(1, 0x40, true);
+            b.set_u32_at(32, 0x2800_0000);
+        })
+    }
+
+    fn write(exp: u32) -> Frame {
+        pdu(Opcode::SCSI_COMMAND, exp, |b| {
+            b.set_bit(1, 0x20, true);
+            b.set_u32_at(32, 0x2a00_0000);
+        })
+    }
+
+    #[test]
+    fn what_may_change_a_medium() {
+        assert!(may_change_medium(&write(0)));
+        assert!(!may_change_medium(&read(0)));
+        assert!(may_change_medium(&pdu(Opcode::DATA_OUT, 0, |_| {})));
+        // WRITE SAME(16) with NDOB: no Data-Out, still a write.
+        assert!(may_change_medium(
+            &pdu(Opcode::SCSI_COMMAND, 0, |b| b.set_u32_at(32, 0x9301_0000))
+        ));
+        assert!(!may_change_medium(&pdu(Opcode::NOP_OUT, 0, |_| {})));
+    }
+
+    /// Nothing is held without a spliced read; after one, a write and all
+    /// behind it wait (a NOP-Out does not) until ExpStatSN reaches the
+    /// StatSN after the read's status, across the wrap.
+    #[test]
+    fn writes_wait_for_the_spliced_reads_status_to_be_acknowledged() {
+        let mut f = SpliceFence::default();
+        assert!(f.admit(write(0)).is_some());
+        let need = 1u32; // the read's status had StatSN u32::MAX
+        f.spliced(need);
+        let r = read(u32::MAX);
+        f.saw(&r);
+        assert!(f.admit(r).is_some(), "reads go on");
+        let w = write(u32::MAX);
+        f.saw(&w);
+        assert!(f.admit(w).is_none());
+        assert!(f.waiting(), "the write is held");
+        let r = read(u32::MAX);
+        f.saw(&r);
+        assert!(f.admit(r).is_none(), "a read behind a held write waits too");
+        let nop = pdu(Opcode::NOP_OUT, u32::MAX, |_| {});
+        f.saw(&nop);
+        assert!(f.admit(nop).is_some(), "NOP-Out goes through");
+        assert!(f.release().is_none(), "not acknowledged yet");
+        let answer = pdu(Opcode::NOP_OUT, need, |_| {});
+        f.saw(&answer);
+        assert!(f.admit(answer).is_some());
+        let order: Vec<bool> = std::iter::from_fn(|| f.release())
+            .map(|fr| may_change_medium(&fr))
+            .collect();
+        assert_eq!(order, [true, false], "released in arrival order");
+        assert!(!f.waiting());
+    }
+}
