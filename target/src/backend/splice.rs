@@ -171,8 +171,7 @@ impl Spliced {
                 n
             }
             State::Copied { from, data } => {
-                let start = (self.offset - *from) as usize;
-                let bytes = data.slice(start..start + self.len);
+                let bytes = copied(*from, data, self.offset, self.len)?;
                 drop(st);
                 let n = rustix::io::write(sock, &bytes)?;
                 if n == 0 {
@@ -190,16 +189,27 @@ impl Spliced {
     pub fn to_bytes(&self) -> io::Result<Bytes> {
         let st = lock(&self.seg.state);
         match &*st {
-            State::Copied { from, data } => {
-                let start = (self.offset - *from) as usize;
-                Ok(data.slice(start..start + self.len))
-            }
+            State::Copied { from, data } => copied(*from, data, self.offset, self.len),
             State::InFile { .. } => {
                 let mut data = vec![0u8; self.len];
                 self.seg.file.read_exact_at(&mut data, self.offset)?;
                 Ok(Bytes::from(data))
             }
         }
+    }
+}
+
+/// `len` bytes at file offset `offset` of a copy that starts at `from`;
+/// an error (never a panic) if the piece is not inside it, which would
+/// mean pieces of one read were sent out of order.
+fn copied(from: u64, data: &Bytes, offset: u64, len: usize) -> io::Result<Bytes> {
+    let start = offset
+        .checked_sub(from)
+        .and_then(|s| usize::try_from(s).ok())
+        .filter(|s| s.checked_add(len).is_some_and(|end| end <= data.len()));
+    match start {
+        Some(s) => Ok(data.slice(s..s + len)),
+        None => Err(io::Error::other("spliced read sent out of order")),
     }
 }
 

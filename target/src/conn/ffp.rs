@@ -427,8 +427,11 @@ impl FullFeature {
         }
         if self.fence.waiting() {
             // An answer carries the ExpStatSN that lets them go (false:
-            // one is already on its way).
-            let _ = self.ping();
+            // one is already on its way). Unanswered, keep-alive's timeout
+            // drops the connection.
+            if self.ping() {
+                self.ping_sent = Some(self.now);
+            }
         }
         Ok(After::Continue)
     }
