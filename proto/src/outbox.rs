@@ -64,6 +64,27 @@ impl Outbox {
         bhs
     }
 
+    /// Queues the header of a PDU whose data segment of `data_len` bytes
+    /// the driver sends itself from elsewhere (a file, with `sendfile`),
+    /// and returns everything queued up to and including that header. The
+    /// driver sends the data right after them, then what is queued next,
+    /// which begins with the segment's padding ([`Outbox::push_external_tail`]).
+    /// Only without a data digest, which would need the bytes here.
+    pub fn push_external_head(&mut self, mut bhs: Bhs, data_len: usize) -> VecDeque<Bytes> {
+        debug_assert!(!self.cfg.data_digest, "an external segment has no digest");
+        bhs.set_total_ahs_words(0);
+        bhs.set_data_segment_len(data_len as u32);
+        self.pdus += 1;
+        framing::encode_head(&self.cfg, &bhs, &[], &mut self.scratch);
+        self.take()
+    }
+
+    /// Queues what follows an external data segment of `data_len` bytes:
+    /// its padding.
+    pub fn push_external_tail(&mut self, data_len: usize) {
+        self.scratch.put_bytes(0, framing::padding(data_len));
+    }
+
     fn seal(&mut self) {
         if !self.scratch.is_empty() {
             let head = self.scratch.split().freeze();

@@ -18,11 +18,14 @@
 //!   machine ([`conn::login`]), the sans-IO full feature phase core
 //!   ([`conn::ffp`]: CmdSN window, R2T/Data-Out, Data-In, TMF, NOP and the
 //!   keep-alive clock, Text, Logout, Reject; transcript-tested), and the
-//!   tokio socket driver ([`conn::driver`], [`conn::run`]).
+//!   tokio socket driver ([`conn::driver`], [`conn::run`]); beside them the
+//!   output queue with file-backed Data-In ([`conn::output`]) and the fence
+//!   that holds writes behind such a READ ([`conn::fence`]).
 //! - [`session`] — what the connections of one session share (MC/S): the
 //!   session-wide command window and the list of its connections.
 //! - [`scsi`] — SCSI command execution on a logical unit (SPC-4, SBC-4).
-//! - [`backend`] — where blocks live: RAM, file, block device, NBD export.
+//! - [`backend`] — where blocks live: RAM, file, block device, NBD export;
+//!   zero-copy reads of file LUNs ([`backend::splice`]).
 //! - [`embedded`] — run the target inside another program (tools, tests).
 //!
 //! ## Running one in a test

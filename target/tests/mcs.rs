@@ -647,3 +647,64 @@ async fn commands_held_on_a_lost_connection_do_not_stall_the_session() {
     assert_eq!(r.exp_cmd_sn, sn.wrapping_add(3));
     t.shutdown().await.unwrap();
 }
+
+/// A READ's data may go from a file LUN to the socket with sendfile(2),
+/// where the page cache's pages, not a copy, wait to be sent; the fence that
+/// keeps a later WRITE off them watches one connection. So in a session that
+/// may have several, reads are copied: a WRITE on B issued (CmdSN) after a
+/// 1 MiB READ on A, and completed before A's data is even read, must not
+/// change what the READ returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_connection_does_not_change_a_read_before_it_on_the_other() {
+    const READ_BLOCKS: u32 = 2048;
+    const ROUNDS: u64 = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lun.img");
+    let old = pattern(0x3c, (ROUNDS * u64::from(READ_BLOCKS * BLOCK)) as usize);
+    std::fs::write(&path, &old).expect("LUN file");
+    let mut cfg = TargetConfig {
+        limits: Limits {
+            max_connections_per_session: 4,
+            ..Limits::default()
+        },
+        ..TargetConfig::default()
+    };
+    cfg.targets[0].luns = vec![iesp_target::config::LunSpec {
+        backing: iesp_target::config::Backing::File {
+            path: path.clone(),
+            size: None,
+        },
+        block_size: BLOCK,
+        read_only: false,
+    }];
+    let t = EmbeddedTarget::start(cfg).await.expect("target");
+    let (mut a, mut b, mut sn) = pair(&t, "fence").await;
+    for round in 0..ROUNDS {
+        let lba = round * u64::from(READ_BLOCKS);
+        let mid = lba + u64::from(READ_BLOCKS) - 8;
+        let new = pattern(0xa0 + round as u8, 4096);
+        a.send(&read_cmd(0x100 + round as u32, sn, lba, READ_BLOCKS))
+            .await;
+        b.send(&write_cmd(
+            0x200 + round as u32,
+            sn.wrapping_add(1),
+            mid,
+            &new,
+            true,
+        ))
+        .await;
+        let w = b.answer().await;
+        assert_eq!(w.status, 0, "round {round}: the write");
+        let r = a.answer().await;
+        assert_eq!(r.status, 0, "round {round}: the read");
+        let at = (lba * u64::from(BLOCK)) as usize;
+        let want = &old[at..at + (READ_BLOCKS * BLOCK) as usize];
+        assert!(
+            r.data == want,
+            "round {round}: the READ (CmdSN {sn}) returned data of the WRITE behind it (first difference at byte {:?})",
+            r.data.iter().zip(want).position(|(x, y)| x != y)
+        );
+        sn = sn.wrapping_add(2);
+    }
+    t.shutdown().await.unwrap();
+}

@@ -35,11 +35,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, PosixFadviseAdvice, fallocate, posix_fadvise};
 use nix::unistd::{Whence, lseek};
 
+use super::splice::{Pending, Spliced};
 use super::{Backend, Extent, MapState, Provisioning, write_repeated};
 
 /// How discard is done, decided when the file is opened.
@@ -58,13 +60,17 @@ enum Discard {
 }
 
 pub struct FileBackend {
-    file: File,
+    /// Shared with the zero-copy reads still being sent.
+    file: Arc<File>,
     path: PathBuf,
     size: u64,
     block_device: bool,
     discard: Discard,
     /// Unmap granularity in bytes.
     granularity: u64,
+    /// Zero-copy reads not yet sent, detached before any change
+    /// ([`super::splice`]).
+    pending: Pending,
 }
 
 impl FileBackend {
@@ -112,12 +118,13 @@ impl FileBackend {
             (Discard::PunchHole, meta.blksize().max(512))
         };
         Ok(FileBackend {
-            file,
+            file: Arc::new(file),
             path: path.to_owned(),
             size: actual,
             block_device,
             discard,
             granularity,
+            pending: Pending::default(),
         })
     }
 
@@ -246,7 +253,17 @@ impl Backend for FileBackend {
         Ok(())
     }
 
+    /// Regular files only: a block device's page cache can change under
+    /// us from outside (another opener of the device).
+    fn splice_read(&self, offset: u64, len: usize) -> Option<Spliced> {
+        if self.block_device {
+            return None;
+        }
+        Some(self.pending.register(&self.file, offset, len))
+    }
+
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.pending.detach(offset, data.len() as u64)?;
         self.file.write_all_at(data, offset)
     }
 
@@ -270,6 +287,7 @@ impl Backend for FileBackend {
         if len == 0 {
             return Ok(());
         }
+        self.pending.detach(offset, len)?;
         match self.discard {
             Discard::PunchHole => {
                 let flags =
@@ -306,6 +324,7 @@ impl Backend for FileBackend {
         if len == 0 {
             return Ok(());
         }
+        self.pending.detach(offset, len)?;
         let flags = FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
         let done = if self.block_device {
             // On a device ZERO_RANGE is a write-zeroes that keeps the

@@ -25,10 +25,12 @@ use bytes::BytesMut;
 pub mod file;
 pub mod nbd;
 pub mod ram;
+pub mod splice;
 
 pub use file::FileBackend;
 pub use nbd::NbdBackend;
 pub use ram::RamBackend;
+pub use splice::Spliced;
 
 /// What a thin-provisioning backend promises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +84,15 @@ pub trait Backend: Send + Sync + 'static {
             buf.truncate(start);
         }
         r
+    }
+
+    /// A zero-copy read of `len` bytes at `offset` ([`splice`]): `Some`
+    /// when this backend can leave the data in its file for the
+    /// connection's writer to send with `sendfile`, keeping what the read
+    /// returns exact against later writes. The default cannot (`None`: the
+    /// caller reads with [`Backend::read_into`]).
+    fn splice_read(&self, _offset: u64, _len: usize) -> Option<Spliced> {
+        None
     }
 
     /// Writes `data` at `offset`. The range is within `size()`.

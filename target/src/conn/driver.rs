@@ -9,7 +9,9 @@
 //!   goes to the writer as one batch;
 //! - the **writer** ([`write_loop`]) writes each batch (headers and data
 //!   segments, zero-copy `Bytes`) with vectored writes, joining the batches
-//!   already waiting into one `writev`.
+//!   already waiting into one `writev`; read data left in a backing file
+//!   ([`super::output::Piece::File`]) goes with `sendfile(2)`, waiting for
+//!   the socket's writable readiness when it is full.
 //!
 //! The batches travel through a bounded channel ([`WRITE_QUEUE`] batches):
 //! while command N's Data-In is being copied into the socket on one core,
@@ -23,15 +25,14 @@
 //! armed at [`FullFeature::poll_timeout`] and re-armed when it fires (the
 //! deadline never moves earlier, so a read does not have to touch it).
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use iesp_proto::framing::{self, Frame, FrameConfig};
-use iesp_proto::outbox::{self, Outbox};
+use iesp_proto::outbox::Outbox;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -40,6 +41,7 @@ use tokio::sync::{mpsc, watch};
 use super::deferred::Deferred;
 use super::ffp::{After, FfpSetup, FullFeature, KeepAlive};
 use super::login::{self, Login, LoginStep};
+use super::output::{self, Batch, Output, Piece};
 use crate::admission::ConnPermit;
 use crate::memory::SessionMemory;
 use crate::scsi::NexusEnd;
@@ -52,9 +54,6 @@ const READ_BUF: usize = 512 * 1024;
 /// Batches of PDUs queued for the writer task before the reader waits: one
 /// being written, more being prepared.
 const WRITE_QUEUE: usize = 4;
-
-/// The batches the reader hands the writer.
-type Batch = VecDeque<Bytes>;
 
 /// A timer far enough away to mean "never" when keep-alive is off.
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -434,7 +433,7 @@ fn writer_gone() -> io::Error {
 
 /// Hands everything queued in `out` to the writer task, waiting while its
 /// queue is full.
-async fn send(tx: &mpsc::Sender<Batch>, out: &mut Outbox) -> io::Result<()> {
+async fn send(tx: &mpsc::Sender<Batch>, out: &mut Output) -> io::Result<()> {
     let batch = out.take();
     if batch.is_empty() {
         return Ok(());
@@ -475,24 +474,49 @@ async fn write_loop(
 
 /// Writes everything queued, with as few syscalls as the kernel allows.
 async fn flush(wr: &mut OwnedWriteHalf, out: &mut Outbox) -> io::Result<usize> {
-    write_chunks(wr, out.take()).await
+    write_chunks(wr, out.take().into_iter().map(Piece::Bytes).collect()).await
 }
 
-/// Writes `chunks` in order with vectored writes of up to 64 slices.
+/// Writes `chunks` in order: runs of in-memory pieces with vectored writes
+/// of up to 64 slices, file pieces with `sendfile`.
 async fn write_chunks(wr: &mut OwnedWriteHalf, mut chunks: Batch) -> io::Result<usize> {
-    let total = chunks.iter().map(Bytes::len).sum();
-    while !chunks.is_empty() {
+    let total = chunks.iter().map(Piece::len).sum();
+    while let Some(front) = chunks.front_mut() {
+        if let Piece::File(file) = front {
+            send_file(wr, file).await?;
+            chunks.pop_front();
+            continue;
+        }
         let mut slices = [IoSlice::new(&[]); 64];
         let mut used = 0;
         for (slot, c) in slices.iter_mut().zip(chunks.iter()) {
-            *slot = IoSlice::new(c);
+            let Piece::Bytes(b) = c else { break };
+            *slot = IoSlice::new(b);
             used += 1;
         }
         let n = wr.write_vectored(&slices[..used]).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        outbox::consume(&mut chunks, n);
+        output::consume(&mut chunks, n);
     }
     Ok(total)
+}
+
+/// Sends a file piece whole: `sendfile` while the socket takes it, then
+/// waits for room.
+async fn send_file(wr: &mut OwnedWriteHalf, file: &mut crate::backend::Spliced) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let sock: &TcpStream = wr.as_ref();
+    while !file.is_empty() {
+        match sock.try_io(tokio::io::Interest::WRITABLE, || {
+            file.send_some(sock.as_fd())
+        }) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

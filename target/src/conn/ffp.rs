@@ -56,11 +56,12 @@ use iesp_proto::serial;
 use iesp_proto::text;
 
 use super::deferred::{Access, Deferred, Running};
+use super::fence::SpliceFence;
+use super::output::Output;
 use crate::memory::{Charge, SessionMemory};
 use crate::scsi::{Command, Completion, Direction, LunTable, Nexus, NexusEnd, RawCdb};
 use crate::session::SessionShared;
 use crate::stats::ConnStats;
-use iesp_proto::outbox::Outbox;
 
 /// Negotiated values the full feature phase works with (§13).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,7 +233,7 @@ pub struct FullFeature {
     discovery: Vec<DiscoveryEntry>,
     cid: u16,
     frame_cfg: FrameConfig,
-    out: Outbox,
+    out: Output,
     stat_sn: u32,
     exp_cmd_sn: u32,
     window: u32,
@@ -276,6 +277,8 @@ pub struct FullFeature {
     /// Commands running on I/O workers ([`super::deferred`]); `None`: every
     /// command runs inline.
     deferred: Option<Deferred>,
+    /// Writes held behind a READ sent with `sendfile` ([`super::fence`]).
+    fence: SpliceFence,
 }
 
 /// Text payloads we are willing to reassemble (C bit).
@@ -308,7 +311,7 @@ impl FullFeature {
             discovery,
             cid,
             frame_cfg: frame,
-            out: Outbox::new(frame),
+            out: Output::new(frame),
             stat_sn,
             exp_cmd_sn,
             window: command_window.max(1),
@@ -333,6 +336,7 @@ impl FullFeature {
             now,
             stats: Arc::default(),
             deferred: None,
+            fence: SpliceFence::default(),
         }
     }
 
@@ -435,7 +439,7 @@ impl FullFeature {
     }
 
     /// The PDUs queued for the initiator; the driver writes them out.
-    pub fn outbox(&mut self) -> &mut Outbox {
+    pub fn outbox(&mut self) -> &mut Output {
         &mut self.out
     }
 
@@ -455,7 +459,7 @@ impl FullFeature {
         loop {
             match framing::decode(&self.frame_cfg, rbuf) {
                 Ok(Some(frame)) => {
-                    if self.handle(frame)? == After::Close {
+                    if self.admit(frame)? == After::Close {
                         return Ok(After::Close);
                     }
                 }
@@ -479,6 +483,31 @@ impl FullFeature {
                 }
             }
         }
+    }
+
+    /// Handles `frame` unless the splice fence holds it ([`super::fence`]),
+    /// then whatever the fence lets go.
+    fn admit(&mut self, frame: Frame) -> Result<After, Fatal> {
+        self.fence.saw(&frame);
+        if let Some(frame) = self.fence.admit(frame) {
+            if self.handle(frame)? == After::Close {
+                return Ok(After::Close);
+            }
+        }
+        while let Some(frame) = self.fence.release() {
+            if self.handle(frame)? == After::Close {
+                return Ok(After::Close);
+            }
+        }
+        if self.fence.waiting() {
+            // An answer carries the ExpStatSN that lets them go (false:
+            // one is already on its way). Unanswered, keep-alive's timeout
+            // drops the connection.
+            if self.ping() {
+                self.ping_sent = Some(self.now);
+            }
+        }
+        Ok(After::Continue)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work: the end
@@ -820,7 +849,15 @@ impl FullFeature {
         };
         let edtl = cmd.expected_data_transfer_length;
         // Parsed once: the transfer now, the same command runs later.
-        let command = self.luns.prepare(cmd.lun, cdb);
+        let mut command = self.luns.prepare(cmd.lun, cdb);
+        if !self.frame_cfg.data_digest && self.session.max_connections == 1 {
+            // A READ's data may then go from the file to the socket. Not in
+            // a session that may have several connections: the fence that
+            // holds a later WRITE until the READ's data has left the page
+            // cache watches one connection, and a WRITE on another one
+            // could change bytes the first is still sending.
+            command.allow_splice();
+        }
         let transfer = command.transfer();
         let immediate = frame.data.len() as u32;
         if immediate > 0
@@ -1113,7 +1150,7 @@ impl FullFeature {
         r2ts: u32,
         c: Completion,
     ) {
-        let data_len = c.data.len() as u32;
+        let data_len = c.data_len() as u32;
         let send = if read { data_len.min(edtl) } else { 0 };
         // Residual against what the command wanted to move: read data it
         // produced, or write data its CDB asked for.
@@ -1124,6 +1161,11 @@ impl FullFeature {
         };
         let residual = Residual::of(edtl, wanted);
         let good = c.status == ScsiStatus::GOOD.0 && c.sense.is_none();
+        if c.spliced.is_some() && send > 0 {
+            // Its status is the next StatSN (in the last Data-In or the
+            // response below): acknowledged once ExpStatSN passes it.
+            self.fence.spliced(self.stat_sn.wrapping_add(1));
+        }
         let mut offset = 0u32;
         let mut data_sn = 0u32;
         let mut burst_left = self.params.max_burst_length;
@@ -1156,8 +1198,21 @@ impl FullFeature {
                 data_sn,
                 buffer_offset: offset,
             };
-            let chunk = c.data.slice(offset as usize..(offset + seg) as usize);
-            self.out.push(Pdu::DataIn(din).encode(), chunk);
+            let range = offset as usize..(offset + seg) as usize;
+            match &c.spliced {
+                None => self
+                    .out
+                    .push(Pdu::DataIn(din).encode(), c.data.slice(range)),
+                Some(file) => {
+                    if let Err(e) = self
+                        .out
+                        .push_spliced(Pdu::DataIn(din).encode(), file.slice(range))
+                    {
+                        // Only with a data digest, which never splices.
+                        tracing::warn!(itt, "read data lost from the backing file: {e}");
+                    }
+                }
+            }
             offset += seg;
             data_sn += 1;
             if collapse {

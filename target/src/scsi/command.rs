@@ -71,9 +71,20 @@ pub struct Command {
     pub(super) raw: RawCdb,
     pub(super) parsed: Parsed,
     pub(super) transfer: Transfer,
+    /// A READ of enough data may leave it in the backing file
+    /// ([`Command::allow_splice`]).
+    pub(super) splice: bool,
 }
 
 impl Command {
+    /// Lets a READ's data stay in the backing file, for the connection's
+    /// writer to send with `sendfile` ([`crate::backend::splice`]): the
+    /// connection's business, as only it knows there is no data digest
+    /// to compute over the bytes.
+    pub fn allow_splice(&mut self) {
+        self.splice = true;
+    }
+
     /// The LUN the command addresses.
     pub fn lun(&self) -> Lun {
         self.lun

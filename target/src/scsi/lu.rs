@@ -129,6 +129,9 @@ pub struct Snapshot {
     pub write_cache: bool,
     /// SWP: software write protect.
     pub software_write_protect: bool,
+    /// The command allows a READ's data to stay in the backing file
+    /// ([`Command::allow_splice`]).
+    pub splice: bool,
 }
 
 impl LogicalUnit {
@@ -291,6 +294,7 @@ impl LogicalUnit {
                 descriptor_sense: st.mode.control.d_sense,
                 write_cache: st.mode.caching.wce,
                 software_write_protect: st.mode.control.swp,
+                splice: command.splice,
             };
             (pending, conflict, snapshot)
         };
@@ -429,6 +433,11 @@ impl LogicalUnit {
                     Err(sense) => respond(Err(sense), d_sense),
                 };
             }
+            Cdb::Read { .. } if snap.splice => match rw::read_spliced(self, cdb, snap) {
+                Ok(Some(data)) => return Completion::spliced(data),
+                Ok(None) => rw::execute(self, cdb, data_out, expected_length, snap),
+                Err(sense) => Err(sense),
+            },
             Cdb::Read { .. }
             | Cdb::Write { .. }
             | Cdb::WriteAndVerify { .. }

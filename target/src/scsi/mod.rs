@@ -65,6 +65,8 @@ use iesp_proto::bhs::Lun;
 use iesp_proto::pdu::Isid;
 use iesp_proto::scsi::{Asc, ScsiStatus, Sense};
 
+use crate::backend::Spliced;
+
 mod command;
 mod inquiry;
 mod lu;
@@ -139,6 +141,10 @@ pub struct Completion {
     pub data: Bytes,
     /// Sense data, already encoded, for CHECK CONDITION.
     pub sense: Option<Bytes>,
+    /// Instead of `data` (then empty): read data the connection's writer
+    /// sends straight from the backing file ([`crate::backend::splice`]),
+    /// for commands that allowed it ([`Command::allow_splice`]).
+    pub spliced: Option<Spliced>,
 }
 
 impl Completion {
@@ -147,7 +153,23 @@ impl Completion {
             status: ScsiStatus::GOOD.0,
             data,
             sense: None,
+            spliced: None,
         }
+    }
+
+    /// GOOD with data left in the backing file.
+    pub fn spliced(data: Spliced) -> Completion {
+        Completion {
+            status: ScsiStatus::GOOD.0,
+            data: Bytes::new(),
+            sense: None,
+            spliced: Some(data),
+        }
+    }
+
+    /// Bytes of Data-In the command produced.
+    pub fn data_len(&self) -> usize {
+        self.spliced.as_ref().map_or(self.data.len(), Spliced::len)
     }
 
     /// A status without data or sense: RESERVATION CONFLICT, CONDITION MET.
@@ -156,6 +178,7 @@ impl Completion {
             status: status.0,
             data: Bytes::new(),
             sense: None,
+            spliced: None,
         }
     }
 
@@ -174,6 +197,7 @@ impl Completion {
             status: ScsiStatus::CHECK_CONDITION.0,
             data: Bytes::new(),
             sense: Some(Bytes::from(sense.encode(descriptor))),
+            spliced: None,
         }
     }
 }
@@ -216,6 +240,7 @@ impl LunTable {
                     raw: cdb,
                     parsed,
                     transfer,
+                    splice: false,
                 }
             }
             None => Command {
@@ -223,6 +248,7 @@ impl LunTable {
                 transfer: luns::transfer_without_lu(cdb.as_slice()),
                 raw: cdb,
                 parsed: command::Parsed::NoLu,
+                splice: false,
             },
         }
     }
@@ -278,7 +304,7 @@ impl LunTable {
         if lu.stats.enabled() {
             let started = lu.stats.start();
             let c = lu.execute(nexus, command, data_out, expected_length, self);
-            let data_in = c.data.len().min(expected_length as usize);
+            let data_in = c.data_len().min(expected_length as usize);
             let sense = c.sense.as_deref();
             lu.stats
                 .finish(started, command.raw(), data_out, data_in, c.status, sense);

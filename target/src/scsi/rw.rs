@@ -345,6 +345,38 @@ pub fn execute(
     }
 }
 
+/// Reads shorter than this are copied: below it a `sendfile` per Data-In
+/// costs more than the copy it saves (and a copy joins the `writev` of its
+/// neighbours).
+pub const SPLICE_MIN: usize = 64 * 1024;
+
+/// READ, with its data left in the backing file when the backend can
+/// ([`crate::backend::splice`]) and the read is long enough: `Ok(None)`
+/// means "read it the usual way" (nothing was done).
+pub fn read_spliced(
+    lu: &LogicalUnit,
+    cdb: &Cdb,
+    snap: Snapshot,
+) -> Result<Option<crate::backend::Spliced>, Sense> {
+    let Cdb::Read {
+        lba, blocks, fua, ..
+    } = *cdb
+    else {
+        return Ok(None);
+    };
+    let (offset, len) = bytes_of(lu, lba, blocks);
+    if len < SPLICE_MIN {
+        return Ok(None);
+    }
+    let Some(data) = lu.backend().splice_read(offset, len) else {
+        return Ok(None);
+    };
+    if fua && snap.write_cache {
+        flush(lu, lba)?;
+    }
+    Ok(Some(data))
+}
+
 fn flush(lu: &LogicalUnit, lba: u64) -> Result<(), Sense> {
     lu.backend()
         .flush()

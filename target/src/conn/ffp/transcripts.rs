@@ -10,6 +10,7 @@
 //! with an immediate TEST UNIT READY (which uses StatSN 99 and no CmdSN).
 
 use super::*;
+use crate::conn::output::Piece;
 use iesp_proto::negotiation::{Limits, Role};
 use iesp_proto::pdu::{AsyncMessage, Isid, TaskAttr};
 use pretty_assertions::assert_eq;
@@ -147,8 +148,11 @@ impl Conn {
     /// Decodes everything the core queued since the last call.
     fn recv(&mut self) -> Vec<(Pdu, Bytes)> {
         let mut bytes = BytesMut::new();
-        for chunk in self.ffp.outbox().take() {
-            bytes.extend_from_slice(&chunk);
+        for piece in self.ffp.outbox().take() {
+            match piece {
+                Piece::Bytes(b) => bytes.extend_from_slice(&b),
+                Piece::File(f) => bytes.extend_from_slice(&f.to_bytes().expect("read back")),
+            }
         }
         let mut pdus = Vec::new();
         while let Some(frame) =
