@@ -359,6 +359,8 @@ pub struct ConnStats {
     pub info: ConnInfo,
     /// Seconds since the Unix epoch when the login completed.
     pub login_time: u64,
+    /// When the login completed, as [`TargetStats::uptime`] then.
+    pub login_uptime: Duration,
     /// Read through [`counting`](Self::counting), which honours the
     /// on/off switch.
     counters: ConnCounters,
@@ -399,6 +401,18 @@ pub struct LoginStats {
     pub other_failures: Counter,
     pub logouts_normal: Counter,
     pub logouts_other: Counter,
+    /// The most recent refused login (RFC 4544 iscsiTargetAttributesEntry).
+    last_failure: Mutex<Option<LastFailure>>,
+}
+
+/// The most recent refused login: when, why, and from whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastFailure {
+    pub at: Instant,
+    pub reason: LoginFailure,
+    /// The InitiatorName the initiator declared, empty when it declared none.
+    pub initiator: String,
+    pub peer: Option<SocketAddr>,
 }
 
 /// Why a login failed, from its Login Response status.
@@ -438,6 +452,26 @@ impl LoginStats {
         }
     }
 
+    /// A Login Response left with `status` for `initiator` at `peer`:
+    /// counts a failure as [`LoginStats::responded`] does, and remembers it
+    /// as the most recent one.
+    pub fn responded_to(&self, status: LoginStatus, initiator: &str, peer: Option<SocketAddr>) {
+        self.responded(status);
+        if status != LoginStatus::SUCCESS {
+            *lock(&self.last_failure) = Some(LastFailure {
+                at: Instant::now(),
+                reason: LoginFailure::of(status),
+                initiator: initiator.to_owned(),
+                peer,
+            });
+        }
+    }
+
+    /// The most recent refused login, if any.
+    pub fn last_failure(&self) -> Option<LastFailure> {
+        lock(&self.last_failure).clone()
+    }
+
     /// A connection ended: by a Logout, or otherwise.
     pub fn logged_out(&self, normal: bool) {
         if normal {
@@ -455,10 +489,25 @@ impl LoginStats {
     }
 }
 
+/// When the statistics started: the origin of [`TargetStats::uptime`].
+#[derive(Debug)]
+pub struct Origin(pub Instant);
+
+impl Default for Origin {
+    fn default() -> Origin {
+        Origin(Instant::now())
+    }
+}
+
 /// The process-wide statistics.
 #[derive(Debug, Default)]
 pub struct TargetStats {
     pub login: LoginStats,
+    /// When these statistics began (the SNMP agent's sysUpTime 0).
+    pub origin: Origin,
+    /// The last time counting was turned on or off: the per-connection
+    /// and per-LU counters missed what happened while it was off.
+    toggled: Mutex<Option<Instant>>,
     /// Counters of connections that have closed.
     closed: ConnCounters,
     live: Mutex<Vec<Weak<ConnStats>>>,
@@ -526,10 +575,28 @@ impl TargetStats {
     /// those logging in later, on or off.
     pub fn set_enabled(&self, on: bool) {
         let live = lock(&self.live);
-        self.disabled.store(!on, Ordering::Relaxed);
+        if self.disabled.swap(!on, Ordering::Relaxed) == on {
+            *lock(&self.toggled) = Some(Instant::now());
+        }
         for c in live.iter().filter_map(Weak::upgrade) {
             c.set_enabled(on);
         }
+    }
+
+    /// Time since these statistics began.
+    pub fn uptime(&self) -> Duration {
+        self.origin.0.elapsed()
+    }
+
+    /// `at` as time since these statistics began.
+    pub fn since_origin(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.origin.0)
+    }
+
+    /// When counting was last turned on or off, as time since the
+    /// statistics began; `None` if it never changed.
+    pub fn last_toggle(&self) -> Option<Duration> {
+        lock(&self.toggled).map(|at| self.since_origin(at))
     }
 
     /// Whether per-connection counters are on (the default).
@@ -543,6 +610,7 @@ impl TargetStats {
         let stats = Arc::new(ConnStats {
             info,
             login_time: unix_now(),
+            login_uptime: self.uptime(),
             counters: ConnCounters::default(),
             disabled: AtomicBool::new(false),
         });
@@ -651,6 +719,18 @@ mod tests {
         t.login.responded(LoginStatus::AUTHORIZATION_FAILURE);
         t.login.responded(LoginStatus::SUCCESS);
         assert_eq!(t.login.failures(), 1);
+        assert_eq!(t.login.last_failure(), None);
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        t.login
+            .responded_to(LoginStatus::AUTHENTICATION_FAILURE, "iqn.x", Some(peer));
+        t.login.responded_to(LoginStatus::SUCCESS, "iqn.y", None);
+        let last = t.login.last_failure().expect("a failure");
+        assert_eq!(last.reason, LoginFailure::Authentication);
+        assert_eq!((last.initiator.as_str(), last.peer), ("iqn.x", Some(peer)));
+        assert_eq!(t.login.failures(), 2);
+        // Turning counting on when it is on is no discontinuity.
+        t.set_enabled(true);
+        assert_eq!(t.last_toggle(), None);
     }
 
     #[test]
@@ -661,7 +741,9 @@ mod tests {
         assert!(live.stats.counting().is_none());
         let later = t.connection_up(ConnInfo::default());
         assert!(later.stats.counting().is_none());
+        let off_at = t.last_toggle().expect("off is a discontinuity");
         t.set_enabled(true);
+        assert!(t.last_toggle().unwrap() >= off_at);
         assert!(live.stats.counting().is_some());
         assert!(later.stats.counting().is_some());
         assert!(
