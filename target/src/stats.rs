@@ -78,26 +78,30 @@ pub const LATENCY_BOUNDS_NS: [u64; 19] = [
 ];
 
 /// A latency histogram of fixed buckets: one atomic add per bucket hit,
-/// plus the sum and the count. Buckets are stored per interval.
+/// plus the sum. Buckets are stored per interval; the count is their sum,
+/// added up when read.
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
     buckets: [AtomicU64; LATENCY_BOUNDS_NS.len() + 1],
     sum_ns: AtomicU64,
-    count: AtomicU64,
 }
 
 impl LatencyHistogram {
-    #[inline]
     pub fn observe(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.observe_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    #[inline]
+    pub fn observe_ns(&self, ns: u64) {
         let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Observations so far. Read bucket by bucket while commands complete,
+    /// it may lag the sum by the commands completing meanwhile.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     pub fn sum(&self) -> Duration {
@@ -183,6 +187,22 @@ pub const SENSE_KEY_NAMES: [&str; 16] = [
     "completed",
 ];
 
+/// CLOCK_MONOTONIC in nanoseconds, the latency clock: one clock read
+/// (rustix's vDSO call) and a multiply-add. `Instant::elapsed` reads the
+/// same clock, but its checked `Duration` arithmetic costs about as much
+/// again as the read (the `stats_instructions` bench counts both).
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
+
+/// When a command started executing, from [`LuStats::start`].
+#[derive(Clone, Copy, Debug)]
+pub struct Started(u64);
+
 /// Counters of one logical unit.
 #[derive(Debug, Default)]
 pub struct LuStats {
@@ -221,9 +241,9 @@ impl LuStats {
 
     /// A command starts executing: returns the clock to give [`finish`](Self::finish).
     #[inline]
-    pub fn start(&self) -> Instant {
+    pub fn start(&self) -> Started {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Instant::now()
+        Started(monotonic_ns())
     }
 
     /// A command finished: `cdb` as received, `data_out` its write data,
@@ -232,14 +252,15 @@ impl LuStats {
     #[inline]
     pub fn finish(
         &self,
-        started: Instant,
+        started: Started,
         cdb: &[u8],
         data_out: &[u8],
         data_in: usize,
         status: u8,
         sense: Option<&[u8]>,
     ) {
-        self.latency.observe(started.elapsed());
+        self.latency
+            .observe_ns(monotonic_ns().saturating_sub(started.0));
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let kind = CommandKind::of(cdb.first().copied().unwrap_or(0xff));
         self.commands[kind as usize].inc();

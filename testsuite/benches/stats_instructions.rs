@@ -29,7 +29,8 @@
 //! (default 3), `IESP_BENCH_QD` (reads in flight, default 1: every READ is
 //! then one wake-up of the target; at higher depths the instructions per
 //! READ follow how commands batch, which follows timing),
-//! `IESP_TARGET_BIN`.
+//! `IESP_BENCH_KEEP` (keep the dumps, `on.out.K` / `off.out.K`, for
+//! `callgrind_annotate`), `IESP_TARGET_BIN`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -222,7 +223,11 @@ fn main() {
         m_on - m_off
     );
     drop((on, off));
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("IESP_BENCH_KEEP").is_some() {
+        println!("callgrind dumps kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 fn list(v: &[f64]) -> String {
