@@ -79,26 +79,30 @@ pub const LATENCY_BOUNDS_NS: [u64; 19] = [
 ];
 
 /// A latency histogram of fixed buckets: one atomic add per bucket hit,
-/// plus the sum and the count. Buckets are stored per interval.
+/// plus the sum. Buckets are stored per interval; the count is their sum,
+/// added up when read.
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
     buckets: [AtomicU64; LATENCY_BOUNDS_NS.len() + 1],
     sum_ns: AtomicU64,
-    count: AtomicU64,
 }
 
 impl LatencyHistogram {
-    #[inline]
     pub fn observe(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.observe_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    #[inline]
+    pub fn observe_ns(&self, ns: u64) {
         let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Observations so far. Read bucket by bucket while commands complete,
+    /// it may lag the sum by the commands completing meanwhile.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     pub fn sum(&self) -> Duration {
@@ -184,6 +188,22 @@ pub const SENSE_KEY_NAMES: [&str; 16] = [
     "completed",
 ];
 
+/// CLOCK_MONOTONIC in nanoseconds, the latency clock: one clock read
+/// (rustix's vDSO call) and a multiply-add. `Instant::elapsed` reads the
+/// same clock, but its checked `Duration` arithmetic costs about as much
+/// again as the read (the `stats_instructions` bench counts both).
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
+
+/// When a command started executing, from [`LuStats::start`].
+#[derive(Clone, Copy, Debug)]
+pub struct Started(u64);
+
 /// Counters of one logical unit.
 #[derive(Debug, Default)]
 pub struct LuStats {
@@ -222,9 +242,9 @@ impl LuStats {
 
     /// A command starts executing: returns the clock to give [`finish`](Self::finish).
     #[inline]
-    pub fn start(&self) -> Instant {
+    pub fn start(&self) -> Started {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Instant::now()
+        Started(monotonic_ns())
     }
 
     /// A command finished: `cdb` as received, `data_out` its write data,
@@ -233,14 +253,15 @@ impl LuStats {
     #[inline]
     pub fn finish(
         &self,
-        started: Instant,
+        started: Started,
         cdb: &[u8],
         data_out: &[u8],
         data_in: usize,
         status: u8,
         sense: Option<&[u8]>,
     ) {
-        self.latency.observe(started.elapsed());
+        self.latency
+            .observe_ns(monotonic_ns().saturating_sub(started.0));
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let kind = CommandKind::of(cdb.first().copied().unwrap_or(0xff));
         self.commands[kind as usize].inc();
@@ -360,6 +381,8 @@ pub struct ConnStats {
     pub info: ConnInfo,
     /// Seconds since the Unix epoch when the login completed.
     pub login_time: u64,
+    /// When the login completed, as [`TargetStats::uptime`] then.
+    pub login_uptime: Duration,
     /// Read through [`counting`](Self::counting), which honours the
     /// on/off switch.
     counters: ConnCounters,
@@ -400,6 +423,18 @@ pub struct LoginStats {
     pub other_failures: Counter,
     pub logouts_normal: Counter,
     pub logouts_other: Counter,
+    /// The most recent refused login (RFC 4544 iscsiTargetAttributesEntry).
+    last_failure: Mutex<Option<LastFailure>>,
+}
+
+/// The most recent refused login: when, why, and from whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastFailure {
+    pub at: Instant,
+    pub reason: LoginFailure,
+    /// The InitiatorName the initiator declared, empty when it declared none.
+    pub initiator: String,
+    pub peer: Option<SocketAddr>,
 }
 
 /// Why a login failed, from its Login Response status.
@@ -439,6 +474,26 @@ impl LoginStats {
         }
     }
 
+    /// A Login Response left with `status` for `initiator` at `peer`:
+    /// counts a failure as [`LoginStats::responded`] does, and remembers it
+    /// as the most recent one.
+    pub fn responded_to(&self, status: LoginStatus, initiator: &str, peer: Option<SocketAddr>) {
+        self.responded(status);
+        if status != LoginStatus::SUCCESS {
+            *lock(&self.last_failure) = Some(LastFailure {
+                at: Instant::now(),
+                reason: LoginFailure::of(status),
+                initiator: initiator.to_owned(),
+                peer,
+            });
+        }
+    }
+
+    /// The most recent refused login, if any.
+    pub fn last_failure(&self) -> Option<LastFailure> {
+        lock(&self.last_failure).clone()
+    }
+
     /// A connection ended: by a Logout, or otherwise.
     pub fn logged_out(&self, normal: bool) {
         if normal {
@@ -456,10 +511,25 @@ impl LoginStats {
     }
 }
 
+/// When the statistics started: the origin of [`TargetStats::uptime`].
+#[derive(Debug)]
+pub struct Origin(pub Instant);
+
+impl Default for Origin {
+    fn default() -> Origin {
+        Origin(Instant::now())
+    }
+}
+
 /// The process-wide statistics.
 #[derive(Debug, Default)]
 pub struct TargetStats {
     pub login: LoginStats,
+    /// When these statistics began (the SNMP agent's sysUpTime 0).
+    pub origin: Origin,
+    /// The last time counting was turned on or off: the per-connection
+    /// and per-LU counters missed what happened while it was off.
+    toggled: Mutex<Option<Instant>>,
     /// Counters of connections that have closed.
     closed: ConnCounters,
     live: Mutex<Vec<Weak<ConnStats>>>,
@@ -527,10 +597,28 @@ impl TargetStats {
     /// those logging in later, on or off.
     pub fn set_enabled(&self, on: bool) {
         let live = lock(&self.live);
-        self.disabled.store(!on, Ordering::Relaxed);
+        if self.disabled.swap(!on, Ordering::Relaxed) == on {
+            *lock(&self.toggled) = Some(Instant::now());
+        }
         for c in live.iter().filter_map(Weak::upgrade) {
             c.set_enabled(on);
         }
+    }
+
+    /// Time since these statistics began.
+    pub fn uptime(&self) -> Duration {
+        self.origin.0.elapsed()
+    }
+
+    /// `at` as time since these statistics began.
+    pub fn since_origin(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.origin.0)
+    }
+
+    /// When counting was last turned on or off, as time since the
+    /// statistics began; `None` if it never changed.
+    pub fn last_toggle(&self) -> Option<Duration> {
+        lock(&self.toggled).map(|at| self.since_origin(at))
     }
 
     /// Whether per-connection counters are on (the default).
@@ -544,6 +632,7 @@ impl TargetStats {
         let stats = Arc::new(ConnStats {
             info,
             login_time: unix_now(),
+            login_uptime: self.uptime(),
             counters: ConnCounters::default(),
             disabled: AtomicBool::new(false),
         });
@@ -652,6 +741,18 @@ mod tests {
         t.login.responded(LoginStatus::AUTHORIZATION_FAILURE);
         t.login.responded(LoginStatus::SUCCESS);
         assert_eq!(t.login.failures(), 1);
+        assert_eq!(t.login.last_failure(), None);
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        t.login
+            .responded_to(LoginStatus::AUTHENTICATION_FAILURE, "iqn.x", Some(peer));
+        t.login.responded_to(LoginStatus::SUCCESS, "iqn.y", None);
+        let last = t.login.last_failure().expect("a failure");
+        assert_eq!(last.reason, LoginFailure::Authentication);
+        assert_eq!((last.initiator.as_str(), last.peer), ("iqn.x", Some(peer)));
+        assert_eq!(t.login.failures(), 2);
+        // Turning counting on when it is on is no discontinuity.
+        t.set_enabled(true);
+        assert_eq!(t.last_toggle(), None);
     }
 
     #[test]
@@ -662,7 +763,9 @@ mod tests {
         assert!(live.stats.counting().is_none());
         let later = t.connection_up(ConnInfo::default());
         assert!(later.stats.counting().is_none());
+        let off_at = t.last_toggle().expect("off is a discontinuity");
         t.set_enabled(true);
+        assert!(t.last_toggle().unwrap() >= off_at);
         assert!(live.stats.counting().is_some());
         assert!(later.stats.counting().is_some());
         assert!(

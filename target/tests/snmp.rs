@@ -12,6 +12,7 @@ use iesp_proto::negotiation::Digest;
 use proptest::prelude::*;
 
 const ALLOWED: &str = "iqn.2026-11.org.iesp-test:snmp-ok";
+const REFUSED: &str = "iqn.2026-11.org.iesp-test:snmp-refused";
 const WRITES: u64 = 3;
 const ACCEPTS: &str = ".1.3.6.1.2.1.142.1.6.2.1.1.1.1";
 const AUTHORIZE_FAILS: &str = ".1.3.6.1.2.1.142.1.6.2.1.4.1.1";
@@ -115,14 +116,18 @@ async fn snmpget_and_snmpwalk_read_the_counters() {
             .await
             .expect("write");
     }
-    assert!(
-        Session::login(
-            t.iscsi,
-            LoginOptions::new("iqn.2026-11.org.iesp-test:snmp-refused", Some(&t.iqn))
-        )
+    // The refused login on a connection of our own, to know its port.
+    let refused = LoginOptions::new(REFUSED, Some(&t.iqn));
+    let mut raw = iesp_initiator::login::connect(t.iscsi, &refused)
         .await
-        .is_err()
+        .expect("connect");
+    let refused_port = raw.local_addr().port();
+    assert!(
+        iesp_initiator::login::login(&mut raw, &refused)
+            .await
+            .is_err()
     );
+    drop(raw);
     let agent = t.snmp.to_string();
     let args = |c: &str, oids: &[&str]| -> Vec<String> {
         let mut v = vec!["-c".to_owned(), c.to_owned(), agent.clone()];
@@ -183,6 +188,55 @@ async fn snmpget_and_snmpwalk_read_the_counters() {
         .unwrap();
     assert!(n > WRITES, "{n} commands");
     attribute_tables_match_the_configuration(&out, &t, &session, tsih);
+    failure_authorization_and_times(&out, tsih, refused_port);
+    // sysUpTime, the origin of those TimeStamps, is outside mib-2.142.
+    let (ok, up) = tool("snmpget", args("lab", &[".1.3.6.1.2.1.1.3.0"])).await;
+    assert!(ok, "{up}");
+    let up = up
+        .trim()
+        .strip_prefix(".1.3.6.1.2.1.1.3.0 = Timeticks: (")
+        .and_then(|r| r.split(')').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("sysUpTime: {up}"));
+    let last_failure: u64 = walked(&out, ".1.3.6.1.2.1.142.1.6.1.1.2.1.1")
+        .strip_prefix("Timeticks: (")
+        .and_then(|r| r.split(')').next())
+        .and_then(|v| v.parse().ok())
+        .expect("iscsiTgtLastFailureTime");
+    assert!(last_failure <= up, "failure at {last_failure}, now {up}");
+    // The identity the authorization row points at: IPS-AUTH-MIB's
+    // instance 1, identity 1, whose one name is the ACL's initiator.
+    let (ok, auth) = tool("snmpwalk", args("lab", &[".1.3.6.1.2.1.141"])).await;
+    assert!(ok, "{auth}");
+    let expect_auth = [
+        (
+            ".1.3.6.1.2.1.141.1.2.2.1.2.1",
+            "STRING: \"iesp-target initiator ACLs\"".to_owned(),
+        ),
+        (".1.3.6.1.2.1.141.1.2.2.1.3.1", "INTEGER: 5".to_owned()),
+        (
+            ".1.3.6.1.2.1.141.1.3.1.1.2.1.1",
+            format!("STRING: \"initiator {ALLOWED}\""),
+        ),
+        (".1.3.6.1.2.1.141.1.3.1.1.3.1.1", "INTEGER: 1".to_owned()),
+        (".1.3.6.1.2.1.141.1.3.1.1.4.1.1", "INTEGER: 5".to_owned()),
+        (
+            ".1.3.6.1.2.1.141.1.4.1.1.2.1.1.1",
+            format!("STRING: \"{ALLOWED}\""),
+        ),
+        (".1.3.6.1.2.1.141.1.4.1.1.3.1.1.1", "INTEGER: 1".to_owned()),
+        (".1.3.6.1.2.1.141.1.4.1.1.4.1.1.1", "INTEGER: 5".to_owned()),
+    ];
+    for (oid, want) in &expect_auth {
+        assert_eq!(walked(&auth, oid), want, "{oid}");
+    }
+    assert_eq!(
+        auth.lines()
+            .filter(|l| l.starts_with(".1.3.6.1.2.1.141."))
+            .count(),
+        expect_auth.len(),
+        "nothing else under IPS-AUTH-MIB: {auth}"
+    );
 
     // Through the MIB file: names in, names out.
     let (ok, out) = tool_mib(
@@ -220,6 +274,20 @@ async fn snmpget_and_snmpwalk_read_the_counters() {
         out.contains("IESP-TARGET-MIB::iespLuInFlight.1 = Gauge32: 0"),
         "{out}"
     );
+
+    // Counting off and on again: a discontinuity of the instance's and
+    // the session's counters, at the same moment; none for the node's.
+    t.t.target.set_statistics(false);
+    t.t.target.set_statistics(true);
+    let inst = ".1.3.6.1.2.1.142.1.1.1.1.13.1";
+    let ssn = format!(".1.3.6.1.2.1.142.1.10.1.1.21.1.1.{tsih}");
+    let node = ".1.3.6.1.2.1.142.1.5.1.1.17.1.1";
+    let (ok, out) = tool("snmpget", args("lab", &[inst, &ssn, node])).await;
+    assert!(ok, "{out}");
+    let at = walked(&out, inst);
+    assert_ne!(at, "Timeticks: (0) 0:00:00.00", "{out}");
+    assert_eq!(walked(&out, &ssn), at, "{out}");
+    assert_eq!(walked(&out, node), "Timeticks: (0) 0:00:00.00", "{out}");
 
     // A wrong community gets no answer at all.
     let (ok, out) = tool("snmpget", args("public", &[ACCEPTS])).await;
@@ -333,6 +401,49 @@ fn attribute_tables_match_the_configuration(out: &str, t: &Running, session: &Se
             "iscsiConnectionAttributesEntry column {col}"
         );
     }
+}
+
+/// The RFC 4544 objects beyond the attribute tables, in the walk `out` of
+/// mib-2.142 after one accepted and one refused login (initiator REFUSED
+/// from local port `refused_port`), and the IPS-AUTH-MIB identity the
+/// authorization row points at.
+fn failure_authorization_and_times(out: &str, tsih: &str, refused_port: u16) {
+    let zero_dot_zero = "OID: .0.0";
+    // iscsiNodeTransportType: no SCSI-MIB row to point at.
+    assert_eq!(walked(out, ".1.3.6.1.2.1.142.1.5.1.1.5.1.1"), zero_dot_zero);
+    // Discontinuities: statistics were never turned off, so the instance
+    // and the node have none, and the session's is its login.
+    assert_eq!(
+        walked(out, ".1.3.6.1.2.1.142.1.1.1.1.13.1"),
+        "Timeticks: (0) 0:00:00.00"
+    );
+    assert_eq!(
+        walked(out, ".1.3.6.1.2.1.142.1.5.1.1.17.1.1"),
+        "Timeticks: (0) 0:00:00.00"
+    );
+    let ssn = walked(out, &format!(".1.3.6.1.2.1.142.1.10.1.1.21.1.1.{tsih}"));
+    assert!(ssn.starts_with("Timeticks: ("), "{ssn}");
+    // iscsiTargetAttributesEntry, node 1: one failure, an authorization
+    // failure by REFUSED from 127.0.0.1:refused_port.
+    let tgt = |col: u32| walked(out, &format!(".1.3.6.1.2.1.142.1.6.1.1.{col}.1.1"));
+    assert_eq!(tgt(1), "Counter32: 1");
+    assert!(tgt(2).starts_with("Timeticks: ("), "{}", tgt(2));
+    // The OID of iscsiTgtLoginAuthorizeFails.
+    assert_eq!(tgt(3), "OID: .1.3.6.1.2.1.142.1.6.2.1.4");
+    assert_eq!(tgt(4), format!("STRING: \"{REFUSED}\""));
+    assert_eq!(tgt(5), "INTEGER: 1");
+    assert_eq!(tgt(6), "Hex-STRING: 7F 00 00 01");
+    assert_eq!(tgt(7), format!("Gauge32: {refused_port}"));
+    // iscsiTgtAuthAttributesEntry: node 1's one ACL entry, active,
+    // pointing at IPS-AUTH-MIB's ipsAuthIdentDescription.1.1.
+    let auth = |col: u32| walked(out, &format!(".1.3.6.1.2.1.142.1.7.1.1.{col}.1.1.1"));
+    assert_eq!(auth(2), "INTEGER: 1");
+    assert_eq!(auth(3), "OID: .1.3.6.1.2.1.141.1.3.1.1.2.1.1");
+    assert_eq!(auth(4), "INTEGER: 5");
+    assert!(
+        !out.contains(".1.3.6.1.2.1.142.1.7.1.1.2.1.1.2 "),
+        "one ACL entry, one row: {out}"
+    );
 }
 
 /// A valid GetRequest for `oid` with community `lab`.

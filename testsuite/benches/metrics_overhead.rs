@@ -24,26 +24,25 @@
 //! the per-command LU accounting timed alone in a tight loop. Nothing is
 //! asserted: the figures go into docs/observability.md.
 //!
-//! With `IESP_BENCH_CALLGRIND=1` it then runs each side once more under
-//! valgrind's callgrind and prints the instructions the target executed
-//! per I/O, on and off, and their ratio: the least noisy figure, since it
-//! does not depend on what else the machine runs.
+//! The deterministic figure, instructions per READ counted by callgrind,
+//! is the `stats_instructions` bench.
 //!
-//! Environment: `IESP_BENCH_ROUNDS` (default 12), `IESP_BENCH_SECONDS`
-//! (per run, default 2), `IESP_BENCH_CALLGRIND`, `IESP_TARGET_BIN` (the
+//! Environment: `IESP_BENCH_ROUNDS` (default 20), `IESP_BENCH_SECONDS`
+//! (per run, default 2), `IESP_TARGET_BIN` (the
 //! `iesp-target` binary; default: built with `cargo build --release -p
 //! iesp-target` and taken from beside this bench's own executable).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use iesp_testsupport::bench::env_u32;
 use iesp_testsupport::peers::libiscsi::{PerfOptions, iscsi_perf};
 use iesp_testsupport::peers::tools_or_skip;
+
+#[path = "common/target_process.rs"]
+mod target_process;
+use target_process::{Spawned, spawn_target, target_binary};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -60,129 +59,6 @@ fn range(v: &[f64]) -> (f64, f64) {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
             (lo.min(*x), hi.max(*x))
         })
-}
-
-/// The `iesp-target` binary: `IESP_TARGET_BIN`, or built now (so it is
-/// never older than the library this bench linked) and found in the
-/// profile directory, the parent of this executable's `deps/`.
-fn target_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("IESP_TARGET_BIN") {
-        return PathBuf::from(p);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "iesp-target",
-            "--bin",
-            "iesp-target",
-        ])
-        .status();
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("iesp-target"))
-        .expect("profile directory");
-    match built {
-        Ok(s) if s.success() => {}
-        other => eprintln!(
-            "warning: cargo build -p iesp-target: {other:?}; using {}",
-            bin.display()
-        ),
-    }
-    assert!(bin.exists(), "no iesp-target at {}", bin.display());
-    bin
-}
-
-/// A spawned target; killed when dropped.
-struct Spawned {
-    child: Child,
-    portal: SocketAddr,
-    metrics: Option<SocketAddr>,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `iesp-target` with a 64 MiB RAM LUN on an ephemeral loopback
-/// port, statistics on (with the metrics endpoint when `metrics`) or off;
-/// under `valgrind --tool=callgrind --callgrind-out-file=FILE` when
-/// `callgrind` names FILE.
-fn spawn_target(
-    bin: &PathBuf,
-    statistics: bool,
-    metrics: bool,
-    callgrind: Option<&PathBuf>,
-) -> Spawned {
-    let mut cmd = match callgrind {
-        Some(out) => {
-            let mut c = Command::new("valgrind");
-            c.arg("--tool=callgrind")
-                .arg(format!("--callgrind-out-file={}", out.display()))
-                .arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--lun",
-        "ram:64M",
-        "--log",
-        "warn",
-    ]);
-    if !statistics {
-        cmd.args(["--statistics", "off"]);
-    } else if metrics {
-        cmd.args(["--metrics", "127.0.0.1:0"]);
-    }
-    let metrics = statistics && metrics;
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn iesp-target");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    // Reads the addresses, then keeps draining stderr so the child never
-    // blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(a) = line.strip_prefix("iesp-target: listening on ") {
-                let _ = tx.send(("portal", a.trim().to_owned()));
-            } else if let Some(a) = line.strip_prefix("iesp-target: metrics on http://") {
-                let _ = tx.send(("metrics", a.trim_end_matches("/metrics").to_owned()));
-            } else if line.contains("error") {
-                eprintln!("iesp-target: {line}");
-            }
-        }
-    });
-    let (mut portal, mut endpoint) = (None, None);
-    while portal.is_none() || (metrics && endpoint.is_none()) {
-        let (kind, addr) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("iesp-target did not report its addresses");
-        let addr: SocketAddr = addr.parse().expect("address");
-        if kind == "portal" {
-            portal = Some(addr);
-        } else {
-            endpoint = Some(addr);
-        }
-    }
-    Spawned {
-        child,
-        portal: portal.unwrap(),
-        metrics: endpoint,
-    }
 }
 
 /// Nanoseconds on a CPU of every thread of `pid` (schedstat's first field).
@@ -255,7 +131,7 @@ fn main() {
         return;
     }
     let seconds = env_u32("IESP_BENCH_SECONDS", 2).max(1);
-    let rounds = env_u32("IESP_BENCH_ROUNDS", 12).max(1);
+    let rounds = env_u32("IESP_BENCH_ROUNDS", 20).max(1);
     let bin = target_binary();
     let off = spawn_target(&bin, false, false, None);
     let on = spawn_target(&bin, true, true, None);
@@ -326,72 +202,6 @@ fn main() {
     );
     let ns = accounting_ns();
     println!("per-command LU accounting alone (tight loop): {ns:.0} ns");
-    drop((on, off));
-    if std::env::var("IESP_BENCH_CALLGRIND").as_deref() == Ok("1") {
-        callgrind(&bin, &opts);
-    }
-}
-
-/// Instructions the target executes per I/O, on and off, under callgrind:
-/// one target at a time, counters zeroed after a warm-up run and dumped
-/// after a measured run (`callgrind_control -z` / `-d`). No metrics
-/// endpoint on either side: this is the counting alone. At QD 1, so that
-/// every I/O is one wake-up of the target: at higher depths the
-/// instructions per I/O follow how commands batch, which follows the rate
-/// valgrind happens to get on a shared machine.
-fn callgrind(bin: &PathBuf, opts: &PerfOptions) {
-    let opts = &PerfOptions {
-        queue_depth: 1,
-        ..opts.clone()
-    };
-    if tools_or_skip(&["valgrind", "callgrind_control"]).is_none() {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("iesp-metrics-cg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut warm = opts.clone();
-    warm.seconds = 1;
-    let mut ir = Vec::new();
-    for statistics in [true, false] {
-        let name = if statistics { "on.out" } else { "off.out" };
-        let out = dir.join(name);
-        let t = spawn_target(bin, statistics, false, Some(&out));
-        let url = format!("iscsi://{}/{}/0", t.portal, iesp_target::DEFAULT_IQN);
-        let pid = t.child.id().to_string();
-        let control = |flag: &str| {
-            Command::new("callgrind_control")
-                .args([flag, pid.as_str()])
-                .stdout(Stdio::null())
-                .status()
-                .expect("callgrind_control")
-        };
-        iscsi_perf(&url, &warm).expect("iscsi-perf warm-up");
-        control("-z");
-        let r = iscsi_perf(&url, opts).expect("iscsi-perf");
-        control("-d");
-        drop(t);
-        // The first dump is FILE.1; its `totals:` line is the Ir count.
-        let dump = std::fs::read_to_string(dir.join(format!("{name}.1"))).expect("callgrind dump");
-        let total: f64 = dump
-            .lines()
-            .find_map(|l| l.strip_prefix("totals:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("totals line");
-        let ios = r.iops * f64::from(opts.seconds);
-        println!(
-            "callgrind, QD 1, statistics {}: {total:.0} instructions over {ios:.0} I/Os ({:.0} IOPS under valgrind): {:.0} per I/O",
-            if statistics { "on" } else { "off" },
-            r.iops,
-            total / ios
-        );
-        ir.push(total / ios);
-    }
-    println!(
-        "callgrind instructions per I/O, on/off: {:.4} ({:+.2} %)",
-        ir[0] / ir[1],
-        (ir[0] / ir[1] - 1.0) * 100.0
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Nanoseconds per [`LuStats::start`] + [`LuStats::finish`] of a 4 KiB

@@ -79,7 +79,7 @@ pub async fn run(
         max_data_segment: login::MAX_LOGIN_SEGMENT,
     };
     let mut out = Outbox::new(login_cfg);
-    let mut login = Login::new(target.clone(), portal).with_peer(peer.ip());
+    let mut login = Login::new(target.clone(), portal).with_peer(peer);
     // One deadline for the whole login, however often the initiator sends
     // (a PDU every few seconds must not keep a connection unauthenticated).
     let deadline = tokio::time::Instant::now() + target.limits.login_timeout;

@@ -92,7 +92,7 @@ pub struct Login {
     chap: Option<ChapResponder>,
     /// The initiator's address: failed authentication is counted against
     /// it, and against the initiator name.
-    peer: Option<IpAddr>,
+    peer: Option<SocketAddr>,
     /// The queued answer may leave only at this instant (authentication
     /// back-off); the driver waits before flushing.
     hold: Option<Instant>,
@@ -145,7 +145,7 @@ impl Login {
     }
 
     /// The initiator's address, for the authentication back-off and logs.
-    pub fn with_peer(mut self, peer: IpAddr) -> Login {
+    pub fn with_peer(mut self, peer: SocketAddr) -> Login {
         self.peer = Some(peer);
         self
     }
@@ -162,8 +162,8 @@ impl Login {
         if let Some(name) = self.neg.declared("InitiatorName") {
             keys.push(AuthKey::Initiator(name.to_owned()));
         }
-        if let Some(ip) = self.peer {
-            keys.push(AuthKey::Address(ip));
+        if let Some(peer) = self.peer {
+            keys.push(AuthKey::Address(peer.ip()));
         }
         keys
     }
@@ -384,7 +384,7 @@ impl Login {
             Some(e) if !e.is_protocol_error() => {
                 let (until, failures) = backoff.failed(&keys, now, &self.target.limits);
                 let initiator = self.neg.declared("InitiatorName").unwrap_or("?");
-                let peer = self.peer.map(|p| p.to_string()).unwrap_or_default();
+                let peer = self.peer.map(|p| p.ip().to_string()).unwrap_or_default();
                 tracing::warn!(
                     %initiator, %peer, failures,
                     "CHAP authentication failed ({failures} in a row): answering after {:?}",
@@ -466,7 +466,7 @@ impl Login {
     /// the session's connection cap.
     fn refused_join(&self, status: LoginStatus) -> LoginStatus {
         if status == LoginStatus::TOO_MANY_CONNECTIONS {
-            let ip = self.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let ip = self.peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
             self.target
                 .admission
                 .refusals
@@ -607,7 +607,7 @@ impl Login {
                     self.exp_cmd_sn,
                 )
                 .map_err(|cause| {
-                    let ip = self.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                    let ip = self.peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
                     self.target.admission.refusals.refuse(cause, ip);
                     debug_assert_eq!(cause, Refusal::Sessions);
                     LoginStatus::OUT_OF_RESOURCES
@@ -696,7 +696,11 @@ impl Login {
             max_cmd_sn: self.max_cmd_sn(),
             status,
         };
-        self.target.stats.login.responded(status);
+        let initiator = self.neg.declared("InitiatorName").unwrap_or_default();
+        self.target
+            .stats
+            .login
+            .responded_to(status, initiator, self.peer);
         out.push(Pdu::LoginResponse(rsp).encode(), data);
     }
 

@@ -3,11 +3,14 @@
 //! subtree; the iSCSI-MIB part follows RFC 4544 (instance index 1; node
 //! and portal indexes are one more than the target's or listening
 //! portal's position; login and logout statistics are counted for the
-//! whole target and served under node 1).
+//! whole target and served under node 1). The initiator ACLs are served
+//! as IPS-AUTH-MIB (RFC 4545) identities, which the iSCSI-MIB's
+//! authorization rows point at ([`authorization`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::ber::Value;
 use crate::server::Target;
@@ -16,6 +19,20 @@ use crate::server::Target;
 pub const ISCSI_OBJECTS: [u32; 8] = [1, 3, 6, 1, 2, 1, 142, 1];
 /// iespTargetObjects: enterprises.32473.15.1.
 pub const IESP_OBJECTS: [u32; 10] = [1, 3, 6, 1, 4, 1, 32473, 15, 1, 0];
+/// ipsAuthObjects (RFC 4545): mib-2.141.1.
+pub const IPS_AUTH_OBJECTS: [u32; 8] = [1, 3, 6, 1, 2, 1, 141, 1];
+/// sysUpTime.0 (RFC 3418): the origin of every TimeStamp served.
+pub const SYS_UP_TIME: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 3, 0];
+/// zeroDotZero (SNMPv2-SMI): a RowPointer or AutonomousType to nothing.
+fn zero_dot_zero() -> Value {
+    Value::Oid(vec![0, 0])
+}
+
+/// A time since the statistics began as TimeTicks (hundredths of a
+/// second), the SYNTAX of sysUpTime and of every TimeStamp.
+fn ticks(d: Duration) -> Value {
+    Value::TimeTicks((d.as_millis() / 10).min(u128::from(u32::MAX)) as u32)
+}
 
 fn under(base: &[u32], rest: &[u32]) -> Vec<u32> {
     base.iter().chain(rest).copied().collect()
@@ -101,6 +118,121 @@ fn portals(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
     }
 }
 
+/// iscsiTargetAttributesTable (…1.6.1.1.col.inst.node): login failures
+/// and the most recent one, for the whole target, under node 1 like the
+/// login statistics.
+fn target_attributes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
+    let l = &t.stats.login;
+    let col = |col: u32| under(&ISCSI_OBJECTS, &[6, 1, 1, col, 1, 1]);
+    m.push((col(1), c32(l.failures())));
+    let Some(last) = l.last_failure() else {
+        // No failure yet: 0, 0.0, "", unknown(0), "", and an empty port,
+        // which RFC 4544 asks for though InetPortNumber is an integer: 0.
+        m.extend([
+            (col(2), Value::TimeTicks(0)),
+            (col(3), zero_dot_zero()),
+            (col(4), Value::Octets(Vec::new())),
+            (col(5), Value::Integer(0)),
+            (col(6), Value::Octets(Vec::new())),
+            (col(7), Value::Gauge32(0)),
+        ]);
+        return;
+    };
+    use crate::stats::LoginFailure as F;
+    // iscsiTgtLastFailureType: the iscsiTargetLoginStatsEntry counter
+    // object bumped (OtherFails, AuthorizeFails, AuthenticateFails,
+    // NegotiateFails).
+    let counter = match last.reason {
+        F::Other => 2,
+        F::Authorization => 4,
+        F::Authentication => 5,
+        F::Negotiation => 6,
+    };
+    let (kind, addr, port) = match last.peer {
+        Some(p) => {
+            let (kind, addr) = inet(p.ip());
+            (kind, addr, u32::from(p.port()))
+        }
+        None => (Value::Integer(0), Value::Octets(Vec::new()), 0),
+    };
+    m.extend([
+        (col(2), ticks(t.stats.since_origin(last.at))),
+        (
+            col(3),
+            Value::Oid(under(&ISCSI_OBJECTS, &[6, 2, 1, counter])),
+        ),
+        (col(4), Value::Octets(last.initiator.into_bytes())),
+        (col(5), kind),
+        (col(6), addr),
+        (col(7), Value::Gauge32(port)),
+    ]);
+}
+
+/// The initiator ACLs. IPS-AUTH-MIB (mib-2.141.1): one authorization
+/// instance (index 1); one identity per distinct initiator name in any
+/// target's ACL (ipsAuthIdentIndex = order of first appearance + 1), with
+/// that name as its one identity name (ipsAuthIdentNameIndex 1). iSCSI-MIB
+/// iscsiTgtAuthAttributesTable (…1.7.1.1.col.inst.node.auth): one row per
+/// name in the node's ACL (iscsiTgtAuthIndex = position + 1), pointing at
+/// the identity's first column. A node without an ACL admits every
+/// initiator name and has no rows: the table lists names, and "any" is
+/// none. CHAP user names are not served (no IPS-AUTH credential rows).
+fn authorization(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
+    let mut names: Vec<&str> = Vec::new();
+    for acl in t.nodes.iter().flat_map(|n| n.acl.iter()) {
+        if !names.contains(&acl.as_str()) {
+            names.push(acl);
+        }
+    }
+    if names.is_empty() {
+        return;
+    }
+    let a = |rest: &[u32]| under(&IPS_AUTH_OBJECTS, rest);
+    // ipsAuthInstanceAttributesEntry (…2.2.1.col.inst).
+    m.extend([
+        (
+            a(&[2, 2, 1, 2, 1]),
+            Value::Octets(b"iesp-target initiator ACLs".to_vec()),
+        ),
+        (a(&[2, 2, 1, 3, 1]), Value::Integer(READ_ONLY)),
+    ]);
+    for (n, name) in names.iter().enumerate() {
+        let ident = n as u32 + 1;
+        m.extend([
+            // ipsAuthIdentAttributesEntry (…3.1.1.col.inst.ident).
+            (
+                a(&[3, 1, 1, 2, 1, ident]),
+                Value::Octets(format!("initiator {name}").into_bytes()),
+            ),
+            (a(&[3, 1, 1, 3, 1, ident]), Value::Integer(1)),
+            (a(&[3, 1, 1, 4, 1, ident]), Value::Integer(READ_ONLY)),
+            // ipsAuthIdentNameAttributesEntry (…4.1.1.col.inst.ident.1).
+            (
+                a(&[4, 1, 1, 2, 1, ident, 1]),
+                Value::Octets(name.as_bytes().to_vec()),
+            ),
+            (a(&[4, 1, 1, 3, 1, ident, 1]), Value::Integer(1)),
+            (a(&[4, 1, 1, 4, 1, ident, 1]), Value::Integer(READ_ONLY)),
+        ]);
+    }
+    for (i, node) in t.nodes.iter().enumerate() {
+        for (k, name) in node.acl.iter().enumerate() {
+            let ident = names.iter().position(|n| n == name).unwrap_or(0) as u32 + 1;
+            let col = |col: u32| {
+                under(
+                    &ISCSI_OBJECTS,
+                    &[7, 1, 1, col, 1, i as u32 + 1, k as u32 + 1],
+                )
+            };
+            m.extend([
+                (col(2), Value::Integer(1)),
+                (col(3), Value::Oid(a(&[3, 1, 1, 2, 1, ident]))),
+                (col(4), Value::Integer(READ_ONLY)),
+            ]);
+        }
+    }
+}
+
 /// iscsiNodeAttributesTable (…1.5.1.1.col.inst.node): one row per target
 /// node, with the operational values its logins start negotiating from.
 fn nodes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
@@ -113,6 +245,8 @@ fn nodes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
             (col(2), Value::Octets(node.iqn.clone().into_bytes())),
             (col(3), Value::Octets(alias.into_bytes())),
             (col(4), target_role()),
+            // iscsiNodeTransportType: no SCSI-MIB row to point at.
+            (col(5), zero_dot_zero()),
             (col(6), truth(l.initial_r2t)),
             (col(7), truth(l.immediate_data)),
             (col(8), Value::Gauge32(l.max_outstanding_r2t)),
@@ -128,6 +262,9 @@ fn nodes(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
             (col(14), Value::Gauge32(u32::from(d.default_time2wait))),
             (col(15), Value::Gauge32(u32::from(d.default_time2retain))),
             (col(16), Value::Gauge32(0)),
+            // iscsiNodeDiscontinuityTime: the node's counters (login and
+            // logout statistics) count whether statistics are on or off.
+            (col(17), Value::TimeTicks(0)),
             (col(18), Value::Integer(READ_ONLY)),
         ]);
     }
@@ -217,6 +354,19 @@ fn sessions(t: &Arc<Target>, m: &mut Vec<(Vec<u32>, Value)>) {
             (row(1, 5), Value::Octets(info.target.clone().into_bytes())),
             (row(1, 6), Value::Gauge32(u32::from(tsih))),
             (row(1, 7), Value::Octets(isid)),
+            // iscsiSsnDiscontinuityTime: the login (of its first
+            // connection), or counting turned on or off since.
+            (
+                row(1, 21),
+                ticks({
+                    let login = conns
+                        .iter()
+                        .map(|c| c.login_uptime)
+                        .min()
+                        .unwrap_or_default();
+                    t.stats.last_toggle().map_or(login, |at| at.max(login))
+                }),
+            ),
             (row(2, 1), c32(sum(&|k| k.commands.get()))),
             (row(2, 2), c32(sum(&|k| k.pdus_out.get()))),
             (row(2, 3), Value::Counter64(sum(&|k| k.bytes_out.get()))),
@@ -258,6 +408,13 @@ pub fn snapshot(t: &Arc<Target>) -> Vec<(Vec<u32>, Value)> {
         (i(&[1, 1, 1, 8, 1]), g32(t.nodes.len() as u64)),
         (i(&[1, 1, 1, 9, 1]), g32(t.sessions.len() as u64)),
         (i(&[1, 1, 1, 10, 1]), c32(l.logouts_other.get())),
+        // iscsiInstDiscontinuityTime: digest errors and timeouts are
+        // per-connection counters, which miss what happens while
+        // statistics are off.
+        (
+            i(&[1, 1, 1, 13, 1]),
+            ticks(s.last_toggle().unwrap_or_default()),
+        ),
         // iscsiInstanceSsnErrorStatsEntry (…1.1.2.1.col.instIndex).
         (
             i(&[1, 2, 1, 1, 1]),
@@ -275,9 +432,12 @@ pub fn snapshot(t: &Arc<Target>) -> Vec<(Vec<u32>, Value)> {
         (i(&[6, 3, 1, 1, 1, 1]), c32(l.logouts_normal.get())),
         (i(&[6, 3, 1, 2, 1, 1]), c32(l.logouts_other.get())),
     ];
+    target_attributes(t, &mut m);
     portals(t, &mut m);
     nodes(t, &mut m);
     sessions(t, &mut m);
+    authorization(t, &mut m);
+    m.push((SYS_UP_TIME.to_vec(), ticks(s.uptime())));
     let base = &IESP_OBJECTS[..9];
     let e = |rest: &[u32]| under(base, rest);
     let scalars = [
