@@ -11,7 +11,9 @@
 //!
 //! - every byte read is the byte written;
 //! - a SYNCHRONIZE CACHE sent right after eight 64 KiB writes completes
-//!   after all of them (their responses arrive first). Their data comes as
+//!   after all of them: their SCSI Responses arrive first, as the session's
+//!   trace of received PDUs shows (not when the test's futures happen to be
+//!   polled, which a multi-thread runtime can reorder). Their data comes as
 //!   immediate data with the command, so when the cache sync arrives they
 //!   are running on workers: it must wait for them;
 //! - a 64 KiB WRITE and a READ of the same blocks sent back to back see each
@@ -19,17 +21,16 @@
 //!   data, the read before it the old), although both are SIMPLE commands
 //!   that the target could otherwise run at once.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::Poll;
 
 use bytes::Bytes;
-use iesp_initiator::{LogicalUnit, LoginOptions, Session};
+use iesp_initiator::raw::{Direction, TraceEvent};
+use iesp_initiator::{LogicalUnit, LoginOptions, Session, Trace};
+use iesp_proto::bhs::Opcode;
 use iesp_proto::negotiation::Digest;
 use iesp_target::config::{Backing, LunSpec, TargetConfig};
 use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::ordered::{Ordered, join_in_order};
 use iesp_testsupport::peers::qemu::QemuNbd;
 use iesp_testsupport::peers::{create_sparse_file, tools_or_skip};
 
@@ -40,30 +41,56 @@ const CHUNKS: u64 = 16;
 const QD: usize = 8;
 const LUN_BYTES: u64 = 32 << 20;
 
-type Task<'a> = Pin<Box<dyn Future<Output = u32> + Send + 'a>>;
+type Task<'a> = Ordered<'a, ()>;
 
-/// Polls every future in the order given, each first poll before the next
-/// one's, so the commands leave in that order; returns their outputs.
-async fn join_in_order(mut futs: Vec<Task<'_>>) -> Vec<u32> {
-    let mut out: Vec<Option<u32>> = vec![None; futs.len()];
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
-                }
+/// Checks, in a trace of one round, that the target answered the
+/// SYNCHRONIZE CACHE sent there after each of the `writes` WRITEs sent
+/// before it: the position of its SCSI Response among the received PDUs
+/// is after theirs.
+fn sync_answered_after_the_writes(trace: &Trace, writes: usize) -> Result<(), String> {
+    const WRITE_10: u8 = 0x2a;
+    const WRITE_16: u8 = 0x8a;
+    const SYNC_10: u8 = 0x35;
+    const SYNC_16: u8 = 0x91;
+    let mut write_itts = Vec::new();
+    let mut sync_itt = None;
+    let mut answered = Vec::new();
+    for e in trace.entries() {
+        let TraceEvent::Pdu { bhs, .. } = &e.event else {
+            continue;
+        };
+        match (e.direction, bhs.opcode()) {
+            (Direction::Sent, Opcode::SCSI_COMMAND) => match bhs.0[32] {
+                WRITE_10 | WRITE_16 if sync_itt.is_none() => write_itts.push(bhs.itt()),
+                SYNC_10 | SYNC_16 => sync_itt = Some(bhs.itt()),
+                _ => {}
+            },
+            (Direction::Received, Opcode::SCSI_RESPONSE) => answered.push(bhs.itt()),
+            _ => {}
+        }
+    }
+    let sync = sync_itt.ok_or("no SYNCHRONIZE CACHE in the trace")?;
+    if write_itts.len() != writes {
+        return Err(format!(
+            "{} WRITEs before the cache sync in the trace, not {writes}",
+            write_itts.len()
+        ));
+    }
+    let at = |itt: u32| answered.iter().position(|a| *a == itt);
+    let sync_at = at(sync).ok_or("no SCSI Response to the cache sync in the trace")?;
+    for itt in write_itts {
+        match at(itt) {
+            Some(w) if w < sync_at => {}
+            Some(w) => {
+                return Err(format!(
+                    "SYNCHRONIZE CACHE answered before a write sent ahead of it \
+                     (response {sync_at} vs the write's {w}, ITT {itt:#x})"
+                ));
             }
+            None => return Err(format!("no SCSI Response to the write with ITT {itt:#x}")),
         }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|v| v.unwrap_or(0)).collect()
+    }
+    Ok(())
 }
 
 /// The chunk `i` of generation `generation`: every 8 bytes different.
@@ -103,22 +130,19 @@ async fn exercise(target: &BlockingTarget, lun: u16, digests: bool, seed: u64) {
     let lu = Arc::new(session.logical_unit(lun).await.expect("LUN"));
 
     // Writes, eight at a time, each eight followed by a cache sync.
-    let order = AtomicU32::new(0);
     for first in (0..CHUNKS).step_by(QD) {
         let mut tasks: Vec<Task<'_>> = Vec::new();
         for i in first..first + QD as u64 {
-            let (lu, order) = (&lu, &order);
+            let lu = &lu;
             tasks.push(Box::pin(async move {
                 lu.write(lba(lu, i), pattern(seed, i, 0))
                     .await
                     .unwrap_or_else(|e| panic!("write chunk {i}: {e}"));
-                order.fetch_add(1, Ordering::SeqCst)
             }));
         }
-        let (lu2, order2) = (&lu, &order);
+        let lu2 = &lu;
         tasks.push(Box::pin(async move {
             lu2.flush().await.expect("SYNCHRONIZE CACHE");
-            order2.fetch_add(1, Ordering::SeqCst)
         }));
         join_in_order(tasks).await;
     }
@@ -138,7 +162,6 @@ async fn exercise(target: &BlockingTarget, lun: u16, digests: bool, seed: u64) {
                     got == pattern(seed, i, 0),
                     "{what}: chunk {i} reads back different data"
                 );
-                0
             }));
         }
         join_in_order(tasks).await;
@@ -148,28 +171,31 @@ async fn exercise(target: &BlockingTarget, lun: u16, digests: bool, seed: u64) {
     let small_lba = |lu: &LogicalUnit, i: u64| lba(lu, CHUNKS) + i * (SMALL as u64 / 512);
     let small = |i: u64, generation: u64| pattern(seed, 100 + i, generation).slice(..SMALL);
     for round in 0..4u64 {
+        // The order of completion is read off the wire, from the session's
+        // trace of received PDUs (cleared here, large enough for the
+        // round): when this task polls its futures says nothing, as the
+        // reader may complete the cache sync while it is between two.
+        session.set_trace_capacity(0);
+        session.set_trace_capacity(4096);
         let mut tasks: Vec<Task<'_>> = Vec::new();
         for i in 0..QD as u64 {
-            let (lu, order) = (&lu, &order);
+            let lu = &lu;
             tasks.push(Box::pin(async move {
                 lu.write(small_lba(lu, i), small(i, round))
                     .await
                     .unwrap_or_else(|e| panic!("small write {i}: {e}"));
-                order.fetch_add(1, Ordering::SeqCst)
             }));
         }
-        let (lu2, order2) = (&lu, &order);
+        let lu2 = &lu;
         tasks.push(Box::pin(async move {
             lu2.flush().await.expect("SYNCHRONIZE CACHE");
-            order2.fetch_add(1, Ordering::SeqCst)
         }));
-        let done = join_in_order(tasks).await;
-        let sync = done[QD];
-        assert!(
-            done[..QD].iter().all(|w| *w < sync),
-            "{what}: SYNCHRONIZE CACHE completed before a write sent ahead of it: {done:?}"
-        );
+        join_in_order(tasks).await;
+        if let Err(e) = sync_answered_after_the_writes(&session.trace(), QD) {
+            panic!("{what}, round {round}: {e}");
+        }
     }
+    session.set_trace_capacity(iesp_initiator::raw::DEFAULT_TRACE_LEN);
 
     // A write then a read of small block run 0, a read then a write of
     // run 1, each pair sent back to back.
@@ -183,27 +209,23 @@ async fn exercise(target: &BlockingTarget, lun: u16, digests: bool, seed: u64) {
             lu0.write(small_lba(lu0, 0), small(0, 9))
                 .await
                 .expect("rewrite run 0");
-            0
         }),
         Box::pin(async move {
             *ra.lock().unwrap() = lu0
                 .read(small_lba(lu0, 0), small_blocks)
                 .await
                 .expect("read 0");
-            0
         }),
         Box::pin(async move {
             *rb.lock().unwrap() = lu1
                 .read(small_lba(lu1, 1), small_blocks)
                 .await
                 .expect("read 1");
-            0
         }),
         Box::pin(async move {
             lu1.write(small_lba(lu1, 1), small(1, 9))
                 .await
                 .expect("rewrite run 1");
-            0
         }),
     ];
     join_in_order(tasks).await;
@@ -265,4 +287,41 @@ fn large_reads_and_writes_stay_exact_and_ordered_with_digests_off_and_on() {
         rt.block_on(exercise(&target, lun, digests, 0x5eed_0000 + n as u64));
     }
     drop(target);
+}
+
+/// The wire-order check itself: it passes the right order and fails a cache
+/// sync answered before a write sent ahead of it, or a missing answer.
+#[test]
+fn the_order_check_tells_a_sync_answered_too_early() {
+    use iesp_proto::bhs::Bhs;
+    let pdu = |op: Opcode, itt: u32, cdb0: u8| {
+        let mut b = Bhs::new(op);
+        b.set_itt(itt);
+        b.0[32] = cdb0;
+        b
+    };
+    let trace_of = |answers: &[u32]| {
+        let mut t = Trace::new(64);
+        for (itt, cdb0) in [(1, 0x2a), (2, 0x2a), (3, 0x35)] {
+            let b = pdu(Opcode::SCSI_COMMAND, itt, cdb0);
+            t.record_pdu(Direction::Sent, &b, 0, &Bytes::new());
+        }
+        for &itt in answers {
+            let b = pdu(Opcode::SCSI_RESPONSE, itt, 0);
+            t.record_pdu(Direction::Received, &b, 0, &Bytes::new());
+        }
+        t
+    };
+    assert_eq!(
+        sync_answered_after_the_writes(&trace_of(&[2, 1, 3]), 2),
+        Ok(())
+    );
+    let early = sync_answered_after_the_writes(&trace_of(&[1, 3, 2]), 2).unwrap_err();
+    assert!(early.contains("answered before a write"), "{early}");
+    let missing = sync_answered_after_the_writes(&trace_of(&[1, 3]), 2).unwrap_err();
+    assert!(
+        missing.contains("no SCSI Response to the write"),
+        "{missing}"
+    );
+    assert!(sync_answered_after_the_writes(&trace_of(&[1, 2, 3]), 3).is_err());
 }

@@ -16,46 +16,21 @@
 //!   is for — and a READ after the WRITE (which arrives complete, as
 //!   immediate data) the new data.
 
-use std::future::Future;
 use std::os::unix::fs::FileExt;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use bytes::Bytes;
 use iesp_initiator::{LoginOptions, Session};
 use iesp_proto::negotiation::Digest;
 use iesp_target::config::{Backing, LunSpec, TargetConfig};
 use iesp_testsupport::BlockingTarget;
+use iesp_testsupport::ordered::{Ordered, join_in_order};
 use iesp_testsupport::peers::create_sparse_file;
 
 const LUN_BYTES: u64 = 32 << 20;
 const BLOCK: u64 = 512;
 
-type Task<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// Polls the futures in the order given, each first poll before the next
-/// one's, so the commands leave in that order.
-async fn join_in_order(mut futs: Vec<Task<'_>>) {
-    let mut done = vec![false; futs.len()];
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, d) in futs.iter_mut().zip(done.iter_mut()) {
-            if !*d {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(()) => *d = true,
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-}
+type Task<'a> = Ordered<'a, ()>;
 
 /// xorshift64: the test's own sequence, stable across crate upgrades.
 struct Rng(u64);

@@ -24,6 +24,8 @@
 //!   (for connect-timeout tests).
 //! - [`loopdev`] — [`LoopDevice`]: a loop device over an image file,
 //!   detached on drop.
+//! - [`ordered`] — [`ordered::join_in_order`]: futures started in a fixed
+//!   order (commands sent back to back) and awaited together.
 //! - [`peers`] — real, independent peers on loopback: tgt's `tgtd`
 //!   ([`peers::tgt::Tgtd`]), libiscsi's tools ([`peers::libiscsi`]), QEMU's
 //!   NBD server and client ([`peers::qemu`]); running external programs
@@ -36,6 +38,7 @@ pub mod chap_login;
 pub mod embedded;
 pub mod fake;
 pub mod loopdev;
+pub mod ordered;
 pub mod peers;
 
 pub use embedded::{BlockingTarget, TestTarget};
