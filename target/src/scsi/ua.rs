@@ -28,13 +28,14 @@
 //! Persistent reservation registrations are per I_T nexus too; they live
 //! in [`super::pr`], keyed by the same [`NexusKey`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use iesp_proto::pdu::Isid;
 use iesp_proto::scsi::{Asc, Sense, SenseKeySpecific};
 
 use super::Nexus;
+use crate::fast_map::FastMap;
 
 /// Conditions queued per nexus before the overflow bit is used instead.
 pub const QUEUE_DEPTH: usize = 8;
@@ -119,7 +120,7 @@ impl UnitAttentions {
 /// The nexuses a logical unit knows, with their pending conditions.
 #[derive(Debug, Default)]
 pub struct NexusTable {
-    nexuses: HashMap<NexusKey, UnitAttentions>,
+    nexuses: FastMap<NexusKey, UnitAttentions>,
 }
 
 impl NexusTable {
@@ -131,11 +132,13 @@ impl NexusTable {
                 self.nexuses.clear();
             }
         }
-        self.nexuses.entry(key.clone()).or_insert_with(|| {
+        if !self.nexuses.contains_key(key) {
+            // Cloned only for a new nexus, not per command.
             let mut ua = UnitAttentions::default();
             ua.establish(Asc::POWER_ON_RESET);
-            ua
-        })
+            self.nexuses.insert(key.clone(), ua);
+        }
+        self.nexuses.get_mut(key).expect("the entry was just made")
     }
 
     /// Removes and returns the oldest pending condition of `key` as sense

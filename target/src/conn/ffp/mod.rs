@@ -40,7 +40,7 @@
 //! The transcript tests (`ffp/transcripts.rs`) encode request PDUs with
 //! `iesp_proto`, feed the bytes in and decode what comes out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,7 @@ use iesp_proto::scsi::{Asc, Sense, SenseKey};
 use super::deferred::Deferred;
 use super::fence::SpliceFence;
 use super::output::Output;
+use crate::fast_map::FastMap;
 use crate::memory::SessionMemory;
 use crate::scsi::{LunTable, Nexus, NexusEnd};
 use crate::session::SessionShared;
@@ -175,13 +176,13 @@ pub struct FullFeature {
     window: u32,
     /// Commands that arrived on this connection ahead of ExpCmdSN, by
     /// CmdSN.
-    held: HashMap<u32, Frame>,
+    held: FastMap<u32, Frame>,
     /// The session's command window and connections
     /// ([`crate::session`]); `exp_cmd_sn` caches its ExpCmdSN.
     session: Arc<SessionShared>,
     /// This connection's identity in `session`.
     conn_id: u64,
-    tasks: HashMap<u32, WriteTask>,
+    tasks: FastMap<u32, WriteTask>,
     next_ttt: u32,
     text_in: Vec<u8>,
     /// TTT we acknowledged a partial (C=1) Text Request with.
@@ -248,10 +249,10 @@ impl FullFeature {
             stat_sn,
             exp_cmd_sn,
             window: command_window.max(1),
-            held: HashMap::new(),
+            held: FastMap::default(),
             session: SessionShared::new(exp_cmd_sn, 1),
             conn_id: 0,
-            tasks: HashMap::new(),
+            tasks: FastMap::default(),
             next_ttt: 1,
             text_in: Vec::new(),
             text_in_ttt: None,
