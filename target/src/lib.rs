@@ -50,6 +50,7 @@ pub mod config_file;
 pub mod conn;
 pub mod embedded;
 pub mod endpoints;
+mod fast_map;
 pub mod memory;
 pub mod metrics;
 pub mod scsi;

@@ -1,7 +1,9 @@
-//! The read path allocates nothing per command but the data buffer: a
-//! READ(16) parsed into a typed command and run on a RAM LUN makes exactly
-//! one heap allocation, counted by a global allocator wrapper (issue 16:
-//! no `cdb.to_vec()`, no `format!`, no second parse).
+//! The read path allocates nothing per command but its share of the data
+//! buffer: READ(16)s parsed into typed commands and run on a RAM LUN make
+//! one heap allocation per read arena (`scsi::READ_ARENA_BYTES`, 16 reads of
+//! 4 KiB) and nothing else, counted by a global allocator wrapper (issue
+//! 16: no `cdb.to_vec()`, no `format!`, no second parse, no `malloc` per
+//! READ).
 
 #![allow(unsafe_code)] // a counting GlobalAlloc wrapper needs `unsafe impl`
 
@@ -12,8 +14,9 @@ use std::sync::Arc;
 use iesp_proto::bhs::Lun;
 use iesp_proto::pdu::Isid;
 use iesp_proto::scsi::{Cdb, CdbSize};
+use iesp_target::backend::Backend;
 use iesp_target::backend::RamBackend;
-use iesp_target::scsi::{LogicalUnit, LunTable, Nexus, RawCdb};
+use iesp_target::scsi::{LogicalUnit, LunTable, Nexus, READ_ARENA_BYTES, RawCdb};
 
 thread_local! {
     /// Allocations made by this thread while counting is on.
@@ -52,13 +55,13 @@ fn allocations<R>(f: impl FnOnce() -> R) -> (u64, R) {
 }
 
 #[test]
-fn a_read_allocates_only_its_data_buffer() {
-    let lu = LogicalUnit::new(
-        Box::new(RamBackend::new(1 << 20)),
-        512,
-        false,
-        "ALLOC001".into(),
-    );
+fn reads_allocate_only_their_share_of_a_data_arena() {
+    // Every 4 KiB of the first 256 KiB holds its own index.
+    let ram = RamBackend::new(1 << 20);
+    for i in 0..64u8 {
+        ram.write_at(&[i; 4096], u64::from(i) * 4096).unwrap();
+    }
+    let lu = LogicalUnit::new(Box::new(ram), 512, false, "ALLOC001".into());
     let table = LunTable::new(vec![Arc::new(lu)]);
     let nexus = Nexus {
         initiator_name: "iqn.2026-11.org.iesp-test:alloc".into(),
@@ -73,15 +76,31 @@ fn a_read_allocates_only_its_data_buffer() {
     for _ in 0..2 {
         let _ = table.execute(&nexus, lun, &Cdb::TestUnitReady.encode(), &[], 0);
     }
-    let raw = Cdb::read(CdbSize::Sixteen, 64, 8).encode().padded();
-    for _ in 0..3 {
-        let (n, c) = allocations(|| {
+    let reads = 64;
+    // Kept, as the Data-Ins waiting for the writer keep them: the arena
+    // cannot be reused, a new one is needed every 16 reads.
+    let mut kept = Vec::with_capacity(reads as usize);
+    let (n, ()) = allocations(|| {
+        for i in 0..reads {
+            let raw = Cdb::read(CdbSize::Sixteen, i * 8, 8).encode().padded();
             let command = table.prepare(lun, RawCdb::Header(raw));
-            table.run(&nexus, &command, &[], 4096)
-        });
-        assert_eq!(c.status, 0);
-        assert_eq!(c.data.len(), 4096);
-        assert_eq!(n, 1, "allocations for one 4 KiB READ(16)");
+            let c = table.run(&nexus, &command, &[], 4096);
+            assert_eq!(c.status, 0);
+            assert_eq!(c.data.len(), 4096);
+            kept.push(c.data);
+        }
+    });
+    // Per arena: its buffer and the shared header `bytes` adds when the
+    // first read splits off it.
+    let arenas = (reads * 4096).div_ceil(READ_ARENA_BYTES as u64);
+    assert!(
+        n <= 2 * arenas,
+        "{n} allocations for {reads} 4 KiB READ(16)s ({arenas} arenas)"
+    );
+    assert!(n >= arenas, "{n}: the arena is not being used up");
+    // Each read got its own blocks, intact after the later reads.
+    for (i, d) in kept.iter().enumerate() {
+        assert!(d.iter().all(|b| usize::from(*b) == i), "read {i}");
     }
     // The counter counts: a command with sense data allocates more.
     let bad = Cdb::read(CdbSize::Sixteen, 1 << 40, 8).encode().padded();

@@ -31,7 +31,7 @@
 //!   function never sees a command half done. A WRITE with FUA flushes in
 //!   its own job before it completes, as inline.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -115,7 +115,7 @@ pub struct Deferred {
     pub(super) workers: usize,
     pub(super) done_tx: mpsc::Sender<(u32, Completion)>,
     pub(super) done_rx: mpsc::Receiver<(u32, Completion)>,
-    pub(super) running: HashMap<u32, Running>,
+    pub(super) running: FastMap<u32, Running>,
 }
 
 impl Deferred {
@@ -129,7 +129,7 @@ impl Deferred {
             workers: workers.max(1),
             done_tx,
             done_rx,
-            running: HashMap::new(),
+            running: FastMap::default(),
         }
     }
 

@@ -4,7 +4,7 @@
 //!   state machine from the first Login Request to a [`login::LoginOutcome`];
 //! - [`ffp`] — the full feature phase core (§3.2, §4.2, §11): sans-IO,
 //!   bytes in, PDUs out, the keep-alive clock driven by the `now` it is
-//!   given;
+//!   given; one file per step of a command (received, executed, answered);
 //! - [`fence`] — holds the writes that arrive behind a READ sent with
 //!   `sendfile` until the initiator has read it;
 //! - [`output`] — the PDUs queued for the initiator, with read data that

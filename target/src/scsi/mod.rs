@@ -76,6 +76,7 @@ mod opcodes;
 mod pr;
 mod provisioning;
 mod rw;
+pub use rw::READ_ARENA_BYTES;
 mod sense;
 mod ua;
 mod xcopy;

@@ -28,13 +28,15 @@
 //! Persistent reservation registrations are per I_T nexus too; they live
 //! in [`super::pr`], keyed by the same [`NexusKey`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, LazyLock};
 
 use iesp_proto::pdu::Isid;
 use iesp_proto::scsi::{Asc, Sense, SenseKeySpecific};
 
 use super::Nexus;
+use crate::fast_map::FastMap;
 
 /// Conditions queued per nexus before the overflow bit is used instead.
 pub const QUEUE_DEPTH: usize = 8;
@@ -44,11 +46,41 @@ pub const MAX_NEXUSES: usize = 1024;
 
 /// What identifies an I_T nexus to a logical unit: the initiator port and
 /// the target port (the target name is the LU's own).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Every command looks its nexus up ([`NexusTable`]); the hash of the
+/// initiator name is computed once, when the key is made, and the table
+/// hashes only that.
+#[derive(Clone, Debug)]
 pub struct NexusKey {
     initiator_name: Arc<str>,
     isid: Isid,
     portal_group_tag: u16,
+    /// Of the three fields above, seeded per process ([`key_hash`]).
+    hash: u64,
+}
+
+impl PartialEq for NexusKey {
+    fn eq(&self, other: &NexusKey) -> bool {
+        self.hash == other.hash
+            && self.isid == other.isid
+            && self.portal_group_tag == other.portal_group_tag
+            && self.initiator_name == other.initiator_name
+    }
+}
+
+impl Eq for NexusKey {}
+
+impl Hash for NexusKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hash of a nexus key, with a seed chosen at random once per process
+/// (an initiator cannot pick names that collide).
+fn key_hash(initiator_name: &str, isid: Isid, portal_group_tag: u16) -> u64 {
+    static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
+    SEED.hash_one((initiator_name, isid, portal_group_tag))
 }
 
 impl NexusKey {
@@ -57,6 +89,7 @@ impl NexusKey {
             initiator_name: nexus.initiator_name.clone(),
             isid: nexus.isid,
             portal_group_tag: nexus.portal_group_tag,
+            hash: key_hash(&nexus.initiator_name, nexus.isid, nexus.portal_group_tag),
         }
     }
 
@@ -67,6 +100,7 @@ impl NexusKey {
             initiator_name: initiator_name.into(),
             isid,
             portal_group_tag,
+            hash: key_hash(initiator_name, isid, portal_group_tag),
         }
     }
 
@@ -119,7 +153,7 @@ impl UnitAttentions {
 /// The nexuses a logical unit knows, with their pending conditions.
 #[derive(Debug, Default)]
 pub struct NexusTable {
-    nexuses: HashMap<NexusKey, UnitAttentions>,
+    nexuses: FastMap<NexusKey, UnitAttentions>,
 }
 
 impl NexusTable {
@@ -131,11 +165,13 @@ impl NexusTable {
                 self.nexuses.clear();
             }
         }
-        self.nexuses.entry(key.clone()).or_insert_with(|| {
+        if !self.nexuses.contains_key(key) {
+            // Cloned only for a new nexus, not per command.
             let mut ua = UnitAttentions::default();
             ua.establish(Asc::POWER_ON_RESET);
-            ua
-        })
+            self.nexuses.insert(key.clone(), ua);
+        }
+        self.nexuses.get_mut(key).expect("the entry was just made")
     }
 
     /// Removes and returns the oldest pending condition of `key` as sense

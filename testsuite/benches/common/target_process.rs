@@ -1,5 +1,6 @@
 //! Spawning `iesp-target` for the benches that compare it with itself
-//! (`metrics_overhead`, `stats_instructions`): the binary, built when
+//! (`metrics_overhead`, `stats_instructions`, `target_instructions`): the
+//! binary, built when
 //! needed, and a child process on an ephemeral loopback port that reports
 //! its addresses on stderr.
 
@@ -77,6 +78,18 @@ pub fn spawn_target(
     metrics: bool,
     callgrind: Option<&Path>,
 ) -> Spawned {
+    spawn_target_lun(bin, "ram:64M", statistics, metrics, callgrind)
+}
+
+/// [`spawn_target`] with LUN 0 given as an `--lun` spec (`ram:64M`,
+/// `file:PATH`).
+pub fn spawn_target_lun(
+    bin: &Path,
+    lun: &str,
+    statistics: bool,
+    metrics: bool,
+    callgrind: Option<&Path>,
+) -> Spawned {
     let mut cmd = match callgrind {
         Some(out) => {
             let mut c = Command::new("valgrind");
@@ -88,14 +101,7 @@ pub fn spawn_target(
         }
         None => Command::new(bin),
     };
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--lun",
-        "ram:64M",
-        "--log",
-        "warn",
-    ]);
+    cmd.args(["--listen", "127.0.0.1:0", "--lun", lun, "--log", "warn"]);
     if callgrind.is_some() {
         cmd.args(["--nop-interval", "0"]);
     }

@@ -12,7 +12,13 @@
 use super::*;
 use crate::conn::output::Piece;
 use iesp_proto::negotiation::{Limits, Role};
-use iesp_proto::pdu::{AsyncMessage, Isid, TaskAttr};
+use iesp_proto::pdu::{
+    AsyncMessage, DataIn, DataOut, Isid, LogoutReason, LogoutRequest, LogoutResponse,
+    LogoutResponseCode, NopIn, NopOut, R2t, Residual, ScsiCommand, ScsiResponse, ScsiResponseCode,
+    TaskAttr, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction,
+    TmfResponse,
+};
+use iesp_proto::scsi::ScsiStatus;
 use pretty_assertions::assert_eq;
 
 use crate::backend::RamBackend;
