@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long = "lun", value_name = "SPEC", value_parser = check_lun, conflicts_with = "config")]
     pub luns: Vec<String>,
 
-    /// Logical block size for LUNs that do not say `bs=`: 512 or 4k.
+    /// Logical block size for LUNs that do not say `bs=`: a power of two from 512 to 64k.
     #[arg(long, value_name = "SIZE", default_value = "512", value_parser = units::parse_block_size, conflicts_with = "config")]
     pub block_size: u32,
 

@@ -85,7 +85,7 @@ struct SelftestArgs {
     /// Size of the embedded target's RAM LUN (e.g. 64M, 1G).
     #[arg(long, default_value = "64M", value_parser = units::parse_size_nonzero)]
     size: u64,
-    /// Logical block size of the LUN: 512 or 4k.
+    /// Logical block size of the LUN: a power of two from 512 to 64k.
     #[arg(long, default_value = "512", value_parser = units::parse_block_size)]
     block_size: u32,
     /// Queue depths for the write/read pass, comma-separated.

@@ -643,7 +643,12 @@ fn static_gate(case: &Case, profile: &Profile, opts: &RunOptions) -> Option<Stri
     None
 }
 
-/// Checks the parameter gates against the session's negotiated values.
+/// Gate keys that are the LUN's geometry (from READ CAPACITY), not a
+/// negotiated value: `param:capacity>=2097152` for a case that writes 2 MiB.
+const LUN_KEYS: [&str; 3] = ["blocks", "capacity", "block_size"];
+
+/// Checks the parameter gates against the session's negotiated values
+/// and the LUN's geometry.
 fn param_gates(case: &Case, ctx: &Ctx) -> Result<(), Fail> {
     for g in &case.meta.gates {
         let Gate::Param { key, op, value } = g else {
@@ -661,9 +666,24 @@ fn param_gates(case: &Case, ctx: &Ctx) -> Result<(), Fail> {
             "MaxBurstLength" => p.max_burst_length.to_string(),
             "FirstBurstLength" => p.first_burst_length.to_string(),
             "MaxOutstandingR2T" => p.max_outstanding_r2t.to_string(),
+            "TargetMRDSL" => p.target_mrdsl.to_string(),
+            "blocks" => ctx.blocks.to_string(),
+            "capacity" => (ctx.blocks * u64::from(ctx.block_size)).to_string(),
+            "block_size" => ctx.block_size.to_string(),
+            "InitiatorMRDSL" => p.initiator_mrdsl.to_string(),
             "HeaderDigest" => p.header_digest.token().to_owned(),
             "DataDigest" => p.data_digest.token().to_owned(),
             other => return Err(Fail::error(format!("unknown parameter {other} in a gate"))),
+        };
+        // `$block_size`: the LUN's block size (a case that sends one
+        // block of immediate data needs FirstBurstLength and the target's
+        // MaxRecvDataSegmentLength to hold it).
+        let value = match value.as_str() {
+            "$block_size" => ctx.block_size.to_string(),
+            v if v.starts_with('$') => {
+                return Err(Fail::error(format!("unknown variable {v} in gate {g}")));
+            }
+            v => v.to_owned(),
         };
         let holds = match (actual.parse::<u64>(), value.parse::<u64>()) {
             (Ok(a), Ok(b)) => match op {
@@ -673,8 +693,8 @@ fn param_gates(case: &Case, ctx: &Ctx) -> Result<(), Fail> {
                 CmpOp::Le => a <= b,
             },
             _ => match op {
-                CmpOp::Eq => actual == *value,
-                CmpOp::Ne => actual != *value,
+                CmpOp::Eq => actual == value,
+                CmpOp::Ne => actual != value,
                 _ => return Err(Fail::error(format!("gate {g} compares a non-number"))),
             },
         };
@@ -722,7 +742,15 @@ async fn setup(case: &Case, ctx: &mut Ctx) -> Result<(), Fail> {
         .map_err(|e| setup_error("connect", e))?;
     let r = ctx.login_default(false).await;
     login_setup(ctx, r)?;
-    param_gates(case, ctx)?;
+    // A gate on `$block_size` needs the capacity read first; without a
+    // LUN the negotiated values are all there is.
+    let gates_need_capacity = case.meta.gates.iter().any(|g| {
+        matches!(g, Gate::Param { key, value, .. }
+            if value.starts_with('$') || LUN_KEYS.contains(&key.as_str()))
+    });
+    if ctx.target.lun.is_none() || !gates_need_capacity {
+        param_gates(case, ctx)?;
+    }
     if ctx.target.lun.is_none() {
         return Ok(());
     }
@@ -731,10 +759,13 @@ async fn setup(case: &Case, ctx: &mut Ctx) -> Result<(), Fail> {
             .await
             .map_err(|e| setup_error("TEST UNIT READY (clearing unit attention)", e))?;
     }
-    if s.capacity {
+    if s.capacity || gates_need_capacity {
         read_capacity(ctx)
             .await
             .map_err(|e| setup_error("READ CAPACITY", e))?;
+    }
+    if gates_need_capacity {
+        param_gates(case, ctx)?;
     }
     Ok(())
 }

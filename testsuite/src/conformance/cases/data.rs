@@ -17,8 +17,26 @@ use super::super::transfer::{End, ScsiOutcome, ScsiRequest};
 use super::{Def, boxed, cdb, pattern, read, require_good, require_no_violation, write};
 use crate::conformance::case::CaseFuture;
 
-/// Where the Rust cases write (2 MiB into the LUN with 512-byte blocks).
-const AREA: u64 = 4096;
+/// Where the Rust cases write: 2 MiB into the LUN, each case at its own
+/// byte offset from there ([`area`]).
+const AREA_BYTES: u64 = 2 << 20;
+
+/// The LBA a case writes `len` bytes at: `AREA_BYTES + slot` when the
+/// write fits there, else as far in as it fits (a small LUN, or large
+/// blocks); a skip when the LUN is smaller than the write. A write past
+/// the end would fail a correct target with LBA OUT OF RANGE.
+fn area(ctx: &Ctx, slot: u64, len: u64) -> Result<u64, Fail> {
+    let bs = u64::from(ctx.block_size.max(1));
+    let want = (AREA_BYTES + slot) / bs;
+    let blocks = len.div_ceil(bs);
+    if blocks > ctx.blocks {
+        return Err(Fail::skip(format!(
+            "the case writes {len} bytes; the LUN holds {} blocks of {bs} bytes",
+            ctx.blocks
+        )));
+    }
+    Ok(want.min(ctx.blocks - blocks))
+}
 
 pub fn cases() -> Vec<Def> {
     let w = &["lun"];
@@ -174,7 +192,8 @@ async fn solicited_write(ctx: &mut Ctx) -> Result<(ScsiOutcome, u32), Fail> {
     let p = ctx.conn()?.params.clone();
     let bs = u64::from(ctx.block_size);
     let len = (u64::from(p.max_burst_length) * 3).clamp(bs * 2, 1 << 20) / bs * bs;
-    let out = write(ctx, AREA, pattern(len as usize, 0x52), |r| {
+    let at = area(ctx, 0, len)?;
+    let out = write(ctx, at, pattern(len as usize, 0x52), |r| {
         r.unsolicited = false;
         r.check = false;
     })
@@ -303,10 +322,16 @@ fn max_outstanding_r2t(ctx: &mut Ctx) -> CaseFuture<'_> {
         let p = ctx.conn()?.params.clone();
         let bs = u64::from(ctx.block_size);
         let mor = u64::from(p.max_outstanding_r2t.max(1));
-        let len = (u64::from(p.max_burst_length) * (mor + 2)).clamp(bs * 2, 4 << 20) / bs * bs;
+        // At most half the LUN, so that a small LUN still gets a write of
+        // several bursts where MaxBurstLength is small.
+        let room = (ctx.blocks / 2).max(2) * bs;
+        let len = (u64::from(p.max_burst_length) * (mor + 2)).clamp(bs * 2, (4 << 20).min(room))
+            / bs
+            * bs;
+        let at = area(ctx, 0, len)?;
         let data = pattern(len as usize, 0x33);
         let spec = SendSpec::new(Opcode::SCSI_COMMAND)
-            .cdb(&format!("WRITE(16) lba={AREA} blocks={}", len / bs));
+            .cdb(&format!("WRITE(16) lba={at} blocks={}", len / bs));
         let cmd = ctx.send(&spec).await?;
         let itt = cmd.itt();
         // Collect what the target sends until it pauses, answer it all,
@@ -379,7 +404,8 @@ fn first_r2t_after_unsolicited(ctx: &mut Ctx) -> CaseFuture<'_> {
                 "FirstBurstLength {first_burst} is above the 4 MiB this case writes"
             )));
         }
-        let out = write(ctx, AREA, pattern(len as usize, 0x44), |r| r.check = false).await?;
+        let at = area(ctx, 0, len)?;
+        let out = write(ctx, at, pattern(len as usize, 0x44), |r| r.check = false).await?;
         require_good(&out, "the write")?;
         let r = out.r2ts.first().ok_or_else(|| {
             Fail::check(format!(
@@ -520,13 +546,14 @@ fn data_out_small_segments(ctx: &mut Ctx) -> CaseFuture<'_> {
         let bs = u64::from(ctx.block_size);
         let len = (64 * 1024 / bs).max(2) * bs;
         let data = pattern(len as usize, 0x71);
-        let out = write(ctx, AREA + 512, data.clone(), |r| {
+        let at = area(ctx, 256 << 10, len)?;
+        let out = write(ctx, at, data.clone(), |r| {
             r.unsolicited = false;
             r.data_out_segment = Some(512);
         })
         .await?;
         require_good(&out, "the write in 512-byte Data-Out PDUs")?;
-        let back = read(ctx, AREA + 512, len / bs, |_| {}).await?;
+        let back = read(ctx, at, len / bs, |_| {}).await?;
         require_good(&back, "the read back")?;
         ensure(back.data == data, || {
             "the data read back differs from what was written".to_owned()
@@ -540,12 +567,13 @@ fn data_out_unsolicited(ctx: &mut Ctx) -> CaseFuture<'_> {
         let bs = u64::from(ctx.block_size);
         let len = ((u64::from(p.first_burst_length) * 2).min(1 << 20) / bs).max(2) * bs;
         let data = pattern(len as usize, 0x19);
-        let out = write(ctx, AREA + 1024, data.clone(), |_| {}).await?;
+        let at = area(ctx, 512 << 10, len)?;
+        let out = write(ctx, at, data.clone(), |_| {}).await?;
         require_good(&out, "the write with unsolicited data")?;
         ensure(out.data_outs > 0 || p.immediate_data, || {
             "no unsolicited Data-Out was sent".to_owned()
         })?;
-        let back = read(ctx, AREA + 1024, len / bs, |_| {}).await?;
+        let back = read(ctx, at, len / bs, |_| {}).await?;
         require_good(&back, "the read back")?;
         ensure(back.data == data, || {
             "the data read back differs from what was written".to_owned()
@@ -599,7 +627,8 @@ fn read_zero_edtl(ctx: &mut Ctx) -> CaseFuture<'_> {
 fn write_underflow(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         let bs = ctx.block_size;
-        let c = cdb(ctx, &format!("WRITE(10) lba={} blocks=1", AREA + 2048))?;
+        let at = area(ctx, 1 << 20, 2 * u64::from(bs))?;
+        let c = cdb(ctx, &format!("WRITE(10) lba={at} blocks=1"))?;
         let mut req = ScsiRequest::write(&c, ctx.lun, pattern(2 * bs as usize, 0x11));
         req.edtl = 2 * bs;
         let out = ctx.scsi(&req).await?;
@@ -614,7 +643,8 @@ fn write_underflow(ctx: &mut Ctx) -> CaseFuture<'_> {
 fn write_overflow(ctx: &mut Ctx) -> CaseFuture<'_> {
     boxed(async move {
         let bs = ctx.block_size;
-        let c = cdb(ctx, &format!("WRITE(10) lba={} blocks=2", AREA + 2048))?;
+        let at = area(ctx, 1 << 20, 2 * u64::from(bs))?;
+        let c = cdb(ctx, &format!("WRITE(10) lba={at} blocks=2"))?;
         let req = ScsiRequest::write(&c, ctx.lun, pattern(bs as usize, 0x12));
         let out = ctx.scsi(&req).await?;
         good_with_residual_or_check_condition(
