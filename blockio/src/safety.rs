@@ -9,7 +9,11 @@
 //!   table or file system signature** — the well-known magic numbers below,
 //!   checked the way blkid(8) finds them. Blocks that carry a valid header of
 //!   our own block format ([`crate::block`]) are skipped: a device we wrote
-//!   before may be written again.
+//!   before may be written again;
+//! - any target whose first 128 KiB **hold other data**: a block that is
+//!   neither zeroed nor a valid block of our format. A fresh (sparse,
+//!   zeroed) device or one iesp-test wrote may be written; an image, an
+//!   archive or random bytes with no signature may not, without `--force`.
 //!
 //! Each finding is one sentence saying what was found and where.
 
@@ -170,7 +174,24 @@ pub async fn signatures_on<D: Device>(dev: &D) -> Result<Vec<String>, DeviceErro
     let buf = AlignedBuf::new(len as usize, info.align);
     let (buf, r) = dev.read(0, buf).await;
     r?;
-    Ok(find_signatures(&buf, info.block_size))
+    let mut found = find_signatures(&buf, info.block_size);
+    if found.is_empty()
+        && let Some(lba) = first_foreign_block(&buf, info.block_size)
+    {
+        found.push(format!(
+            "it holds data iesp-test did not write (block {lba}, in the first {} KiB, is neither zeroed nor an iesp-test block)",
+            len >> 10
+        ));
+    }
+    Ok(found)
+}
+
+/// The first block of `data` (the start of a device) that is neither all
+/// zeros nor a valid block of our own format.
+pub fn first_foreign_block(data: &[u8], block_size: u32) -> Option<u64> {
+    data.chunks_exact(block_size as usize)
+        .position(|b| b.iter().any(|&x| x != 0) && !block::is_valid(b))
+        .map(|i| i as u64)
 }
 
 /// A magic number at a fixed offset.
@@ -390,6 +411,19 @@ mod tests {
         e[1081] = 0xef;
         e[1048] = 99;
         assert!(find_signatures(&e, 512).is_empty());
+    }
+
+    #[test]
+    fn foreign_data_is_found() {
+        let bs = 512u32;
+        let mut d = vec![0u8; 8192];
+        assert_eq!(first_foreign_block(&d, bs), None, "zeros are free");
+        block::render_unique(&block::Stamp::new(7, bs, 0), 0, 1, &mut d[..4096]);
+        assert_eq!(first_foreign_block(&d, bs), None, "our own blocks are free");
+        d[5000] = 1;
+        assert_eq!(first_foreign_block(&d, bs), Some(9));
+        d[100] ^= 0xff; // a damaged block of ours is no longer ours
+        assert_eq!(first_foreign_block(&d, bs), Some(0));
     }
 
     #[test]

@@ -154,6 +154,8 @@ async fn verify_passes(target: &EmbeddedTarget, opts: &Options) -> anyhow::Resul
         target: target.url(0),
         open: crate::device::OpenOptions {
             write: true,
+            // Its own RAM LUN, which the write/read passes just filled.
+            force: true,
             initiator_name: INITIATOR.to_owned(),
             ..Default::default()
         },

@@ -234,6 +234,24 @@ fn a_file_with_mixed_writes_and_the_matrix() {
     assert_eq!(doc["targets"][0]["kind"], "file");
     let (r, w) = (p["reads"].as_u64().unwrap(), p["writes"].as_u64().unwrap());
     assert!(r > w && w > 0, "70% reads: {r} reads, {w} writes");
+    // What bench wrote is iesp-test's own data: a second write run needs
+    // no --force. Bytes of anyone else's are refused, untouched.
+    let again = [
+        "bench",
+        "--rw",
+        "randwrite",
+        "--write",
+        "--runtime",
+        RUNTIME,
+    ];
+    let run = iesp_test(&[&again[..], &[&img]].concat());
+    assert_eq!(run.code, 0, "{}", run.text());
+    let foreign = dir.path().join("foreign.img");
+    std::fs::write(&foreign, vec![0x5a; 1 << 20]).unwrap();
+    let run = iesp_test(&[&again[..], &[foreign.to_str().unwrap()]].concat());
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("holds data"), "{}", run.text());
+    assert_eq!(std::fs::read(&foreign).unwrap(), vec![0x5a; 1 << 20]);
 
     // The old script's shape: block size × synchronous jobs.
     let dat = dir.path().join("m.dat");

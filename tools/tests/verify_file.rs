@@ -332,6 +332,38 @@ fn a_file_with_a_file_system_is_refused() {
     assert_eq!(run.code, 0, "{}", run.text());
 }
 
+/// A file of data with no signature (random bytes: an image, an archive)
+/// is refused too, and loses nothing; one verify wrote before is not.
+#[test]
+fn a_file_holding_other_data_is_refused() {
+    use rand::RngCore;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("data.bin");
+    let mut data = vec![0u8; 4 << 20];
+    rand::rng().fill_bytes(&mut data[4096 * 3..]); // the file's blocks are 4 KiB
+    std::fs::write(&img, &data).unwrap();
+    let img = img.to_str().unwrap().to_owned();
+    let json = dir.path().join("r.json");
+    let (run, _) = verify(&["--write", &img], &json);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr
+            .contains("holds data iesp-test did not write (block 3,"),
+        "{}",
+        run.text()
+    );
+    assert!(run.stderr.contains("--force"), "{}", run.text());
+    assert!(
+        std::fs::read(&img).unwrap() == data,
+        "a refused run wrote to the file"
+    );
+    let (run, _) = verify(&["--write", "--force", "--seed", "4", &img], &json);
+    assert_eq!(run.code, 0, "{}", run.text());
+    // Now it holds verify's blocks: writing again needs no --force.
+    let (run, _) = verify(&["--write", "--seed", "5", &img], &json);
+    assert_eq!(run.code, 0, "{}", run.text());
+}
+
 #[test]
 fn limits_stop_the_writing_and_what_was_written_is_verified() {
     let dir = tempfile::tempdir().unwrap();

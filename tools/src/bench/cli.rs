@@ -18,7 +18,7 @@ TARGET is a regular file, a local block device (/dev/sdX) or an iSCSI URL
 O_DIRECT; their queue depth is real: each command is a pread/pwrite on its
 own thread of tokio's blocking pool. Random reads by default; writes
 (--rw randwrite|write|randrw) need --write, and --force for a target that
-looks in use or holds a signature.
+looks in use or holds data (a signature, or blocks iesp-test did not write).
 
 Each point (block size × queue depth, or with --matrix block size × jobs of
 synchronous readers) runs for --ramp unrecorded, then --runtime recorded.
@@ -131,7 +131,7 @@ pub struct BenchArgs {
     /// Allow writing to the targets (their contents are destroyed).
     #[arg(long)]
     pub write: bool,
-    /// Write even if a target is mounted, in use or holds a signature.
+    /// Write even if a target is mounted, in use or holds data.
     #[arg(long)]
     pub force: bool,
     /// Queue depths (per job), comma-separated.

@@ -121,14 +121,15 @@ impl Workload for BenchWorkload {
         }
         let len = self.plan.bs as usize;
         let read_buf = (self.plan.rw.reads()).then(|| AlignedBuf::new(len, self.plan.align));
+        // Seeded data in iesp-test's block format (rendered once per
+        // slot): a device bench wrote is one iesp-test wrote, so writing to
+        // it again needs no --force (iesp_blockio::safety).
         let write_buf = self.plan.rw.writes().then(|| {
             let mut b = AlignedBuf::new(len, self.plan.align);
             b.set_len(len);
-            let mut x = rng;
-            for c in b.chunks_mut(8) {
-                let v = next_u64(&mut x).to_le_bytes();
-                c.copy_from_slice(&v[..c.len()]);
-            }
+            let dev_bs = (self.plan.bs / self.plan.blocks_per_io.max(1)) as u32;
+            let stamp = iesp_blockio::block::Stamp::new(rng, dev_bs, 0);
+            iesp_blockio::block::render_unique(&stamp, 0, 1, &mut b);
             b
         });
         Slot {

@@ -16,8 +16,9 @@ use crate::target_args::TargetArgs;
 const AFTER_HELP: &str = "\
 TARGET is a regular file, a local block device (/dev/sdX) or an iSCSI URL
 (iscsi://[user[%password]@]host[:port]/target-iqn/lun). fsx overwrites it:
-it needs --write, and --force on a target that is mounted, in use, or carries
-a partition table or file system signature.
+it needs --write, and --force on a target that is mounted, in use, or holds
+data: a partition table or file system signature, or in its first 128 KiB a
+block that is neither zeroed nor written by iesp-test.
 
 Ops (weights in --config or --weights OP=N,...): read, write, write_fua,
 unmap, write_same, write_same_unmap, compare_and_write,
@@ -57,7 +58,7 @@ pub struct FsxArgs {
     /// Allow writing to TARGET (its contents are destroyed).
     #[arg(long)]
     pub write: bool,
-    /// Write even if the target is mounted, in use or holds a signature.
+    /// Write even if the target is mounted, in use or holds data.
     #[arg(long)]
     pub force: bool,
     /// A TOML file with seed, qd, ops, duration, lba_start, lba_count,

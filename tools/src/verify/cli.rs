@@ -16,8 +16,9 @@ use crate::verify::{Mode, Options, exit};
 const AFTER_HELP: &str = "\
 TARGET is a regular file, a local block device (/dev/sdX) or an iSCSI URL
 (iscsi://[user[%password]@]host[:port]/target-iqn/lun). Writing needs --write;
-the target is refused if it is mounted, in use, or carries a partition table
-or file system signature, unless --force.
+the target is refused if it is mounted, in use, or holds data (a partition
+table or file system signature, or in its first 128 KiB a block that is
+neither zeroed nor written by iesp-test), unless --force.
 
 The human-readable summary goes to stdout (to stderr when --json is -),
 progress to stderr. On SIGINT or SIGTERM verify stops issuing commands, lets
@@ -55,7 +56,7 @@ pub struct VerifyArgs {
     /// random ranges with a unique/duplicate/trim mix.
     #[arg(long, value_enum, default_value = "sequential")]
     pub mode: Mode,
-    /// Write even if the target is mounted, in use or holds a signature.
+    /// Write even if the target is mounted, in use or holds data.
     #[arg(long)]
     pub force: bool,
     /// Start of the tested range (bytes: 4096, 64M, 1G).
