@@ -59,7 +59,7 @@ pub struct Args {
     pub listen: Vec<SocketAddr>,
 
     /// Target name (IQN).
-    #[arg(long, default_value = config::DEFAULT_IQN, conflicts_with = "config")]
+    #[arg(long, default_value = config::DEFAULT_IQN, value_parser = check_iqn, conflicts_with = "config")]
     pub iqn: String,
 
     /// A LUN, repeatable; LUN numbers follow the order given.
@@ -241,6 +241,16 @@ pub fn command() -> clap::Command {
 /// Checks a `--lun` value while parsing (so a bad one is a usage error
 /// naming the flag); [`Args::flags_config`] applies `--block-size` to specs
 /// without `bs=`.
+fn check_iqn(s: &str) -> Result<String, String> {
+    if crate::config_file::is_iscsi_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not an iSCSI name (iqn.YYYY-MM.reversed.domain[:name], eui.… or naa.…, at most 223 bytes)"
+        ))
+    }
+}
+
 fn check_lun(s: &str) -> Result<String, String> {
     s.parse::<LunSpec>()
         .map(|_| s.to_owned())

@@ -437,11 +437,13 @@ fn chap(key: &str, c: ChapFile) -> Result<ChapAuth, ConfigError> {
     })
 }
 
-/// iqn., eui. or naa. followed by something (RFC 7143 §4.2.7).
-fn is_iscsi_name(s: &str) -> bool {
+/// iqn., eui. or naa. followed by something, at most 223 bytes, no
+/// white space (RFC 7143 §4.2.7).
+pub(crate) fn is_iscsi_name(s: &str) -> bool {
     ["iqn.", "eui.", "naa."]
         .iter()
         .any(|p| s.len() > p.len() && s.starts_with(p))
+        && s.len() <= 223
         && !s.contains(char::is_whitespace)
 }
 

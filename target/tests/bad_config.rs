@@ -127,6 +127,16 @@ fn bad_limits_exit_2() {
     }
 }
 
+/// `--iqn` must be an iSCSI name: a target named `notaniqn` would be
+/// refused by every strict initiator at login, long after it started.
+#[test]
+fn a_bad_target_name_exits_2() {
+    let long = format!("iqn.2026-11.org.x:{}", "a".repeat(220));
+    for bad in ["notaniqn", "iqn.", "iqn.2026-11.org.x:has space", &long] {
+        assert_usage(&run(&["--iqn", bad]), "not an iSCSI name", bad);
+    }
+}
+
 /// `--io-workers` and `limits.io_workers` (issue 16): 0, too many or not a
 /// number is one line and exit 2; a good value starts the target.
 #[test]

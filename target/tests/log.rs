@@ -15,7 +15,12 @@ use nix::unistd::Pid;
 const ESC: u8 = 0x1b;
 
 /// Starts the binary with stderr going to `log`; returns it and its port.
+/// With `-q` there is no "listening on" line to read the port from, so
+/// the port is picked here (bound and released) and polled for.
 fn start(log: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
+    if args.contains(&"-q") {
+        return start_quiet(log, args, env);
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iesp-target"));
     cmd.args(["--listen", "127.0.0.1:0", "--lun", "ram:1M"])
         .args(args)
@@ -42,6 +47,34 @@ fn start(log: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, std::net::S
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn start_quiet(log: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iesp-target"));
+    cmd.args(["--listen", &addr.to_string(), "--lun", "ram:1M"])
+        .args(args)
+        .env_remove("IESP_LOG")
+        .stdout(Stdio::null())
+        .stderr(File::create(log).expect("log file"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn iesp-target");
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if t0.elapsed() > Duration::from_secs(10) || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            panic!(
+                "iesp-target -q did not start on {addr}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
 }
 
 /// Logs in and out once, then stops the target with SIGTERM; returns the
@@ -130,6 +163,7 @@ fn iesp_log_wins_and_rust_log_is_ignored() {
     let log = dir.path().join("quiet.log");
     let text = String::from_utf8(session_then_sigterm(&log, &["-q"], &[])).unwrap();
     assert!(!text.contains("login complete"), "{text}");
+    assert_eq!(text, "", "-q: no banner, nothing but errors");
     // -v: debug lines appear.
     let log = dir.path().join("debug.log");
     let text = String::from_utf8(session_then_sigterm(&log, &["-v"], &[])).unwrap();

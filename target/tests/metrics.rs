@@ -280,6 +280,8 @@ fn metrics_address_in_use_is_a_usage_error() {
         err.contains(&format!("--metrics {addr}: address already in use")),
         "{err}"
     );
+    // Nothing announced before the failure: one line, no banner.
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
 
 #[test]
@@ -310,6 +312,8 @@ fn snmp_address_in_use_is_a_usage_error() {
         err.contains(&format!("--snmp {addr}: address already in use")),
         "{err}"
     );
+    // Nothing announced before the failure: one line, no banner.
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,12 @@ fn our_target_json_csv_and_dat() {
     validate(&doc, "bench --json against our target");
     assert_eq!(doc["schema"], "iesp-test/bench/1");
     assert_eq!(doc["seed"], 5);
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some("bench: seed 5"),
+        "the seed comes first: {}",
+        run.text()
+    );
     assert_eq!(doc["targets"][0]["kind"], "iscsi-lun");
     let points = doc["points"].as_array().unwrap();
     assert_eq!(points.len(), 4);

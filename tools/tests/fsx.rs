@@ -230,10 +230,47 @@ fn a_failure_shrinks_to_a_log_that_replays() {
         "the same ops pass without the fault: {}",
         run.text()
     );
+    // A replay names the log and its seed, and no other seed.
+    let seeds: Vec<&str> = run.stdout.lines().filter(|l| l.contains("seed")).collect();
+    assert_eq!(
+        seeds.first().copied(),
+        Some(format!("fsx: replaying {s} ({n} ops), seed 8 from its header").as_str()),
+        "{}",
+        run.text()
+    );
+    assert!(
+        seeds
+            .iter()
+            .all(|l| !l.contains("seed ") || l.contains("seed 8")),
+        "{seeds:?}"
+    );
     // A log from another LUN size.
     let (run, _) = fsx(&["--replay", s, "memory:1024"], &json);
     assert_eq!(run.code, 2, "{}", run.text());
     assert!(run.stderr.contains("512 blocks"), "{}", run.text());
+}
+
+/// `-q` is errors only on stderr: the ops left out on a regular file are
+/// in the summary's "not run" lines, not repeated as notices.
+#[test]
+fn quiet_leaves_stderr_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("q.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let img = img.to_str().unwrap();
+    let run = iesp_test(&["-q", "fsx", "--write", "--ops", "50", "--seed", "2", img]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(run.stderr, "", "{}", run.text());
+    assert!(run.stdout.contains("not run: reconnect"), "{}", run.text());
+    let run = iesp_test(&["fsx", "--write", "--ops", "50", "--seed", "2", img]);
+    assert!(
+        run.stderr.contains("leaving out reconnect"),
+        "{}",
+        run.text()
+    );
 }
 
 #[test]

@@ -63,27 +63,49 @@ fn lun_failure(e: io::Error) -> Failure {
 fn run(args: &Args) -> Result<(), Failure> {
     iesp_cli::log::init(&args.log_filter()).map_err(Failure::Usage)?;
     let (cfg, listen, endpoints) = args.load_all().map_err(|e| Failure::Usage(e.to_string()))?;
+    let quiet = args.verbosity.quiet;
     for w in endpoints.check().map_err(Failure::Usage)? {
-        eprintln!("iesp-target: {w}");
+        if !quiet {
+            eprintln!("iesp-target: {w}");
+        }
     }
     let target = Target::from_config(&cfg).map_err(lun_failure)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Io(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(serve_all(target, listen, endpoints))
+    rt.block_on(serve_all(target, listen, endpoints, Banner { quiet }))
+}
+
+/// The start-up and shutdown lines on stderr, which `-q` (errors only)
+/// leaves out.
+#[derive(Clone, Copy)]
+struct Banner {
+    quiet: bool,
+}
+
+impl Banner {
+    fn say(self, line: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
 }
 
 async fn serve_all(
     target: Arc<Target>,
     listen: Vec<SocketAddr>,
     endpoints: Endpoints,
+    banner: Banner,
 ) -> Result<(), Failure> {
     // Install the handlers before the first bind: once a client can
     // connect, SIGINT/SIGTERM must already mean "shut down gracefully"
     // rather than the default of dying on the spot.
     let signals = ShutdownSignals::install();
     target.set_statistics(endpoints.statistics);
+    // Bind everything first, then announce and serve: a portal, metrics
+    // or SNMP address that cannot be bound stops the start with one line
+    // and nothing printed or served before it.
     let mut listeners = Vec::new();
     for addr in &listen {
         let l = tokio::net::TcpListener::bind(addr)
@@ -92,30 +114,33 @@ async fn serve_all(
         let local = l
             .local_addr()
             .map_err(|e| Failure::Io(format!("cannot listen on {addr}: {e}")))?;
-        eprintln!("iesp-target: listening on {local}");
-        listeners.push(l);
+        listeners.push((l, local));
+    }
+    let bound = bind_endpoints(&endpoints).await?;
+    for (_, local) in &listeners {
+        banner.say(format_args!("iesp-target: listening on {local}"));
     }
     for node in &target.nodes {
-        eprintln!("iesp-target: serving {}", node.iqn);
+        banner.say(format_args!("iesp-target: serving {}", node.iqn));
         for (n, lu) in node.luns.iter().enumerate() {
-            eprintln!(
+            banner.say(format_args!(
                 "  LUN {n}: {} ({} blocks of {} bytes{})",
                 lu.describe(),
                 lu.blocks(),
                 lu.block_size(),
                 if lu.read_only() { ", read-only" } else { "" }
-            );
+            ));
         }
     }
     // One signal stops every portal.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    start_endpoints(&target, &endpoints, &stopped).await?;
+    start_endpoints(&target, &endpoints, bound, &stopped, banner);
     tokio::spawn(async move {
         signals.recv().await;
         let _ = stop.send(true);
     });
     let mut portals = tokio::task::JoinSet::new();
-    for l in listeners {
+    for (l, _) in listeners {
         let mut stopped = stopped.clone();
         portals.spawn(serve(l, target.clone(), async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -128,25 +153,50 @@ async fn serve_all(
             Err(e) => return Err(Failure::Io(format!("portal task failed: {e}"))),
         }
     }
-    eprintln!("iesp-target: stopped");
+    banner.say(format_args!("iesp-target: stopped"));
     Ok(())
 }
 
-/// Binds and spawns the metrics endpoint and the SNMP agent, if asked for;
-/// an address that cannot be bound is a usage error.
-async fn start_endpoints(
+/// The metrics endpoint's listener and the SNMP agent's socket, bound.
+struct BoundEndpoints {
+    snmp: Option<tokio::net::UdpSocket>,
+    metrics: Option<tokio::net::TcpListener>,
+}
+
+/// Binds the metrics endpoint and the SNMP agent, if asked for; an
+/// address that cannot be bound is a usage error.
+async fn bind_endpoints(endpoints: &Endpoints) -> Result<BoundEndpoints, Failure> {
+    let snmp = match endpoints.snmp {
+        Some(addr) => Some(
+            iesp_target::endpoints::bind_snmp(addr)
+                .await
+                .map_err(Failure::Usage)?,
+        ),
+        None => None,
+    };
+    let metrics = match endpoints.metrics {
+        Some(addr) => Some(
+            iesp_target::endpoints::bind_metrics(addr)
+                .await
+                .map_err(Failure::Usage)?,
+        ),
+        None => None,
+    };
+    Ok(BoundEndpoints { snmp, metrics })
+}
+
+/// Announces and spawns the bound endpoints.
+fn start_endpoints(
     target: &Arc<Target>,
     endpoints: &Endpoints,
+    bound: BoundEndpoints,
     stopped: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(), Failure> {
-    if let Some(addr) = endpoints.snmp {
-        let sock = iesp_target::endpoints::bind_snmp(addr)
-            .await
-            .map_err(Failure::Usage)?;
-        eprintln!(
-            "iesp-target: SNMP v2c agent on udp {}",
-            sock.local_addr().unwrap_or(addr)
-        );
+    banner: Banner,
+) {
+    if let Some(sock) = bound.snmp {
+        if let Ok(a) = sock.local_addr() {
+            banner.say(format_args!("iesp-target: SNMP v2c agent on udp {a}"));
+        }
         let mut stopped = stopped.clone();
         let community = endpoints.snmp_community.clone();
         tokio::spawn(iesp_target::snmp::serve_snmp(
@@ -158,14 +208,10 @@ async fn start_endpoints(
             },
         ));
     }
-    if let Some(addr) = endpoints.metrics {
-        let l = iesp_target::endpoints::bind_metrics(addr)
-            .await
-            .map_err(Failure::Usage)?;
-        eprintln!(
-            "iesp-target: metrics on http://{}/metrics",
-            l.local_addr().unwrap_or(addr)
-        );
+    if let Some(l) = bound.metrics {
+        if let Ok(a) = l.local_addr() {
+            banner.say(format_args!("iesp-target: metrics on http://{a}/metrics"));
+        }
         let mut stopped = stopped.clone();
         tokio::spawn(iesp_target::metrics::serve_metrics(
             l,
@@ -175,7 +221,6 @@ async fn start_endpoints(
             },
         ));
     }
-    Ok(())
 }
 
 /// SIGINT and SIGTERM handlers, installed as soon as the runtime exists.

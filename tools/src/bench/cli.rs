@@ -307,6 +307,7 @@ pub async fn run(cmd: BenchCommand, quiet: bool) -> anyhow::Result<()> {
     let seed = iesp_cli::seed::resolve(a.seed, "iesp-test bench");
     let opts = a.options(seed, !quiet).map_err(coded)?;
     super::check_options(&opts).map_err(coded)?;
+    crate::output::say(format_args!("bench: seed {seed}"));
     let envelope =
         iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, Some(seed));
     let recorder = a

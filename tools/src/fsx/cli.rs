@@ -188,7 +188,10 @@ pub async fn run(args: FsxArgs) -> anyhow::Result<()> {
     ])
     .map_err(crate::exit::usage)?;
     let opts = args.options().map_err(coded)?;
-    crate::output::say(format_args!("fsx: seed {}", opts.seed));
+    // A replay's seed is the log's: run() names it once it has read it.
+    if opts.replay.is_none() {
+        crate::output::say(format_args!("fsx: seed {}", opts.seed));
+    }
     let summary = super::run(&opts).await.map_err(coded)?;
     crate::output::say_str(&summary.render());
     match summary.exit_code {

@@ -72,6 +72,8 @@ pub struct Options {
     pub shrink_budget: usize,
     /// Where the shrunk reproducer goes.
     pub shrink_log: Option<PathBuf>,
+    /// Progress lines this often on stderr; `None` is quiet: no progress
+    /// and no notices on stderr (errors only).
     pub progress: Option<Duration>,
     pub interruptible: bool,
     /// Faults of a `memory:` target.
@@ -204,6 +206,18 @@ pub async fn run_on(
         None => None,
     };
     let seed = replay.as_ref().and_then(|l| l.seed).unwrap_or(opts.seed);
+    if let (Some(p), Some(l)) = (&opts.replay, &replay) {
+        crate::output::say(format_args!(
+            "fsx: replaying {} ({} ops), seed {seed}{}",
+            p.display(),
+            l.ops.len(),
+            if l.seed.is_some() {
+                " from its header"
+            } else {
+                ""
+            }
+        ));
+    }
     let (first, blocks, qd) = match &replay {
         Some(l) => (l.header.first_lba, l.header.blocks, l.header.qd.max(1)),
         None => {
@@ -267,7 +281,10 @@ pub async fn run_on(
         };
         match refused.or_else(|| unsupported(&dev, k, reopen.is_some())) {
             Some(reason) => {
-                eprintln!("fsx: notice: leaving out {k}: {reason}");
+                // Quiet (no progress): the summary's "not run" lines say it.
+                if opts.progress.is_some() {
+                    eprintln!("fsx: notice: leaving out {k}: {reason}");
+                }
                 not_run.push(NotRun {
                     op: k.name(),
                     reason,
