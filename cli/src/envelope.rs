@@ -210,7 +210,19 @@ fn write_whole(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> 
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    // The mode a plain create gives (0666 less the umask), or the mode of
+    // the file replaced: not the 0600 of a temporary file.
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions(),
+        Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".iesp-test-")
+        .permissions(mode.clone())
+        .tempfile_in(dir)?;
+    if std::fs::metadata(path).is_ok() {
+        tmp.as_file().set_permissions(mode)?;
+    }
     tmp.write_all(bytes)?;
     if durable {
         tmp.as_file().sync_all()?;
@@ -301,5 +313,22 @@ mod tests {
         assert_eq!(v["seed"], 42);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file is left behind");
+    }
+
+    /// A report gets the mode any new file gets (0666 less the umask),
+    /// not a temporary file's 0600; a replaced file keeps its own.
+    #[test]
+    fn reports_get_a_plain_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let p = dir.path().join("r.json");
+        sample().write(&p, &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(mode(&p), mode(&plain));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        sample().write(&p, &serde_json::json!({"a": 2})).unwrap();
+        assert_eq!(mode(&p), 0o640);
     }
 }
