@@ -88,12 +88,14 @@ impl LocalDevice {
                     f.set_len(size).map_err(|e| open_error(path, e))?;
                     f.metadata().map_err(|e| open_error(path, e))?
                 }
-                _ => {
+                // Only a writing run can create the file.
+                _ if opts.write => {
                     return Err(open_error(
                         path,
                         "no such file or device (give --size to create a file)",
                     ));
                 }
+                _ => return Err(open_error(path, "no such file or device")),
             },
             Err(e) => return Err(open_error(path, e)),
         };

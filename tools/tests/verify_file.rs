@@ -332,6 +332,23 @@ fn a_file_with_a_file_system_is_refused() {
     assert_eq!(run.code, 0, "{}", run.text());
 }
 
+/// A missing file: a writing run is told how to create it, a check (which
+/// never creates anything) is not.
+#[test]
+fn a_missing_file_is_named_with_the_right_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("none.img");
+    let img = img.to_str().unwrap();
+    let json = dir.path().join("r.json");
+    let (run, _) = verify(&["--write", img], &json);
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert!(run.stderr.contains("give --size"), "{}", run.text());
+    let (run, _) = verify(&["--check", "--seed", "1", img], &json);
+    assert_eq!(run.code, 3, "{}", run.text());
+    assert!(run.stderr.contains("no such file"), "{}", run.text());
+    assert!(!run.stderr.contains("--size"), "{}", run.text());
+}
+
 /// A file of data with no signature (random bytes: an image, an archive)
 /// is refused too, and loses nothing; one verify wrote before is not.
 #[test]
