@@ -31,6 +31,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -47,6 +48,7 @@ use iesp_proto::scsi::{ScsiStatus, Sense};
 use iesp_proto::serial;
 use iesp_proto::text;
 
+use super::read_buf::{ReadBuf, ReadPool};
 use super::{CommandError, ScsiResult, SessionEvent, SessionStats};
 use crate::login::LoginOutcome;
 use crate::raw::{Direction, Trace, TraceEvent};
@@ -115,58 +117,6 @@ impl Hasher for TagHasher {
 }
 
 type TaskMap<T> = HashMap<u32, Task<T>, BuildHasherDefault<TagHasher>>;
-
-/// Data-In collected so far.
-enum ReadBuf {
-    Empty,
-    /// One segment at offset 0: handed over as is if nothing else comes.
-    Single(Bytes),
-    /// Several segments, copied into place.
-    Assembled(BytesMut),
-}
-
-impl ReadBuf {
-    /// Places `data` at `offset`; the caller has checked it fits `expected`.
-    fn put(&mut self, offset: usize, data: Bytes, expected: usize) {
-        if let ReadBuf::Empty = self {
-            if offset == 0 {
-                *self = ReadBuf::Single(data);
-                return;
-            }
-        }
-        let mut buf = match std::mem::replace(self, ReadBuf::Empty) {
-            ReadBuf::Empty => BytesMut::with_capacity(expected),
-            ReadBuf::Single(first) => {
-                let mut b = BytesMut::with_capacity(expected.max(first.len()));
-                b.put_slice(&first);
-                b
-            }
-            ReadBuf::Assembled(b) => b,
-        };
-        let end = offset + data.len();
-        if buf.len() < offset {
-            // A gap (out of order): zero-filled until its data arrives.
-            buf.resize(offset, 0);
-        }
-        if buf.len() == offset {
-            buf.put_slice(&data);
-        } else {
-            if buf.len() < end {
-                buf.resize(end, 0);
-            }
-            buf[offset..end].copy_from_slice(&data);
-        }
-        *self = ReadBuf::Assembled(buf);
-    }
-
-    fn into_bytes(self) -> Bytes {
-        match self {
-            ReadBuf::Empty => Bytes::new(),
-            ReadBuf::Single(b) => b,
-            ReadBuf::Assembled(b) => b.freeze(),
-        }
-    }
-}
 
 /// The CDB of a queued command: up to 16 bytes inline.
 enum CdbBuf {
@@ -294,6 +244,8 @@ pub struct SessionCore<T> {
     last_heard: Instant,
     /// The keep-alive ping in flight: its ITT and the answer's deadline.
     ping: Option<(u32, Instant)>,
+    /// Reused buffers of multi-PDU reads.
+    read_pool: Arc<ReadPool>,
 }
 
 impl<T> SessionCore<T> {
@@ -331,6 +283,7 @@ impl<T> SessionCore<T> {
             keep_alive,
             last_heard: now,
             ping: None,
+            read_pool: Arc::default(),
         }
     }
 
@@ -928,8 +881,12 @@ impl<T> SessionCore<T> {
             } else if d.status.is_some() && !d.final_bit {
                 problem = Some("Data-In with S but not F (RFC 7143 §11.7.1)".to_owned());
             } else if !data.is_empty() {
-                t.read
-                    .put(d.buffer_offset as usize, data, t.expected_in as usize);
+                t.read.put(
+                    d.buffer_offset as usize,
+                    data,
+                    t.expected_in as usize,
+                    &self.read_pool,
+                );
             }
             t.next_data_sn = d.data_sn.wrapping_add(1);
         }
@@ -984,7 +941,7 @@ impl<T> SessionCore<T> {
         let result = ScsiResult {
             status,
             response,
-            data: t.read.into_bytes(),
+            data: t.read.into_bytes(&self.read_pool),
             sense,
             sense_data,
             residual,

@@ -50,6 +50,7 @@
 pub mod core;
 mod driver;
 mod handle;
+mod read_buf;
 
 use std::time::Duration;
 

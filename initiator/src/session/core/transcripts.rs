@@ -629,9 +629,10 @@ fn an_initiator_opcode_from_the_target_closes_the_session() {
 
 #[test]
 fn read_buf_places_by_offset() {
+    let pool = std::sync::Arc::new(super::ReadPool::default());
     let mut r = ReadBuf::Empty;
-    r.put(0, Bytes::from_static(b"abcd"), 12);
-    r.put(8, Bytes::from_static(b"ijkl"), 12);
-    r.put(4, Bytes::from_static(b"efgh"), 12);
-    assert_eq!(&r.into_bytes()[..], b"abcdefghijkl");
+    r.put(0, Bytes::from_static(b"abcd"), 12, &pool);
+    r.put(8, Bytes::from_static(b"ijkl"), 12, &pool);
+    r.put(4, Bytes::from_static(b"efgh"), 12, &pool);
+    assert_eq!(&r.into_bytes(&pool)[..], b"abcdefghijkl");
 }
