@@ -9,7 +9,9 @@
 //!   depth, jobs ([`CSV_HEADER`]);
 //! - **legacy .dat** — the tab-separated `bs threads value` lines of iESP's
 //!   block-speed-randread.py that plot.sh read (bs in bytes, value IOPS;
-//!   `#` comments and blank lines ignored). `--dat` writes them.
+//!   `#` comments and blank lines ignored). `--dat` writes them; with
+//!   several targets (`--compare`) a `# target NAME` comment starts each
+//!   target's lines, and the reader keeps the targets apart ([`DatSet`]).
 //!
 //! Other iesp-test JSON (verify, fsx) carries no per-second series today:
 //! [`load`] says so ([`Loaded::Skipped`]) rather than drawing nothing.
@@ -91,12 +93,22 @@ impl DatRow {
     }
 }
 
+/// The lines of one target in a `.dat` file: those after its
+/// `# target NAME` comment (`None` before any such comment, the old
+/// single-target files).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatSet {
+    pub target: Option<String>,
+    pub rows: Vec<DatRow>,
+}
+
 /// A file plot can draw.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     Bench(BenchBody),
     Csv(Vec<CsvRow>),
-    Dat(Vec<DatRow>),
+    /// One set per target, in file order (never empty sets).
+    Dat(Vec<DatSet>),
 }
 
 /// What [`load`] found.
@@ -263,11 +275,23 @@ fn csv(text: &str) -> Result<Vec<CsvRow>, (usize, String)> {
     Ok(rows)
 }
 
-fn dat(text: &str) -> Result<Vec<DatRow>, (usize, String)> {
-    let mut rows = Vec::new();
+fn dat(text: &str) -> Result<Vec<DatSet>, (usize, String)> {
+    let mut sets = vec![DatSet {
+        target: None,
+        rows: Vec::new(),
+    }];
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
+        if let Some(comment) = t.strip_prefix('#') {
+            if let Some(name) = comment.trim_start().strip_prefix("target ") {
+                sets.push(DatSet {
+                    target: Some(name.trim().to_owned()),
+                    rows: Vec::new(),
+                });
+            }
+            continue;
+        }
+        if t.is_empty() {
             continue;
         }
         let f: Vec<&str> = t.split_whitespace().collect();
@@ -288,12 +312,15 @@ fn dat(text: &str) -> Result<Vec<DatRow>, (usize, String)> {
             })
         })()
         .map_err(|m| (i + 1, m))?;
-        rows.push(row);
+        if let Some(set) = sets.last_mut() {
+            set.rows.push(row);
+        }
     }
-    if rows.is_empty() {
+    sets.retain(|s| !s.rows.is_empty());
+    if sets.is_empty() {
         return Err((1, "no `bs threads value` lines".into()));
     }
-    Ok(rows)
+    Ok(sets)
 }
 
 #[cfg(test)]
@@ -323,7 +350,12 @@ mod tests {
 
     #[test]
     fn dat_errors_name_the_line() {
-        assert_eq!(dat("# c\n512\t1\t100\n\n4096 2 5.5\n").unwrap().len(), 2);
+        assert_eq!(
+            dat("# c\n512\t1\t100\n\n4096 2 5.5\n").unwrap()[0]
+                .rows
+                .len(),
+            2
+        );
         assert_eq!(dat("512\t1\t100\nx\t1\t2\n").unwrap_err().0, 2);
         assert_eq!(dat("512\t1\n").unwrap_err().0, 1);
     }
