@@ -1,4 +1,4 @@
-//! Inputs with several targets.
+//! Inputs with several targets, and malformed CSV files.
 //!
 //! `compare.dat`, `compare-matrix.dat` and `compare-matrix.json` are what
 //! `iesp-test bench --compare` wrote against two `iesp-target` processes
@@ -8,10 +8,13 @@
 //! line per target (not one line zig-zagging between them), one heatmap
 //! per target (not the last target's only), and a tick at every queue
 //! depth.
+//!
+//! A malformed bench CSV must be reported as a bench CSV error (not as a
+//! `.dat` one) at its real 1-based line.
 
 use std::path::{Path, PathBuf};
 
-use iesp_plots::input::{Input, Loaded, load};
+use iesp_plots::input::{Input, InputError, Loaded, load};
 use iesp_plots::render::render;
 use plotters::style::{Color, Palette, Palette99};
 
@@ -188,4 +191,86 @@ fn a_single_queue_depth_still_has_its_tick() {
     let img = Image::read(&done.files[0]);
     let axis = img.x_axis_row();
     assert_eq!(img.text_groups(axis + 6, axis + 22), 1);
+}
+
+/// Writes `text` to `name` and loads it, expecting an error.
+fn bad(dir: &Path, name: &str, text: &str) -> InputError {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    load(&p).expect_err(name)
+}
+
+#[test]
+fn a_malformed_csv_names_its_line_and_the_csv_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(data("sweep.csv")).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let with_line = |n: usize, new: &str| {
+        let mut l = lines.clone();
+        l[n - 1] = new;
+        l.join("\n") + "\n"
+    };
+    let check = |e: InputError, line: usize, what: &str| {
+        let text = e.to_string();
+        assert_eq!(e.line, Some(line), "{text}");
+        assert!(
+            text.contains(&format!(":{line}: bench CSV: ")) && text.contains(what),
+            "{text}"
+        );
+        assert!(!text.contains(".dat") && !text.contains('\n'), "{text}");
+    };
+    // A bad number on line 4.
+    let e = bad(
+        dir.path(),
+        "num.csv",
+        &with_line(4, "1000,abc,0,4096,0,0,1,2,3,t,1,1"),
+    );
+    check(e, 4, "iops `abc`");
+    // A header column renamed (a spreadsheet's edit): the header's line.
+    let e = bad(
+        dir.path(),
+        "header.csv",
+        &with_line(1, &lines[0].replace("iops", "IOPS")),
+    );
+    check(e, 1, "column 2 is `IOPS`, `iops` expected");
+    // The same without the .csv name: the commas say CSV.
+    let e = bad(
+        dir.path(),
+        "header.txt",
+        &with_line(1, &lines[0].replace("iops", "IOPS")),
+    );
+    check(e, 1, "column 2 is `IOPS`");
+    // Blank lines before the header: the bad row's real line.
+    let text = format!("\n\n{}", with_line(3, "1000,5,0"));
+    check(
+        bad(dir.path(), "blank.csv", &text),
+        5,
+        "3 fields, 12 expected",
+    );
+    // A byte-order mark is not part of the header.
+    let text = format!("\u{feff}{}", with_line(2, "x,1,0,4096,0,0,1,2,3,t,1,1"));
+    check(bad(dir.path(), "bom.csv", &text), 2, "time_ms `x`");
+    // A quoted target holding a line break (bench quotes such names): the
+    // row after it is on line 4, and the bad one after that on line 5.
+    let text = format!(
+        "{}\n1000,5.0,0,4096,0,0,1.0,2.0,3.0,\"a\nb\",1,1\n2000,5.0,0,4096,0,0,1.0,2.0,3.0,t,1,1\n2000,5.0,0,4096,0,0,1.0,2.0,3.0,t,1\n",
+        lines[0]
+    );
+    check(
+        bad(dir.path(), "quoted.csv", &text),
+        5,
+        "11 fields, 12 expected",
+    );
+    // Good files still load: the sample, and the quoted line break.
+    assert!(matches!(input(&data("sweep.csv")).1, Input::Csv(r) if r.len() == lines.len() - 1));
+    let ok = format!(
+        "{}\n1000,5.0,0,4096,0,0,1.0,2.0,3.0,\"a\nb\",1,1\n",
+        lines[0]
+    );
+    let p = dir.path().join("ok.csv");
+    std::fs::write(&p, ok).unwrap();
+    match input(&p).1 {
+        Input::Csv(r) => assert_eq!(r[0].target, "a\nb"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -22,12 +22,13 @@ Inputs: bench --json reports, bench --csv files, and the tab-separated
 `bs threads value` .dat files of block-speed-randread.py. verify and fsx
 reports carry no per-second series: they are skipped, with a note. The
 targets of a --compare run (in JSON, or after `# target NAME` lines in a
-.dat) get a line and a heatmap each.
+.dat) get a line and a heatmap each. A file is bench CSV when its name ends
+in .csv or its first line holds a comma (and its name does not end in .dat).
 
 Exit status:
   0    charts written
-  2    usage error: an unreadable or malformed input (file:line), an output
-       directory that cannot be written
+  2    usage error: an unreadable or malformed input (file:line: format:
+       what), an output directory that cannot be written
   3    a chart could not be drawn
 
 Examples:

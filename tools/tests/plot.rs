@@ -1,6 +1,8 @@
 //! `iesp-test plot` on what `iesp-test bench --compare` wrote against two
 //! of our targets (embedded, RAM LUNs, on two loopback ports): one
-//! heatmap per target from the `.dat` and the JSON of a `--matrix` run.
+//! heatmap per target from the `.dat` and the JSON of a `--matrix` run,
+//! and a malformed bench CSV refused in one line naming the file, the
+//! line and the format, exit 2.
 
 mod common;
 
@@ -110,4 +112,53 @@ fn plot_keeps_the_targets_of_a_compare_run_apart() {
             "{input}"
         );
     }
+}
+
+#[test]
+fn a_malformed_bench_csv_is_one_line_naming_file_line_and_format() {
+    let t = BlockingTarget::ram(16 << 20, 512);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let run = iesp_test(&[
+        "bench",
+        "--qd",
+        "1,2",
+        "--runtime",
+        "1100ms",
+        "--csv",
+        &p("c.csv"),
+        &t.url(0),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    t.stop();
+    let run = iesp_test(&["plot", &p("c.csv"), "-o", &p("good")]);
+    assert_eq!(run.code, 0, "the CSV as bench wrote it: {}", run.text());
+
+    // Its third line broken: one line naming the file, line 3 and the
+    // CSV format.
+    let text = std::fs::read_to_string(p("c.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 4, "{text}");
+    let broken = lines[2].replacen(',', ",x", 1);
+    lines[2] = &broken;
+    std::fs::write(p("bad.csv"), lines.join("\n")).unwrap();
+    let run = iesp_test(&["plot", &p("bad.csv"), "-o", &p("bad")]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    let want = format!("iesp-test: error: {}:3: bench CSV: iops `x", p("bad.csv"));
+    assert!(run.stderr.starts_with(&want), "{}", run.text());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.text());
+    // A renamed header column is a CSV error on line 1, not a .dat one.
+    let header = text.replacen("iops", "IOPS", 1);
+    std::fs::write(p("header.csv"), header).unwrap();
+    let run = iesp_test(&["plot", &p("header.csv"), "-o", &p("bad")]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr
+            .contains("header.csv:1: bench CSV: the header is not")
+            && run.stderr.contains("column 2 is `IOPS`"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.text());
+    assert!(!dir.path().join("bad").exists(), "nothing written");
 }
