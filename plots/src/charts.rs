@@ -16,6 +16,24 @@ fn draw_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> PlotError + '_ {
     }
 }
 
+/// Most distinct x values that each get a tick of their own on a log-x
+/// chart (queue depths, threads); more (a CDF) get plotters' ticks.
+pub const MAX_OWN_TICKS: usize = 24;
+
+/// The x ticks of a log-x chart of `series`: every distinct x value > 0
+/// when there are at most [`MAX_OWN_TICKS`], else `None` (plotters'
+/// powers of ten). Between 1 and 8, plotters' own would be one tick.
+pub fn log_x_ticks(series: &[crate::Series]) -> Option<Vec<f64>> {
+    let mut xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .filter(|x| *x > 0.0 && x.is_finite())
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    (!xs.is_empty() && xs.len() <= MAX_OWN_TICKS).then_some(xs)
+}
+
 /// Draws `chart` with a base-10 logarithmic x axis (values ≤ 0 dropped).
 pub fn log_x_line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotError> {
     register_fonts()?;
@@ -28,8 +46,29 @@ pub fn log_x_line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotEr
     };
     let xs = range(all().map(|p| p.0)).ok_or(PlotError::Empty)?;
     let ys = from_zero(range(all().map(|p| p.1)).ok_or(PlotError::Empty)?);
-    let xs = xs.start.max(f64::MIN_POSITIVE)..xs.end;
-    draw_lines(path, chart, xs.log_scale(), ys)
+    // One x value: a factor of two either side (on a log axis, ±1 around 1
+    // would start at 0).
+    let xs = match log_x_ticks(chart.series).as_deref() {
+        Some([x]) => x / 2.0..x * 2.0,
+        _ => xs.start.max(f64::MIN_POSITIVE)..xs.end,
+    };
+    match log_x_ticks(chart.series) {
+        Some(ticks) => draw_lines(path, chart, xs.log_scale().with_key_points(ticks), ys),
+        None => draw_lines(path, chart, xs.log_scale(), ys),
+    }
+}
+
+/// A caption font size at which `title` fits `width` pixels (22 at most,
+/// 10 at least).
+pub(crate) fn caption_size(title: &str, width: u32) -> u32 {
+    let room = width.saturating_sub(30);
+    (10..=22)
+        .rev()
+        .find(|&size| {
+            let font: FontDesc<'_> = (FONT, size).into_font();
+            font.box_size(title).is_ok_and(|(w, _)| w <= room)
+        })
+        .unwrap_or(10)
 }
 
 /// The lines of `chart` over the x coordinate `xs`.
@@ -47,7 +86,7 @@ where
     let root = BitMapBackend::new(path, chart.size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut c = ChartBuilder::on(&root)
-        .caption(chart.title, (FONT, 22))
+        .caption(chart.title, (FONT, caption_size(chart.title, chart.size.0)))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -143,7 +182,7 @@ pub fn heatmap(path: &Path, map: &Heatmap<'_>) -> Result<(), PlotError> {
     let root = BitMapBackend::new(path, map.size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut c = ChartBuilder::on(&root)
-        .caption(map.title, (FONT, 22))
+        .caption(map.title, (FONT, caption_size(map.title, map.size.0)))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)

@@ -9,7 +9,15 @@
 //!   depth, jobs ([`CSV_HEADER`]);
 //! - **legacy .dat** — the tab-separated `bs threads value` lines of iESP's
 //!   block-speed-randread.py that plot.sh read (bs in bytes, value IOPS;
-//!   `#` comments and blank lines ignored). `--dat` writes them.
+//!   `#` comments and blank lines ignored). `--dat` writes them; with
+//!   several targets (`--compare`) a `# target NAME` comment starts each
+//!   target's lines, and the reader keeps the targets apart ([`DatSet`]).
+//!
+//! Which format a file is: JSON when it starts with `{`; bench CSV when its
+//! name ends in `.csv`, or its first line that is neither blank nor a `#`
+//! comment holds a comma (a `.dat` line never does) and its name does not
+//! end in `.dat`; else `.dat`. A CSV whose header is not [`CSV_HEADER`] is
+//! a CSV error, not a `.dat` one.
 //!
 //! Other iesp-test JSON (verify, fsx) carries no per-second series today:
 //! [`load`] says so ([`Loaded::Skipped`]) rather than drawing nothing.
@@ -91,12 +99,22 @@ impl DatRow {
     }
 }
 
+/// The lines of one target in a `.dat` file: those after its
+/// `# target NAME` comment (`None` before any such comment, the old
+/// single-target files).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatSet {
+    pub target: Option<String>,
+    pub rows: Vec<DatRow>,
+}
+
 /// A file plot can draw.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     Bench(BenchBody),
     Csv(Vec<CsvRow>),
-    Dat(Vec<DatRow>),
+    /// One set per target, in file order (never empty sets).
+    Dat(Vec<DatSet>),
 }
 
 /// What [`load`] found.
@@ -128,8 +146,14 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// Reads `path`: JSON when it starts with `{`, bench CSV when its first
-/// line is [`CSV_HEADER`], else the legacy `.dat` format.
+/// The name bench CSV errors give the format.
+const CSV_FORMAT: &str = "bench CSV";
+/// The name `.dat` errors give the format.
+const DAT_FORMAT: &str = "legacy .dat";
+
+/// Reads `path` in the format its name and first line say (see the
+/// module's documentation). Errors name the file, the 1-based line and
+/// the format being parsed.
 pub fn load(path: &Path) -> Result<Loaded, InputError> {
     let err = |line: Option<usize>, message: String| InputError {
         path: path.to_owned(),
@@ -145,12 +169,21 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
             + 1;
         err(Some(line), "not UTF-8 text".into())
     })?;
+    // A spreadsheet's byte-order mark is not part of the first field.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let label = path.file_name().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     );
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
     let input = if text.trim_start().starts_with('{') {
-        match json(&text).map_err(|(l, m)| err(l, m))? {
+        match json(text).map_err(|(l, m)| err(l, m))? {
             Some(b) => Input::Bench(b),
             None => {
                 return Ok(Loaded::Skipped(format!(
@@ -159,14 +192,12 @@ pub fn load(path: &Path) -> Result<Loaded, InputError> {
                 )));
             }
         }
-    } else if text
-        .lines()
-        .next()
-        .is_some_and(|l| l.trim() == CSV_HEADER.join(","))
+    } else if ext.as_deref() == Some("csv")
+        || (ext.as_deref() != Some("dat") && first.is_some_and(|l| l.contains(',')))
     {
-        Input::Csv(csv(&text).map_err(|(l, m)| err(Some(l), m))?)
+        Input::Csv(csv(text).map_err(|(l, m)| err(Some(l), format!("{CSV_FORMAT}: {m}")))?)
     } else {
-        Input::Dat(dat(&text).map_err(|(l, m)| err(Some(l), m))?)
+        Input::Dat(dat(text).map_err(|(l, m)| err(Some(l), format!("{DAT_FORMAT}: {m}")))?)
     };
     Ok(Loaded::Data { label, input })
 }
@@ -224,19 +255,68 @@ fn num<T: std::str::FromStr>(field: &str, name: &str) -> Result<T, String> {
     field
         .trim()
         .parse()
-        .map_err(|_| format!("{name} `{field}` is not a number"))
+        .map_err(|_| format!("{name} `{}` is not a number", shown(field)))
+}
+
+/// A field as an error message shows it: on one line.
+fn shown(field: &str) -> String {
+    field.escape_debug().to_string()
+}
+
+/// The CSV records of `text` with the 1-based line each starts on: a
+/// quoted field may hold a line break, so a record may span lines.
+fn records(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let (start, mut rec) = match open.take() {
+            Some((start, mut rec)) => {
+                rec.push('\n');
+                (start, rec)
+            }
+            None => (i + 1, String::new()),
+        };
+        rec.push_str(line);
+        if rec.chars().filter(|&c| c == '"').count() % 2 == 1 {
+            open = Some((start, rec));
+        } else {
+            out.push((start, rec));
+        }
+    }
+    out.extend(open);
+    out
 }
 
 fn csv(text: &str) -> Result<Vec<CsvRow>, (usize, String)> {
+    let mut recs = records(text)
+        .into_iter()
+        .filter(|(_, r)| !r.trim().is_empty() && !r.trim_start().starts_with('#'));
+    let Some((header_line, header)) = recs.next() else {
+        return Err((1, "no header line".into()));
+    };
+    let names = split_csv(&header);
+    let names: Vec<&str> = names.iter().map(|n| n.trim()).collect();
+    if names != CSV_HEADER {
+        let why = match names.iter().zip(CSV_HEADER).position(|(a, b)| *a != b) {
+            Some(i) => format!(
+                "column {} is `{}`, `{}` expected",
+                i + 1,
+                shown(names[i]),
+                CSV_HEADER[i]
+            ),
+            None => format!("{} columns, {} expected", names.len(), CSV_HEADER.len()),
+        };
+        return Err((
+            header_line,
+            format!("the header is not `{}`: {why}", CSV_HEADER.join(",")),
+        ));
+    }
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f = split_csv(line);
+    for (line, rec) in recs {
+        let f = split_csv(&rec);
         if f.len() != CSV_HEADER.len() {
             return Err((
-                i + 1,
+                line,
                 format!("{} fields, {} expected", f.len(), CSV_HEADER.len()),
             ));
         }
@@ -254,20 +334,32 @@ fn csv(text: &str) -> Result<Vec<CsvRow>, (usize, String)> {
                 jobs: num(&f[11], "jobs")?,
             })
         })()
-        .map_err(|m| (i + 1, m))?;
+        .map_err(|m| (line, m))?;
         rows.push(row);
     }
     if rows.is_empty() {
-        return Err((1, "a header and no rows".into()));
+        return Err((header_line, "a header and no rows".into()));
     }
     Ok(rows)
 }
 
-fn dat(text: &str) -> Result<Vec<DatRow>, (usize, String)> {
-    let mut rows = Vec::new();
+fn dat(text: &str) -> Result<Vec<DatSet>, (usize, String)> {
+    let mut sets = vec![DatSet {
+        target: None,
+        rows: Vec::new(),
+    }];
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
+        if let Some(comment) = t.strip_prefix('#') {
+            if let Some(name) = comment.trim_start().strip_prefix("target ") {
+                sets.push(DatSet {
+                    target: Some(name.trim().to_owned()),
+                    rows: Vec::new(),
+                });
+            }
+            continue;
+        }
+        if t.is_empty() {
             continue;
         }
         let f: Vec<&str> = t.split_whitespace().collect();
@@ -288,12 +380,15 @@ fn dat(text: &str) -> Result<Vec<DatRow>, (usize, String)> {
             })
         })()
         .map_err(|m| (i + 1, m))?;
-        rows.push(row);
+        if let Some(set) = sets.last_mut() {
+            set.rows.push(row);
+        }
     }
-    if rows.is_empty() {
+    sets.retain(|s| !s.rows.is_empty());
+    if sets.is_empty() {
         return Err((1, "no `bs threads value` lines".into()));
     }
-    Ok(rows)
+    Ok(sets)
 }
 
 #[cfg(test)]
@@ -323,7 +418,12 @@ mod tests {
 
     #[test]
     fn dat_errors_name_the_line() {
-        assert_eq!(dat("# c\n512\t1\t100\n\n4096 2 5.5\n").unwrap().len(), 2);
+        assert_eq!(
+            dat("# c\n512\t1\t100\n\n4096 2 5.5\n").unwrap()[0]
+                .rows
+                .len(),
+            2
+        );
         assert_eq!(dat("512\t1\t100\nx\t1\t2\n").unwrap_err().0, 2);
         assert_eq!(dat("512\t1\n").unwrap_err().0, 1);
     }

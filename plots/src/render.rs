@@ -7,7 +7,12 @@
 //! | `iops-vs-qd.png` | bench JSON/CSV points (x: queue depth); `.dat` (x: threads) |
 //! | `latency-cdf.png` | bench JSON histograms (x: µs, log) |
 //! | `iops-over-time.png`, `p99-over-time.png` | bench JSON series, bench CSV rows |
-//! | `heatmap[-LABEL].png` | `--matrix` points (synchronous jobs), `.dat` |
+//! | `heatmap[-LABEL[-TARGET]].png` | `--matrix` points (synchronous jobs), `.dat` |
+//!
+//! An input holding several targets (`bench --compare`, in JSON or in a
+//! `.dat` with `# target NAME` lines) gives one line per target and block
+//! size, and one heatmap per target. Queue-depth charts have an x tick at
+//! every measured x value.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +34,49 @@ pub const MAX_CDF_LINES: usize = 12;
 #[derive(Clone, Debug, Default)]
 pub struct Rendered {
     pub files: Vec<PathBuf>,
+    /// The legend of each line chart written (heatmaps: their title).
+    pub legends: Vec<(PathBuf, Vec<String>)>,
     pub notes: Vec<String>,
+}
+
+/// `text` as a file-name part: runs of anything but ASCII letters,
+/// digits, `-` and `_` become one `_`.
+fn safe_name(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_owned()
+}
+
+/// One heatmap to draw: its title's subject, its file-name part, the data.
+struct MapEntry {
+    title: String,
+    name: String,
+    matrix: Matrix,
+}
+
+impl MapEntry {
+    /// Input `label`'s matrix of `target` (named when the input holds
+    /// several).
+    fn new(label: &str, target: Option<&str>, matrix: Matrix) -> MapEntry {
+        match target {
+            Some(t) => MapEntry {
+                title: format!("{t} ({label})"),
+                name: format!("{}-{}", safe_name(label), safe_name(t)),
+                matrix,
+            },
+            None => MapEntry {
+                title: label.to_owned(),
+                name: safe_name(label),
+                matrix,
+            },
+        }
+    }
 }
 
 /// `4k`-style block size.
@@ -67,7 +114,7 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
     let mut cdf: Vec<(u32, Series)> = Vec::new();
     let mut iops_t: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut p99_t: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut maps: Vec<(String, Matrix)> = Vec::new();
+    let mut maps: Vec<MapEntry> = Vec::new();
     let mut notes = Vec::new();
 
     for (label, input) in inputs {
@@ -75,10 +122,18 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
         match input {
             Input::Bench(body) => {
                 let mut clock: BTreeMap<String, f64> = BTreeMap::new();
-                let mut matrix = BTreeMap::new();
+                // Per target, in the order the points name them.
+                let mut matrices: Vec<(String, Matrix)> = Vec::new();
                 for p in &body.points {
                     if p.sync {
-                        matrix.insert((p.bs, p.jobs), p.iops);
+                        let i = match matrices.iter().position(|m| m.0 == p.target) {
+                            Some(i) => i,
+                            None => {
+                                matrices.push((p.target.clone(), Matrix::new()));
+                                matrices.len() - 1
+                            }
+                        };
+                        matrices[i].1.insert((p.bs, p.jobs), p.iops);
                     } else {
                         qd_lines
                             .entry(point_label(&pre, p, false))
@@ -108,8 +163,9 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                     }
                     *t0 += p.series.len() as f64;
                 }
-                if !matrix.is_empty() {
-                    maps.push((label.clone(), matrix));
+                let several = matrices.len() > 1;
+                for (target, matrix) in matrices {
+                    maps.push(MapEntry::new(label, several.then_some(&*target), matrix));
                 }
             }
             Input::Csv(rows) => {
@@ -136,22 +192,32 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                         .push((f64::from(qd), sum / n));
                 }
             }
-            Input::Dat(rows) => {
+            Input::Dat(sets) => {
                 dat_x = true;
-                let mut matrix = BTreeMap::new();
-                for r in rows {
-                    qd_lines
-                        .entry(format!("{pre}{}", bs_name(r.bs)))
-                        .or_default()
-                        .push((f64::from(r.threads), r.value));
-                    matrix.insert((r.bs, r.threads), r.value);
+                let several = sets.len() > 1;
+                for set in sets {
+                    let who = set
+                        .target
+                        .as_deref()
+                        .map_or(String::new(), |t| format!("{t} "));
+                    let mut matrix = Matrix::new();
+                    for r in &set.rows {
+                        qd_lines
+                            .entry(format!("{pre}{who}{}", bs_name(r.bs)))
+                            .or_default()
+                            .push((f64::from(r.threads), r.value));
+                        matrix.insert((r.bs, r.threads), r.value);
+                    }
+                    let target = set.target.as_deref().filter(|_| several);
+                    maps.push(MapEntry::new(label, target, matrix));
                 }
-                maps.push((label.clone(), matrix));
             }
         }
     }
 
     let mut files = Vec::new();
+    let mut legends = Vec::new();
+    let legend = |s: &[Series]| s.iter().map(|s| s.label.clone()).collect::<Vec<_>>();
     let to_series = |m: BTreeMap<String, Vec<(f64, f64)>>| -> Vec<Series> {
         m.into_iter()
             .map(|(label, mut points)| {
@@ -181,6 +247,7 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                 size: SIZE,
             },
         )?;
+        legends.push((p.clone(), legend(&lines)));
         files.push(p);
     }
 
@@ -209,6 +276,7 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                 size: SIZE,
             },
         )?;
+        legends.push((p.clone(), legend(&series)));
         files.push(p);
     }
 
@@ -237,6 +305,7 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                 size: SIZE,
             },
         )?;
+        legends.push((p.clone(), legend(&series)));
         files.push(p);
     }
 
@@ -247,15 +316,19 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
         );
     }
     let many = maps.len() > 1;
-    for (label, m) in maps {
+    for MapEntry {
+        title,
+        name,
+        matrix: m,
+    } in maps
+    {
         let mut bss: Vec<u64> = m.keys().map(|k| k.0).collect();
         let mut jobs: Vec<u32> = m.keys().map(|k| k.1).collect();
-        bss.dedup();
         bss.sort_unstable();
         bss.dedup();
         jobs.sort_unstable();
         jobs.dedup();
-        let title = format!("IOPS, block size × jobs: {label}");
+        let title = format!("IOPS, block size × jobs: {title}");
         let map = Heatmap {
             title: &title,
             x_label: "jobs (threads)",
@@ -268,24 +341,19 @@ pub fn render(inputs: &[(String, Input)], dir: &Path) -> Result<Rendered, PlotEr
                 .collect(),
             size: SIZE,
         };
-        let name = if many {
-            let safe: String = label
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!("heatmap-{safe}.png")
+        let file = if many {
+            format!("heatmap-{name}.png")
         } else {
             "heatmap.png".into()
         };
-        let p = dir.join(name);
+        let p = dir.join(file);
         heatmap(&p, &map)?;
+        legends.push((p.clone(), vec![title]));
         files.push(p);
     }
-    Ok(Rendered { files, notes })
+    Ok(Rendered {
+        files,
+        legends,
+        notes,
+    })
 }

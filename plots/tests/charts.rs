@@ -145,7 +145,7 @@ fn a_legacy_dat_alone_draws_lines_and_a_heatmap() {
     let dir = tempfile::tempdir().unwrap();
     let (label, dat) = input("legacy.dat");
     match &dat {
-        Input::Dat(rows) => assert_eq!(rows.len(), 24),
+        Input::Dat(sets) => assert_eq!((sets.len(), sets[0].rows.len()), (1, 24)),
         other => panic!("{other:?}"),
     }
     let done = render(&[(label, dat)], dir.path()).unwrap();

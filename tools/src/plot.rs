@@ -15,16 +15,20 @@ Charts written to DIR (those the inputs have data for):
   latency-cdf.png      latency CDF on a log scale (bench JSON: every command's latency)
   iops-over-time.png   IOPS per second (bench JSON or CSV)
   p99-over-time.png    p99 latency per second (bench JSON or CSV)
-  heatmap.png          IOPS over block size × jobs (bench --matrix, legacy .dat)
+  heatmap.png          IOPS over block size × jobs (bench --matrix, legacy .dat);
+                       heatmap-INPUT[-TARGET].png with several matrices or targets
 
 Inputs: bench --json reports, bench --csv files, and the tab-separated
 `bs threads value` .dat files of block-speed-randread.py. verify and fsx
-reports carry no per-second series: they are skipped, with a note.
+reports carry no per-second series: they are skipped, with a note. The
+targets of a --compare run (in JSON, or after `# target NAME` lines in a
+.dat) get a line and a heatmap each. A file is bench CSV when its name ends
+in .csv or its first line holds a comma (and its name does not end in .dat).
 
 Exit status:
   0    charts written
-  2    usage error: an unreadable or malformed input (file:line), an output
-       directory that cannot be written
+  2    usage error: an unreadable or malformed input (file:line: format:
+       what), an output directory that cannot be written
   3    a chart could not be drawn
 
 Examples:

@@ -509,3 +509,103 @@ fn bad_input_fails_before_any_io() {
     assert!(run.stderr.contains("-o "), "{}", run.text());
     assert!(!out.exists(), "nothing written");
 }
+
+/// `bench merge` adds only halves of one sweep: real `--worker 0/2` and
+/// `1/2` runs merge; a run of another sweep (queue depths, block sizes,
+/// rw, target), the same file twice (by path, a copy, the same JSON
+/// rewritten) and the same worker share twice are refused with one line
+/// naming both files and what differs, exit 2, before anything is written.
+#[test]
+fn merge_refuses_other_sweeps_and_the_same_run_twice() {
+    let (t, other) = (
+        BlockingTarget::ram(16 << 20, 512),
+        BlockingTarget::ram(16 << 20, 512),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let bench = |name: &str, qd: &str, extra: &[&str], url: &str| {
+        let json = p(name);
+        let base = ["bench", "--runtime", "200ms", "--qd", qd, "--json", &json];
+        let run = iesp_test(&[&base[..], extra, &[url]].concat());
+        assert_eq!(run.code, 0, "{name}: {}", run.text());
+    };
+    let url = t.url(0);
+    let half = ["--worker", "1/2"];
+    bench("a.json", "1,4", &["--worker", "0/2"], &url);
+    bench("b.json", "1,4", &half, &url);
+    bench("b-again.json", "1,4", &half, &url);
+    bench("qd.json", "1,8", &half, &url);
+    bench(
+        "bs.json",
+        "1,4",
+        &[&half[..], &["--bs", "8k"]].concat(),
+        &url,
+    );
+    let rw = ["--rw", "randwrite", "--write"];
+    bench("rw.json", "1,4", &[&half[..], &rw].concat(), &url);
+    bench("tgt.json", "1,4", &half, &other.url(0));
+    t.stop();
+    other.stop();
+
+    // The legitimate merge: the halves' commands add up.
+    let run = iesp_test(&[
+        "bench",
+        "merge",
+        &p("a.json"),
+        &p("b.json"),
+        "--json",
+        &p("m.json"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let ops = |f: &str| -> Vec<u64> {
+        read_json(Path::new(&p(f)))["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["ops"].as_u64().unwrap())
+            .collect()
+    };
+    let (a, b, m) = (ops("a.json"), ops("b.json"), ops("m.json"));
+    assert_eq!(m, [a[0] + b[0], a[1] + b[1]]);
+
+    // A copy, and the same document rewritten (other bytes, same run).
+    std::fs::copy(p("a.json"), p("copy.json")).unwrap();
+    let doc = read_json(Path::new(&p("a.json")));
+    std::fs::write(p("compact.json"), serde_json::to_string(&doc).unwrap()).unwrap();
+    let dot = format!("{}/./a.json", dir.path().display());
+    let refused = |x: &str, y: &str, what: &str| {
+        let out = p("never.json");
+        let run = iesp_test(&["bench", "merge", x, y, "--json", &out]);
+        assert_eq!(run.code, 2, "{x} {y}: {}", run.text());
+        let line = run.stderr.trim_end();
+        assert!(
+            line.starts_with("iesp-test: error: bench merge: ")
+                && line.contains(x)
+                && line.contains(y)
+                && line.contains(what),
+            "{x} {y}: want {what:?}: {}",
+            run.text()
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.text());
+        assert!(!Path::new(&out).exists(), "nothing written");
+        assert!(!run.stdout.contains("IOPS"), "{}", run.text());
+    };
+    let (pa, pb) = (p("a.json"), p("b.json"));
+    refused(&pa, &pa, "the same file, given twice");
+    refused(&pa, &dot, "the same file, given twice");
+    refused(
+        &pa,
+        &p("copy.json"),
+        "the same run (identical contents), given twice",
+    );
+    refused(&pa, &p("compact.json"), "given twice");
+    refused(&pb, &p("b-again.json"), "both worker 1/2");
+    refused(
+        &pa,
+        &p("qd.json"),
+        "not runs of the same sweep: queue depths 1,4 vs 1,8",
+    );
+    refused(&pa, &p("bs.json"), "block sizes 4k vs 8k");
+    refused(&pa, &p("rw.json"), "rw randread vs randwrite");
+    refused(&pa, &p("tgt.json"), "targets ");
+}

@@ -60,7 +60,10 @@ pub struct BenchCommand {
 #[derive(Subcommand, Debug, Clone)]
 pub enum BenchSub {
     /// Merge bench JSON reports of several hosts (--worker I/N runs) into
-    /// one: histograms add, so percentiles are those of all commands.
+    /// one: histograms add, so percentiles are those of all commands. The
+    /// same run twice, the same worker share twice, or runs of different
+    /// sweeps (targets, rw, block sizes, queue depths, jobs, runtime…) are
+    /// refused (exit 2).
     Merge(MergeArgs),
 }
 
@@ -342,10 +345,12 @@ fn merge(m: MergeArgs) -> anyhow::Result<()> {
         ("--dat", m.dat.as_deref()),
     ])
     .map_err(crate::exit::usage)?;
-    let mut inputs = Vec::new();
+    let mut reports = Vec::new();
     for p in &m.inputs {
-        inputs.push((p.clone(), super::merge::read(p).map_err(coded)?));
+        reports.push(super::merge::read_report(p).map_err(coded)?);
     }
+    super::merge::check(&reports).map_err(coded)?;
+    let inputs: Vec<_> = reports.into_iter().map(|r| (r.path, r.body)).collect();
     let body = super::merge::merge(&inputs).map_err(coded)?;
     let envelope = iesp_cli::envelope::Envelope::for_process(BENCH_OUTPUT, BENCH_VERSION, None);
     write_outputs(
