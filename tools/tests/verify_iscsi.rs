@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{damage, iesp_test, mismatches, read_block, verify};
+use common::{damage, iesp_test, iesp_test_env, mismatches, read_block, verify};
 use iesp_testsupport::BlockingTarget;
 use iesp_testsupport::embedded::file_lun;
 
@@ -143,7 +143,11 @@ fn tgt_passes() {
 
 #[test]
 fn selftest_runs_verify() {
-    let run = iesp_test(&["selftest", "--size", "16M", "--qd", "1,8", "--seed", "3"]);
+    // IESP_LOG unset: the default log level, as a user runs it.
+    let run = iesp_test_env(
+        &["selftest", "--size", "16M", "--qd", "1,8", "--seed", "3"],
+        &[("IESP_LOG", "")],
+    );
     assert_eq!(run.code, 0, "{}", run.text());
     for line in [
         "verify:    sequential",

@@ -16,6 +16,9 @@
 //! summary = "A NOP-Out with an ITT is answered by a NOP-In that echoes the ITT and the data"
 //! # login = "normal" (default) | "discovery" | "none"
 //! # requires = ["lun", "param:InitialR2T=Yes", "chap", "declared:NAME"]
+//! #   param: compares a negotiated key (=, !=, >=, <=) or the LUN's
+//! #   geometry (blocks, capacity, block_size) with a number or
+//! #   $block_size: "param:capacity>=2097152", "param:FirstBurstLength>=$block_size"
 //! # destructive = true        # writes to the LUN: runs with --dataloss only
 //! # profiles = "default" | "all" | ["digests", "small-mrdsl"]
 //!
