@@ -18,11 +18,15 @@ const ESC: u8 = 0x1b;
 /// With `-q` there is no "listening on" line to read the port from, so
 /// the port is picked here (bound and released) and polled for.
 fn start(log: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
-    if args.contains(&"-q") {
-        return start_quiet(log, args, env);
-    }
+    let quiet = args.contains(&"-q");
+    let picked = quiet.then(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    });
+    let listen = picked.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iesp-target"));
-    cmd.args(["--listen", "127.0.0.1:0", "--lun", "ram:1M"])
+    cmd.args(["--listen", &listen, "--lun", "ram:1M"])
         .args(args)
         .env_remove("IESP_LOG")
         .env_remove("NO_COLOR")
@@ -35,46 +39,22 @@ fn start(log: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, std::net::S
     let t0 = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("iesp-target: listening on "))
-        {
-            return (child, addr.trim().parse().expect("address"));
+        let up = match picked {
+            Some(a) => std::net::TcpStream::connect(a).is_ok().then_some(a),
+            None => text
+                .lines()
+                .find_map(|l| l.strip_prefix("iesp-target: listening on "))
+                .map(|a| a.trim().parse().expect("address")),
+        };
+        if let Some(addr) = up {
+            return (child, addr);
         }
         if t0.elapsed() > Duration::from_secs(10) || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
-            panic!("iesp-target did not start; log:\n{text}");
+            panic!("iesp-target did not start on {listen}; log:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn start_quiet(log: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iesp-target"));
-    cmd.args(["--listen", &addr.to_string(), "--lun", "ram:1M"])
-        .args(args)
-        .env_remove("IESP_LOG")
-        .stdout(Stdio::null())
-        .stderr(File::create(log).expect("log file"));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn iesp-target");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        if t0.elapsed() > Duration::from_secs(10) || child.try_wait().ok().flatten().is_some() {
-            let _ = child.kill();
-            panic!(
-                "iesp-target -q did not start on {addr}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, addr)
 }
 
 /// Logs in and out once, then stops the target with SIGTERM; returns the

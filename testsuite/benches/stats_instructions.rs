@@ -32,118 +32,29 @@
 //! `IESP_BENCH_KEEP` (keep the dumps, `on.out.K` / `off.out.K`, for
 //! `callgrind_annotate`), `IESP_TARGET_BIN`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use iesp_initiator::{LoginOptions, Session};
 use iesp_testsupport::bench::{env_u32, median};
 use iesp_testsupport::peers::tools_or_skip;
 
+#[path = "common/callgrind.rs"]
+mod callgrind;
 #[path = "common/target_process.rs"]
 mod target_process;
-use target_process::{Spawned, spawn_target, target_binary};
+use callgrind::{Side, list, reads};
+use target_process::{spawn_target, target_binary};
 
-/// 4 KiB in 512-byte blocks.
-const BLOCKS: u32 = 8;
-/// 4 KiB slots in the 64 MiB LUN.
-const SLOTS: u64 = (64 << 20) / 4096;
-
-/// One target under callgrind, logged in.
-struct Side {
-    name: &'static str,
-    target: Spawned,
-    out: PathBuf,
-    dumps: u32,
-    lu: iesp_initiator::LogicalUnit,
-    _session: Session,
-    per_read: Vec<f64>,
-}
-
-impl Side {
-    async fn start(bin: &Path, dir: &Path, statistics: bool) -> Side {
-        let name = if statistics { "on" } else { "off" };
-        let out = dir.join(format!("{name}.out"));
-        let target = spawn_target(bin, statistics, false, Some(&out));
-        let opts = LoginOptions::new(
-            "iqn.2026-11.org.iesp-test:stats-instructions",
-            Some(iesp_target::DEFAULT_IQN),
-        );
-        let session = Session::login(target.portal, opts)
-            .await
-            .unwrap_or_else(|e| panic!("login to the {name} target: {e}"));
-        let lu = session.logical_unit(0).await.expect("LUN 0");
-        Side {
-            name,
-            target,
-            out,
-            dumps: 0,
-            lu,
-            _session: session,
-            per_read: Vec::new(),
-        }
-    }
-
-    fn control(&self, flag: &str) {
-        let pid = self.target.child.id().to_string();
-        let status = Command::new("callgrind_control")
-            .args([flag, pid.as_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("callgrind_control");
-        assert!(status.success(), "callgrind_control {flag} {pid}: {status}");
-    }
-
-    /// Zeroes the counters, issues `n` reads, dumps: the instructions the
-    /// target executed meanwhile.
-    async fn interval(&mut self, n: u64, qd: u64, seed: u64) -> u64 {
-        self.control("-z");
-        reads(&self.lu, n, qd, seed).await;
-        self.control("-d");
-        self.dumps += 1;
-        let dump = PathBuf::from(format!("{}.{}", self.out.display(), self.dumps));
-        totals(&dump)
-    }
-}
-
-/// The `totals:` (instructions) line of a callgrind dump, waiting a little
-/// for the file to be complete.
-fn totals(dump: &Path) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(dump)
-            && let Some(v) = text.lines().find_map(|l| l.strip_prefix("totals:"))
-        {
-            return v.trim().parse().expect("totals value");
-        }
-        assert!(Instant::now() < deadline, "no totals in {}", dump.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `n` 4 KiB reads at xorshift-random 4 KiB-aligned LBAs from `seed`,
-/// `qd` at a time (each of `qd` tasks reads its share in turn).
-async fn reads(lu: &iesp_initiator::LogicalUnit, n: u64, qd: u64, seed: u64) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for q in 0..qd {
-        let lu = lu.clone();
-        let share = n / qd + u64::from(q < n % qd);
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (q + 1);
-        tasks.spawn_local(async move {
-            for _ in 0..share {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let lba = (x % SLOTS) * u64::from(BLOCKS);
-                let data = lu.read(lba, BLOCKS).await.expect("READ");
-                assert_eq!(data.len(), 4096);
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("reader task");
-    }
+async fn start(bin: &Path, dir: &Path, statistics: bool) -> Side {
+    let name = if statistics { "on" } else { "off" };
+    let out = dir.join(format!("{name}.out"));
+    let target = spawn_target(bin, statistics, false, Some(&out));
+    Side::login(
+        name,
+        target,
+        out,
+        "iqn.2026-11.org.iesp-test:stats-instructions",
+    )
+    .await
 }
 
 fn main() {
@@ -165,28 +76,20 @@ fn main() {
         .expect("runtime");
     let local = tokio::task::LocalSet::new();
     let (on, off) = local.block_on(&rt, async {
-        let mut on = Side::start(&bin, &dir, true).await;
-        let mut off = Side::start(&bin, &dir, false).await;
+        let mut on = start(&bin, &dir, true).await;
+        let mut off = start(&bin, &dir, false).await;
         // Warm-up: first touches of the LUN's pages, buffer pools grown.
         reads(&on.lu, n / 4, qd, 99).await;
         reads(&off.lu, n / 4, qd, 99).await;
-        let small = n / 4;
         for round in 0..rounds {
-            let seed = u64::from(round) + 1;
             let order: [&mut Side; 2] = if round % 2 == 0 {
                 [&mut on, &mut off]
             } else {
                 [&mut off, &mut on]
             };
             for side in order {
-                let a = side.interval(small, qd, seed).await;
-                let b = side.interval(n, qd, seed + 1000).await;
-                let per = (b as f64 - a as f64) / (n - small) as f64;
-                eprintln!(
-                    "round {round}, statistics {}: {a} instructions over {small} reads, {b} over {n}: {per:.0} per read",
-                    side.name
-                );
-                side.per_read.push(per);
+                let label = format!("statistics {}", side.name);
+                side.round(round, n, qd, &label).await;
             }
         }
         (on, off)
@@ -228,11 +131,4 @@ fn main() {
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-fn list(v: &[f64]) -> String {
-    v.iter()
-        .map(|x| format!("{x:.0}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
