@@ -475,6 +475,18 @@ impl AnyDevice {
     /// block device. For writing without `force`, also runs the
     /// [`safety`] checks and refuses with [`DeviceError::Refused`].
     pub async fn open(target: &str, opts: &OpenOptions) -> Result<AnyDevice, DeviceError> {
+        // A mistyped URL (`iscsi:/x`, `http://…`) that is no file is a
+        // usage error, not "no such file" (the text is not echoed: a URL
+        // may carry a password).
+        if !target.starts_with("iscsi://")
+            && (target.contains("://") || target.starts_with("iscsi:"))
+            && !std::path::Path::new(target).exists()
+        {
+            return Err(DeviceError::Usage {
+                target: "TARGET".into(),
+                reason: "neither a file nor an iscsi:// URL (iscsi://[user[%password]@]host[:port]/target-iqn/lun)".into(),
+            });
+        }
         let dev = if target.starts_with("iscsi://") {
             if opts.file_block_size.is_some() || opts.create_size.is_some() {
                 return Err(DeviceError::Usage {

@@ -263,9 +263,13 @@ pub async fn run(a: ConformanceArgs, verbosity: Verbosity) -> anyhow::Result<()>
         .transpose()?;
     let url = match (&a.url, a.embedded) {
         (Some(u), false) => {
-            let url: IscsiUrl = u
-                .parse()
-                .map_err(|e| exit::usage(format!("`{u}` is not an iscsi:// URL: {e}")))?;
+            let url: IscsiUrl = u.parse().map_err(|e| {
+                // The URL is not echoed: it may carry a password.
+                exit::usage(match e {
+                    iesp_initiator::url::UrlError::Scheme => e.to_string(),
+                    e => format!("iSCSI URL: {e}"),
+                })
+            })?;
             if url.target_name().is_none() {
                 return Err(exit::usage(
                     "the URL names no target (iscsi://host/target-iqn/lun)",

@@ -163,6 +163,37 @@ fn mistakes_exit_2_with_one_line() {
     }
 }
 
+/// A mistyped URL is a usage error saying what a URL looks like, in one
+/// line without repeating itself, and never echoes the text (a URL may
+/// carry a password); it is not "no such file".
+#[test]
+fn a_mistyped_url_is_one_clear_line() {
+    for url in ["http://u%sekrit@x/y/0", "iscsi:/u%sekrit@x/y/0"] {
+        for pre in [
+            &["verify", "--check", "--seed", "1"][..],
+            &["bench"],
+            &["fsx", "--write"],
+            &["conformance"],
+        ] {
+            let run = iesp_test(&[pre, &[url]].concat());
+            let what = format!("{pre:?} {url}");
+            assert_eq!(run.code, 2, "{what}: {}", run.text());
+            let err = run.stderr.trim_end();
+            assert_eq!(err.lines().count(), 1, "{what}: {err}");
+            assert!(
+                err.contains("iscsi://[user[%password]@]host"),
+                "{what}: {err}"
+            );
+            assert!(!err.contains("sekrit"), "{what}: echoes the URL: {err}");
+            assert!(!err.contains("no such file"), "{what}: {err}");
+            assert!(
+                err.matches("iSCSI URL").count() <= 1,
+                "{what}: said twice: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_bad_output_path_fails_before_any_io() {
     let dir = tempfile::tempdir().unwrap();
