@@ -212,15 +212,18 @@ fn write_whole(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> 
         .unwrap_or(Path::new("."));
     // The mode a plain create gives (0666 less the umask), or the mode of
     // the file replaced: not the 0600 of a temporary file.
-    let mode = match std::fs::metadata(path) {
-        Ok(m) => m.permissions(),
-        Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o666),
-    };
+    let replaced = std::fs::metadata(path).ok().map(|m| m.permissions());
     let mut tmp = tempfile::Builder::new()
         .prefix(".iesp-test-")
-        .permissions(mode.clone())
+        .permissions(
+            replaced
+                .clone()
+                .unwrap_or_else(|| std::os::unix::fs::PermissionsExt::from_mode(0o666)),
+        )
         .tempfile_in(dir)?;
-    if std::fs::metadata(path).is_ok() {
+    if let Some(mode) = replaced {
+        // Exactly the old mode, which the umask applied at creation may
+        // have narrowed.
         tmp.as_file().set_permissions(mode)?;
     }
     tmp.write_all(bytes)?;

@@ -48,11 +48,12 @@ pub fn log_x_line_chart(path: &Path, chart: &LineChart<'_>) -> Result<(), PlotEr
     let ys = from_zero(range(all().map(|p| p.1)).ok_or(PlotError::Empty)?);
     // One x value: a factor of two either side (on a log axis, ±1 around 1
     // would start at 0).
-    let xs = match log_x_ticks(chart.series).as_deref() {
+    let ticks = log_x_ticks(chart.series);
+    let xs = match ticks.as_deref() {
         Some([x]) => x / 2.0..x * 2.0,
         _ => xs.start.max(f64::MIN_POSITIVE)..xs.end,
     };
-    match log_x_ticks(chart.series) {
+    match ticks {
         Some(ticks) => draw_lines(path, chart, xs.log_scale().with_key_points(ticks), ys),
         None => draw_lines(path, chart, xs.log_scale(), ys),
     }

@@ -668,7 +668,10 @@ fn param_gates(case: &Case, ctx: &Ctx) -> Result<(), Fail> {
             "MaxOutstandingR2T" => p.max_outstanding_r2t.to_string(),
             "TargetMRDSL" => p.target_mrdsl.to_string(),
             "blocks" => ctx.blocks.to_string(),
-            "capacity" => (ctx.blocks * u64::from(ctx.block_size)).to_string(),
+            "capacity" => ctx
+                .blocks
+                .saturating_mul(u64::from(ctx.block_size))
+                .to_string(),
             "block_size" => ctx.block_size.to_string(),
             "InitiatorMRDSL" => p.initiator_mrdsl.to_string(),
             "HeaderDigest" => p.header_digest.token().to_owned(),
@@ -886,8 +889,17 @@ pub async fn read_capacity(ctx: &mut Ctx) -> Result<(), Fail> {
         .await?;
     if out.status == Some(0) && out.data.len() >= 8 {
         let d = &out.data;
+        let block_size = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+        if block_size == 0 {
+            // Every case divides by it: a malformed answer fails here, as
+            // READ CAPACITY(16)'s does, instead of panicking a case.
+            return Err(Fail::check(format!(
+                "READ CAPACITY(10) on LUN {:?} returned malformed parameter data: BLOCK LENGTH IN BYTES 0",
+                ctx.lun
+            )));
+        }
         ctx.blocks = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])) + 1;
-        ctx.block_size = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+        ctx.block_size = block_size;
         return Ok(());
     }
     Err(Fail::check(format!(

@@ -324,7 +324,7 @@ fn max_outstanding_r2t(ctx: &mut Ctx) -> CaseFuture<'_> {
         let mor = u64::from(p.max_outstanding_r2t.max(1));
         // At most half the LUN, so that a small LUN still gets a write of
         // several bursts where MaxBurstLength is small.
-        let room = (ctx.blocks / 2).max(2) * bs;
+        let room = (ctx.blocks / 2).max(2).saturating_mul(bs);
         let len = (u64::from(p.max_burst_length) * (mor + 2)).clamp(bs * 2, (4 << 20).min(room))
             / bs
             * bs;
