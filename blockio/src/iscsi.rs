@@ -41,6 +41,13 @@ use crate::{
     pieces, write_same_op,
 };
 
+/// The MaxRecvDataSegmentLength the device declares: 1 MiB, four times
+/// the initiator library's default, so that a READ of up to 1 MiB can come
+/// as one Data-In, whose segment is lent to the caller as it sits in the
+/// read buffer, instead of four that are copied together (issue 16: that
+/// copy was a quarter of the client's CPU on 1 MiB reads).
+const MAX_RECV_SEGMENT: u32 = 1 << 20;
+
 /// How long one command may take before it counts as an I/O error.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -92,6 +99,7 @@ impl IscsiDevice {
         let mut login = LoginOptions::from_url(&url, &opts.initiator_name);
         login.connect_timeout = opts.connect_timeout;
         login.poll_us = opts.poll_us;
+        login.max_recv_data_segment_length = MAX_RECV_SEGMENT;
         login.negotiation = if opts.strict_negotiation {
             NegotiationPolicy::Strict
         } else {

@@ -122,6 +122,17 @@ pub fn frame_len(cfg: &FrameConfig, bhs: &Bhs) -> usize {
         + if cfg.data_digest && data > 0 { 4 } else { 0 }
 }
 
+/// Wire length of the largest PDU `cfg` accepts without AHS (a data
+/// segment of `cfg.max_data_segment` bytes).
+pub fn frame_len_max(cfg: &FrameConfig) -> usize {
+    let data = cfg.max_data_segment as usize;
+    BHS_LEN
+        + if cfg.header_digest { 4 } else { 0 }
+        + data
+        + padding(data)
+        + if cfg.data_digest { 4 } else { 0 }
+}
+
 /// Takes one whole PDU off the front of `buf`, or returns `Ok(None)` when
 /// more bytes are needed (after reserving room for them).
 pub fn decode(cfg: &FrameConfig, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {

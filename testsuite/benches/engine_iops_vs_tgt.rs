@@ -290,8 +290,9 @@ fn main() {
     fill(&tgt_file, LUN_BYTES);
     let tgt_pid = tgtd.pid();
 
-    // The client: a multi-thread runtime, as `iesp-test bench` uses.
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The client: the session and its engine on one thread with a
+    // current-thread runtime, as `iesp-test bench` runs each session.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");

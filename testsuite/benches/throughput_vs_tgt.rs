@@ -13,7 +13,8 @@
 //! rounds (default 3) of `IESP_BENCH_SECONDS` (default 5) per run.
 //!
 //! CPU: the target runs in this process on its own runtime, whose threads
-//! are named `iesp-target`; the client's are named `bench-client`. Per run
+//! are named `iesp-target`; the client is one thread named `bench-client`
+//! with a current-thread runtime (as `iesp-test bench` runs a session). Per run
 //! the bench reads `/proc/self/task/*/stat` (and tgtd's `/proc/PID/stat`)
 //! and prints CPU milliseconds per MiB moved, for the client and for each
 //! target: a client near 1000 ms/s of CPU would be the bottleneck.
@@ -265,75 +266,85 @@ fn main() {
     fill(&tgt_file, LUN_BYTES);
     let tgt_pid = tgtd.pid();
 
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    let ours = open(&client, &target.url(0));
-    let theirs = open(&client, &tgt_url);
-    let our_cpu = || threads_cpu("iesp-target");
-    let tgt_cpu = move || pid_cpu(tgt_pid);
+    // The client: the sessions and the engine on one thread with a
+    // current-thread runtime, as `iesp-test bench` runs each session.
+    let target_url = target.url(0);
+    std::thread::scope(|scope| {
+        let client_thread = std::thread::Builder::new()
+            .name("bench-client".into())
+            .spawn_scoped(scope, || {
+            let client = tokio::runtime::Builder::new_current_thread()
+                .thread_name("bench-client")
+                .enable_all()
+                .build()
+                .expect("client runtime");
+            let ours = open(&client, &target_url);
+            let theirs = open(&client, &tgt_url);
+            let our_cpu = || threads_cpu("iesp-target");
+            let tgt_cpu = move || pid_cpu(tgt_pid);
 
-    println!(
-        "1 MiB sequential I/O, QD {QD}, one session, our initiator's engine; {seconds} s per run, median of {rounds} rounds"
-    );
-    let mut stream = Vec::new();
-    for write in [false, true] {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            if !write {
-                stream.push(bare_stream(seconds));
-            }
-            let run_ours = || run_once(&client, &ours, write, seconds, &our_cpu);
-            if round % 2 == 0 {
-                a.push(run_ours());
-                b.push(run_once(&client, &theirs, write, seconds, &tgt_cpu));
-            } else {
-                b.push(run_once(&client, &theirs, write, seconds, &tgt_cpu));
-                a.push(run_ours());
-            }
-        }
-        let rate = |v: &[Run]| v.iter().map(|r| r.mib_s).collect::<Vec<_>>();
-        let (ra, rb) = (rate(&a), rate(&b));
-        let (ma, mb) = (median(ra.clone()), median(rb.clone()));
-        let name = if write { "write" } else { "read" };
-        println!(
-            "{name:>5}: iesp {ma:.0} MiB/s ({}), tgt {mb:.0} MiB/s ({}), ratio iesp/tgt {:.2}x",
-            range(&ra),
-            range(&rb),
-            ma / mb
-        );
-        if !write {
-            let ms = median(stream.clone());
             println!(
-                "       bare loopback TCP stream {ms:.0} MiB/s ({}); iesp reaches {:.0}% of it, tgt {:.0}%",
-                range(&stream),
-                ma * 100.0 / ms,
-                mb * 100.0 / ms
+                "1 MiB sequential I/O, QD {QD}, one session, our initiator's engine; {seconds} s per run, median of {rounds} rounds"
             );
-        }
-        let cpu = |v: &[Run], f: fn(&Run) -> f64| median(v.iter().map(f).collect());
-        println!(
-            "       CPU ms per MiB: iesp target {:.2}, tgtd {:.2}; client {:.2} against iesp, {:.2} against tgt",
-            cpu(&a, |r| r.target_ms),
-            cpu(&b, |r| r.target_ms),
-            cpu(&a, |r| r.client_ms),
-            cpu(&b, |r| r.client_ms),
-        );
-        println!(
-            "       client CPU use: {:.0}% of one core against iesp, {:.0}% against tgt",
-            cpu(&a, |r| r.client_ms) * ma / 10.0,
-            cpu(&b, |r| r.client_ms) * mb / 10.0,
-        );
-    }
-    if let Ok(d) = Arc::try_unwrap(ours) {
-        let _ = client.block_on(d.close());
-    }
-    if let Ok(d) = Arc::try_unwrap(theirs) {
-        let _ = client.block_on(d.close());
-    }
+            let mut stream = Vec::new();
+            for write in [false, true] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for round in 0..rounds {
+                    if !write {
+                        stream.push(bare_stream(seconds));
+                    }
+                    let run_ours = || run_once(&client, &ours, write, seconds, &our_cpu);
+                    if round % 2 == 0 {
+                        a.push(run_ours());
+                        b.push(run_once(&client, &theirs, write, seconds, &tgt_cpu));
+                    } else {
+                        b.push(run_once(&client, &theirs, write, seconds, &tgt_cpu));
+                        a.push(run_ours());
+                    }
+                }
+                let rate = |v: &[Run]| v.iter().map(|r| r.mib_s).collect::<Vec<_>>();
+                let (ra, rb) = (rate(&a), rate(&b));
+                let (ma, mb) = (median(ra.clone()), median(rb.clone()));
+                let name = if write { "write" } else { "read" };
+                println!(
+                    "{name:>5}: iesp {ma:.0} MiB/s ({}), tgt {mb:.0} MiB/s ({}), ratio iesp/tgt {:.2}x",
+                    range(&ra),
+                    range(&rb),
+                    ma / mb
+                );
+                if !write {
+                    let ms = median(stream.clone());
+                    println!(
+                        "       bare loopback TCP stream {ms:.0} MiB/s ({}); iesp reaches {:.0}% of it, tgt {:.0}%",
+                        range(&stream),
+                        ma * 100.0 / ms,
+                        mb * 100.0 / ms
+                    );
+                }
+                let cpu = |v: &[Run], f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+                println!(
+                    "       CPU ms per MiB: iesp target {:.2}, tgtd {:.2}; client {:.2} against iesp, {:.2} against tgt",
+                    cpu(&a, |r| r.target_ms),
+                    cpu(&b, |r| r.target_ms),
+                    cpu(&a, |r| r.client_ms),
+                    cpu(&b, |r| r.client_ms),
+                );
+                println!(
+                    "       client CPU use: {:.0}% of one core against iesp, {:.0}% against tgt",
+                    cpu(&a, |r| r.client_ms) * ma / 10.0,
+                    cpu(&b, |r| r.client_ms) * mb / 10.0,
+                );
+            }
+            if let Ok(d) = Arc::try_unwrap(ours) {
+                let _ = client.block_on(d.close());
+            }
+            if let Ok(d) = Arc::try_unwrap(theirs) {
+                let _ = client.block_on(d.close());
+            }
+            })
+            .expect("client thread");
+        client_thread.join().expect("the client thread panicked");
+    });
     drop(tgtd);
     target.stop();
 }

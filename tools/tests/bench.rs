@@ -167,8 +167,11 @@ fn tgt_and_compare_with_our_target() {
     let ours = BlockingTarget::ram(16 << 20, 512);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("c.json");
+    // The sessions of both targets on the command's runtime (the default
+    // is a thread per session: the other tests).
     let run = iesp_test(&[
         "bench",
+        "--shared-runtime",
         "--qd",
         "4",
         "--sessions",
@@ -450,6 +453,10 @@ fn bad_input_fails_before_any_io() {
         "{}",
         run.text()
     );
+    // --matrix always has a thread per job.
+    let run = iesp_test(&["bench", "--matrix", "--shared-runtime", &img]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("--shared-runtime"), "{}", run.text());
     // A busy-poll budget out of range, or not a number.
     for bad in ["1001", "-1", "fast", "4294967296"] {
         let run = iesp_test(&["bench", &format!("--poll-us={bad}"), &img]);

@@ -43,8 +43,14 @@ use super::{CommandError, ScsiResult};
 use crate::login::LoginOutcome;
 use crate::raw::{Direction, RawConnection, TraceEvent};
 
-/// Read buffer: room for several large PDUs per read.
+/// Read buffer: room for several large PDUs per read; at least
+/// [`FRAMES_PER_BUF`] of the largest the session accepts.
 const READ_BUF: usize = 512 * 1024;
+
+/// The read buffer holds at least this many of the largest PDUs: a PDU
+/// that straddles the end of one buffer is copied into the next, so with
+/// 1 MiB segments in a 512 KiB buffer every one was copied (issue 16).
+const FRAMES_PER_BUF: usize = 4;
 
 /// The token the driver gives the core with each request: where its
 /// answer goes.
@@ -306,6 +312,7 @@ async fn run_reader(
 ) {
     // Reused for every batch: no allocation per read.
     let mut events = Vec::new();
+    let read_buf = READ_BUF.max(FRAMES_PER_BUF * framing::frame_len_max(&cfg));
     let reason = loop {
         let (fatal, deadline, held) = {
             let mut st = shared.lock();
@@ -353,7 +360,7 @@ async fn run_reader(
             break reason;
         }
         if rbuf.capacity() - rbuf.len() < 16 * 1024 {
-            rbuf.reserve(READ_BUF);
+            rbuf.reserve(read_buf);
         }
         let read = match deadline {
             None => busy.read_buf(&mut rd, &mut rbuf).await,

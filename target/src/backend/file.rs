@@ -1,7 +1,9 @@
 //! A regular file or a block device as a logical unit.
 //!
 //! Positional I/O (`pread`/`pwrite`) on one shared descriptor: thread-safe
-//! without a lock. A missing file is created sparse at the requested size.
+//! without a lock; READs and WRITEs of a regular file copy from and into a
+//! mapping of it instead ([`super::mapped`]). A missing file is created sparse at the
+//! requested size.
 //!
 //! ## Thin provisioning
 //!
@@ -41,6 +43,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, PosixFadviseAdvice, fallocate, posix_fadvise};
 use nix::unistd::{Whence, lseek};
 
+use super::mapped::Mapping;
 use super::splice::{Pending, Spliced};
 use super::{Backend, Extent, MapState, Provisioning, write_repeated};
 
@@ -71,6 +74,9 @@ pub struct FileBackend {
     /// Zero-copy reads not yet sent, detached before any change
     /// ([`super::splice`]).
     pending: Pending,
+    /// Regular files: READs and WRITEs copy from and into a mapping of the
+    /// file instead of a `pread` or `pwrite` each ([`super::mapped`]).
+    map: Option<Mapping>,
 }
 
 impl FileBackend {
@@ -117,6 +123,11 @@ impl FileBackend {
         } else {
             (Discard::PunchHole, meta.blksize().max(512))
         };
+        let map = if block_device {
+            None
+        } else {
+            Mapping::new(&file, actual, !read_only)
+        };
         Ok(FileBackend {
             file: Arc::new(file),
             path: path.to_owned(),
@@ -125,6 +136,7 @@ impl FileBackend {
             discard,
             granularity,
             pending: Pending::default(),
+            map,
         })
     }
 
@@ -222,8 +234,17 @@ impl Backend for FileBackend {
         self.file.read_exact_at(buf, offset)
     }
 
-    /// `pread` straight into the buffer's spare capacity: no zero-fill.
+    /// A copy from the file's mapping ([`super::mapped`]); else, or once
+    /// the file shrank under it, `pread` straight into the buffer's spare
+    /// capacity: no zero-fill.
     fn read_into(&self, buf: &mut bytes::BytesMut, offset: u64, len: usize) -> io::Result<()> {
+        if self
+            .map
+            .as_ref()
+            .is_some_and(|m| m.copy_into(buf, offset, len))
+        {
+            return Ok(());
+        }
         let start = buf.len();
         buf.reserve(len);
         while buf.len() - start < len {
@@ -262,8 +283,12 @@ impl Backend for FileBackend {
         Some(self.pending.register(&self.file, offset, len))
     }
 
+    /// Into the file's mapping; else, or once it faulted, `pwrite`.
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.pending.detach(offset, data.len() as u64)?;
+        if self.map.as_ref().is_some_and(|m| m.copy_from(data, offset)) {
+            return Ok(());
+        }
         self.file.write_all_at(data, offset)
     }
 
@@ -445,6 +470,34 @@ mod tests {
         let mut short = bytes::BytesMut::new();
         assert!(b.read_into(&mut short, (1 << 20) - 512, 4096).is_err());
         assert!(short.is_empty());
+    }
+
+    /// READs of a regular file come from its mapping; when someone else
+    /// truncates the file they fail (as `pread` reports it), the process
+    /// lives on, and the LU keeps serving what is left through `pread`.
+    #[test]
+    fn reads_of_a_file_truncated_under_the_lu_fail_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun.img");
+        let b = FileBackend::open(&path, Some(1 << 20), false).unwrap();
+        assert!(b.map.is_some(), "a regular file is mapped");
+        b.write_at(&[0x5a; 8192], 512 << 10).unwrap();
+        let mut buf = bytes::BytesMut::new();
+        b.read_into(&mut buf, 512 << 10, 8192).unwrap();
+        assert!(buf.iter().all(|&x| x == 0x5a));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(64 << 10)
+            .unwrap();
+        let mut gone = bytes::BytesMut::new();
+        let err = b.read_into(&mut gone, 512 << 10, 8192).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(gone.is_empty());
+        b.write_at(&[0x77; 512], 0).unwrap();
+        b.read_into(&mut gone, 0, 512).unwrap();
+        assert!(gone.iter().all(|&x| x == 0x77));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::io;
 use bytes::BytesMut;
 
 pub mod file;
+pub mod mapped;
 pub mod nbd;
 pub mod ram;
 pub mod splice;

@@ -148,8 +148,13 @@ pub struct BenchArgs {
     /// Connections per target, each with --qd in flight.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub sessions: u32,
-    /// Run each session on its own thread with its own runtime.
-    #[arg(long)]
+    /// Run every session on the command's multi-thread runtime instead of
+    /// each on its own thread with a current-thread runtime (the default)
+    #[arg(long, conflicts_with = "matrix")]
+    pub shared_runtime: bool,
+    /// Each session on its own thread and runtime: the default, kept for
+    /// older scripts.
+    #[arg(long, hide = true, conflicts_with = "shared_runtime")]
     pub threads: bool,
     /// The old block-speed-randread.py shape: block size × jobs, each job a
     /// synchronous reader (QD 1) on its own thread and session.
@@ -225,7 +230,7 @@ impl BenchArgs {
             },
             bss: self.bs.clone(),
             sessions: self.sessions,
-            threads: self.threads,
+            threads: !self.shared_runtime,
             matrix_jobs: self.matrix.then(|| self.jobs.clone()),
             runtime: self.runtime,
             ramp: self.ramp,

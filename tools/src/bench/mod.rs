@@ -12,9 +12,10 @@
 //! ## Layout
 //!
 //! - [`cli`] — the command line, `bench merge`.
-//! - [`sweep`] — the points of a sweep and how each one runs: sessions
-//!   on the shared runtime, or one thread per job (`--threads`,
-//!   `--matrix`), ramp, runtime, client CPU time.
+//! - [`sweep`] — the points of a sweep and how each one runs: one thread
+//!   with a current-thread runtime per job (the command line's default, and
+//!   `--matrix`), or every session on the command's runtime
+//!   (`--shared-runtime`); ramp, runtime, client CPU time.
 //! - [`workload`] — the engine [`iesp_blockio::engine::Workload`]: offsets,
 //!   buffers, recording every latency.
 //! - [`report`] — terminal table, JSON (envelope), CSV, `.dat`,
@@ -97,7 +98,8 @@ pub struct Options {
     pub bss: Vec<u64>,
     /// Connections (jobs) per point, outside `--matrix`.
     pub sessions: u32,
-    /// Each job on its own thread with its own runtime.
+    /// Each job on its own thread with its own current-thread runtime
+    /// (the command line's default; `--shared-runtime` turns it off).
     pub threads: bool,
     /// `--matrix`: synchronous jobs, one thread each, over these counts.
     pub matrix_jobs: Option<Vec<u32>>,
@@ -172,7 +174,8 @@ impl From<DeviceError> for Failure {
 /// Where a target's devices come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// Opened by name (per session; per job and thread with `--threads`).
+    /// Opened by name (per session; per job and thread when jobs have
+    /// threads of their own).
     Named(String),
     /// Devices already open (the library; in-memory devices), shared by
     /// every job.

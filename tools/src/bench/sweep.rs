@@ -6,11 +6,15 @@
 //! next, so that `--compare` ratios are not biased by the order.
 //!
 //! A point runs `jobs` engines at once, `qd` commands in flight each:
-//! on the sessions opened for the run, all on the command's runtime; or,
-//! with `--threads` and `--matrix`, each job on its own OS thread with its
-//! own current-thread runtime and its own session (a named target is
-//! opened by each thread: so a matrix job is a synchronous reader, as in
-//! block-speed-randread.py). The first `--ramp` is not recorded; the
+//! each job on its own OS thread with its own current-thread runtime and
+//! its own session (a named target is opened by each thread: so a matrix
+//! job is a synchronous reader, as in block-speed-randread.py); or, with
+//! `--shared-runtime`, on the sessions opened for the run, all on the
+//! command's multi-thread runtime. The thread per job is the default
+//! because a session's reader task and the engine's slots then share one
+//! thread: a batch of completions is delivered, resubmitted and written
+//! without waking another worker, which on the multi-thread runtime cost
+//! more client CPU per command than the target spent (README, issue 16). The first `--ramp` is not recorded; the
 //! point then records for `--runtime`. Client CPU time is the process's
 //! (getrusage(RUSAGE_SELF), user + system)
 //! over the recorded time — so a target embedded in the same process (the
