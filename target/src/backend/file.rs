@@ -77,6 +77,8 @@ pub struct FileBackend {
     /// Regular files: READs and WRITEs copy from and into a mapping of the
     /// file instead of a `pread` or `pwrite` each ([`super::mapped`]).
     map: Option<Mapping>,
+    /// Whether the log said the mapping faulted.
+    fault_reported: std::sync::atomic::AtomicBool,
 }
 
 impl FileBackend {
@@ -137,7 +139,24 @@ impl FileBackend {
             granularity,
             pending: Pending::default(),
             map,
+            fault_reported: Default::default(),
         })
+    }
+
+    /// Says once, in the log, that the mapping faulted and the LU goes on
+    /// with `pread`/`pwrite`.
+    fn report_fault(&self, m: &Mapping) {
+        if m.faulted()
+            && !self
+                .fault_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                path = %self.path.display(),
+                "the file's mapping faulted (the file was truncated, or the file system is full): \
+                 reads and writes go through pread/pwrite from now on"
+            );
+        }
     }
 
     /// `fallocate` over a byte range.
@@ -238,12 +257,11 @@ impl Backend for FileBackend {
     /// the file shrank under it, `pread` straight into the buffer's spare
     /// capacity: no zero-fill.
     fn read_into(&self, buf: &mut bytes::BytesMut, offset: u64, len: usize) -> io::Result<()> {
-        if self
-            .map
-            .as_ref()
-            .is_some_and(|m| m.copy_into(buf, offset, len))
-        {
-            return Ok(());
+        if let Some(m) = &self.map {
+            if m.copy_into(buf, offset, len) {
+                return Ok(());
+            }
+            self.report_fault(m);
         }
         let start = buf.len();
         buf.reserve(len);
@@ -286,8 +304,11 @@ impl Backend for FileBackend {
     /// Into the file's mapping; else, or once it faulted, `pwrite`.
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.pending.detach(offset, data.len() as u64)?;
-        if self.map.as_ref().is_some_and(|m| m.copy_from(data, offset)) {
-            return Ok(());
+        if let Some(m) = &self.map {
+            if m.copy_from(data, offset) {
+                return Ok(());
+            }
+            self.report_fault(m);
         }
         self.file.write_all_at(data, offset)
     }

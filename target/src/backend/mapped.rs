@@ -218,6 +218,8 @@ impl Drop for Mapping {
 fn install_handler() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
+        // Cached now, so the handler only loads it.
+        page_size();
         let ours = SigAction::new(
             SigHandler::SigAction(on_sigbus),
             SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_NODEFER,
