@@ -50,7 +50,12 @@ const READ_BUF: usize = 512 * 1024;
 /// The read buffer holds at least this many of the largest PDUs: a PDU
 /// that straddles the end of one buffer is copied into the next, so with
 /// 1 MiB segments in a 512 KiB buffer every one was copied (issue 16).
+/// Up to [`READ_BUF_MAX`]: a session that accepts 16 MiB segments does
+/// not take 64 MiB buffers.
 const FRAMES_PER_BUF: usize = 4;
+
+/// The most [`FRAMES_PER_BUF`] makes a read buffer.
+const READ_BUF_MAX: usize = 8 << 20;
 
 /// The token the driver gives the core with each request: where its
 /// answer goes.
@@ -312,7 +317,7 @@ async fn run_reader(
 ) {
     // Reused for every batch: no allocation per read.
     let mut events = Vec::new();
-    let read_buf = READ_BUF.max(FRAMES_PER_BUF * framing::frame_len_max(&cfg));
+    let read_buf = READ_BUF.max((FRAMES_PER_BUF * framing::frame_len_max(&cfg)).min(READ_BUF_MAX));
     let reason = loop {
         let (fatal, deadline, held) = {
             let mut st = shared.lock();

@@ -185,8 +185,9 @@ impl Mapping {
         #[allow(unsafe_code)]
         let src = unsafe { std::slice::from_raw_parts((self.start + offset) as *const u8, len) };
         buf.extend_from_slice(src);
-        // The handler ran on this thread, if at all: a compiler fence
-        // orders its store before this load.
+        // A fault on this thread ran the handler inside the copy (the
+        // compiler fence keeps the load after it); one on another thread
+        // marked the mapping before replacing any page this copy read.
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         if self.faulted() {
             buf.truncate(before);
@@ -198,7 +199,7 @@ impl Mapping {
     /// Whether the file shrank under the mapping (from then on every read
     /// goes through `pread`).
     pub fn faulted(&self) -> bool {
-        self.slot.faulted.load(Ordering::Relaxed)
+        self.slot.faulted.load(Ordering::SeqCst)
     }
 }
 
@@ -252,6 +253,11 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             continue;
         }
         let page = addr & !(page_size() - 1);
+        // Marked before the page is replaced: a copy on another thread
+        // that reads or writes the replacement page must then see the mark
+        // when it checks after its copy (and redo the command), never take
+        // the zero page for the file's data or lose a write in it.
+        slot.faulted.store(true, Ordering::SeqCst);
         // SAFETY: replaces one page of our own registered mapping (which
         // nothing else aliases) with an anonymous zero page; `mmap` is a system call,
         // safe in a signal handler.
@@ -267,7 +273,6 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             )
         };
         if r != libc::MAP_FAILED {
-            slot.faulted.store(true, Ordering::Relaxed);
             return;
         }
         break;

@@ -149,7 +149,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub sessions: u32,
     /// Run every session on the command's multi-thread runtime instead of
-    /// each on its own thread with a current-thread runtime (the default)
+    /// each on its own thread with a current-thread runtime (the default).
     #[arg(long, conflicts_with = "matrix")]
     pub shared_runtime: bool,
     /// Each session on its own thread and runtime: the default, kept for

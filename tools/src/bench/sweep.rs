@@ -14,8 +14,9 @@
 //! because a session's reader task and the engine's slots then share one
 //! thread: a batch of completions is delivered, resubmitted and written
 //! without waking another worker, which on the multi-thread runtime cost
-//! more client CPU per command than the target spent (README, issue 16). The first `--ramp` is not recorded; the
-//! point then records for `--runtime`. Client CPU time is the process's
+//! more client CPU per command than the target spent (README, issue 16).
+//! The first `--ramp` is not recorded; the point then records for
+//! `--runtime`. Client CPU time is the process's
 //! (getrusage(RUSAGE_SELF), user + system)
 //! over the recorded time — so a target embedded in the same process (the
 //! tests) counts too.
