@@ -40,8 +40,9 @@ pub struct Rendered {
 }
 
 /// `text` as a file-name part: runs of anything but ASCII letters,
-/// digits, `-` and `_` become one `_`.
-fn safe_name(text: &str) -> String {
+/// digits, `-` and `_` become one `_` (how a target's label appears in
+/// the names of its charts).
+pub fn safe_name(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {
         if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

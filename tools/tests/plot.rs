@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::iesp_test;
+use iesp_plots::render::safe_name;
 use iesp_testsupport::BlockingTarget;
 
 /// The heatmap files `plot` wrote into `dir`, sorted.
@@ -25,19 +26,6 @@ fn heatmaps(dir: &Path) -> Vec<String> {
 fn sorted(mut v: [String; 2]) -> [String; 2] {
     v.sort();
     v
-}
-
-/// `url` as plot puts it in a file name.
-fn file_part(url: &str) -> String {
-    let mut s = String::new();
-    for c in url.chars() {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            s.push(c);
-        } else if !s.ends_with('_') {
-            s.push('_');
-        }
-    }
-    s.trim_matches('_').to_owned()
 }
 
 #[test]
@@ -85,7 +73,7 @@ fn plot_keeps_the_targets_of_a_compare_run_apart() {
     assert_eq!(matrix.code, 0, "{}", matrix.text());
     a.stop();
     b.stop();
-    let (fa, fb) = (file_part(&ua), file_part(&ub));
+    let (fa, fb) = (safe_name(&ua), safe_name(&ub));
 
     // The sweep's .dat: lines and a heatmap per target.
     let run = iesp_test(&["plot", &p("c.dat"), "-o", &p("c")]);

@@ -2,8 +2,8 @@
 //!
 //! Positional I/O (`pread`/`pwrite`) on one shared descriptor: thread-safe
 //! without a lock; READs and WRITEs of a regular file copy from and into a
-//! mapping of it instead ([`super::mapped`]). A missing file is created sparse at the
-//! requested size.
+//! mapping of it instead ([`super::mapped`]). A missing file is created
+//! sparse at the requested size.
 //!
 //! ## Thin provisioning
 //!

@@ -26,8 +26,8 @@
 //! sees the mark and is done again with `pread` or `pwrite`, which reports
 //! the short file or the full file system as an error (CHECK CONDITION);
 //! every later command of that LU uses them too, as the mapping now holds
-//! pages that are not the file's. A SIGBUS anywhere else goes to the handler that was
-//! there before (Rust's stack-overflow check, else the default action).
+//! pages that are not the file's. A SIGBUS anywhere else goes to the
+//! handler that was there before (Rust's stack-overflow check, else the default action).
 //! The handler only loads atomics and calls `mmap`.
 //!
 //! Regular files only: a block device may change size or vanish, and its
@@ -45,8 +45,8 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 /// with `pread`.
 const SLOTS: usize = 64;
 
-/// One registered mapping: `[start, end)` of the address space; 0..0 is
-/// free.
+/// One registered mapping: `[start, end)` of the address space (0..0
+/// while none is published); `taken` reserves the slot.
 struct Slot {
     taken: AtomicBool,
     start: AtomicUsize,
@@ -54,15 +54,14 @@ struct Slot {
     faulted: AtomicBool,
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const FREE: Slot = Slot {
-    taken: AtomicBool::new(false),
-    start: AtomicUsize::new(0),
-    end: AtomicUsize::new(0),
-    faulted: AtomicBool::new(false),
-};
-
-static REGISTRY: [Slot; SLOTS] = [FREE; SLOTS];
+static REGISTRY: [Slot; SLOTS] = [const {
+    Slot {
+        taken: AtomicBool::new(false),
+        start: AtomicUsize::new(0),
+        end: AtomicUsize::new(0),
+        faulted: AtomicBool::new(false),
+    }
+}; SLOTS];
 
 /// The SIGBUS action before ours, set once before ours is installed.
 static PREVIOUS: OnceLock<SigAction> = OnceLock::new();
